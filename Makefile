@@ -1,0 +1,39 @@
+# gradchain — every target that needs Python depends on `install`, so a fresh
+# clone only needs `make testnet` or `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+NODES ?= 3
+TASK ?= digits
+ATTACKERS ?= 0
+ATTACK ?= sign-flip
+QUICK ?=
+
+.PHONY: install test lint bench testnet clean
+
+install: $(STAMP)
+
+# Re-installs only when the package metadata changed.
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check consensus ml wallet node tests benchmarks
+	$(BIN)/mypy --strict consensus ml wallet
+
+bench: install
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

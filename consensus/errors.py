@@ -1,0 +1,61 @@
+"""The one exception type consensus code raises, and the codes it carries.
+
+Every rule that fails raises ``BlockRejected(Reject.X, detail)``. Tests assert
+on ``exc.code``; the node maps the code to a peer penalty. Keeping every code
+in one enum means a reader can see the whole rule book in one screen.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reject(enum.Enum):
+    """Why a header, block or transaction was rejected."""
+
+    # encoding
+    BAD_ENCODING = "bad-encoding"  # bytes that do not decode canonically
+    BAD_HEADER = "bad-header"  # header of the wrong length or fields
+    OVERSIZE = "oversize"  # a body over its size limit
+    # header rules
+    BAD_POW = "bad-pow"
+    BAD_BITS = "bad-bits"
+    BAD_VERSION = "bad-version"
+    TIME_TOO_OLD = "time-too-old"
+    TIME_TOO_NEW = "time-too-new"
+    UNKNOWN_PARENT = "unknown-parent"
+    # body rules
+    BAD_TX_ROOT = "bad-tx-root"
+    BAD_STATE_ROOT = "bad-state-root"
+    BAD_COINBASE = "bad-coinbase"
+    DUPLICATE_TX = "duplicate-tx"
+    TOO_MANY_TXS = "too-many-txs"
+    TOO_MANY_UPDATES = "too-many-updates"
+    # transaction rules
+    BAD_SIGNATURE = "bad-signature"
+    BAD_CHAIN_ID = "bad-chain-id"
+    BAD_NONCE = "bad-nonce"
+    BAD_AMOUNT = "bad-amount"
+    INSUFFICIENT_FUNDS = "insufficient-funds"
+    # gradient-update rules
+    BAD_UPDATE_ENCODING = "bad-update-encoding"
+    BAD_UPDATE_SHAPE = "bad-update-shape"
+    UPDATE_NOT_FINITE = "update-not-finite"
+    UPDATE_NORM = "update-norm"
+    UPDATE_STALE = "update-stale"
+    UPDATE_BAD_BASE = "update-bad-base"
+    UPDATE_NOT_USEFUL = "update-not-useful"
+    BAD_AGGREGATION = "bad-aggregation"
+
+
+class BlockRejected(Exception):
+    """A header, block or transaction broke consensus rule ``code``."""
+
+    def __init__(self, code: Reject, detail: str = "") -> None:
+        super().__init__(f"{code.value}: {detail}" if detail else code.value)
+        self.code = code
+        self.detail = detail
+
+
+# Codes that say "not yet" rather than "invalid": the sender is not punished.
+NOT_PUNISHED: frozenset[Reject] = frozenset({Reject.TIME_TOO_NEW, Reject.UNKNOWN_PARENT})

@@ -1,0 +1,61 @@
+"""`gradchain <noun> <verb>`: the command-line entry point.
+
+Each noun lives in its own module under ``node/cli/`` and exposes
+``configure(parser)``, which adds its verbs and sets ``handler`` on each.
+Noun modules keep their top-level imports light (argparse and the standard
+library) so ``gradchain --help`` answers at once; heavy imports happen inside
+the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from node.cli.errors import CliError
+
+# (noun, module, one-line help). A new noun is one line here and one module.
+NOUNS: tuple[tuple[str, str, str], ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradchain",
+        description="A proof-of-work blockchain whose blocks train a shared model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    nouns = parser.add_subparsers(dest="noun", metavar="<noun>")
+    nouns.required = True
+    for noun, module_name, help_text in NOUNS:
+        sub = nouns.add_parser(noun, help=help_text, description=help_text)
+        importlib.import_module(module_name).configure(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:  # a noun without a verb: show that noun's help
+        parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Keys, addresses, signing and the encrypted keystore."""
