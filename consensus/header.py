@@ -100,7 +100,9 @@ def header_hash(h: Header | bytes) -> bytes:
     """
     raw = encode(h) if isinstance(h, Header) else h
     if len(raw) != HEADER_SIZE:
-        raise BlockRejected(Reject.BAD_HEADER, f"header must be {HEADER_SIZE} bytes, got {len(raw)}")
+        raise BlockRejected(
+            Reject.BAD_HEADER, f"header must be {HEADER_SIZE} bytes, got {len(raw)}"
+        )
     return hashlib.sha256(hashlib.sha256(raw).digest()).digest()
 
 

@@ -214,7 +214,9 @@ def asert_target(
     return min(target, pow_limit)
 
 
-def next_bits(params: ChainParams, *, anchor_time: int, parent_height: int, parent_time: int) -> int:
+def next_bits(
+    params: ChainParams, *, anchor_time: int, parent_height: int, parent_time: int
+) -> int:
     """The bits the block at ``parent_height + 1`` must carry.
 
     The ASERT anchor is genesis (height 0, bits ``params.genesis_bits``, time
