@@ -24,6 +24,7 @@ class Reject(enum.Enum):
     TIME_TOO_OLD = "time-too-old"
     TIME_TOO_NEW = "time-too-new"
     UNKNOWN_PARENT = "unknown-parent"
+    BAD_PREV = "bad-prev"  # the parent, or an ancestor, is known invalid
     # body rules
     BAD_TX_ROOT = "bad-tx-root"
     BAD_STATE_ROOT = "bad-state-root"
@@ -33,7 +34,6 @@ class Reject(enum.Enum):
     TOO_MANY_UPDATES = "too-many-updates"
     # transaction rules
     BAD_SIGNATURE = "bad-signature"
-    BAD_CHAIN_ID = "bad-chain-id"
     BAD_NONCE = "bad-nonce"
     BAD_AMOUNT = "bad-amount"
     INSUFFICIENT_FUNDS = "insufficient-funds"

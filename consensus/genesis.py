@@ -1,0 +1,65 @@
+"""The genesis block: deterministic from the network and the task.
+
+Fixed time, nonce 0 and no randomness, so every machine builds the same
+genesis hash and nodes initialised apart can join later. Like Bitcoin's, the
+genesis header is trusted by construction: its proof of work is not checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from consensus.block import Block, commitment
+from consensus.header import Header
+from consensus.merkle import merkle_root
+from consensus.params import ChainParams
+from consensus.state import State
+from consensus.tx import TaskTx, encode_tx, txid
+from consensus.validation import HEADER_VERSION
+from ml.models import init_params
+from ml.tasks import TaskSpec
+
+GENESIS_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
+ZERO_HASH = bytes(32)
+
+
+def chain_params_for(params: ChainParams, task: TaskSpec) -> ChainParams:
+    """The network's rules with the task's target block time."""
+    return dataclasses.replace(params, target_block_time_s=task.target_block_time_s)
+
+
+def genesis_state(task: TaskSpec) -> State:
+    params = init_params(task)
+    return State(
+        height=0,
+        accounts={},
+        params=np.array(params, dtype=np.float32),
+        last_aggregate=np.zeros_like(params, dtype=np.float32),
+        model_version=0,
+    )
+
+
+def make_genesis(params: ChainParams, task: TaskSpec) -> tuple[Block, State]:
+    """The genesis block carrying ``task`` and the state it commits to."""
+    state = genesis_state(task)
+    tx = TaskTx(task.to_dict())
+    tx_root = merkle_root([txid(encode_tx(tx))])
+    header = Header(
+        version=HEADER_VERSION,
+        prev=ZERO_HASH,
+        root=commitment(tx_root, state.root),
+        time=GENESIS_TIME,
+        bits=params.genesis_bits,
+        nonce=0,
+    )
+    return Block.build(header, state.root, [tx]), state
+
+
+def task_of_genesis(block: Block) -> TaskSpec:
+    """Read the task back from a genesis block."""
+    tx = block.txs[0] if block.txs else None
+    if not isinstance(tx, TaskTx):
+        raise ValueError("not a genesis block: its first transaction is not the task")
+    return TaskSpec.from_dict(tx.task)

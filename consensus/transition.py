@@ -1,0 +1,292 @@
+"""The state transition: ``apply_block(state, block, ctx) -> (new_state, undo)``.
+
+For each block, in this order: check the body's shape (coinbase first, limits,
+no duplicates), then each transaction (signature, nonce, funds; for gradient
+updates the ml checks: encoding, shape, finiteness, norm bound, staleness and
+base hash), then aggregate the block's updates with the task's rule, apply
+the aggregate to the model, pay the miner and the contributors whose updates
+the rule accepted, and compare the computed state root with the block's.
+
+Everything here is a pure function of its arguments and bit-reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from consensus.block import Block
+from consensus.errors import BlockRejected, Reject
+from consensus.state import Account, State
+from consensus.tx import (
+    Coinbase,
+    GradientUpdate,
+    Payout,
+    TaskTx,
+    Transfer,
+    Tx,
+    check_signature,
+)
+from ml.aggregation import aggregate
+from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
+from ml.codec import decode_update
+from ml.tasks import TaskSpec
+
+_UPDATE_REJECTS = {
+    UpdateProblem.ENCODING: Reject.BAD_UPDATE_ENCODING,
+    UpdateProblem.SHAPE: Reject.BAD_UPDATE_SHAPE,
+    UpdateProblem.NOT_FINITE: Reject.UPDATE_NOT_FINITE,
+    UpdateProblem.NORM: Reject.UPDATE_NORM,
+    UpdateProblem.STALE: Reject.UPDATE_STALE,
+    UpdateProblem.BAD_BASE: Reject.UPDATE_BAD_BASE,
+}
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """What the transition needs besides the parent state and the block.
+
+    ``recent_hashes`` maps each height in the staleness window below the
+    block to the hash of the block at that height on this block's branch.
+    """
+
+    chain_id: int
+    task: TaskSpec
+    recent_hashes: Mapping[int, bytes]
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What a block changed, so it can be disconnected bit for bit."""
+
+    accounts_before: Mapping[bytes, Account | None]
+    params_before: np.ndarray
+    last_aggregate_before: np.ndarray
+    model_version_before: int
+    accepted: tuple[bool, ...] = ()  # per gradient update in block order: did the rule count it
+
+
+def max_byzantine(rule: str, n: int) -> int:
+    """The largest f ``rule`` can run with on ``n`` updates; -1 if it cannot run.
+
+    The task's f is the bound the chain wants; a block with few updates runs
+    the rule with ``min(task.f, max_byzantine(rule, n))``. A block whose
+    updates are too few for the rule to run at all leaves the model unchanged.
+    """
+    base = rule.split("+")[-1]
+    if n <= 0:
+        return -1
+    if base == "mean":
+        return 0
+    if base in ("median", "trimmed_mean", "geomed", "centered_clip"):
+        return (n - 1) // 2
+    if base in ("krum", "multi_krum"):
+        return (n - 3) // 2 if n >= 3 else -1
+    if base == "bulyan":
+        return (n - 3) // 4 if n >= 3 else -1
+    raise BlockRejected(Reject.BAD_AGGREGATION, f"unknown aggregation rule {rule!r}")
+
+
+def validate_block(block: Block, height: int, ctx: BlockContext) -> Coinbase:
+    """Checks on the body alone (no state): commitment, coinbase, limits, duplicates."""
+    block.check_commitment()
+    if not block.txs or not isinstance(block.txs[0], Coinbase):
+        raise BlockRejected(Reject.BAD_COINBASE, "the first transaction must be the coinbase")
+    coinbase = block.txs[0]
+    if coinbase.height != height:
+        raise BlockRejected(Reject.BAD_COINBASE, f"coinbase height {coinbase.height}, block height {height}")
+    if not coinbase.payouts:
+        raise BlockRejected(Reject.BAD_COINBASE, "coinbase pays no miner")
+    for tx in block.txs[1:]:
+        if isinstance(tx, Coinbase | TaskTx):
+            raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
+    if len(set(block.txids)) != len(block.txids):
+        raise BlockRejected(Reject.DUPLICATE_TX, "a transaction appears twice")
+    n_updates = sum(isinstance(tx, GradientUpdate) for tx in block.txs)
+    if n_updates > ctx.task.max_updates_per_block:
+        raise BlockRejected(
+            Reject.TOO_MANY_UPDATES, f"{n_updates} updates > {ctx.task.max_updates_per_block} per block"
+        )
+    return coinbase
+
+
+class _Ledger:
+    """Copy-on-write accounts that remember what they overwrote."""
+
+    def __init__(self, accounts: Mapping[bytes, Account]) -> None:
+        self.base = accounts
+        self.changed: dict[bytes, Account] = {}
+        self.before: dict[bytes, Account | None] = {}
+
+    def get(self, address: bytes) -> Account:
+        if address in self.changed:
+            return self.changed[address]
+        return self.base.get(address, Account())
+
+    def set(self, address: bytes, account: Account) -> None:
+        if address not in self.before:
+            self.before[address] = self.base.get(address)
+        self.changed[address] = account
+
+    def debit(self, address: bytes, nonce: int, amount: int) -> None:
+        account = self.get(address)
+        if nonce != account.nonce:
+            raise BlockRejected(Reject.BAD_NONCE, f"nonce {nonce}, account expects {account.nonce}")
+        if amount > account.balance:
+            raise BlockRejected(
+                Reject.INSUFFICIENT_FUNDS, f"spends {amount}, balance is {account.balance}"
+            )
+        self.set(address, Account(account.balance - amount, account.nonce + 1))
+
+    def credit(self, address: bytes, amount: int) -> None:
+        account = self.get(address)
+        self.set(address, Account(account.balance + amount, account.nonce))
+
+    def merged(self) -> dict[bytes, Account]:
+        accounts = dict(self.base)
+        for address, account in self.changed.items():
+            if account == Account():
+                accounts.pop(address, None)
+            else:
+                accounts[address] = account
+        return accounts
+
+
+def _check_update(tx: GradientUpdate, height: int, ctx: BlockContext) -> np.ndarray:
+    task = ctx.task
+    try:
+        check_staleness(tx.base_height, height, task.staleness_window)
+        if ctx.recent_hashes.get(tx.base_height) != tx.base_hash:
+            raise UpdateCheckError(
+                UpdateProblem.BAD_BASE, f"base hash is not the block at height {tx.base_height}"
+            )
+        vector = decode_update(tx.update, task.param_count)
+        check_finite(vector)
+        check_norm(vector, task.norm_bound)
+    except UpdateCheckError as exc:
+        raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
+    return vector
+
+
+def aggregate_updates(
+    task: TaskSpec, updates: list[np.ndarray], last_aggregate: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The block's aggregate (None: model unchanged) and the accepted mask."""
+    n = len(updates)
+    f = min(task.f, max_byzantine(task.rule, n))
+    if f < 0:
+        return None, np.zeros(n, dtype=bool)
+    stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
+    result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
+    return result, np.asarray(mask, dtype=bool)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The result of running a block's transactions on a parent state."""
+
+    state: State
+    undo: Undo
+    payouts: list[Payout]
+    accepted: np.ndarray  # one flag per gradient update, in block order
+
+
+def execute(
+    state: State, miner: bytes, txs: Sequence[Tx], ctx: BlockContext
+) -> Execution:
+    """Run the non-coinbase ``txs`` on ``state`` and pay ``miner``; no root checks.
+
+    Shared by block validation and the miner's template, so both compute the
+    payouts and the post-state in exactly the same way.
+    """
+    height = state.height + 1
+    task = ctx.task
+    ledger = _Ledger(state.accounts)
+    fees = 0
+    updates: list[np.ndarray] = []
+    senders: list[bytes] = []
+    for tx in txs:
+        if isinstance(tx, Transfer):
+            check_signature(tx, ctx.chain_id)
+            ledger.debit(tx.sender_address, tx.nonce, tx.amount + tx.fee)
+            ledger.credit(tx.to, tx.amount)
+            fees += tx.fee
+        elif isinstance(tx, GradientUpdate):
+            check_signature(tx, ctx.chain_id)
+            updates.append(_check_update(tx, height, ctx))
+            ledger.debit(tx.sender_address, tx.nonce, tx.fee)
+            senders.append(tx.sender_address)
+            fees += tx.fee
+        else:
+            raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
+
+    params = state.params
+    last_aggregate = state.last_aggregate
+    version = state.model_version
+    accepted = np.zeros(len(updates), dtype=bool)
+    if updates:
+        result, accepted = aggregate_updates(task, updates, state.last_aggregate)
+        if result is not None:
+            step = np.float32(task.server_lr) * result.astype(np.float32, copy=False)
+            params = (state.params - step).astype(np.float32, copy=False)
+            last_aggregate = result.astype(np.float32, copy=True)
+            version += 1
+
+    payouts = [Payout(miner, task.block_reward + fees)]
+    payouts += [
+        Payout(sender, task.contributor_reward) for sender, ok in zip(senders, accepted, strict=True) if ok
+    ]
+    for payout in payouts:
+        ledger.credit(payout.address, payout.amount)
+    new_state = State(
+        height=height,
+        accounts=ledger.merged(),
+        params=np.array(params, dtype=np.float32),
+        last_aggregate=np.array(last_aggregate, dtype=np.float32),
+        model_version=version,
+    )
+    undo = Undo(
+        accounts_before=dict(ledger.before),
+        params_before=state.params,
+        last_aggregate_before=state.last_aggregate,
+        model_version_before=state.model_version,
+        accepted=tuple(bool(a) for a in accepted),
+    )
+    return Execution(new_state, undo, payouts, accepted)
+
+
+def apply_block(state: State, block: Block, ctx: BlockContext) -> tuple[State, Undo]:
+    """Validate ``block`` on top of ``state`` and return the post-state and its undo."""
+    coinbase = validate_block(block, state.height + 1, ctx)
+    run = execute(state, coinbase.payouts[0].address, block.txs[1:], ctx)
+    if list(coinbase.payouts) != run.payouts:
+        raise BlockRejected(
+            Reject.BAD_COINBASE,
+            f"coinbase pays {[p.amount for p in coinbase.payouts]}, "
+            f"the block earns {[p.amount for p in run.payouts]}",
+        )
+    if run.state.root != block.state_root:
+        raise BlockRejected(
+            Reject.BAD_STATE_ROOT,
+            f"computed {run.state.root[::-1].hex()[:16]}, block has {block.state_root[::-1].hex()[:16]}",
+        )
+    return run.state, run.undo
+
+
+def undo_block(state: State, undo: Undo) -> State:
+    """The parent's state, from a block's post-state and its undo data."""
+    accounts = dict(state.accounts)
+    for address, account in undo.accounts_before.items():
+        if account is None:
+            accounts.pop(address, None)
+        else:
+            accounts[address] = account
+    return State(
+        height=state.height - 1,
+        accounts=accounts,
+        params=np.array(undo.params_before, dtype=np.float32),
+        last_aggregate=np.array(undo.last_aggregate_before, dtype=np.float32),
+        model_version=undo.model_version_before,
+    )

@@ -1,0 +1,368 @@
+"""The chain state of a node: block index, active chain, tip state, reorgs.
+
+This is the one place that connects and disconnects blocks. Consensus rules
+come from ``consensus/`` as pure functions; this module feeds them values,
+chooses the branch with the most cumulative work, and writes each change to
+storage in one transaction, so a failure in the middle of a reorg (an invalid
+block, a crash) leaves the old tip intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from consensus import header as header_codec
+from consensus.block import Block, decode_block
+from consensus.errors import BlockRejected, Reject
+from consensus.genesis import GENESIS_TIME, chain_params_for, make_genesis, task_of_genesis
+from consensus.header import Header, hash_hex
+from consensus.params import ChainParams, get_params
+from consensus.pow import work
+from consensus.state import State
+from consensus.transition import BlockContext, Undo, apply_block, undo_block, validate_block
+from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
+from consensus.validation import ParentInfo, validate_header
+from ml.tasks import TaskSpec, builtin_task
+from node.storage import BlockStatus, IndexRow, Storage, StorageError
+
+log = logging.getLogger("gradchain.chain")
+
+DB_NAME = "chain.sqlite"
+MAX_LOCATOR_HASHES = 64  # enough to locate a fork anywhere in 2**50 blocks
+
+
+@dataclass
+class IndexEntry:
+    """What the node knows about one header, on any branch."""
+
+    hash: bytes
+    header: Header
+    height: int
+    chain_work: int
+    status: int
+
+    @property
+    def prev(self) -> bytes:
+        return self.header.prev
+
+    def row(self) -> IndexRow:
+        return IndexRow(
+            self.hash, self.header.prev, self.height, self.chain_work, header_codec.encode(self.header), self.status
+        )
+
+
+@dataclass
+class Connected:
+    """The outcome of accepting a block."""
+
+    block_hash: bytes
+    height: int
+    status: str  # "connected", "reorg", "side", "duplicate"
+    disconnected: list[Block] = field(default_factory=list)
+    connected: list[Block] = field(default_factory=list)
+
+
+class ChainState:
+    """A node's chain: open one per datadir with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, storage: Storage, network: ChainParams, genesis: Block, task: TaskSpec) -> None:
+        self.storage = storage
+        self.network = network
+        self.task = task
+        self.params = chain_params_for(network, task)
+        self.genesis = genesis
+        self.chain_id = network.chain_id
+        self.index: dict[bytes, IndexEntry] = {}
+        for row in storage.load_index():
+            self.index[row.hash] = IndexEntry(
+                row.hash, header_codec.decode(row.header), row.height, row.chain_work, row.status
+            )
+        self.main: list[bytes] = storage.main_chain()
+        state = storage.load_state()
+        if state is None or not self.main:
+            raise StorageError(f"{storage.path}: no chain here; run `gradchain chain init` first")
+        self.state: State = state
+        if state.height != len(self.main) - 1:
+            raise StorageError(f"{storage.path}: state height {state.height} != tip height {len(self.main) - 1}")
+
+    # -- opening --------------------------------------------------------------------
+    @classmethod
+    def create(cls, datadir: pathlib.Path, network: str, task: TaskSpec) -> ChainState:
+        """Initialise ``datadir`` with the genesis block of ``network`` and ``task``."""
+        datadir.mkdir(parents=True, exist_ok=True)
+        path = datadir / DB_NAME
+        if path.exists():
+            raise StorageError(f"{datadir} already holds a chain; use another --datadir")
+        params = get_params(network)
+        genesis, state = make_genesis(chain_params_for(params, task), task)
+        storage = Storage(path)
+        with storage.transaction():
+            storage.set_meta("network", network.encode())
+            storage.set_meta("genesis", genesis.encode())
+            entry = IndexEntry(genesis.hash, genesis.header, 0, work(genesis.header.bits), BlockStatus.VALID)
+            storage.put_index(entry.row())
+            storage.put_body(genesis.hash, genesis.encode())
+            storage.set_main(0, genesis.hash)
+            storage.write_state(state, set())
+        return cls(storage, params, genesis, task)
+
+    @classmethod
+    def open(cls, datadir: pathlib.Path) -> ChainState:
+        path = datadir / DB_NAME
+        if not path.exists():
+            raise StorageError(f"no chain in {datadir}; run `gradchain chain init --datadir {datadir}` first")
+        storage = Storage(path)
+        network = storage.get_meta("network")
+        raw_genesis = storage.get_meta("genesis")
+        if network is None or raw_genesis is None:
+            raise StorageError(f"{path} is incomplete; remove it and run `gradchain chain init` again")
+        genesis = decode_block(raw_genesis)
+        return cls(storage, get_params(network.decode()), genesis, task_of_genesis(genesis))
+
+    def close(self) -> None:
+        self.storage.close()
+
+    # -- queries --------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return len(self.main) - 1
+
+    @property
+    def tip(self) -> IndexEntry:
+        return self.index[self.main[-1]]
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self.genesis.hash
+
+    def hash_at(self, height: int) -> bytes | None:
+        return self.main[height] if 0 <= height < len(self.main) else None
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        raw = self.storage.get_body(block_hash)
+        return None if raw is None else decode_block(raw)
+
+    def get_raw_block(self, block_hash: bytes) -> bytes | None:
+        return self.storage.get_body(block_hash)
+
+    def has_block(self, block_hash: bytes) -> bool:
+        entry = self.index.get(block_hash)
+        return entry is not None and entry.status in (BlockStatus.BODY, BlockStatus.VALID)
+
+    def is_main(self, block_hash: bytes) -> bool:
+        entry = self.index.get(block_hash)
+        return entry is not None and self.hash_at(entry.height) == block_hash
+
+    def model_at(self, height: int) -> tuple[np.ndarray, int]:
+        """The model parameters and version committed at ``height`` on the main chain."""
+        if not 0 <= height <= self.height:
+            raise ValueError(f"height {height} is not in 0..{self.height}")
+        if height == self.height:
+            return self.state.params, self.state.model_version
+        undo = self.storage.get_undo(self.main[height + 1])
+        if undo is None:
+            raise StorageError(f"undo data for height {height + 1} is missing; run `chain verify`")
+        return undo.params_before, undo.model_version_before
+
+    def locator(self) -> list[bytes]:
+        """Block locator: dense near the tip, then exponentially sparser, then genesis."""
+        hashes: list[bytes] = []
+        step, height = 1, self.height
+        while height > 0 and len(hashes) < MAX_LOCATOR_HASHES - 1:
+            hashes.append(self.main[height])
+            if len(hashes) >= 10:
+                step *= 2
+            height -= step
+        hashes.append(self.main[0])
+        return hashes
+
+    def headers_after(self, locator: Iterable[bytes], limit: int) -> list[Header]:
+        """Main-chain headers after the first locator hash we have on our main chain."""
+        start = 0
+        for block_hash in locator:
+            if self.is_main(block_hash):
+                start = self.index[block_hash].height
+                break
+        return [self.index[h].header for h in self.main[start + 1 : start + 1 + limit]]
+
+    def recent_hashes(self, chain: list[bytes], height: int) -> dict[int, bytes]:
+        """Hashes of the staleness window below ``height`` on ``chain``."""
+        lo = max(0, height - self.task.staleness_window)
+        return {h: chain[h] for h in range(lo, min(height, len(chain)))}
+
+    def context(self, chain: list[bytes], height: int) -> BlockContext:
+        return BlockContext(self.chain_id, self.task, self.recent_hashes(chain, height))
+
+    def parent_info(self, parent: IndexEntry) -> ParentInfo:
+        times: list[int] = []
+        entry: IndexEntry | None = parent
+        while entry is not None and len(times) < self.params.median_time_span:
+            times.append(entry.header.time)
+            entry = self.index.get(entry.prev) if entry.height > 0 else None
+        return ParentInfo(parent.header, parent.height, parent.hash, list(reversed(times)))
+
+    def next_bits(self) -> int:
+        from consensus.pow import next_bits
+
+        tip = self.tip
+        return next_bits(self.params, anchor_time=GENESIS_TIME, parent_height=tip.height, parent_time=tip.header.time)
+
+    def min_next_time(self) -> int:
+        """The smallest time a block on the current tip may carry."""
+        info = self.parent_info(self.tip)
+        ordered = sorted(info.recent_times)
+        return ordered[len(ordered) // 2] + 1
+
+    # -- accepting headers and blocks --------------------------------------------------
+    def accept_header(self, header: Header, now: int) -> IndexEntry:
+        """Validate ``header`` against its parent and add it to the index."""
+        block_hash = header_codec.header_hash(header)
+        known = self.index.get(block_hash)
+        if known is not None:
+            if known.status == BlockStatus.INVALID:
+                raise BlockRejected(Reject.BAD_PREV, f"block {hash_hex(block_hash)[:16]} is known invalid")
+            return known
+        parent = self.index.get(header.prev)
+        if parent is None:
+            raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
+        if parent.status == BlockStatus.INVALID:
+            raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
+        validate_header(header, self.parent_info(parent), self.params, now, anchor_time=GENESIS_TIME)
+        entry = IndexEntry(
+            block_hash, header, parent.height + 1, parent.chain_work + work(header.bits), BlockStatus.HEADER
+        )
+        self.index[block_hash] = entry
+        with self.storage.transaction():
+            self.storage.put_index(entry.row())
+        return entry
+
+    def accept_block(self, block: Block, now: int) -> Connected:
+        """Store ``block`` and, if it makes the most-work chain, connect it.
+
+        Raises ``BlockRejected`` with the rule the block broke; the node's data
+        is then unchanged apart from remembering the block as invalid.
+        """
+        block_hash = block.hash
+        if self.has_block(block_hash):
+            return Connected(block_hash, self.index[block_hash].height, "duplicate")
+        entry = self.accept_header(block.header, now)
+        try:
+            validate_block(block, entry.height, self.context(self.main, entry.height))
+        except BlockRejected as exc:
+            if exc.code in (Reject.BAD_TX_ROOT,):
+                # The body does not match the header: the header may still be fine.
+                raise
+            self._mark_invalid(entry)
+            raise
+        entry.status = BlockStatus.BODY
+        with self.storage.transaction():
+            self.storage.put_body(block_hash, block.encode())
+            self.storage.put_index(entry.row())
+        if entry.chain_work <= self.tip.chain_work:
+            return Connected(block_hash, entry.height, "side")
+        return self._activate(entry, block)
+
+    def _mark_invalid(self, entry: IndexEntry) -> None:
+        entry.status = BlockStatus.INVALID
+        with self.storage.transaction():
+            self.storage.set_status(entry.hash, BlockStatus.INVALID)
+
+    def _branch_to(self, entry: IndexEntry) -> tuple[int, list[IndexEntry]]:
+        """The fork height with the main chain and the branch's entries above it."""
+        branch: list[IndexEntry] = []
+        cursor = entry
+        while not self.is_main(cursor.hash):
+            branch.append(cursor)
+            cursor = self.index[cursor.prev]
+        branch.reverse()
+        return cursor.height, branch
+
+    def _activate(self, entry: IndexEntry, new_block: Block) -> Connected:
+        """Make ``entry`` the tip: disconnect to the fork, connect the branch."""
+        fork_height, branch = self._branch_to(entry)
+        for item in branch:
+            if item.status not in (BlockStatus.BODY, BlockStatus.VALID):
+                # A body on the branch is missing: wait until sync brings it.
+                return Connected(entry.hash, entry.height, "side")
+        chain = list(self.main)
+        state = self.state
+        disconnected: list[Block] = []
+        for height in range(self.height, fork_height, -1):
+            block_hash = chain[height]
+            undo = self.storage.get_undo(block_hash)
+            block = self.get_block(block_hash)
+            if undo is None or block is None:
+                raise StorageError(f"undo data for block {height} is missing; run `chain verify`")
+            state = undo_block(state, undo)
+            disconnected.append(block)
+            chain.pop()
+        touched: set[bytes] = set()
+        for block in disconnected:
+            touched.update(_addresses_of(block.txs))
+        connected: list[tuple[Block, State, Undo, IndexEntry]] = []
+        for item in branch:
+            block = new_block if item.hash == entry.hash else self.get_block(item.hash)
+            assert block is not None
+            try:
+                new_state, undo = apply_block(state, block, self.context(chain, item.height))
+            except BlockRejected as exc:
+                self._mark_invalid(item)
+                log.warning(
+                    "rejected block %d %s…: %s", item.height, hash_hex(item.hash)[:16], exc
+                )
+                raise
+            connected.append((block, new_state, undo, item))
+            state = new_state
+            chain.append(item.hash)
+        # Everything validated: write the whole switch in one transaction.
+        with self.storage.transaction():
+            for height in range(self.height, fork_height, -1):
+                self.storage.drop_main(height)
+            for block, new_state, undo, item in connected:
+                item.status = BlockStatus.VALID
+                self.storage.put_index(item.row())
+                self.storage.put_undo(item.hash, undo)
+                self.storage.set_main(item.height, item.hash)
+                self.storage.put_outcomes(item.hash, _outcomes(block, undo))
+                touched.update(_addresses_of(block.txs))
+            self.storage.write_state(state, touched)
+        self.main = chain
+        self.state = state
+        status = "reorg" if disconnected else "connected"
+        if disconnected:
+            log.info(
+                "reorg: %d block(s) disconnected, %d connected, tip %d %s…",
+                len(disconnected), len(connected), entry.height, hash_hex(entry.hash)[:16],
+            )
+        return Connected(
+            entry.hash, entry.height, status, list(reversed(disconnected)), [c[0] for c in connected]
+        )
+
+
+def _addresses_of(txs: Iterable[Tx]) -> set[bytes]:
+    addresses: set[bytes] = set()
+    for tx in txs:
+        if isinstance(tx, Coinbase):
+            addresses.update(p.address for p in tx.payouts)
+        elif isinstance(tx, Transfer):
+            addresses.update((tx.sender_address, tx.to))
+        elif isinstance(tx, GradientUpdate):
+            addresses.add(tx.sender_address)
+    return addresses
+
+
+def _outcomes(block: Block, undo: Undo) -> list[tuple[bytes, bool]]:
+    """Each gradient update's sender and whether the block's rule counted it."""
+    senders = [tx.sender_address for tx in block.txs if isinstance(tx, GradientUpdate)]
+    return list(zip(senders, undo.accepted, strict=True))
+
+
+def open_or_create(datadir: pathlib.Path, network: str, task_name: str) -> ChainState:
+    if (datadir / DB_NAME).exists():
+        return ChainState.open(datadir)
+    return ChainState.create(datadir, network, builtin_task(task_name))

@@ -1,0 +1,258 @@
+"""SQLite storage under ``--datadir``: block index, bodies, undo data, state.
+
+WAL mode, one SQL transaction per connect/disconnect (or per reorg), so a node
+killed at any instant restarts on a consistent chain. ``synchronous=FULL``
+makes a committed block durable before the node acknowledges it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from consensus.state import Account, State
+from consensus.transition import Undo
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS block_index (
+    hash BLOB PRIMARY KEY,
+    prev BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    chain_work TEXT NOT NULL,      -- 64 hex digits: text order is numeric order
+    header BLOB NOT NULL,
+    status INTEGER NOT NULL        -- see BlockStatus
+);
+CREATE INDEX IF NOT EXISTS block_index_prev ON block_index(prev);
+CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    height INTEGER NOT NULL,
+    params BLOB NOT NULL,
+    last_aggregate BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS update_outcomes (
+    block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
+    PRIMARY KEY (block, position)
+);
+"""
+
+
+class BlockStatus:
+    HEADER = 0  # header valid, body not here
+    BODY = 1  # body stored, not yet connected
+    VALID = 2  # connected at least once
+    INVALID = 3  # failed validation: never connect it or its descendants
+
+
+@dataclass
+class IndexRow:
+    hash: bytes
+    prev: bytes
+    height: int
+    chain_work: int
+    header: bytes
+    status: int
+
+
+class StorageError(Exception):
+    """The datadir is unusable (wrong network, newer schema, corrupt)."""
+
+
+def encode_undo(undo: Undo) -> bytes:
+    accounts = [
+        [address, None, None] if acc is None else [address, acc.balance, acc.nonce]
+        for address, acc in sorted(undo.accounts_before.items())
+    ]
+    return msgpack.packb(
+        [
+            accounts,
+            np.ascontiguousarray(undo.params_before, dtype="<f4").tobytes(),
+            np.ascontiguousarray(undo.last_aggregate_before, dtype="<f4").tobytes(),
+            undo.model_version_before,
+            list(undo.accepted),
+        ],
+        use_bin_type=True,
+    )
+
+
+def decode_undo(raw: bytes) -> Undo:
+    accounts, params, last_aggregate, version, accepted = msgpack.unpackb(raw, raw=False)
+    return Undo(
+        accounts_before={
+            bytes(a): (None if bal is None else Account(bal, nonce)) for a, bal, nonce in accounts
+        },
+        params_before=np.frombuffer(params, dtype="<f4").astype(np.float32),
+        last_aggregate_before=np.frombuffer(last_aggregate, dtype="<f4").astype(np.float32),
+        model_version_before=version,
+        accepted=tuple(bool(a) for a in accepted),
+    )
+
+
+class Storage:
+    """The one place that reads and writes the datadir's database."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+        elif int(version) > SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} was written by a newer gradchain (schema {int(version)}); upgrade gradchain"
+            )
+        self._depth = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all (nestable)."""
+        if self._depth == 0:
+            self.db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------
+    def get_meta(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- block index and bodies -----------------------------------------------------
+    def put_index(self, row: IndexRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO block_index(hash, prev, height, chain_work, header, status)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (row.hash, row.prev, row.height, f"{row.chain_work:064x}", row.header, row.status),
+        )
+
+    def set_status(self, block_hash: bytes, status: int) -> None:
+        self.db.execute("UPDATE block_index SET status = ? WHERE hash = ?", (status, block_hash))
+
+    def load_index(self) -> list[IndexRow]:
+        rows = self.db.execute(
+            "SELECT hash, prev, height, chain_work, header, status FROM block_index ORDER BY height"
+        ).fetchall()
+        return [IndexRow(bytes(h), bytes(p), ht, int(w, 16), bytes(hd), s) for h, p, ht, w, hd, s in rows]
+
+    def put_body(self, block_hash: bytes, body: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO blocks(hash, body) VALUES (?, ?)", (block_hash, body))
+
+    def get_body(self, block_hash: bytes) -> bytes | None:
+        row = self.db.execute("SELECT body FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_undo(self, block_hash: bytes, undo: Undo) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO undo(hash, data) VALUES (?, ?)", (block_hash, encode_undo(undo))
+        )
+
+    def get_undo(self, block_hash: bytes) -> Undo | None:
+        row = self.db.execute("SELECT data FROM undo WHERE hash = ?", (block_hash,)).fetchone()
+        return None if row is None else decode_undo(bytes(row[0]))
+
+    # -- main chain -----------------------------------------------------------------
+    def main_chain(self) -> list[bytes]:
+        rows = self.db.execute("SELECT height, hash FROM main_chain ORDER BY height").fetchall()
+        for expected, (height, _) in enumerate(rows):
+            if height != expected:
+                raise StorageError(f"{self.path}: main chain has a gap at height {expected}")
+        return [bytes(h) for _, h in rows]
+
+    def set_main(self, height: int, block_hash: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO main_chain(height, hash) VALUES (?, ?)", (height, block_hash))
+
+    def drop_main(self, height: int) -> None:
+        self.db.execute("DELETE FROM main_chain WHERE height = ?", (height,))
+
+    # -- state -----------------------------------------------------------------------
+    def write_state(self, state: State, changed: set[bytes]) -> None:
+        """Persist ``state``: the accounts in ``changed`` and the model row."""
+        for address in sorted(changed):
+            account = state.accounts.get(address)
+            if account is None:
+                self.db.execute("DELETE FROM accounts WHERE address = ?", (address,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO accounts(address, balance, nonce) VALUES (?, ?, ?)",
+                    (address, account.balance, account.nonce),
+                )
+        self.db.execute(
+            "INSERT OR REPLACE INTO model(id, height, params, last_aggregate, version, root)"
+            " VALUES (1, ?, ?, ?, ?, ?)",
+            (
+                state.height,
+                np.ascontiguousarray(state.params, dtype="<f4").tobytes(),
+                np.ascontiguousarray(state.last_aggregate, dtype="<f4").tobytes(),
+                state.model_version,
+                state.root,
+            ),
+        )
+
+    def load_state(self) -> State | None:
+        row = self.db.execute(
+            "SELECT height, params, last_aggregate, version, root FROM model WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        height, params, last_aggregate, version, root = row
+        accounts = {
+            bytes(a): Account(b, n)
+            for a, b, n in self.db.execute("SELECT address, balance, nonce FROM accounts")
+        }
+        state = State(
+            height=height,
+            accounts=accounts,
+            params=np.frombuffer(params, dtype="<f4").astype(np.float32),
+            last_aggregate=np.frombuffer(last_aggregate, dtype="<f4").astype(np.float32),
+            model_version=version,
+        )
+        if state.root != bytes(root):
+            raise StorageError(f"{self.path}: stored state does not match its root; run `chain verify`")
+        return state
+
+    # -- what each block's rule accepted (for the API and dashboard) ----------------
+    def put_outcomes(self, block_hash: bytes, outcomes: list[tuple[bytes, bool]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO update_outcomes(block, position, sender, accepted) VALUES (?, ?, ?, ?)",
+            [(block_hash, i, s, int(a)) for i, (s, a) in enumerate(outcomes)],
+        )
+
+    def get_outcomes(self, block_hash: bytes) -> list[tuple[bytes, bool]]:
+        rows = self.db.execute(
+            "SELECT sender, accepted FROM update_outcomes WHERE block = ? ORDER BY position", (block_hash,)
+        ).fetchall()
+        return [(bytes(s), bool(a)) for s, a in rows]
