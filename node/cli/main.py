@@ -19,6 +19,7 @@ from node.cli.errors import CliError
 
 # (noun, module, one-line help). A new noun is one line here and one module.
 NOUNS: tuple[tuple[str, str, str], ...] = (
+    ("chain", "node.cli.chain", "a chain without a network: init, mine, verify, export, import, show"),
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),
 )
 

@@ -1,0 +1,288 @@
+"""`gradchain chain ...`: a chain without a network.
+
+init, mine (blocks carrying this node's own gradient update), verify (full
+replay from genesis), export / import (raw block files), show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any
+
+from node.cli.errors import CliError
+
+NETWORKS = ("main", "testnet", "regtest")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
+
+    p = verbs.add_parser("init", help="create a datadir holding the genesis block of a network and task")
+    _datadir(p)
+    p.add_argument("--network", choices=NETWORKS, default="regtest")
+    p.add_argument("--task", default="digits", help="built-in task name (digits, stock)")
+    p.set_defaults(handler=cmd_init)
+
+    p = verbs.add_parser("mine", help="mine N blocks, each carrying this wallet's own gradient update")
+    _datadir(p)
+    p.add_argument("--blocks", type=int, required=True, help="how many blocks to mine")
+    p.add_argument("--keystore", required=True, help="wallet file that receives rewards and signs updates")
+    p.add_argument("--shard", default="0/1", help="this node's data shard i/n (default 0/1: all data)")
+    p.add_argument("--threads", type=int, default=None, help="mining threads (default: all cores)")
+    p.add_argument("--no-update", action="store_true", help="mine empty blocks (no training)")
+    p.set_defaults(handler=cmd_mine)
+
+    p = verbs.add_parser("verify", help="replay every block from genesis with full validation")
+    _datadir(p)
+    p.set_defaults(handler=cmd_verify)
+
+    p = verbs.add_parser("export", help="write the main chain as a raw block file to stdout")
+    _datadir(p)
+    p.set_defaults(handler=cmd_export)
+
+    p = verbs.add_parser("import", help="read a raw block file from stdin, validating every block")
+    _datadir(p)
+    p.add_argument("--network", choices=NETWORKS, default=None, help="network, if the datadir is new")
+    p.set_defaults(handler=cmd_import)
+
+    p = verbs.add_parser("show", help="the tip (or a height): hash, state root, model version")
+    _datadir(p)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_show)
+
+
+def _datadir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datadir", required=True, type=pathlib.Path, help="the node's data directory")
+
+
+def _open(datadir: pathlib.Path) -> Any:
+    from node.chainstate import ChainState
+    from node.storage import StorageError
+
+    try:
+        return ChainState.open(datadir)
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ml.tasks import builtin_task
+    from node.chainstate import ChainState
+    from node.storage import StorageError
+
+    try:
+        task = builtin_task(args.task)
+        chain = ChainState.create(args.datadir, args.network, task)
+    except (ValueError, StorageError) as exc:
+        raise CliError(str(exc)) from None
+    from consensus.header import hash_hex
+
+    print(f"initialised {args.datadir} on {args.network}, task {task.name}: genesis {hash_hex(chain.genesis_hash)}")
+    chain.close()
+    return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, total = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise CliError(f"--shard must look like i/n (e.g. 0/3), got {text!r}") from None
+    if total < 1 or not 0 <= index < total:
+        raise CliError(f"--shard {text}: need 0 <= i < n")
+    return index, total
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from consensus.errors import BlockRejected
+    from consensus.header import hash_hex
+    from consensus.template import build_block
+    from consensus.tx import GradientUpdate, sign_tx
+    from ml.codec import encode_update
+    from ml.datasets import load_dataset
+    from ml.evaluate import evaluate
+    from ml.shards import shard
+    from ml.trainer import train_update
+    from node.keystore_file import KeystoreFileError, read_keystore, read_password
+    from node.mining import solve
+    from wallet import KeystoreError, address_bytes
+
+    if args.blocks < 1:
+        raise CliError("--blocks must be at least 1")
+    index, total = parse_shard(args.shard)
+    chain = _open(args.datadir)
+    try:
+        keypair = read_keystore(args.keystore, read_password(confirm=False))
+    except (KeystoreFileError, KeystoreError) as exc:
+        raise CliError(str(exc)) from None
+    task = chain.task
+    dataset = load_dataset(task)
+    X, y = shard(dataset, index, total)
+    rng = np.random.default_rng(int.from_bytes(keypair.public[:8], "little") ^ chain.height)
+    miner = address_bytes(keypair.public)
+    for _ in range(args.blocks):
+        tip = chain.tip
+        txs = []
+        if not args.no_update:
+            delta = train_update(task, chain.state.params, X, y, rng=rng)
+            account = chain.state.account(miner)
+            update = GradientUpdate(keypair.public, account.nonce, 0, tip.height, tip.hash, encode_update(delta))
+            txs.append(sign_tx(update, keypair, chain.chain_id))
+        now = int(time.time())
+        block_time = max(now, chain.min_next_time())
+        template, _ = build_block(
+            chain.state, tip.hash, txs, chain.context(chain.main, tip.height + 1),
+            miner=miner, time=block_time, bits=chain.next_bits(),
+        )
+        started = time.perf_counter()
+        block = solve(template, threads=args.threads)
+        assert block is not None
+        try:
+            chain.accept_block(block, int(time.time()))
+        except BlockRejected as exc:
+            raise CliError(f"the node rejected its own block ({exc}); run `gradchain chain verify`") from None
+        figures = evaluate(task, chain.state.params, dataset)
+        quality = (
+            f"acc {figures['accuracy']:.3f}" if "accuracy" in figures else f"mse/naive {figures['mse_ratio']:.3f}"
+        )
+        print(
+            f"mined block {chain.height} {hash_hex(block.hash)[:16]}… "
+            f"({len(txs)} update{'s' * (len(txs) != 1)}, {quality}, {time.perf_counter() - started:.2f}s)",
+            flush=True,
+        )
+    chain.close()
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from node.verify import verify_chain
+
+    chain = _open(args.datadir)
+    report = verify_chain(chain, progress=sys.stderr.isatty())
+    chain.close()
+    if report.error:
+        print(f"chain verify FAILED at height {report.failed_height}: {report.error}", file=sys.stderr)
+        return 1
+    print(
+        f"verified {report.blocks} blocks to height {report.height} in {report.seconds:.2f}s "
+        f"({report.blocks_per_second:.0f} blocks/s); state root {report.state_root_hex} matches"
+    )
+    return 0
+
+
+EXPORT_MAGIC = b"GCBK"  # each record: magic, u32 length, canonical block bytes
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import struct
+
+    chain = _open(args.datadir)
+    out = sys.stdout.buffer
+    for block_hash in chain.main:
+        raw = chain.get_raw_block(block_hash)
+        out.write(EXPORT_MAGIC + struct.pack("<I", len(raw)) + raw)
+    out.flush()
+    chain.close()
+    return 0
+
+
+def read_records(stream: Any) -> Any:
+    import struct
+
+    from consensus.block import MAX_BLOCK_BYTES
+
+    while True:
+        head = stream.read(8)
+        if not head:
+            return
+        if len(head) != 8 or head[:4] != EXPORT_MAGIC:
+            raise CliError("the input is not a gradchain block file (bad record header)")
+        (length,) = struct.unpack("<I", head[4:])
+        if length > MAX_BLOCK_BYTES:
+            raise CliError(f"a record of {length} bytes exceeds the block size limit")
+        raw = stream.read(length)
+        if len(raw) != length:
+            raise CliError("the block file is truncated")
+        yield raw
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import time
+
+    from consensus.block import decode_block
+    from consensus.errors import BlockRejected
+    from consensus.genesis import task_of_genesis
+    from node.chainstate import DB_NAME, ChainState
+
+    records = read_records(sys.stdin.buffer)
+    first = next(records, None)
+    if first is None:
+        raise CliError("the input is empty")
+    try:
+        genesis = decode_block(first)
+        task = task_of_genesis(genesis)
+    except (BlockRejected, ValueError) as exc:
+        raise CliError(f"the first record is not a genesis block: {exc}") from None
+    if (args.datadir / DB_NAME).exists():
+        chain = _open(args.datadir)
+    else:
+        if args.network is None:
+            raise CliError("the datadir is new: say which network the file is for with --network")
+        chain = ChainState.create(args.datadir, args.network, task)
+    if genesis.hash != chain.genesis_hash:
+        raise CliError("the file's genesis differs from this datadir's: it is another chain")
+    imported = 0
+    for raw in records:
+        try:
+            block = decode_block(raw)
+            result = chain.accept_block(block, int(time.time()))
+        except BlockRejected as exc:
+            raise CliError(f"block {imported + 1} of the file is invalid: {exc}") from None
+        imported += result.status != "duplicate"
+    print(f"imported {imported} blocks; tip {chain.height}")
+    chain.close()
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from consensus.header import hash_hex
+
+    chain = _open(args.datadir)
+    height = chain.height if args.height is None else args.height
+    block_hash = chain.hash_at(height)
+    if block_hash is None:
+        raise CliError(f"height {height} is not on the main chain (tip is {chain.height})")
+    entry = chain.index[block_hash]
+    block = chain.get_block(block_hash)
+    if height == chain.height:
+        state_root = chain.state.root
+    else:
+        state_root = block.state_root
+    _, version = chain.model_at(height)
+    info = {
+        "network": chain.network.name,
+        "task": chain.task.name,
+        "height": height,
+        "tip": hash_hex(block_hash),
+        "state_root": hash_hex(state_root),
+        "time": entry.header.time,
+        "bits": f"{entry.header.bits:#010x}",
+        "chain_work": f"{entry.chain_work:#x}",
+        "model_version": version,
+        "txs": len(block.txs),
+    }
+    chain.close()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
