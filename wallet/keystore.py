@@ -318,7 +318,9 @@ def _parse(blob: bytes) -> tuple[KeystoreHeader, bytes]:
     if not isinstance(doc, dict):
         raise _fail("the document must be a JSON object")
     version = doc.get("version")
-    if version != KEYSTORE_VERSION or type(version) is not int:
+    if type(version) is not int:
+        raise _fail("no integer version field")
+    if version != KEYSTORE_VERSION:
         raise KeystoreFormatError(
             f"unsupported keystore version {version!r}; this gradchain reads version "
             f"{KEYSTORE_VERSION}: upgrade gradchain to open it"
