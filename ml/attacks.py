@@ -12,7 +12,10 @@ freely.
 Attacks
 -------
 ``sign-flip``
-    ``-scale * own``: push the model up the loss instead of down. Studied as
+    ``-scale * own``, or with ``to_norm`` the reversed direction rescaled to
+    that L2 norm (an attacker who reads the chain's norm bound publishes the
+    largest reversed step that still passes it). It pushes the model up the
+    loss instead of down. Studied as
     the "reversed gradient" / sign-flipping attack in Damaskinos et al. 2018
     (Kardam, https://arxiv.org/abs/1802.07928) and Li et al. 2019 (RSA,
     https://arxiv.org/abs/1811.03761). Some papers flip the honest mean
@@ -98,7 +101,11 @@ def alie_z(n: int, f: int) -> float:
 
 def _sign_flip(own: F32, honest: F32 | None, rng: np.random.Generator, **p: Any) -> F32:
     scale = float(p.pop("scale", DEFAULT_SIGN_FLIP_SCALE))
+    to_norm = p.pop("to_norm", None)
     _no_more(p, "sign-flip")
+    if to_norm is not None:
+        norm = float(np.linalg.norm(own.astype(np.float64)))
+        scale = float(to_norm) / norm if norm > 0.0 else 0.0
     return (-np.float32(scale) * own).astype(np.float32)
 
 
@@ -177,7 +184,8 @@ def attack(
     rng
         The only source of randomness (``gaussian``).
     **params
-        ``sign-flip``: ``scale`` (default 1); ``gaussian``: ``sigma`` (default 1);
+        ``sign-flip``: ``scale`` (default 1) or ``to_norm`` (an L2 norm,
+        overrides ``scale``); ``gaussian``: ``sigma`` (default 1);
         ``scaling``: ``lam`` (default 10); ``alie``: ``f`` the number of
         attackers (default 1) or ``z`` to override the paper's value.
         Unknown parameters raise ``TypeError``.
