@@ -83,6 +83,8 @@ def cmd_new(args: argparse.Namespace) -> int:
         path = directory / f"{address[:ADDRESS_PREFIX_CHARS]}{keystore_file.KEYSTORE_SUFFIX}"
     elif path.exists():  # fail before the password prompt, not after
         raise CliError(f"{path} already exists; pass a new file name to --keystore")
+    elif not path.parent.is_dir():
+        raise CliError(f"directory {path.parent} does not exist; create it or choose another path")
     try:
         password = keystore_file.read_password(confirm=True)
         written = keystore_file.write_keystore(path, keypair, password)

@@ -3,6 +3,7 @@ fail loudly, and files are private (0600), atomic and never overwritten by accid
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 import logging
@@ -390,7 +391,7 @@ def _prompts(monkeypatch: pytest.MonkeyPatch, answers: list[str]) -> list[str]:
         asked.append(prompt)
         return answers.pop(0)
 
-    monkeypatch.setattr(keystore_file.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
     return asked
 
 
