@@ -19,7 +19,7 @@ start, count) -> lowest nonce or -1``, compiled with ``nogil=True`` and
 ``cache=True`` (a second process loads machine code instead of compiling):
 
 * ``"sha-ni"`` (:mod:`consensus._sha256_shani`): the x86 SHA extensions via
-  LLVM's ``sha256rnds2`` / ``sha256msg1`` / ``sha256msg2`` intrinsics, two
+  LLVM's ``sha256rnds2`` / ``sha256msg1`` / ``sha256msg2`` intrinsics, four
   nonces interleaved to hide instruction latency.
 * ``"portable"`` (:mod:`consensus._sha256_portable`): 16 nonces in lanes of
   u32 rows that LLVM vectorises to whatever SIMD the CPU has.
