@@ -308,11 +308,21 @@ def _hex(value: object, size: int, where: str) -> bytes:
     return raw
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook: a repeated field would let two readers see two documents."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _fail(f"field {key!r} appears twice")
+        result[key] = value
+    return result
+
+
 def _parse(blob: bytes) -> tuple[KeystoreHeader, bytes]:
     if len(blob) > MAX_KEYSTORE_BYTES:
         raise _fail(f"{len(blob)} bytes, a keystore is under {MAX_KEYSTORE_BYTES}")
     try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
+        doc = json.loads(bytes(blob).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(f"not UTF-8 JSON ({exc})") from None
     if not isinstance(doc, dict):

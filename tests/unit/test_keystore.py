@@ -232,6 +232,13 @@ def test_malformed_documents_are_format_errors(case: str) -> None:
         read_keystore_header(blob)
 
 
+def test_duplicate_field_is_malformed() -> None:
+    """Two readers must never disagree on which of two values counts."""
+    blob = sealed().replace(b'"version": 1,', b'"version": 1, "version": 1,')
+    with pytest.raises(KeystoreFormatError, match="twice"):
+        read_keystore_header(blob)
+
+
 def test_both_failures_share_one_base_class() -> None:
     assert issubclass(KeystoreAuthError, KeystoreError)
     assert issubclass(KeystoreFormatError, KeystoreError)
