@@ -21,7 +21,7 @@ start, count) -> lowest nonce or -1``, compiled with ``nogil=True`` and
 * ``"sha-ni"`` (:mod:`consensus._sha256_shani`): the x86 SHA extensions via
   LLVM's ``sha256rnds2`` / ``sha256msg1`` / ``sha256msg2`` intrinsics, four
   nonces interleaved to hide instruction latency.
-* ``"portable"`` (:mod:`consensus._sha256_portable`): 16 nonces in lanes of
+* ``"portable"`` (:mod:`consensus._sha256_portable`): 32 nonces in lanes of
   u32 rows that LLVM vectorises to whatever SIMD the CPU has.
 
 Both compare the most significant 32-bit limb of the hash (the byte-swapped
