@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     nouns.required = True
     for noun, module_name, help_text in NOUNS:
         sub = nouns.add_parser(noun, help=help_text, description=help_text)
+        sub.set_defaults(noun_parser=sub)
         importlib.import_module(module_name).configure(sub)
     return parser
 
@@ -47,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     handler = getattr(args, "handler", None)
-    if handler is None:  # a noun without a verb: show that noun's help
-        parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+    if handler is None:  # a noun without a verb: show that noun's verbs
+        args.noun_parser.print_help(sys.stderr)
         return 2
     try:
         return int(handler(args) or 0)

@@ -1,0 +1,22 @@
+"""The top-level CLI: nouns listed, a noun without a verb is a usage error."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.cli.main import NOUNS, main
+
+
+def test_help_lists_every_noun(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for noun, _, _ in NOUNS:
+        assert noun in out
+
+
+@pytest.mark.parametrize("noun", [n for n, _, _ in NOUNS])
+def test_noun_without_verb_prints_its_verbs_and_fails(noun: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([noun]) == 2
+    assert "<verb>" in capsys.readouterr().err
