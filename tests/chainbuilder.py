@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from consensus import header as header_codec
 from consensus.block import Block, commitment
+from consensus.errors import BlockRejected, Reject
 from consensus.genesis import GENESIS_TIME, chain_params_for, make_genesis
 from consensus.hashing import search_nonce
 from consensus.merkle import merkle_root
@@ -24,12 +26,31 @@ from consensus.pow import bits_to_target
 from consensus.state import State
 from consensus.template import build_block
 from consensus.transition import BlockContext, apply_block
-from consensus.tx import GradientUpdate, Transfer, Tx, encode_tx, sign_tx, txid
+from consensus.tx import Coinbase, GradientUpdate, Payout, Transfer, Tx, encode_tx, sign_tx, txid
+from consensus.validation import ParentInfo
 from ml.codec import encode_update
 from ml.tasks import TaskSpec, builtin_task
 from wallet import KeyPair, address_bytes, keypair_from_seed
 
 BLOCK_SPACING_S = 5
+DEFAULT_UPDATE_SCALE = 0.01  # an honest-looking delta: norm ~0.15 on digits, far below its bound
+_U32_SPAN = 2.0**32
+
+
+def det_vector(seed: int, size: int, scale: float = DEFAULT_UPDATE_SCALE) -> np.ndarray:
+    """A float32 vector in ``[-scale/2, scale/2)`` derived from SHA-256 of ``seed``.
+
+    Unlike numpy's Generator streams, which numpy may change between
+    releases, these bits depend on nothing but SHA-256, so golden vectors
+    built from them stay put.
+    """
+    stream = bytearray()
+    counter = 0
+    while len(stream) < 4 * size:
+        stream += hashlib.sha256(b"gradchain-test-vector-%d-%d" % (seed, counter)).digest()
+        counter += 1
+    words = np.frombuffer(bytes(stream[: 4 * size]), dtype="<u4").astype(np.float64)
+    return ((words / _U32_SPAN - 0.5) * scale).astype(np.float32)
 
 
 def key(i: int) -> KeyPair:
@@ -79,6 +100,12 @@ class ChainBuilder:
         hashes = {h: self.blocks[h].hash for h in range(lo, height)}
         return BlockContext(self.params.chain_id, self.task, hashes)
 
+    def parent_info(self) -> ParentInfo:
+        """The tip as the parent of the next header, with its last median-time-span times."""
+        span = self.params.median_time_span
+        times = [b.header.time for b in self.blocks[-span:]]
+        return ParentInfo(self.tip.header, len(self.blocks) - 1, self.tip.hash, times)
+
     def fork(self, height: int) -> ChainBuilder:
         """A copy of this builder cut back to ``height``."""
         other = ChainBuilder.__new__(ChainBuilder)
@@ -112,9 +139,54 @@ class ChainBuilder:
         self.states.append(state)
         return state
 
-    def extend(self, n: int, txs_for: object = None, *, extra: bytes = b"") -> None:
+    def extend(
+        self, n: int, txs_for: Callable[[ChainBuilder], Sequence[Tx]] | None = None, *, extra: bytes = b""
+    ) -> None:
+        """Mine and add ``n`` blocks; ``txs_for(self)`` gives each one's transactions."""
         for _ in range(n):
-            self.add(self.template(extra=extra))
+            txs = txs_for(self) if txs_for is not None else ()
+            self.add(self.template(txs, extra=extra))
+
+    def forge(
+        self,
+        txs: Sequence[Tx],
+        *,
+        payouts: Sequence[Payout] | None = None,
+        state_root: bytes | None = None,
+        height: int | None = None,
+        time: int | None = None,
+        miner: KeyPair | None = None,
+        coinbase: bool = True,
+    ) -> Block:
+        """A mined next block assembled by hand, without running the transactions.
+
+        For blocks whose transactions ``build_block`` refuses (a replayed nonce,
+        an overspend): the coinbase pays the miner the reward plus every fee and
+        each update's sender the contributor reward, as if all were valid, and
+        the state root defaults to the parent's. The rule under test fails
+        before either is compared.
+        """
+        miner_address = address_bytes((miner or self.miner).public)
+        if payouts is None:
+            fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | GradientUpdate))
+            payouts = [Payout(miner_address, self.task.block_reward + fees)]
+            payouts += [
+                Payout(tx.sender_address, self.task.contributor_reward)
+                for tx in txs
+                if isinstance(tx, GradientUpdate)
+            ]
+        cb = Coinbase(height=len(self.blocks) if height is None else height, payouts=tuple(payouts))
+        all_txs: list[Tx] = [cb, *txs] if coinbase else list(txs)
+        header = header_codec.Header(
+            version=self.tip.header.version,
+            prev=self.tip.hash,
+            root=bytes(32),
+            time=self.next_time() if time is None else time,
+            bits=self.params.genesis_bits,
+            nonce=0,
+        )
+        shell = Block.build(header, self.state.root, [])
+        return recommit(shell, all_txs, state_root=self.state.root if state_root is None else state_root)
 
     # -- transactions --------------------------------------------------------------------
     def nonce_of(self, kp: KeyPair) -> int:
@@ -130,11 +202,37 @@ class ChainBuilder:
     def update(self, sender: KeyPair, vector: np.ndarray | None = None, *, base_height: int | None = None,
                fee: int = 0, nonce: int | None = None, seed: int = 0, kind: str = "f32") -> GradientUpdate:
         if vector is None:
-            rng = np.random.default_rng(seed)
-            vector = (rng.standard_normal(self.task.param_count) * 0.01).astype(np.float32)
+            vector = det_vector(seed, self.task.param_count)
         base = len(self.blocks) - 1 if base_height is None else base_height
         tx = GradientUpdate(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, base,
                             self.blocks[base].hash, encode_update(vector, kind))
         signed = sign_tx(tx, sender, self.params.chain_id)
         assert isinstance(signed, GradientUpdate)
         return signed
+
+
+# -- rule coverage ---------------------------------------------------------------------
+COVERED: dict[Reject, list[str]] = {}
+"""Reject codes that a test in this suite provokes, with the tests that do."""
+
+_TestFn = TypeVar("_TestFn", bound=Callable[..., None])
+
+
+def covers(*codes: Reject) -> Callable[[_TestFn], _TestFn]:
+    """Mark a test as the one that provokes ``codes`` (see ``test_every_reject_code_is_tested``)."""
+
+    def mark(fn: _TestFn) -> _TestFn:
+        for code in codes:
+            COVERED.setdefault(code, []).append(f"{fn.__module__}.{fn.__name__}")
+        return fn
+
+    return mark
+
+
+def rejection(fn: Callable[[], object]) -> Reject:
+    """The code ``fn()`` is rejected with; fails the test if it is accepted."""
+    try:
+        fn()
+    except BlockRejected as exc:
+        return exc.code
+    raise AssertionError("expected BlockRejected, the call succeeded")
