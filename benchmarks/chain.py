@@ -1,0 +1,202 @@
+"""Chain replay speed: `chain verify` and block connection, in blocks per second.
+
+A regtest chain on the digits task is built in memory (``tests.chainbuilder``):
+every block carries one gradient update from each of four fixed keys and,
+now and then, a transfer. The chain is then stored in a temporary datadir
+through :meth:`ChainState.accept_block` (real SQLite writes: body, index,
+undo, state), which is the connect figure, and replayed with
+:func:`node.verify.verify_chain` (read each body back, decode strictly,
+check the header, run the full state transition), which is the verify figure.
+
+One extra replay runs under cProfile to say where the time goes. The split
+sums the cumulative time of a few entry points per phase (they do not nest),
+and "other" is what the profile saw outside them. cProfile taxes Python
+calls more than C calls, so the split is a guide to where to look, and the
+blocks/s figures come from the unprofiled runs.
+
+The goal comes from issue 6: a node that replays 500 blocks of 4 digits
+updates per second re-verifies a day of 5-second blocks in under 40 s.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pathlib
+import pstats
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Headline, median, write_result
+from consensus.tx import Tx
+from ml.tasks import builtin_task
+from node.chainstate import ChainState
+from node.verify import verify_chain
+from tests.chainbuilder import ChainBuilder, key
+
+TASK = "digits"
+NETWORK = "regtest"
+UPDATERS = 4  # one update per key per block: the digits task's max_updates_per_block
+FIRST_UPDATER_KEY = 1  # key(0) mines; keys 1..4 send updates
+TRANSFER_EVERY = 10  # blocks between transfers from the miner (after it has a reward)
+TRANSFER_TO_KEY = 9
+TRANSFER_AMOUNT = 1_000
+TRANSFER_FEE = 10
+UPDATE_SCALE = 0.01  # honest-sized deltas: norm ~0.15, far below digits' bound of 10
+VECTOR_SEED = 20260101
+GOAL_BLOCKS_PER_S = 500.0
+BASELINE = f"{GOAL_BLOCKS_PER_S:.0f} blocks/s goal (issue 6)"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Chain length and timed replays: small in quick mode so the run takes seconds."""
+
+    blocks: int
+    verify_repeats: int
+
+
+FULL = Sizes(blocks=300, verify_repeats=3)
+QUICK = Sizes(blocks=30, verify_repeats=2)
+
+# Phase -> (file suffix, function name) entry points whose cumulative times
+# make the phase. None of them calls another, so their sums do not overlap.
+PHASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "signatures": (("consensus/tx.py", "check_signature"),),
+    "update_checks": (("consensus/transition.py", "_check_update"),),
+    "aggregation": (("consensus/transition.py", "aggregate_updates"),),
+    "state_root": (("consensus/state.py", "compute_state_root"),),
+    "storage_read_decode": (
+        ("node/chainstate.py", "get_raw_block"),
+        ("consensus/block.py", "decode_block"),
+    ),
+    "header_checks": (("consensus/validation.py", "validate_header"),),
+}
+VERIFY_ENTRY = ("node/verify.py", "verify_chain")
+
+
+def build_chain(n_blocks: int) -> ChainBuilder:
+    """``n_blocks`` blocks of four updates each (and a transfer every few blocks)."""
+    builder = ChainBuilder(builtin_task(TASK))
+    rng = np.random.default_rng(VECTOR_SEED)
+    size = builder.task.param_count
+    updaters = [key(FIRST_UPDATER_KEY + i) for i in range(UPDATERS)]
+    recipient = key(TRANSFER_TO_KEY)
+
+    def txs_for(b: ChainBuilder) -> list[Tx]:
+        txs: list[Tx] = []
+        height = len(b.blocks)
+        if height > 1 and height % TRANSFER_EVERY == 0:
+            txs.append(b.transfer(b.miner, recipient, TRANSFER_AMOUNT, fee=TRANSFER_FEE))
+        for kp in updaters:
+            vector = ((rng.random(size) - 0.5) * UPDATE_SCALE).astype(np.float32)
+            txs.append(b.update(kp, vector))
+        return txs
+
+    builder.extend(n_blocks, txs_for)
+    return builder
+
+
+def store_chain(builder: ChainBuilder, datadir: pathlib.Path) -> tuple[ChainState, float]:
+    """A datadir holding ``builder``'s chain, and the seconds ``accept_block`` took in all."""
+    chain = ChainState.create(datadir, NETWORK, builder.task)
+    if chain.genesis_hash != builder.blocks[0].hash:
+        raise RuntimeError("the builder's genesis is not the datadir's: params differ")
+    seconds = 0.0
+    for block in builder.blocks[1:]:
+        start = time.perf_counter()
+        outcome = chain.accept_block(block, now=block.header.time)
+        seconds += time.perf_counter() - start
+        if outcome.status != "connected":
+            raise RuntimeError(f"block {outcome.height} was {outcome.status}, expected connected")
+    return chain, seconds
+
+
+def timed_verify(chain: ChainState) -> tuple[float, dict[str, float]]:
+    report = verify_chain(chain)
+    if report.error or report.blocks != chain.height:
+        raise RuntimeError(f"verify failed at {report.failed_height}: {report.error}")
+    return report.seconds, report.phases
+
+
+def profile_split(chain: ChainState) -> dict[str, float]:
+    """Seconds per phase of one replay under cProfile (plus ``other`` and ``total``)."""
+    profiler = cProfile.Profile()
+    profiler.runcall(verify_chain, chain)
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    cumulative: dict[tuple[str, str], float] = {}
+    for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        for suffix, fn in [VERIFY_ENTRY, *(e for entries in PHASES.values() for e in entries)]:
+            if name == fn and filename.endswith(suffix):
+                cumulative[(suffix, fn)] = cumulative.get((suffix, fn), 0.0) + ct
+    split = {phase: sum(cumulative.get(e, 0.0) for e in entries) for phase, entries in PHASES.items()}
+    total = cumulative.get(VERIFY_ENTRY, 0.0)
+    split["other"] = max(0.0, total - sum(split.values()))
+    split["total"] = total
+    return split
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
+
+
+def run(quick: bool = False) -> list[Headline]:
+    sizes = QUICK if quick else FULL
+    t0 = time.perf_counter()
+    builder = build_chain(sizes.blocks)
+    build_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="gradchain-bench-") as tmp:
+        chain, connect_s = store_chain(builder, pathlib.Path(tmp) / "node")
+        try:
+            runs = [timed_verify(chain) for _ in range(sizes.verify_repeats)]
+            split = profile_split(chain)
+        finally:
+            chain.close()
+    samples = [seconds for seconds, _ in runs]
+    verify_s = median(samples)
+    verify_bps = sizes.blocks / verify_s
+    connect_bps = sizes.blocks / connect_s
+    total = split["total"] or 1.0
+    print_table(
+        [
+            ("chain", f"{sizes.blocks} blocks x {UPDATERS} updates ({TASK}), built in {build_s:.1f} s"),
+            ("verify", f"{verify_bps:8.1f} blocks/s  (median of {len(samples)}: {verify_s:.3f} s)"),
+            ("connect", f"{connect_bps:8.1f} blocks/s  (accept_block with SQLite writes)"),
+            *(
+                (f"  {phase}", f"{seconds * 1e3 / sizes.blocks:7.3f} ms/block  {100 * seconds / total:5.1f} %")
+                for phase, seconds in split.items()
+                if phase != "total"
+            ),
+        ]
+    )
+    write_result(
+        "chain",
+        {
+            "params": {**asdict(sizes), "task": TASK, "updates_per_block": UPDATERS,
+                       "transfer_every": TRANSFER_EVERY, "quick": quick},
+            "build_s": build_s,
+            "connect_s": connect_s,
+            "verify_samples_s": samples,
+            "verify_phases_s": [phases for _, phases in runs],
+            "verify_blocks_per_s": verify_bps,
+            "connect_blocks_per_s": connect_bps,
+            "profile_split_s": split,
+            "profile_note": "cProfile cumulative seconds of one replay; inflates Python-heavy phases",
+        },
+    )
+    return [
+        Headline("verify_blocks_per_s", verify_bps, "blocks/s", BASELINE, verify_bps / GOAL_BLOCKS_PER_S),
+        Headline(
+            "verify_connect_blocks_per_s", connect_bps, "blocks/s", BASELINE, connect_bps / GOAL_BLOCKS_PER_S
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for headline in run(quick=True):
+        print(headline)
