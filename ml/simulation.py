@@ -1,0 +1,354 @@
+"""Federated rounds in one process, no chain: how well does a rule hold up under an attack?
+
+One round of the simulation is what one block does on the chain, minus mining
+and gossip:
+
+1. every node trains :func:`ml.trainer.train_update` on its own shard, from
+   the current parameters (label-flip attackers train on flipped labels);
+2. the attackers -- nodes ``0 .. n_byzantine - 1`` -- replace their delta
+   with :func:`ml.attacks.attack`, seeing the honest deltas of the round;
+3. every delta travels through the wire codec (:mod:`ml.codec`) and the
+   consensus checks (:func:`ml.checks.check_update`: shape, finiteness,
+   norm bound); a delta that fails is dropped, as a miner never includes an
+   invalid update in a block;
+4. the task's rule aggregates what is left and the model moves,
+   ``params <- params - server_lr * aggregate``, in float32;
+5. the test split is evaluated (policy figures, numpy with BLAS).
+
+``f`` defaults to the number of attackers. When fewer updates survive the
+checks than the rule needs for that ``f`` (Krum needs ``n >= 2f + 3``), or
+the rule tolerates none (``mean``), the round uses the largest ``f`` the rule
+accepts; each round records the ``f`` it used.
+
+Model-poisoning attackers know the chain's norm bound (it is in the task), so
+by default they use it: sign-flip publishes the reversed delta at the bound
+(``to_norm``), Gaussian noise is drawn with the per-coordinate std that puts
+its norm just inside the bound. Scaling keeps its boost of 10 and is therefore
+rejected whenever the boosted delta exceeds the bound, which is the point.
+Explicit ``attack_params`` override these defaults.
+
+Everything is seeded from ``SimConfig.seed``; this module reads no clock (the
+CLI times the run) and no file beyond the task's package data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ml.aggregation import RULES, AggregationError, aggregate
+from ml.attacks import ATTACKS, attack, flip_labels, is_data_attack
+from ml.checks import UpdateCheckError, check_update
+from ml.codec import KINDS, decode_update, encode_update
+from ml.datasets import Dataset, load_dataset
+from ml.evaluate import evaluate
+from ml.models import init_params
+from ml.shards import SCHEMES, shard
+from ml.tasks import TaskSpec, builtin_task
+from ml.trainer import NORM_MARGIN, train_update
+
+__all__ = ["RoundRecord", "SimConfig", "SimResult", "n_attackers", "run_simulation"]
+
+F32 = npt.NDArray[np.float32]
+
+NO_ATTACK = "none"
+# Gaussian attackers aim the noise norm (about sigma * sqrt(d)) at this share of
+# the bound, leaving room for the chi distribution's spread so it still passes.
+GAUSSIAN_NORM_SHARE = 0.9
+TOPK_FRACTION = 0.1  # values a "topk" codec keeps, as a share of the parameters
+SHARD_KEY_PREFIX = b"gradchain-sim/"
+# Each round's block "height" for the staleness check: updates are always fresh here.
+FRESH_WINDOW_BLOCKS = 1
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated federation.
+
+    Parameters
+    ----------
+    task
+        A built-in task name (``digits``, ``stock``).
+    nodes
+        Participants, honest and Byzantine.
+    rule
+        Aggregation rule (a key of ``ml.aggregation.RULES``); None: the task's.
+    attack
+        One of ``ml.attacks.ATTACKS`` or ``"none"``.
+    byzantine
+        Share of the nodes that attack; ``round(byzantine * nodes)`` of them.
+    rounds
+        Federated rounds (blocks).
+    f
+        Byzantine bound given to the rule; None: the number of attackers.
+    scheme, alpha
+        Data split (``hash`` i.i.d. or ``dirichlet`` label skew with ``alpha``).
+    seed
+        Seeds shards, minibatches and attack noise.
+    codec
+        Wire kind every update travels as (``f32`` exact; ``f16``, ``int8``, ``topk`` lossy).
+    attack_params
+        ``(name, value)`` pairs passed to the attack, overriding the defaults.
+    local_steps
+        Override of the task's local SGD steps (None: the task's).
+    """
+
+    task: str = "digits"
+    nodes: int = 8
+    rule: str | None = None
+    attack: str = NO_ATTACK
+    byzantine: float = 0.0
+    rounds: int = 100
+    f: int | None = None
+    scheme: str = "hash"
+    alpha: float = 0.5
+    seed: int = 0
+    codec: str = "f32"
+    attack_params: tuple[tuple[str, float], ...] = ()
+    local_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError(f"need at least one node, got {self.nodes}")
+        if self.attack != NO_ATTACK and self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose from none, {', '.join(ATTACKS)}")
+        if not 0.0 <= self.byzantine < 1.0:
+            raise ValueError(f"byzantine is a share in [0, 1), got {self.byzantine}")
+        if n_attackers(self) >= self.nodes:
+            raise ValueError("at least one node must be honest")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.rule is not None and self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; choose from {', '.join(sorted(RULES))}")
+        if self.f is not None and self.f < 0:
+            raise ValueError(f"f must be >= 0, got {self.f}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown shard scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
+        if self.codec not in KINDS:
+            raise ValueError(f"unknown codec {self.codec!r}; choose from {', '.join(KINDS)}")
+        if self.local_steps is not None and self.local_steps < 1:
+            raise ValueError(f"local_steps must be >= 1, got {self.local_steps}")
+
+
+def n_attackers(config: SimConfig) -> int:
+    """``round(byzantine * nodes)``, half up; zero when there is no attack."""
+    if config.attack == NO_ATTACK:
+        return 0
+    return math.floor(config.byzantine * config.nodes + 0.5)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round did: test figures after it, updates kept and dropped, the f used."""
+
+    round: int
+    metrics: Mapping[str, float]
+    accepted: int
+    rejected: int
+    f_used: int
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """A finished simulation: its config, the task it ran, and every round's record."""
+
+    config: SimConfig
+    spec: TaskSpec
+    rule: str
+    attackers: tuple[int, ...]
+    f: int
+    initial_metrics: Mapping[str, float]
+    rounds: tuple[RoundRecord, ...]
+    rejections: Mapping[str, int]
+    params: F32 = field(repr=False)
+
+    @property
+    def metric_name(self) -> str:
+        """The headline figure: ``accuracy`` for classify tasks, ``mse_ratio`` for regression."""
+        return "accuracy" if self.spec.head == "classify" else "mse_ratio"
+
+    @property
+    def curve(self) -> list[float]:
+        """The headline figure after each round."""
+        return [r.metrics[self.metric_name] for r in self.rounds]
+
+    @property
+    def final(self) -> float:
+        """The headline figure after the last round (before any round if there were none)."""
+        return self.rounds[-1].metrics[self.metric_name] if self.rounds else self.initial_metrics[self.metric_name]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary: config, rule, attackers, per-round figures, final figure."""
+        return {
+            "config": asdict(self.config),
+            "task": self.spec.name,
+            "rule": self.rule,
+            "f": self.f,
+            "attackers": list(self.attackers),
+            "metric": self.metric_name,
+            "initial": self.initial_metrics[self.metric_name],
+            "final": self.final,
+            self.metric_name: self.curve,
+            "accepted": [r.accepted for r in self.rounds],
+            "rejected": [r.rejected for r in self.rounds],
+            "f_used": [r.f_used for r in self.rounds],
+            "rejections": dict(self.rejections),
+        }
+
+
+@dataclass
+class _Node:
+    X: npt.NDArray[np.float32]
+    y: npt.NDArray[np.generic]
+    rng: np.random.Generator
+
+
+def _default_attack_params(name: str, spec: TaskSpec, n_bad: int) -> dict[str, float]:
+    """What a bound-aware attacker uses when the caller does not say (see the module docstring)."""
+    bound = NORM_MARGIN * spec.norm_bound
+    if name == "sign-flip":
+        return {"to_norm": bound}
+    if name == "gaussian":
+        return {"sigma": GAUSSIAN_NORM_SHARE * bound / math.sqrt(spec.param_count)}
+    if name == "alie":
+        return {"f": float(n_bad)}
+    return {}
+
+
+def _attack_params(config: SimConfig, spec: TaskSpec, n_bad: int) -> dict[str, Any]:
+    params: dict[str, Any] = _default_attack_params(config.attack, spec, n_bad)
+    given = dict(config.attack_params)
+    if config.attack == "sign-flip" and "scale" in given:
+        params.pop("to_norm", None)  # an explicit scale means a plain -scale * own
+    params.update(given)
+    if config.attack == "alie" and "f" in params:
+        params["f"] = int(params["f"])
+    return params
+
+
+def _make_nodes(config: SimConfig, dataset: Dataset, n_bad: int, seeds: list[np.random.SeedSequence]) -> list[_Node]:
+    key = SHARD_KEY_PREFIX + str(config.seed).encode()
+    nodes = []
+    for i in range(config.nodes):
+        X, y = shard(dataset, i, config.nodes, config.scheme, alpha=config.alpha, seed=config.seed, key=key)
+        if i < n_bad and is_data_attack(config.attack):
+            y = flip_labels(np.asarray(y, dtype=np.int64), _n_classes(dataset))
+        nodes.append(_Node(X=X, y=y, rng=np.random.default_rng(seeds[i])))
+    return nodes
+
+
+def _n_classes(dataset: Dataset) -> int:
+    return int(max(int(np.max(dataset.y_train)), int(np.max(dataset.y_test)))) + 1
+
+
+def _through_the_wire(delta: F32, kind: str, size: int) -> F32:
+    k = max(1, math.floor(TOPK_FRACTION * size)) if kind == "topk" else None
+    return decode_update(encode_update(delta, kind, k=k), size)
+
+
+def _aggregate_largest_f(rule: str, updates: F32, f: int, params: Mapping[str, Any]) -> tuple[F32, int]:
+    """Aggregate with ``f``, or the largest smaller ``f`` the rule accepts for this many updates."""
+    for f_try in range(min(f, updates.shape[0]), -1, -1):
+        try:
+            agg, _ = aggregate(rule, updates, f=f_try, **params)
+        except AggregationError:
+            if f_try == 0:
+                raise
+            continue
+        return agg, f_try
+    raise AssertionError("unreachable: the loop returns or raises at f = 0")
+
+
+def run_simulation(
+    config: SimConfig, progress: Callable[[RoundRecord], None] | None = None
+) -> SimResult:
+    """Run ``config.rounds`` federated rounds and return every round's record.
+
+    Parameters
+    ----------
+    config
+        What to simulate.
+    progress
+        Called with each round's record as soon as it is done (the CLI prints it).
+
+    Raises
+    ------
+    ValueError
+        For a config the task cannot run (for example a rule parameter it lacks).
+    """
+    spec = builtin_task(config.task)
+    if config.local_steps is not None:
+        # only the local trainer reads local_steps; the on-chain contract is untouched
+        train_steps: int | None = config.local_steps
+    else:
+        train_steps = None
+    rule = config.rule if config.rule is not None else spec.rule
+    rule_params = spec.rule_kwargs() if rule == spec.rule else {}
+    n_bad = n_attackers(config)
+    f = n_bad if config.f is None else config.f
+    dataset = load_dataset(spec)
+    root = np.random.SeedSequence(config.seed)
+    node_seeds = root.spawn(config.nodes)
+    attack_rng = np.random.default_rng(root.spawn(1)[0])
+    nodes = _make_nodes(config, dataset, n_bad, node_seeds)
+    attack_params = _attack_params(config, spec, n_bad)
+    d = spec.param_count
+    server_lr = np.float32(spec.server_lr)
+
+    params = init_params(spec)
+    initial = evaluate(spec, params, dataset)
+    records: list[RoundRecord] = []
+    rejections: dict[str, int] = {}
+    for t in range(config.rounds):
+        own = [train_update(spec, params, n.X, n.y, rng=n.rng, steps=train_steps) for n in nodes]
+        honest = np.stack(own[n_bad:])
+        published = [
+            attack(config.attack, own[i], honest, attack_rng, **attack_params) if i < n_bad else own[i]
+            for i in range(config.nodes)
+        ]
+        kept: list[F32] = []
+        for delta in published:
+            try:
+                received = _through_the_wire(delta, config.codec, d)
+                check_update(
+                    received,
+                    expected_size=d,
+                    norm_bound=spec.norm_bound,
+                    base_height=t,
+                    block_height=t + 1,
+                    window=FRESH_WINDOW_BLOCKS,
+                )
+            except UpdateCheckError as exc:
+                rejections[exc.problem.value] = rejections.get(exc.problem.value, 0) + 1
+                continue
+            kept.append(received)
+        f_used = 0
+        if kept:
+            agg, f_used = _aggregate_largest_f(rule, np.stack(kept), f, rule_params)
+            params = (params - server_lr * agg).astype(np.float32)
+        record = RoundRecord(
+            round=t + 1,
+            metrics=evaluate(spec, params, dataset),
+            accepted=len(kept),
+            rejected=config.nodes - len(kept),
+            f_used=f_used,
+        )
+        records.append(record)
+        if progress is not None:
+            progress(record)
+    return SimResult(
+        config=config,
+        spec=spec,
+        rule=rule,
+        attackers=tuple(range(n_bad)),
+        f=f,
+        initial_metrics=initial,
+        rounds=tuple(records),
+        rejections=rejections,
+        params=params,
+    )

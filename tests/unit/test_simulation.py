@@ -1,0 +1,132 @@
+"""The in-process federation: robust rules hold under attack, the mean does not.
+
+Fast versions of the headline check (digits, 8 nodes, 30 % sign-flip): ten
+rounds instead of a hundred, with thresholds the short run clears by a margin.
+The full run is ``gradchain sim ... --rounds 100`` (see the report / README).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.simulation import SimConfig, n_attackers, run_simulation
+from node.cli.main import main
+
+SHORT = 10  # rounds: enough for softmax on digits to pass 90 %
+
+
+def test_config_rejects_what_cannot_run() -> None:
+    with pytest.raises(ValueError, match="attack"):
+        SimConfig(attack="backdoor")
+    with pytest.raises(ValueError, match="honest"):
+        SimConfig(nodes=2, attack="sign-flip", byzantine=0.9)
+    with pytest.raises(ValueError):
+        SimConfig(byzantine=1.0)
+    with pytest.raises(ValueError, match="rule"):
+        SimConfig(rule="average")
+    with pytest.raises(ValueError, match="codec"):
+        SimConfig(codec="bf16")
+    with pytest.raises(ValueError, match="scheme"):
+        SimConfig(scheme="random")
+
+
+@pytest.mark.parametrize(
+    ("nodes", "share", "attack", "expected"),
+    [(8, 0.3, "sign-flip", 2), (5, 0.5, "sign-flip", 3), (8, 0.3, "none", 0), (10, 0.0, "alie", 0)],
+)
+def test_attackers_are_the_share_rounded_half_up(nodes: int, share: float, attack: str, expected: int) -> None:
+    assert n_attackers(SimConfig(nodes=nodes, byzantine=share, attack=attack)) == expected
+
+
+def test_clean_run_learns_and_is_reproducible() -> None:
+    config = SimConfig(rule="median", rounds=SHORT, seed=3)
+    a = run_simulation(config)
+    b = run_simulation(config)
+    assert a.initial_metrics["accuracy"] < 0.3
+    assert a.final >= 0.92
+    assert np.array_equal(a.params.view(np.uint32), b.params.view(np.uint32))
+    assert [r.round for r in a.rounds] == list(range(1, SHORT + 1))
+    assert all(r.accepted == 8 and r.rejected == 0 for r in a.rounds)
+    assert a.attackers == () and a.f == 0
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum"])
+def test_robust_rules_survive_thirty_percent_sign_flip(rule: str) -> None:
+    result = run_simulation(SimConfig(rule=rule, attack="sign-flip", byzantine=0.3, rounds=SHORT))
+    assert result.attackers == (0, 1) and result.f == 2
+    assert result.final >= 0.90
+    assert all(r.f_used == 2 for r in result.rounds)
+
+
+def test_the_mean_falls_to_thirty_percent_sign_flip() -> None:
+    result = run_simulation(SimConfig(rule="mean", attack="sign-flip", byzantine=0.3, rounds=SHORT))
+    assert result.final < 0.5
+    assert all(r.f_used == 0 for r in result.rounds)  # the mean takes no f; it was lowered
+
+
+def test_scaled_updates_are_refused_by_the_norm_bound() -> None:
+    result = run_simulation(SimConfig(rule="mean", attack="scaling", byzantine=0.3, rounds=3))
+    assert result.rejections.get("norm", 0) == 2 * 3
+    assert all(r.accepted == 6 for r in result.rounds)
+    assert result.final >= 0.85  # the mean of the honest six still learns
+
+
+def test_label_flip_attackers_train_on_flipped_labels() -> None:
+    flipped = run_simulation(SimConfig(rule="mean", attack="label-flip", byzantine=0.5, rounds=4, seed=1))
+    clean = run_simulation(SimConfig(rule="mean", rounds=4, seed=1))
+    assert flipped.final < clean.final
+
+
+def test_alie_and_gaussian_run_through_the_checks() -> None:
+    for name in ("alie", "gaussian"):
+        result = run_simulation(SimConfig(rule="median", attack=name, byzantine=0.3, rounds=3))
+        assert all(r.accepted == 8 for r in result.rounds), name  # both stay inside the bound
+        assert result.final >= 0.8
+
+
+def test_lossy_codecs_still_train() -> None:
+    """f16 and int8 lose almost nothing; top-k (10 %) learns, slower, as its sparse deltas
+    rarely agree on which coordinates to move, and the median keeps only agreed moves."""
+    final = {
+        codec: run_simulation(SimConfig(rule="median", rounds=4, codec=codec, local_steps=10)).final
+        for codec in ("f32", "f16", "int8", "topk")
+    }
+    assert final["f32"] >= 0.8
+    assert abs(final["f16"] - final["f32"]) <= 0.02
+    assert abs(final["int8"] - final["f32"]) <= 0.02
+    assert final["topk"] >= 0.6
+
+
+def test_cli_prints_progress_and_writes_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim.json"
+    code = main(
+        ["sim", "--rounds", "4", "--every", "2", "--attack", "sign-flip", "--byzantine", "0.3",
+         "--rule", "trimmed_mean", "--json", str(out)]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sim digits: 8 nodes (2 attacking with sign-flip), rule trimmed_mean")
+    assert [line.split()[1] for line in lines if line.startswith("round")] == ["2/4", "4/4"]
+    assert lines[-1].startswith("final accuracy")
+    summary = json.loads(out.read_text())
+    assert summary["config"]["rounds"] == 4 and summary["rule"] == "trimmed_mean"
+    assert len(summary["accuracy"]) == 4 and summary["final"] == summary["accuracy"][-1]
+    assert summary["wall_time_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sim", "--attack", "backdoor"],
+        ["sim", "--attack-param", "sigma"],
+        ["sim", "--task", "imagenet"],
+        ["sim", "--rounds", "1", "--every", "0"],
+    ],
+)
+def test_cli_explains_a_bad_command_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
