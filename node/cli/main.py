@@ -21,6 +21,7 @@ from node.cli.errors import CliError
 NOUNS: tuple[tuple[str, str, str], ...] = (
     ("chain", "node.cli.chain", "a chain without a network: init, mine, verify, export, import, show"),
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),
+    ("sim", "node.cli.sim", "simulate federated rounds in-process, no chain"),
 )
 
 
