@@ -21,6 +21,7 @@ from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.state import Account, State
 from consensus.tx import (
+    MAX_AMOUNT,
     Coinbase,
     GradientUpdate,
     Payout,
@@ -142,6 +143,11 @@ class _Ledger:
 
     def credit(self, address: bytes, amount: int) -> None:
         account = self.get(address)
+        if account.balance + amount > MAX_AMOUNT:
+            # Past this a balance no longer fits the state root's u64 or storage's i64.
+            raise BlockRejected(
+                Reject.BAD_AMOUNT, f"credit of {amount} takes a balance of {account.balance} past {MAX_AMOUNT}"
+            )
         self.set(address, Account(account.balance + amount, account.nonce))
 
     def merged(self) -> dict[bytes, Account]:
