@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,15 +71,29 @@ def hashlib_loop(header: bytes, target: int, count: int) -> int | None:
 
 
 def measure(label: str, count: int, fn: Any, repeat: int) -> dict[str, Any]:
-    """Time ``fn`` (which hashes ``count`` nonces); samples in seconds, median in MH/s."""
-    samples = time_call(fn, repeat=repeat, warmup=1)
+    """Time ``fn`` (which hashes ``count`` nonces); samples in seconds, median in MH/s.
+
+    Process CPU seconds are kept beside wall seconds: on a shared machine they
+    show whether the threads really ran in parallel even when the wall clock
+    was stretched by other load.
+    """
+    cpu_samples: list[float] = []
+
+    def timed() -> None:
+        before = time.process_time()
+        fn()
+        cpu_samples.append(time.process_time() - before)
+
+    samples = time_call(timed, repeat=repeat, warmup=1)
     seconds = median(samples)
     return {
         "label": label,
         "nonces": count,
         "samples_s": samples,
+        "cpu_samples_s": cpu_samples[1:],
         "median_s": seconds,
         "mhs": count / seconds / MEGA,
+        "cpu_per_wall": median(cpu_samples[1:]) / seconds,
     }
 
 
@@ -133,13 +148,18 @@ def run(quick: bool = False) -> list[Headline]:
             "rows": rows,
             "median_mhs": {name: row["mhs"] for name, row in rows.items()},
             "ratio_vs_hashlib": ratios,
+            "thread_scaling": rows["kernel_all_threads"]["mhs"] / rows["kernel_1thread"]["mhs"],
             "quoted_context": QUOTED_CONTEXT,
         },
     )
-    print(f"{'run':<28} {'nonces':>10} {'median s':>9} {'MH/s':>8} {'x hashlib':>10}")
+    header = (
+        f"{'run':<28} {'nonces':>10} {'median s':>9} {'MH/s':>8} {'x hashlib':>10} {'cpu/wall':>9}"
+    )
+    print(header)
     for name, row in rows.items():
         print(
-            f"{row['label']:<28} {row['nonces']:>10} {row['median_s']:>9.4f} {row['mhs']:>8.2f} {ratios[name]:>10.1f}"
+            f"{row['label']:<28} {row['nonces']:>10} {row['median_s']:>9.4f} {row['mhs']:>8.2f}"
+            f" {ratios[name]:>10.1f} {row['cpu_per_wall']:>9.2f}"
         )
     print(
         "context (quoted, not measured): cpuminer AVX2 asm "
