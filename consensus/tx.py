@@ -158,8 +158,13 @@ def check_signature(tx: SignedTx, chain_id: int) -> None:
         raise BlockRejected(Reject.BAD_SIGNATURE, "signature does not match the sender's key")
 
 
+def _is_sorted_str_map(value: Any) -> bool:
+    """A map whose keys are all text, in sorted order (bytes keys would not sort with text)."""
+    return isinstance(value, dict) and all(type(k) is str for k in value) and list(value) == sorted(value)
+
+
 def _decode_update(value: Any) -> EncodedUpdate:
-    if not isinstance(value, dict) or list(value) != sorted(value):
+    if not _is_sorted_str_map(value):
         raise BlockRejected(Reject.BAD_ENCODING, "update: expected a map with sorted keys")
     try:
         return EncodedUpdate.from_wire(value)
@@ -212,7 +217,7 @@ def decode_tx(raw: bytes) -> Tx:
         )
     else:
         _, task = expect_list(obj, 2, "task")
-        if not isinstance(task, dict) or list(task) != sorted(task):
+        if not _is_sorted_str_map(task):
             raise BlockRejected(Reject.BAD_ENCODING, "task: expected a map with sorted keys")
         tx = TaskTx(task)
     if encode_tx(tx) != raw:  # e.g. an update whose wire form is not its own canonical one
