@@ -30,7 +30,7 @@ from consensus.tx import (
     Tx,
     check_signature,
 )
-from ml.aggregation import aggregate
+from ml.aggregation import AggregationError, aggregate
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
 from ml.codec import decode_update
 from ml.tasks import TaskSpec
@@ -185,7 +185,10 @@ def aggregate_updates(
     if f < 0:
         return None, np.zeros(n, dtype=bool)
     stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
-    result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
+    try:
+        result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
+    except AggregationError as exc:  # a rule or parameters the task names but ml does not run
+        raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
     return result, np.asarray(mask, dtype=bool)
 
 
