@@ -437,6 +437,18 @@ def test_task_with_an_unknown_rule_is_bad_aggregation() -> None:
     assert code_of(cb, cb.forge([update])) is Reject.BAD_AGGREGATION
 
 
+@pytest.mark.parametrize(
+    ("rule", "rule_params"),
+    [("geomed", ()), ("median", (("no_such_param", 1),))],
+    ids=["rule-ml-does-not-run", "unknown-rule-param"],
+)
+def test_rule_the_aggregator_refuses_is_bad_aggregation(rule: str, rule_params: tuple[tuple[str, int], ...]) -> None:
+    """A rule name or parameter ml refuses is a code, not an AggregationError escaping."""
+    task = dataclasses.replace(ChainBuilder().task, rule=rule, rule_params=rule_params)
+    cb = ChainBuilder(task)
+    assert code_of(cb, cb.forge([cb.update(ALICE)])) is Reject.BAD_AGGREGATION
+
+
 # -- encoding ----------------------------------------------------------------------------
 
 
