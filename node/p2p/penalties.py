@@ -1,0 +1,167 @@
+"""What a peer's misbehaviour costs it, and the ban list that remembers.
+
+One function, :func:`penalty`, maps every consensus reject code and every
+protocol-level fault to a score; a peer whose score reaches
+``limits.BAN_THRESHOLD`` is disconnected and banned for
+``limits.BAN_DURATION_S``. Time is passed in as ``now`` (seconds), so the
+whole module is a plain function of its inputs.
+
+Two kinds of fault cost nothing:
+
+* "not yet" codes (``consensus.errors.NOT_PUNISHED``: a block from slightly
+  in the future, or whose parent we lack) say nothing about the sender;
+* for a relayed transaction, codes that depend on the receiver's tip (nonce,
+  funds, staleness, base hash): after a block or a reorg an honest peer may
+  relay a tx that was valid on its tip a moment ago. The same codes inside a
+  block are fatal, because the block claims to be valid on its own parent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from consensus.errors import NOT_PUNISHED, Reject
+from node import limits
+
+
+class Misbehaviour(enum.Enum):
+    """Faults of the protocol itself, below or around consensus."""
+
+    MALFORMED_MESSAGE = "malformed-message"  # a body that does not decode (MessageError)
+    PROTOCOL_VIOLATION = "protocol-violation"  # well-formed but out of order or over a limit
+    UNREQUESTED_DATA = "unrequested-data"  # blocks or txs we never asked this peer for
+
+
+BAN = limits.BAN_THRESHOLD  # one fault of this weight bans at once
+
+_MISBEHAVIOUR_SCORES: dict[Misbehaviour, int] = {
+    # Five malformed bodies ban: a buggy peer gets a few chances, a fuzzer does not.
+    Misbehaviour.MALFORMED_MESSAGE: BAN // 5,
+    # Two violations ban: never an accident of timing, always a broken or hostile peer.
+    Misbehaviour.PROTOCOL_VIOLATION: BAN // 2,
+    # Ten unrequested deliveries ban: a response racing a timeout may arrive once or twice.
+    Misbehaviour.UNREQUESTED_DATA: BAN // 10,
+}
+
+# Tx rejects that depend on the receiver's tip, not on the tx alone (see the module docstring).
+TIP_DEPENDENT: frozenset[Reject] = frozenset(
+    {
+        Reject.BAD_NONCE,
+        Reject.INSUFFICIENT_FUNDS,
+        Reject.UPDATE_STALE,
+        Reject.UPDATE_BAD_BASE,
+        Reject.UPDATE_NOT_USEFUL,
+        Reject.DUPLICATE_TX,
+    }
+)
+
+
+def penalty(code: Reject | Misbehaviour, *, relayed_tx: bool = False) -> int:
+    """The score a peer earns for sending something rejected with ``code``.
+
+    Parameters
+    ----------
+    code
+        A consensus reject code (the sender's block, header or tx broke that
+        rule) or a protocol-level :class:`Misbehaviour`.
+    relayed_tx
+        True when the rejected object is a loose transaction the peer relayed
+        for the mempool, where tip-dependent codes are forgiven.
+    """
+    if isinstance(code, Misbehaviour):
+        return _MISBEHAVIOUR_SCORES[code]
+    if code in NOT_PUNISHED:
+        return 0
+    if relayed_tx and code in TIP_DEPENDENT:
+        return 0
+    # Every other consensus code means the sender offered data that is invalid
+    # whatever its tip: an invalid proof of work, root, signature or update.
+    return BAN
+
+
+@dataclass
+class PeerScore:
+    """One peer's accumulated misbehaviour; it never decays while connected."""
+
+    score: int = 0
+
+    def add(self, points: int) -> bool:
+        """Add ``points``; True once the peer has reached the ban threshold."""
+        if points < 0:
+            raise ValueError(f"a penalty is never negative, got {points}")
+        self.score += points
+        return self.banned
+
+    @property
+    def banned(self) -> bool:
+        return self.score >= limits.BAN_THRESHOLD
+
+
+@dataclass
+class BanList:
+    """Peers (by host or URL) banned until a time; scores of peers not yet banned.
+
+    Bounded: past ``max_banned`` entries the soonest-expiring ban is dropped,
+    so a flood of bad peers costs memory in proportion to the bound only.
+    """
+
+    duration_s: float = limits.BAN_DURATION_S
+    max_banned: int = limits.MAX_BANNED_PEERS
+    _until: dict[str, float] = field(default_factory=dict)
+    _scores: dict[str, PeerScore] = field(default_factory=dict)
+
+    def punish(self, peer: str, points: int, now: float) -> bool:
+        """Add ``points`` to ``peer``'s score; ban it if it reaches the threshold.
+
+        Returns True if the peer is banned (now or already): the caller
+        disconnects it.
+        """
+        if self.is_banned(peer, now):
+            return True
+        score = self._scores.setdefault(peer, PeerScore())
+        if score.add(points):
+            self.ban(peer, now)
+            return True
+        return False
+
+    def ban(self, peer: str, now: float) -> None:
+        """Ban ``peer`` until ``now + duration_s``; its score starts afresh after."""
+        self._scores.pop(peer, None)
+        self._until[peer] = now + self.duration_s
+        while len(self._until) > self.max_banned:
+            soonest = min(self._until, key=self._until.__getitem__)
+            del self._until[soonest]
+
+    def unban(self, peer: str) -> None:
+        self._until.pop(peer, None)
+
+    def is_banned(self, peer: str, now: float) -> bool:
+        until = self._until.get(peer)
+        if until is None:
+            return False
+        if now >= until:
+            del self._until[peer]
+            return False
+        return True
+
+    def score(self, peer: str) -> int:
+        """The peer's current score (0 once banned or never seen)."""
+        entry = self._scores.get(peer)
+        return 0 if entry is None else entry.score
+
+    def forget(self, peer: str) -> None:
+        """Drop a disconnected peer's score (bans stay)."""
+        self._scores.pop(peer, None)
+
+    def expire(self, now: float) -> list[str]:
+        """Lift every ban that has run out; returns the peers unbanned."""
+        done = [peer for peer, until in self._until.items() if now >= until]
+        for peer in done:
+            del self._until[peer]
+        return done
+
+    def banned(self, now: float) -> dict[str, float]:
+        """Active bans: peer -> time the ban ends."""
+        self.expire(now)
+        return dict(self._until)
