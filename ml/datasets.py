@@ -159,7 +159,9 @@ def parse_price_csv(text: str) -> NDArray[np.float64]:
         except ValueError:
             raise ValueError(f"CSV line {lineno}: date {cells[0]!r} is not YYYY-MM-DD") from None
         if not math.isfinite(close) or close <= 0.0:
-            raise ValueError(f"CSV line {lineno}: close must be a finite price > 0, got {cells[1]!r}")
+            raise ValueError(
+                f"CSV line {lineno}: close must be a finite price > 0, got {cells[1]!r}"
+            )
         if previous is not None and date <= previous:
             raise ValueError(f"CSV line {lineno}: dates must increase (sort rows oldest first)")
         previous = date

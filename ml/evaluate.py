@@ -14,7 +14,9 @@ from ml.models import loss_and_grad, predict
 from ml.tasks import TaskSpec
 
 
-def accuracy(spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating], y: NDArray[np.generic]) -> float:
+def accuracy(
+    spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating], y: NDArray[np.generic]
+) -> float:
     """Fraction of examples whose predicted class equals the label (classify heads)."""
     if spec.head != "classify":
         raise ValueError(f"accuracy needs a classify task; {spec.name!r} is {spec.head}")

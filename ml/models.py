@@ -72,7 +72,9 @@ def init_params(spec: TaskSpec) -> FloatArray:
 def _check_params(spec: TaskSpec, params: NDArray[np.floating]) -> None:
     expected = spec.param_count
     if params.ndim != 1 or params.shape[0] != expected:
-        raise ValueError(f"params must be a flat vector of {expected} values, got shape {params.shape}")
+        raise ValueError(
+            f"params must be a flat vector of {expected} values, got shape {params.shape}"
+        )
 
 
 def unflatten(spec: TaskSpec, params: NDArray[np.floating]) -> dict[str, NDArray[np.floating]]:
@@ -87,7 +89,9 @@ def unflatten(spec: TaskSpec, params: NDArray[np.floating]) -> dict[str, NDArray
     return views
 
 
-def _layers(spec: TaskSpec, params: NDArray[np.floating]) -> list[tuple[NDArray[np.floating], NDArray[np.floating]]]:
+def _layers(
+    spec: TaskSpec, params: NDArray[np.floating]
+) -> list[tuple[NDArray[np.floating], NDArray[np.floating]]]:
     views = unflatten(spec, params)
     return [(views[f"W{i}"], views[f"b{i}"]) for i in range(len(spec.layer_sizes) - 1)]
 
@@ -108,7 +112,9 @@ def _forward_cache(
     return inputs, h
 
 
-def forward(spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating]) -> NDArray[np.floating]:
+def forward(
+    spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating]
+) -> NDArray[np.floating]:
     """Raw model output of shape ``(n, output_dim)``: logits or regression values."""
     return _forward_cache(spec, params, X)[1]
 
@@ -205,7 +211,9 @@ def per_example_grads(
     return np.concatenate(blocks, axis=1)
 
 
-def predict(spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating]) -> NDArray[np.generic]:
+def predict(
+    spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating]
+) -> NDArray[np.generic]:
     """Class ids (int64) for a classify head, predicted values (float32) for regress."""
     out = forward(spec, params, X)
     if spec.head == "classify":

@@ -61,7 +61,12 @@ def rdp_subsampled_gaussian(noise_multiplier: float, sample_rate: float, order: 
     log_q, log_1mq = math.log(sample_rate), math.log1p(-sample_rate)
     log_a = -math.inf
     for k in range(order + 1):
-        term = _log_binom(order, k) + (order - k) * log_1mq + k * log_q + (k * k - k) / (2.0 * variance)
+        term = (
+            _log_binom(order, k)
+            + (order - k) * log_1mq
+            + k * log_q
+            + (k * k - k) / (2.0 * variance)
+        )
         log_a = _log_add(log_a, term)
     return log_a / (order - 1)
 

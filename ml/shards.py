@@ -91,7 +91,9 @@ def shard(
     return dataset.X_train[mask].copy(), dataset.y_train[mask].copy()
 
 
-def hash_owners(X: NDArray[np.generic], y: NDArray[np.generic], n_nodes: int, key: bytes) -> NDArray[np.int64]:
+def hash_owners(
+    X: NDArray[np.generic], y: NDArray[np.generic], n_nodes: int, key: bytes
+) -> NDArray[np.int64]:
     """Owner of each example by a keyed BLAKE2b of its content."""
     if not 1 <= len(key) <= BLAKE2B_MAX_KEY_BYTES:
         raise ValueError(f"shard key must be 1-{BLAKE2B_MAX_KEY_BYTES} bytes, got {len(key)}")
@@ -99,12 +101,16 @@ def hash_owners(X: NDArray[np.generic], y: NDArray[np.generic], n_nodes: int, ke
     yc = np.ascontiguousarray(y)
     owners = np.empty(Xc.shape[0], dtype=np.int64)
     for i in range(Xc.shape[0]):
-        h = hashlib.blake2b(Xc[i].tobytes() + yc[i].tobytes(), digest_size=HASH_DIGEST_BYTES, key=key)
+        h = hashlib.blake2b(
+            Xc[i].tobytes() + yc[i].tobytes(), digest_size=HASH_DIGEST_BYTES, key=key
+        )
         owners[i] = int.from_bytes(h.digest(), "little") % n_nodes
     return owners
 
 
-def dirichlet_owners(y: NDArray[np.generic], n_nodes: int, *, alpha: float, seed: int) -> NDArray[np.int64]:
+def dirichlet_owners(
+    y: NDArray[np.generic], n_nodes: int, *, alpha: float, seed: int
+) -> NDArray[np.int64]:
     """Owner of each example under a per-class Dirichlet(alpha) label skew."""
     if not alpha > 0.0:
         raise ValueError(f"alpha must be > 0, got {alpha!r}")
@@ -142,7 +148,9 @@ def derive_shard_key(secret: bytes, *, salt: bytes = b"gradchain/shard") -> byte
     """A 32-byte AES key from a node secret (HKDF-SHA256, RFC 5869)."""
     if not secret:
         raise ValueError("secret must not be empty")
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=HKDF_INFO).derive(secret)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=HKDF_INFO).derive(
+        secret
+    )
 
 
 def _array_header(a: NDArray[np.generic]) -> bytes:
@@ -150,10 +158,17 @@ def _array_header(a: NDArray[np.generic]) -> bytes:
     if dtype not in ALLOWED_DTYPES:
         raise ValueError(f"shard arrays must be one of {ALLOWED_DTYPES}, got {a.dtype}")
     code = dtype.encode("ascii")
-    return struct.pack("<B", len(code)) + code + struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape)
+    return (
+        struct.pack("<B", len(code))
+        + code
+        + struct.pack("<B", a.ndim)
+        + struct.pack(f"<{a.ndim}Q", *a.shape)
+    )
 
 
-def encrypt_shard(X: NDArray[np.generic], y: NDArray[np.generic], key: bytes, nonce: bytes) -> bytes:
+def encrypt_shard(
+    X: NDArray[np.generic], y: NDArray[np.generic], key: bytes, nonce: bytes
+) -> bytes:
     """Seal a shard with AES-256-GCM under ``key`` and a caller-chosen ``nonce``.
 
     ``nonce`` must be 12 fresh random bytes per encryption (``os.urandom``):

@@ -163,7 +163,9 @@ class TaskSpec:
                 raise _fail("hidden", "empty for model 'softmax'", self.hidden)
             return
         if not 1 <= len(self.hidden) <= MAX_HIDDEN_LAYERS:
-            raise _fail("hidden", f"1 to {MAX_HIDDEN_LAYERS} layer widths for model 'mlp'", self.hidden)
+            raise _fail(
+                "hidden", f"1 to {MAX_HIDDEN_LAYERS} layer widths for model 'mlp'", self.hidden
+            )
         for width in self.hidden:
             _check_int("hidden", width, 1, MAX_DIM)
 
@@ -191,7 +193,9 @@ class TaskSpec:
             return
         _check_int("window", self.window, 2, MAX_WINDOW)
         if self.input_dim != self.window:
-            raise _fail("input_dim", f"equal to window ({self.window}) for a regress task", self.input_dim)
+            raise _fail(
+                "input_dim", f"equal to window ({self.window}) for a regress task", self.input_dim
+            )
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -142,7 +142,9 @@ def train_update(
     lr = spec.lr if lr is None else lr
     batch_size = spec.batch_size if batch_size is None else batch_size
     if steps < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0.0):
-        raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}")
+        raise ValueError(
+            f"need steps >= 1, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}"
+        )
     base = np.asarray(params, dtype=F32)
     local = base.astype(np.float64)
     for _ in range(steps):
@@ -175,7 +177,9 @@ def train_central(
     the chain's model against this.
     """
     rng = np.random.default_rng(seed)
-    local = (init_params(spec) if params is None else np.asarray(params, dtype=F32)).astype(np.float64)
+    local = (init_params(spec) if params is None else np.asarray(params, dtype=F32)).astype(
+        np.float64
+    )
     n = dataset.X_train.shape[0]
     for _ in range(epochs):
         order = rng.permutation(n)

@@ -50,13 +50,17 @@ def loss64(spec: TaskSpec, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> 
 @pytest.mark.parametrize("spec", variants(), ids=lambda s: f"{s.model}{s.hidden}-{s.head}")
 def test_gradient_matches_central_finite_differences(spec: TaskSpec) -> None:
     X, y = batch(spec)
-    params = init_params(spec).astype(np.float64) + np.random.default_rng(1).normal(0, 0.1, spec.param_count)
+    params = init_params(spec).astype(np.float64) + np.random.default_rng(1).normal(
+        0, 0.1, spec.param_count
+    )
     _, grad = loss_and_grad(spec, params, X, y)
     numeric = np.empty(spec.param_count)
     for i in range(spec.param_count):
         e = np.zeros(spec.param_count)
         e[i] = FD_STEP
-        numeric[i] = (loss64(spec, params + e, X, y) - loss64(spec, params - e, X, y)) / (2 * FD_STEP)
+        numeric[i] = (loss64(spec, params + e, X, y) - loss64(spec, params - e, X, y)) / (
+            2 * FD_STEP
+        )
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
 
 
@@ -66,7 +70,9 @@ def test_per_example_gradients_average_to_the_batch_gradient(spec: TaskSpec) -> 
     params = init_params(spec)
     per = per_example_grads(spec, params, X, y)
     assert per.shape == (9, spec.param_count)
-    np.testing.assert_allclose(per.mean(axis=0), loss_and_grad(spec, params, X, y)[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        per.mean(axis=0), loss_and_grad(spec, params, X, y)[1], rtol=1e-4, atol=1e-6
+    )
     single = loss_and_grad(spec, params, X[3:4], y[3:4])[1]
     np.testing.assert_allclose(per[3], single, rtol=1e-4, atol=1e-6)
 
@@ -74,7 +80,12 @@ def test_per_example_gradients_average_to_the_batch_gradient(spec: TaskSpec) -> 
 def test_shapes_follow_the_layer_sizes() -> None:
     spec = dataclasses.replace(builtin_task("digits"), model="mlp", hidden=(64, 32))
     assert param_shapes(spec) == [
-        ("W0", (64, 64)), ("b0", (64,)), ("W1", (64, 32)), ("b1", (32,)), ("W2", (32, 10)), ("b2", (10,))
+        ("W0", (64, 64)),
+        ("b0", (64,)),
+        ("W1", (64, 32)),
+        ("b1", (32,)),
+        ("W2", (32, 10)),
+        ("b2", (10,)),
     ]
     assert param_count(spec) == spec.param_count == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
 
@@ -84,7 +95,9 @@ def test_init_is_deterministic_float32_and_seed_dependent() -> None:
     a, b = init_params(spec), init_params(spec)
     assert a.dtype == np.float32 and a.shape == (650,)
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, init_params(dataclasses.replace(spec, init_seed=spec.init_seed + 1)))
+    assert not np.array_equal(
+        a, init_params(dataclasses.replace(spec, init_seed=spec.init_seed + 1))
+    )
     views = unflatten(spec, a)
     assert np.all(views["b0"] == 0) and np.abs(views["W0"]).max() <= np.sqrt(6 / 74)
 
@@ -120,5 +133,7 @@ def test_bad_inputs_are_rejected() -> None:
 def test_cross_entropy_is_stable_for_huge_logits() -> None:
     spec = dataclasses.replace(builtin_task("digits"), input_dim=2, output_dim=2)
     params = np.array([1e4, -1e4, 0, 0, 0, 0], dtype=np.float32)
-    loss, grad = loss_and_grad(spec, params, np.array([[1.0, 0.0]], dtype=np.float32), np.array([1]))
+    loss, grad = loss_and_grad(
+        spec, params, np.array([[1.0, 0.0]], dtype=np.float32), np.array([1])
+    )
     assert np.isfinite(loss) and loss == pytest.approx(2e4) and np.all(np.isfinite(grad))

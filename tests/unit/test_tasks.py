@@ -37,7 +37,12 @@ def test_unknown_builtin_lists_available_names() -> None:
 
 def test_digits_defaults() -> None:
     spec = digits()
-    assert (spec.model, spec.head, spec.input_dim, spec.output_dim) == ("softmax", "classify", 64, 10)
+    assert (spec.model, spec.head, spec.input_dim, spec.output_dim) == (
+        "softmax",
+        "classify",
+        64,
+        10,
+    )
     assert spec.param_count == 650 == param_count(spec)
     assert spec.max_updates_per_block == 4 and spec.f == 1 and spec.window == 0
 
@@ -57,7 +62,14 @@ def test_to_dict_holds_only_plain_types() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("lr", 1), ("input_dim", 64.0), ("input_dim", True), ("hidden", [1.5]), ("name", 3), ("rule_params", [["a"]])],
+    [
+        ("lr", 1),
+        ("input_dim", 64.0),
+        ("input_dim", True),
+        ("hidden", [1.5]),
+        ("name", 3),
+        ("rule_params", [["a"]]),
+    ],
 )
 def test_from_dict_rejects_wrong_types_naming_the_key(key: str, value: object) -> None:
     d = digits().to_dict()
@@ -127,7 +139,12 @@ def test_digits_defaults_train_three_non_iid_participants_to_95_percent() -> Non
     params = init_params(spec)
     reached = None
     for block in range(1, 61):
-        deltas = np.stack([train_update(spec, params, X, y, rng=r) for (X, y), r in zip(shards, rngs, strict=True)])
+        deltas = np.stack(
+            [
+                train_update(spec, params, X, y, rng=r)
+                for (X, y), r in zip(shards, rngs, strict=True)
+            ]
+        )
         assert float(np.linalg.norm(deltas, axis=1).max()) <= spec.norm_bound
         params = params - np.float32(spec.server_lr) * np.median(deltas, axis=0).astype(np.float32)
         if accuracy(spec, params, data.X_test, data.y_test) >= 0.95:

@@ -1,0 +1,105 @@
+"""Datasets: the shared digits split, the synthetic stock series, CSV input, naive baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.datasets import (
+    load_dataset,
+    naive_baseline_error,
+    naive_baseline_mae,
+    parse_price_csv,
+    price_dataset,
+)
+from ml.tasks import builtin_task
+
+DIGITS_TOTAL = 1797
+
+
+def test_digits_split_is_the_shared_stratified_split() -> None:
+    spec = builtin_task("digits")
+    a, b = load_dataset(spec), load_dataset(spec)
+    assert a.X_train.shape == (1347, 64) and a.X_test.shape == (450, 64)
+    assert a.X_train.shape[0] + a.X_test.shape[0] == DIGITS_TOTAL
+    assert a.X_train.dtype == np.float32 and a.y_train.dtype == np.int64
+    assert 0.0 <= a.X_train.min() and a.X_train.max() <= 1.0
+    assert np.array_equal(a.X_test, b.X_test) and np.array_equal(a.y_test, b.y_test)
+    # Stratified: every class keeps about a quarter of its examples in test.
+    counts = np.bincount(a.y_test, minlength=10)
+    assert counts.min() >= 43 and counts.max() <= 46
+
+
+def test_stock_series_is_seeded_windowed_and_chronological() -> None:
+    spec = builtin_task("stock")
+    d = load_dataset(spec)
+    assert np.array_equal(d.X_train, load_dataset(spec).X_train)
+    assert d.X_train.shape[1] == spec.window and d.y_train.dtype == np.float32
+    n = d.X_train.shape[0] + d.X_test.shape[0]
+    assert d.X_test.shape[0] == int(np.ceil(n * 0.25))
+    # Last feature is the last price over itself: exactly zero.
+    assert np.all(d.X_train[:, -1] == 0.0)
+    # No look-ahead: each target reappears as the window of the next example.
+    X = np.concatenate([d.X_train, d.X_test])
+    y = np.concatenate([d.y_train, d.y_test]).astype(np.float64)
+    implied = (1.0 / (X[1:, -2].astype(np.float64) / 100.0 + 1.0) - 1.0) * 100.0
+    np.testing.assert_allclose(implied, y[:-1], rtol=1e-3, atol=1e-3)
+
+
+def test_stock_seed_changes_the_series() -> None:
+    import dataclasses
+
+    spec = builtin_task("stock")
+    other = dataclasses.replace(spec, data_seed=spec.data_seed + 1)
+    assert not np.array_equal(load_dataset(spec).y_train, load_dataset(other).y_train)
+
+
+def make_csv(closes: list[float], header: bool = True) -> str:
+    import datetime
+
+    start = datetime.date(2020, 1, 1)
+    lines = ["date,close"] if header else []
+    lines += [f"{start + datetime.timedelta(days=i)},{c}" for i, c in enumerate(closes)]
+    return "\n".join(lines) + "\n"
+
+
+def test_csv_text_replaces_the_synthetic_series() -> None:
+    spec = builtin_task("stock")
+    closes = list(100.0 + np.cumsum(np.random.default_rng(0).normal(size=120)))
+    with_header = load_dataset(spec, csv_text=make_csv(closes))
+    without = load_dataset(spec, csv_text=make_csv(closes, header=False))
+    assert np.array_equal(with_header.y_test, without.y_test)
+    assert with_header.X_train.shape[0] + with_header.X_test.shape[0] == 120 - spec.window
+    assert with_header.y_test[-1] == pytest.approx((closes[-1] / closes[-2] - 1) * 100, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("date,close\n2020-01-01,100\n2020-01-02,abc\n", "line 3"),
+        ("2020-01-01,100,7\n", "line 1"),
+        ("2020-01-01,100\n2020-13-02,101\n", "YYYY-MM-DD"),
+        ("2020-01-02,100\n2020-01-01,101\n", "oldest first"),
+        ("2020-01-01,-5\n", "> 0"),
+        ("2020-01-01,nan\n", "> 0"),
+    ],
+)
+def test_malformed_csv_rows_are_named(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_price_csv(text)
+
+
+def test_too_short_series_is_rejected() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        price_dataset("s", np.linspace(100, 110, 30), window=20)
+
+
+def test_csv_is_refused_for_digits() -> None:
+    with pytest.raises(ValueError, match="regress"):
+        load_dataset(builtin_task("digits"), csv_text="2020-01-01,1\n")
+
+
+def test_naive_baseline_is_the_error_of_predicting_zero_return() -> None:
+    d = price_dataset("s", np.array([100.0 * 1.01**i for i in range(80)]), window=5)
+    assert naive_baseline_error(d) == pytest.approx(1.0, rel=1e-4)  # every return is 1 %
+    assert naive_baseline_mae(d) == pytest.approx(1.0, rel=1e-4)
