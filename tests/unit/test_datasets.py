@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+
 import numpy as np
 import pytest
 
@@ -47,16 +50,12 @@ def test_stock_series_is_seeded_windowed_and_chronological() -> None:
 
 
 def test_stock_seed_changes_the_series() -> None:
-    import dataclasses
-
     spec = builtin_task("stock")
     other = dataclasses.replace(spec, data_seed=spec.data_seed + 1)
     assert not np.array_equal(load_dataset(spec).y_train, load_dataset(other).y_train)
 
 
 def make_csv(closes: list[float], header: bool = True) -> str:
-    import datetime
-
     start = datetime.date(2020, 1, 1)
     lines = ["date,close"] if header else []
     lines += [f"{start + datetime.timedelta(days=i)},{c}" for i, c in enumerate(closes)]
