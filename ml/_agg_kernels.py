@@ -37,9 +37,10 @@ I64Vector = npt.NDArray[np.int64]
 
 L1_TILE_BYTES = 32 * 1024  # per-core L1d on the machines we target; speed only
 MEAN_TILE_COORDS = 4096  # float64 accumulators per mean block (32 KiB)
+ROWS_PER_PASS = 4  # rows added per pass over a mean block (fewer accumulator loads)
 SIMD_COORDS = 16  # tile widths are a multiple of one AVX-512 float32 vector
-DIST_TILE_COORDS = 512  # coordinates per transposed distance tile (speed only)
-DIST_LANE_PAD = 8  # distance rows padded to whole float64 vectors
+DIST_TILE_COORDS = 4096  # coordinates per distance tile, a multiple of DIST_LANES (speed only)
+DIST_LANES = 128  # independent partial sums per distance: PART OF CONSENSUS (see below)
 
 
 def network_tile_coords(n: int) -> int:
@@ -107,14 +108,20 @@ def sorting_network(n: int, keep_lo: int, keep_hi: int) -> tuple[I64Vector, I64V
 
 @numba.njit(cache=True, fastmath=False)
 def _load_block(x: F32Matrix, rows: I64Vector, j0: int, width: int, buf: F32Matrix) -> None:
-    """Copy ``x[rows, j0:j0+width]`` into the top-left of ``buf``; zero the rest of each row."""
+    """Copy ``x[rows, j0:j0+width]`` into the left of ``buf``; zero the rest of each row.
+
+    Row slices (not ``x[i, j0 + t]``) keep the inner loops contiguous: numba
+    cannot prove ``j0 + t >= 0``, and its negative-index fix-up turns a
+    vector load into a gather.
+    """
     tile = buf.shape[1]
     for r in range(rows.shape[0]):
-        src = rows[r]
+        src = x[rows[r], j0 : j0 + width]
+        dst = buf[r]
         for t in range(width):
-            buf[r, t] = x[src, j0 + t]
+            dst[t] = src[t]
         for t in range(width, tile):
-            buf[r, t] = np.float32(0.0)
+            dst[t] = np.float32(0.0)
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -122,14 +129,43 @@ def _run_network(buf: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector) -> No
     """Apply a comparator network down the rows of ``buf``, every column at once."""
     tile = buf.shape[1]
     for c in range(lo_wires.shape[0]):
-        a = lo_wires[c]
-        b = hi_wires[c]
+        low = buf[lo_wires[c]]
+        high = buf[hi_wires[c]]
         for t in range(tile):
-            u = buf[a, t]
-            v = buf[b, t]
+            u = low[t]
+            v = high[t]
             swap = v < u  # equal values (and +0.0 / -0.0) never swap
-            buf[a, t] = v if swap else u
-            buf[b, t] = u if swap else v
+            low[t] = v if swap else u
+            high[t] = u if swap else v
+
+
+@numba.njit(cache=True, fastmath=False)
+def _accumulate_rows(x: F32Matrix, rows: I64Vector, j0: int, acc: F64Vector) -> None:
+    """``acc[t] += float64(x[rows[r], j0 + t])`` for r = 0, 1, ... in order.
+
+    Four rows per pass, written as ``(((acc + a) + b) + c) + e``: the same
+    additions in the same order as one row per pass, with a quarter of the
+    loads and stores of ``acc``.
+    """
+    width = acc.shape[0]
+    count = rows.shape[0]
+    r = 0
+    while r + ROWS_PER_PASS <= count:
+        a = x[rows[r], j0 : j0 + width]
+        b = x[rows[r + 1], j0 : j0 + width]
+        c = x[rows[r + 2], j0 : j0 + width]
+        e = x[rows[r + 3], j0 : j0 + width]
+        for t in range(width):
+            total = acc[t] + np.float64(a[t])
+            total = total + np.float64(b[t])
+            total = total + np.float64(c[t])
+            acc[t] = total + np.float64(e[t])
+        r += ROWS_PER_PASS
+    while r < count:
+        a = x[rows[r], j0 : j0 + width]
+        for t in range(width):
+            acc[t] += np.float64(a[t])
+        r += 1
 
 
 # --------------------------------------------------------------------------
@@ -137,24 +173,44 @@ def _run_network(buf: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector) -> No
 # --------------------------------------------------------------------------
 
 
+@numba.njit(cache=True, fastmath=False)
+def _mean_block(x: F32Matrix, rows: I64Vector, j0: int, out: F32Vector) -> None:
+    acc = np.zeros(out.shape[0], dtype=np.float64)
+    _accumulate_rows(x, rows, j0, acc)
+    count = rows.shape[0]
+    for t in range(out.shape[0]):
+        out[t] = np.float32(acc[t] / count)
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
 def mean_rows(x: F32Matrix, rows: I64Vector) -> F32Vector:
     """Per coordinate: float64 sum of ``x[rows[0]], x[rows[1]], ...`` in that order, / len(rows)."""
     d = x.shape[1]
-    count = rows.shape[0]
     out = np.empty(d, dtype=np.float32)
     n_blocks = (d + MEAN_TILE_COORDS - 1) // MEAN_TILE_COORDS
     for blk in prange(n_blocks):
         j0 = blk * MEAN_TILE_COORDS
         width = min(MEAN_TILE_COORDS, d - j0)
-        acc = np.zeros(width, dtype=np.float64)
-        for r in range(count):
-            src = rows[r]
-            for t in range(width):
-                acc[t] += np.float64(x[src, j0 + t])
-        for t in range(width):
-            out[j0 + t] = np.float32(acc[t] / count)
+        _mean_block(x, rows, j0, out[j0 : j0 + width])
     return out
+
+
+@numba.njit(cache=True, fastmath=False)
+def _median_block(
+    x: F32Matrix, j0: int, lo_wires: I64Vector, hi_wires: I64Vector, buf: F32Matrix, out: F32Vector
+) -> None:
+    n = buf.shape[0]
+    half = n // 2
+    _load_block(x, np.arange(n), j0, out.shape[0], buf)
+    _run_network(buf, lo_wires, hi_wires)
+    upper = buf[half]
+    if n % 2 == 1:
+        for t in range(out.shape[0]):
+            out[t] = upper[t]
+    else:
+        lower = buf[half - 1]
+        for t in range(out.shape[0]):
+            out[t] = np.float32((np.float64(lower[t]) + np.float64(upper[t])) * 0.5)
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
@@ -162,23 +218,36 @@ def median_cols(x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: in
     """Per coordinate median; even n: float64 midpoint of the two middle values, rounded once."""
     n, d = x.shape
     out = np.empty(d, dtype=np.float32)
-    rows = np.arange(n)
-    half = n // 2
     n_blocks = (d + tile - 1) // tile
     for blk in prange(n_blocks):
         j0 = blk * tile
         width = min(tile, d - j0)
         buf = np.empty((n, tile), dtype=np.float32)
-        _load_block(x, rows, j0, width, buf)
-        _run_network(buf, lo_wires, hi_wires)
-        if n % 2 == 1:
-            for t in range(width):
-                out[j0 + t] = buf[half, t]
-        else:
-            for t in range(width):
-                mid = (np.float64(buf[half - 1, t]) + np.float64(buf[half, t])) * 0.5
-                out[j0 + t] = np.float32(mid)
+        _median_block(x, j0, lo_wires, hi_wires, buf, out[j0 : j0 + width])
     return out
+
+
+@numba.njit(cache=True, fastmath=False)
+def _trimmed_block(
+    x: F32Matrix,
+    j0: int,
+    trim: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    buf: F32Matrix,
+    out: F32Vector,
+) -> None:
+    n, tile = buf.shape
+    _load_block(x, np.arange(n), j0, out.shape[0], buf)
+    _run_network(buf, lo_wires, hi_wires)
+    acc = np.zeros(tile, dtype=np.float64)
+    for r in range(trim, n - trim):
+        row = buf[r]
+        for t in range(tile):
+            acc[t] += np.float64(row[t])
+    kept = n - 2 * trim
+    for t in range(out.shape[0]):
+        out[t] = np.float32(acc[t] / kept)
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
@@ -188,22 +257,56 @@ def trimmed_mean_cols(
     """Per coordinate: sort, float64 sum of sorted positions trim..n-trim-1 ascending, / (n-2 trim)."""
     n, d = x.shape
     out = np.empty(d, dtype=np.float32)
-    rows = np.arange(n)
-    kept = n - 2 * trim
     n_blocks = (d + tile - 1) // tile
     for blk in prange(n_blocks):
         j0 = blk * tile
         width = min(tile, d - j0)
         buf = np.empty((n, tile), dtype=np.float32)
-        acc = np.zeros(tile, dtype=np.float64)
-        _load_block(x, rows, j0, width, buf)
-        _run_network(buf, lo_wires, hi_wires)
-        for r in range(trim, n - trim):
-            for t in range(tile):
-                acc[t] += np.float64(buf[r, t])
-        for t in range(width):
-            out[j0 + t] = np.float32(acc[t] / kept)
+        _trimmed_block(x, j0, trim, lo_wires, hi_wires, buf, out[j0 : j0 + width])
     return out
+
+
+@numba.njit(cache=True, fastmath=False)
+def _closest_block(
+    x: F32Matrix,
+    rows: I64Vector,
+    j0: int,
+    beta: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    buf: F32Matrix,
+    out: F32Vector,
+) -> None:
+    theta, tile = buf.shape
+    half = theta // 2
+    _load_block(x, rows, j0, out.shape[0], buf)
+    _run_network(buf, lo_wires, hi_wires)
+    med = np.empty(tile, dtype=np.float64)
+    upper = buf[half]
+    if theta % 2 == 1:
+        for t in range(tile):
+            med[t] = np.float64(upper[t])
+    else:
+        lower = buf[half - 1]
+        for t in range(tile):
+            med[t] = (np.float64(lower[t]) + np.float64(upper[t])) * 0.5
+    start = np.zeros(tile, dtype=np.int64)
+    for k in range(theta - beta):
+        left = buf[k]
+        right = buf[k + beta]
+        for t in range(tile):
+            right_gap = np.float64(right[t]) - med[t]
+            left_gap = med[t] - np.float64(left[t])
+            start[t] += 1 if right_gap < left_gap else 0
+    acc = np.zeros(tile, dtype=np.float64)
+    for r in range(theta):
+        row = buf[r]
+        for t in range(tile):
+            inside = start[t] <= r and r < start[t] + beta
+            total = acc[t] + np.float64(row[t])
+            acc[t] = total if inside else acc[t]
+    for t in range(out.shape[0]):
+        out[t] = np.float32(acc[t] / beta)
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
@@ -227,35 +330,12 @@ def closest_to_median_cols(
     d = x.shape[1]
     theta = rows.shape[0]
     out = np.empty(d, dtype=np.float32)
-    half = theta // 2
     n_blocks = (d + tile - 1) // tile
     for blk in prange(n_blocks):
         j0 = blk * tile
         width = min(tile, d - j0)
         buf = np.empty((theta, tile), dtype=np.float32)
-        med = np.empty(tile, dtype=np.float64)
-        start = np.zeros(tile, dtype=np.int64)
-        acc = np.zeros(tile, dtype=np.float64)
-        _load_block(x, rows, j0, width, buf)
-        _run_network(buf, lo_wires, hi_wires)
-        if theta % 2 == 1:
-            for t in range(tile):
-                med[t] = np.float64(buf[half, t])
-        else:
-            for t in range(tile):
-                med[t] = (np.float64(buf[half - 1, t]) + np.float64(buf[half, t])) * 0.5
-        for k in range(theta - beta):
-            for t in range(tile):
-                right_gap = np.float64(buf[k + beta, t]) - med[t]
-                left_gap = med[t] - np.float64(buf[k, t])
-                start[t] += 1 if right_gap < left_gap else 0
-        for r in range(theta):
-            for t in range(tile):
-                inside = start[t] <= r and r < start[t] + beta
-                value = acc[t] + np.float64(buf[r, t])
-                acc[t] = value if inside else acc[t]
-        for t in range(width):
-            out[j0 + t] = np.float32(acc[t] / beta)
+        _closest_block(x, rows, j0, beta, lo_wires, hi_wires, buf, out[j0 : j0 + width])
     return out
 
 
@@ -284,43 +364,68 @@ def row_groups(n: int, groups: int) -> I64Vector:
     return np.array(bounds, dtype=np.int64)
 
 
-@numba.njit(cache=True, fastmath=False, parallel=True)
-def pairwise_sq_distances(x: F32Matrix, bounds: I64Vector) -> F64Matrix:
-    """Squared Euclidean distances, each summed in float64 sequentially over coordinates.
+@numba.njit(cache=True, fastmath=False)
+def _add_squared_gaps(a: F32Vector, b: F32Vector, lanes: F64Vector) -> None:
+    """``lanes[q] += (float64(a[k]) - float64(b[k]))**2`` for every k with k % L == q.
 
-    ``dist[i, j] = sum over k = 0, 1, ..., d-1 of (float64(x[i,k]) - float64(x[j,k]))**2``,
-    added in that order, one rounding per step; the matrix is symmetric with
-    a zero diagonal. Each group of rows (``bounds``) runs in one thread and
-    walks the coordinates in tiles, transposing each tile so the inner loop
-    runs across ``j`` (many pairs side by side, each still in increasing k).
+    ``a`` and ``b`` start at a multiple of ``L = lanes.shape[0]`` of the full
+    vectors, so lane ``q`` always holds coordinates ``q, q + L, q + 2L, ...``
+    in increasing order, whatever the tiling.
+    """
+    width = a.shape[0]
+    n_lanes = lanes.shape[0]
+    for kb in range(0, width, n_lanes):
+        left = a[kb : kb + n_lanes]
+        right = b[kb : kb + n_lanes]
+        for q in range(left.shape[0]):
+            delta = np.float64(left[q]) - np.float64(right[q])
+            lanes[q] += delta * delta
+
+
+@numba.njit(cache=True, fastmath=False)
+def _distance_rows(x: F32Matrix, i0: int, i1: int, lanes: F64Matrix) -> None:
+    """Accumulate the lanes of every pair ``(i, j > i)`` with ``i0 <= i < i1``.
+
+    ``lanes`` is (i1 - i0, n, L). Coordinates are walked in tiles so the rows
+    of a tile stay in cache while every pair of the group uses them.
     """
     n, d = x.shape
-    padded = (n + DIST_LANE_PAD - 1) // DIST_LANE_PAD * DIST_LANE_PAD
+    for k0 in range(0, d, DIST_TILE_COORDS):
+        width = min(DIST_TILE_COORDS, d - k0)
+        for i in range(i0, i1):
+            a = x[i, k0 : k0 + width]
+            for j in range(i + 1, n):
+                _add_squared_gaps(a, x[j, k0 : k0 + width], lanes[i - i0, j])
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def pairwise_sq_distances(x: F32Matrix, bounds: I64Vector) -> F64Matrix:
+    """Squared Euclidean distances in float64, in a fixed order of additions.
+
+    For a pair (i, j): lane ``q`` (``q = 0 .. L-1``, ``L = DIST_LANES``) sums
+    ``(float64(x[i,k]) - float64(x[j,k]))**2`` over ``k = q, q + L, q + 2L, ...``
+    in increasing k; then ``dist[i, j] = (((lane_0 + lane_1) + lane_2) + ...)``.
+    L independent sums let the compiler run L pairs of coordinates side by
+    side in vector registers without reordering any addition; L is part of
+    consensus, the tile size and thread count are not. Symmetric, zero
+    diagonal. Each group of rows (``bounds``) runs whole in one thread.
+    """
+    n = x.shape[0]
     dist = np.zeros((n, n), dtype=np.float64)
     n_groups = bounds.shape[0] - 1
     for g in prange(n_groups):
         i0 = bounds[g]
         i1 = bounds[g + 1]
-        if i1 <= i0:
-            continue
-        tile = np.zeros((DIST_TILE_COORDS, padded), dtype=np.float64)
-        acc = np.zeros((i1 - i0, padded), dtype=np.float64)
-        for k0 in range(0, d, DIST_TILE_COORDS):
-            width = min(DIST_TILE_COORDS, d - k0)
-            for j in range(i0, n):
-                for k in range(width):
-                    tile[k, j] = np.float64(x[j, k0 + k])
+        if i1 > i0:
+            lanes = np.zeros((i1 - i0, n, DIST_LANES), dtype=np.float64)
+            _distance_rows(x, i0, i1, lanes)
             for i in range(i0, i1):
-                first = (i + 1) // DIST_LANE_PAD * DIST_LANE_PAD
-                for k in range(width):
-                    xi = tile[k, i]
-                    for j in range(first, padded):
-                        delta = xi - tile[k, j]
-                        acc[i - i0, j] += delta * delta
-        for i in range(i0, i1):
-            for j in range(i + 1, n):
-                dist[i, j] = acc[i - i0, j]
-                dist[j, i] = acc[i - i0, j]
+                for j in range(i + 1, n):
+                    total = 0.0
+                    for q in range(DIST_LANES):
+                        total += lanes[i - i0, j, q]
+                    dist[i, j] = total
+                    dist[j, i] = total
     return dist
 
 

@@ -18,9 +18,11 @@ Summation orders (the consensus contract; changing one is a hard fork):
 * trimmed mean: per coordinate the values are sorted (a sorting network of
   compare-and-select steps), the kept ones summed in float64 in ascending
   value order, divided by the count, rounded once.
-* Krum distances: ``dist[i, j]`` sums ``(float64(x[i,k]) - float64(x[j,k]))**2``
-  over ``k = 0 .. d-1`` in increasing ``k``; a score sums the chosen
-  distances in float64 in ascending order.
+* Krum distances: for a pair (i, j), lane ``q = 0 .. 127`` sums
+  ``(float64(x[i,k]) - float64(x[j,k]))**2`` over ``k = q, q + 128, ...`` in
+  increasing ``k``; ``dist[i, j]`` adds the 128 lanes in order ``q = 0, 1, ...``
+  (:data:`ml._agg_kernels.DIST_LANES`). A score sums the chosen distances in
+  float64 in ascending order.
 * Bulyan's second step: like the trimmed mean, over the run of ``beta``
   sorted values nearest the median, ascending.
 
@@ -244,7 +246,7 @@ def krum(updates: Updates, *, f: int) -> Result:
 
     Score of update i = sum of its squared distances to its n - f - 2 nearest
     other updates (the same count as Flower's ``aggregate_krum``). Distances
-    are float64 sums in increasing coordinate order.
+    are float64 sums in the fixed lane order given in the module docstring.
 
     Parameters
     ----------
