@@ -286,6 +286,10 @@ class ChainState:
         """Make ``entry`` the tip: disconnect to the fork, connect the branch."""
         fork_height, branch = self._branch_to(entry)
         for item in branch:
+            if item.status == BlockStatus.INVALID:
+                # An ancestor failed when another descendant tried to connect it.
+                self._mark_invalid(entry)
+                raise BlockRejected(Reject.BAD_PREV, f"block {item.height} on this branch is invalid")
             if item.status not in (BlockStatus.BODY, BlockStatus.VALID):
                 # A body on the branch is missing: wait until sync brings it.
                 return Connected(entry.hash, entry.height, "side")
@@ -311,7 +315,9 @@ class ChainState:
             try:
                 new_state, undo = apply_block(state, block, self.context(chain, item.height))
             except BlockRejected as exc:
-                self._mark_invalid(item)
+                # The block and everything built on it can never connect.
+                for invalid in branch[branch.index(item) :]:
+                    self._mark_invalid(invalid)
                 log.warning(
                     "rejected block %d %s…: %s", item.height, hash_hex(item.hash)[:16], exc
                 )
