@@ -24,7 +24,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
@@ -395,6 +395,16 @@ def decode(kind: str, raw: bytes) -> Message:
     return cls(*values)
 
 
+M = TypeVar("M", bound=Message)
+
+
+def decode_as(cls: type[M], raw: bytes) -> M:
+    """``decode(cls.KIND, raw)``, typed: what a route that expects one kind calls."""
+    msg = decode(cls.KIND, raw)
+    assert isinstance(msg, cls)
+    return msg
+
+
 def fitting(items: Sequence[bytes], cap: int, *, max_count: int) -> int:
     """How many leading ``items`` fit in one Blocks/Txs body of at most ``cap`` bytes.
 
@@ -428,6 +438,7 @@ __all__ = [
     "Txs",
     "ZERO_HASH",
     "decode",
+    "decode_as",
     "encode",
     "fitting",
     "is_listen_url",
