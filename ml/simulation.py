@@ -27,6 +27,13 @@ its norm just inside the bound. Scaling keeps its boost of 10 and is therefore
 rejected whenever the boosted delta exceeds the bound, which is the point.
 Explicit ``attack_params`` override these defaults.
 
+The norm bound is itself a defence: it caps how far the attackers can pull
+the mean each round (two sign-flippers of eight move it by at most
+``2 * bound / 8``), so the honest majority settles the model where its own
+pull balances that. ``SimConfig.norm_bound`` overrides the task's bound (for
+the checks, the honest clipping and the attackers' defaults alike) to show
+what each rule does without that help.
+
 Everything is seeded from ``SimConfig.seed``; this module reads no clock (the
 CLI times the run) and no file beyond the task's package data.
 """
@@ -96,6 +103,8 @@ class SimConfig:
         ``(name, value)`` pairs passed to the attack, overriding the defaults.
     local_steps
         Override of the task's local SGD steps (None: the task's).
+    norm_bound
+        Override of the task's L2 bound on every update (None: the task's).
     """
 
     task: str = "digits"
@@ -111,6 +120,7 @@ class SimConfig:
     codec: str = "f32"
     attack_params: tuple[tuple[str, float], ...] = ()
     local_steps: int | None = None
+    norm_bound: float | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -133,6 +143,8 @@ class SimConfig:
             raise ValueError(f"unknown codec {self.codec!r}; choose from {', '.join(KINDS)}")
         if self.local_steps is not None and self.local_steps < 1:
             raise ValueError(f"local_steps must be >= 1, got {self.local_steps}")
+        if self.norm_bound is not None and not (math.isfinite(self.norm_bound) and self.norm_bound > 0):
+            raise ValueError(f"norm_bound must be a finite number > 0, got {self.norm_bound}")
 
 
 def n_attackers(config: SimConfig) -> int:
@@ -162,6 +174,7 @@ class SimResult:
     rule: str
     attackers: tuple[int, ...]
     f: int
+    norm_bound: float
     initial_metrics: Mapping[str, float]
     rounds: tuple[RoundRecord, ...]
     rejections: Mapping[str, int]
@@ -189,6 +202,7 @@ class SimResult:
             "task": self.spec.name,
             "rule": self.rule,
             "f": self.f,
+            "norm_bound": self.norm_bound,
             "attackers": list(self.attackers),
             "metric": self.metric_name,
             "initial": self.initial_metrics[self.metric_name],
@@ -208,9 +222,9 @@ class _Node:
     rng: np.random.Generator
 
 
-def _default_attack_params(name: str, spec: TaskSpec, n_bad: int) -> dict[str, float]:
+def _default_attack_params(name: str, spec: TaskSpec, norm_bound: float, n_bad: int) -> dict[str, float]:
     """What a bound-aware attacker uses when the caller does not say (see the module docstring)."""
-    bound = NORM_MARGIN * spec.norm_bound
+    bound = NORM_MARGIN * norm_bound
     if name == "sign-flip":
         return {"to_norm": bound}
     if name == "gaussian":
@@ -220,8 +234,8 @@ def _default_attack_params(name: str, spec: TaskSpec, n_bad: int) -> dict[str, f
     return {}
 
 
-def _attack_params(config: SimConfig, spec: TaskSpec, n_bad: int) -> dict[str, Any]:
-    params: dict[str, Any] = _default_attack_params(config.attack, spec, n_bad)
+def _attack_params(config: SimConfig, spec: TaskSpec, norm_bound: float, n_bad: int) -> dict[str, Any]:
+    params: dict[str, Any] = _default_attack_params(config.attack, spec, norm_bound, n_bad)
     given = dict(config.attack_params)
     if config.attack == "sign-flip" and "scale" in given:
         params.pop("to_norm", None)  # an explicit scale means a plain -scale * own
@@ -296,7 +310,8 @@ def run_simulation(
     node_seeds = root.spawn(config.nodes)
     attack_rng = np.random.default_rng(root.spawn(1)[0])
     nodes = _make_nodes(config, dataset, n_bad, node_seeds)
-    attack_params = _attack_params(config, spec, n_bad)
+    norm_bound = spec.norm_bound if config.norm_bound is None else config.norm_bound
+    attack_params = _attack_params(config, spec, norm_bound, n_bad)
     d = spec.param_count
     server_lr = np.float32(spec.server_lr)
 
@@ -305,7 +320,10 @@ def run_simulation(
     records: list[RoundRecord] = []
     rejections: dict[str, int] = {}
     for t in range(config.rounds):
-        own = [train_update(spec, params, n.X, n.y, rng=n.rng, steps=train_steps) for n in nodes]
+        own = [
+            train_update(spec, params, n.X, n.y, rng=n.rng, steps=train_steps, clip_norm=norm_bound)
+            for n in nodes
+        ]
         honest = np.stack(own[n_bad:])
         published = [
             attack(config.attack, own[i], honest, attack_rng, **attack_params) if i < n_bad else own[i]
@@ -318,7 +336,7 @@ def run_simulation(
                 check_update(
                     received,
                     expected_size=d,
-                    norm_bound=spec.norm_bound,
+                    norm_bound=norm_bound,
                     base_height=t,
                     block_height=t + 1,
                     window=FRESH_WINDOW_BLOCKS,
@@ -347,6 +365,7 @@ def run_simulation(
         rule=rule,
         attackers=tuple(range(n_bad)),
         f=f,
+        norm_bound=norm_bound,
         initial_metrics=initial,
         rounds=tuple(records),
         rejections=rejections,

@@ -67,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="attack parameter, repeatable: scale, to_norm, sigma, lam, z, f",
     )
+    parser.add_argument(
+        "--norm-bound",
+        type=float,
+        default=None,
+        metavar="L2",
+        help="override the task's norm bound on every update (default: the task's)",
+    )
     parser.add_argument("--local-steps", type=int, default=None, help="override the task's local SGD steps")
     parser.add_argument("--every", type=int, default=None, metavar="K", help="print a line every K rounds")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write a JSON summary here")
@@ -115,6 +122,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             codec=args.codec,
             attack_params=_attack_params(args.attack_param),
             local_steps=args.local_steps,
+            norm_bound=args.norm_bound,
         )
     except ValueError as exc:
         raise CliError(f"{exc}; see gradchain sim --help", USAGE_EXIT_CODE) from None
@@ -153,7 +161,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     rejected = ", ".join(f"{count} {problem}" for problem, count in sorted(result.rejections.items()))
     print(
         f"final {result.metric_name} {result.final:.4f} (start {summary['initial']:.4f}), "
-        f"rule {result.rule} f={result.f}, {wall_time_s:.1f}s"
+        f"rule {result.rule} f={result.f}, norm bound {result.norm_bound:g}, {wall_time_s:.1f}s"
         + (f"; rejected updates: {rejected}" if rejected else ""),
         flush=True,
     )
