@@ -148,12 +148,13 @@ def check_staleness(base_height: int, block_height: int, window: int) -> None:
 
     So with ``window = 1`` only updates from the parent's model (``base =
     block_height - 1``) are accepted, and each extra unit of window admits
-    one block more of lag. A base at or above the block (or below genesis)
-    is ``BAD_BASE``: that model cannot exist yet. A base older than the
-    window is ``STALE``.
+    one block more of lag; ``window = 0`` (a task that takes no updates)
+    makes every update ``STALE``. A base at or above the block (or below
+    genesis) is ``BAD_BASE``: that model cannot exist yet. A base older than
+    the window is ``STALE``.
     """
-    if window < 1:
-        raise ValueError(f"the staleness window must be at least 1 block, got {window}")
+    if window < 0:
+        raise ValueError(f"the staleness window must be >= 0 blocks, got {window}")
     if base_height < 0 or base_height >= block_height:
         raise UpdateCheckError(
             UpdateProblem.BAD_BASE,

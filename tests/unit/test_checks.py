@@ -144,9 +144,13 @@ def test_staleness_rejects(base: int, block: int, window: int, problem: UpdatePr
     assert exc.value.problem is problem
 
 
-def test_staleness_window_must_admit_the_parent() -> None:
-    with pytest.raises(ValueError):
+def test_a_zero_window_admits_nothing_and_a_negative_one_is_a_bug() -> None:
+    with pytest.raises(UpdateCheckError) as exc:
         check_staleness(9, 10, 0)
+    assert exc.value.problem is UpdateProblem.STALE
+    with pytest.raises(ValueError) as bug:
+        check_staleness(9, 10, -1)
+    assert not isinstance(bug.value, UpdateCheckError)
 
 
 # ---------------------------------------------------------------- all together
