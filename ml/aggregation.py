@@ -87,7 +87,9 @@ def _check_updates(updates: object) -> Updates:
     if updates.dtype != UPDATE_DTYPE:
         raise AggregationError(f"updates must be float32, got {updates.dtype}")
     if updates.ndim != 2:
-        raise AggregationError(f"updates must be 2-D (n, d), got {updates.ndim}-D shape {updates.shape}")
+        raise AggregationError(
+            f"updates must be 2-D (n, d), got {updates.ndim}-D shape {updates.shape}"
+        )
     if updates.shape[0] == 0:
         raise AggregationError("no updates to aggregate (n == 0)")
     return np.ascontiguousarray(updates)
