@@ -73,7 +73,9 @@ def flip_labels(y: npt.NDArray[np.integer[Any]], n_classes: int) -> npt.NDArray[
     """Map class ``c`` to ``n_classes - 1 - c``: every label wrong, the classes still balanced."""
     labels = np.asarray(y)
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]"
+        )
     flipped: npt.NDArray[np.integer[Any]] = (n_classes - 1 - labels).astype(labels.dtype)
     return flipped
 

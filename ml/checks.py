@@ -75,14 +75,19 @@ def check_shape(update: npt.NDArray[np.floating], expected_size: int) -> None:
     the way in.
     """
     if not isinstance(update, np.ndarray):
-        raise UpdateCheckError(UpdateProblem.SHAPE, f"expected an ndarray, got {type(update).__name__}")
+        raise UpdateCheckError(
+            UpdateProblem.SHAPE, f"expected an ndarray, got {type(update).__name__}"
+        )
     if update.dtype != UPDATE_DTYPE:
         raise UpdateCheckError(UpdateProblem.ENCODING, f"dtype {update.dtype}, expected float32")
     if update.ndim != 1:
-        raise UpdateCheckError(UpdateProblem.SHAPE, f"{update.ndim}-D array, expected a flat vector")
+        raise UpdateCheckError(
+            UpdateProblem.SHAPE, f"{update.ndim}-D array, expected a flat vector"
+        )
     if update.shape[0] != expected_size:
         raise UpdateCheckError(
-            UpdateProblem.SHAPE, f"{update.shape[0]} values, the task has {expected_size} parameters"
+            UpdateProblem.SHAPE,
+            f"{update.shape[0]} values, the task has {expected_size} parameters",
         )
 
 
@@ -163,7 +168,8 @@ def check_staleness(base_height: int, block_height: int, window: int) -> None:
     lag = block_height - base_height
     if lag > window:
         raise UpdateCheckError(
-            UpdateProblem.STALE, f"base height {base_height} is {lag} blocks old, the window is {window}"
+            UpdateProblem.STALE,
+            f"base height {base_height} is {lag} blocks old, the window is {window}",
         )
 
 

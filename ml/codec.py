@@ -113,18 +113,23 @@ class EncodedUpdate:
         :func:`decode_update` checks the contents against the kind.
         """
         if not isinstance(d, dict):
-            raise UpdateCheckError(UpdateProblem.ENCODING, f"expected a map, got {type(d).__name__}")
+            raise UpdateCheckError(
+                UpdateProblem.ENCODING, f"expected a map, got {type(d).__name__}"
+            )
         keys = set(d)
         if keys != set(WIRE_KEYS):
             missing = sorted(set(WIRE_KEYS) - keys)
             extra = sorted(map(repr, keys - set(WIRE_KEYS)))
-            raise UpdateCheckError(UpdateProblem.ENCODING, f"missing keys {missing}, extra keys {extra}")
+            raise UpdateCheckError(
+                UpdateProblem.ENCODING, f"missing keys {missing}, extra keys {extra}"
+            )
         for key, want in _WIRE_TYPES.items():
             value = d[key]
             # exact type: bool is an int subclass, bytearray/memoryview are not canonical
             if type(value) is not want:
                 raise UpdateCheckError(
-                    UpdateProblem.ENCODING, f"{key} is {type(value).__name__}, expected {want.__name__}"
+                    UpdateProblem.ENCODING,
+                    f"{key} is {type(value).__name__}, expected {want.__name__}",
                 )
         enc = cls(
             kind=d["kind"],
@@ -141,7 +146,9 @@ class EncodedUpdate:
 def _check_framing(enc: EncodedUpdate) -> None:
     """Limits that hold for every kind: known kind, sizes in range, payload under the cap."""
     if enc.kind not in KINDS:
-        raise UpdateCheckError(UpdateProblem.ENCODING, f"unknown kind {enc.kind!r}, expected one of {KINDS}")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"unknown kind {enc.kind!r}, expected one of {KINDS}"
+        )
     if not 0 <= enc.size <= MAX_UPDATE_PARAMS:
         raise UpdateCheckError(
             UpdateProblem.ENCODING, f"size {enc.size} outside [0, {MAX_UPDATE_PARAMS}]"
@@ -162,12 +169,18 @@ def _as_update_vector(vec: npt.ArrayLike) -> npt.NDArray[np.float32]:
     if arr.ndim != 1:
         raise UpdateCheckError(UpdateProblem.SHAPE, f"{arr.ndim}-D array, expected a flat vector")
     if arr.dtype.kind != "f":
-        raise UpdateCheckError(UpdateProblem.ENCODING, f"dtype {arr.dtype}, expected a float vector")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"dtype {arr.dtype}, expected a float vector"
+        )
     if arr.shape[0] > MAX_UPDATE_PARAMS:
-        raise UpdateCheckError(UpdateProblem.SHAPE, f"{arr.shape[0]} values exceed {MAX_UPDATE_PARAMS}")
+        raise UpdateCheckError(
+            UpdateProblem.SHAPE, f"{arr.shape[0]} values exceed {MAX_UPDATE_PARAMS}"
+        )
     out = arr.astype(np.float32)
     if not bool(np.isfinite(out).all()):
-        raise UpdateCheckError(UpdateProblem.NOT_FINITE, "cannot encode a vector with NaN or infinity")
+        raise UpdateCheckError(
+            UpdateProblem.NOT_FINITE, "cannot encode a vector with NaN or infinity"
+        )
     return out
 
 
@@ -243,7 +256,9 @@ def encode_update(
         with np.errstate(over="ignore"):
             half = x.astype(_F16)
         if not bool(np.isfinite(half).all()):
-            raise UpdateCheckError(UpdateProblem.NOT_FINITE, "a value overflows float16 (|x| > 65504)")
+            raise UpdateCheckError(
+                UpdateProblem.NOT_FINITE, "a value overflows float16 (|x| > 65504)"
+            )
         return EncodedUpdate(kind="f16", size=x.shape[0], data=half.tobytes())
     if kind == "int8":
         return _encode_int8(x, chunk)
@@ -269,7 +284,9 @@ def _require_unused(enc: EncodedUpdate, *, scales: bool, indices: bool, chunk: b
     if not indices and enc.indices:
         raise UpdateCheckError(UpdateProblem.ENCODING, f"kind {enc.kind} carries no indices")
     if not chunk and enc.chunk != 0:
-        raise UpdateCheckError(UpdateProblem.ENCODING, f"kind {enc.kind} has no chunk, got {enc.chunk}")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"kind {enc.kind} has no chunk, got {enc.chunk}"
+        )
 
 
 def _require_finite(values: npt.NDArray[np.floating], what: str) -> None:
@@ -290,7 +307,9 @@ def _decode_dense(enc: EncodedUpdate, dtype: np.dtype[Any]) -> npt.NDArray[np.fl
 def _decode_int8(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
     _require_unused(enc, scales=True, indices=False, chunk=True)
     if enc.chunk < 1:
-        raise UpdateCheckError(UpdateProblem.ENCODING, f"int8 chunk must be at least 1, got {enc.chunk}")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"int8 chunk must be at least 1, got {enc.chunk}"
+        )
     n_chunks = -(-enc.size // enc.chunk)
     _require_len("data", enc.data, enc.size * _I8.itemsize)
     _require_len("scales", enc.scales, n_chunks * _F32.itemsize)
@@ -298,12 +317,18 @@ def _decode_int8(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
     scales = np.frombuffer(enc.scales, dtype=_F32)
     _require_finite(scales, "scale")
     if bool(np.signbit(scales).any()):
-        raise UpdateCheckError(UpdateProblem.ENCODING, "int8 scales must be non-negative (+0.0 or more)")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, "int8 scales must be non-negative (+0.0 or more)"
+        )
     if bool((q < -INT8_MAX).any()):
-        raise UpdateCheckError(UpdateProblem.ENCODING, "int8 value -128 is outside the symmetric range")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, "int8 value -128 is outside the symmetric range"
+        )
     per_value = np.repeat(scales, enc.chunk)[: enc.size]
     if bool(((per_value == 0) & (q != 0)).any()):
-        raise UpdateCheckError(UpdateProblem.ENCODING, "nonzero int8 value in a chunk whose scale is 0")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, "nonzero int8 value in a chunk whose scale is 0"
+        )
     with np.errstate(over="ignore"):  # an overflow is caught just below, as NOT_FINITE
         out: npt.NDArray[np.float32] = q.astype(np.float32) * per_value  # one multiply each
     _require_finite(out, "value")  # a huge scale times 127 can overflow float32
@@ -323,7 +348,9 @@ def _decode_topk(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
     idx = np.frombuffer(enc.indices, dtype=_U32).astype(np.int64)
     values = np.frombuffer(enc.data, dtype=_F32)
     if k and int(idx[-1]) >= enc.size:
-        raise UpdateCheckError(UpdateProblem.ENCODING, f"index {int(idx[-1])} out of range {enc.size}")
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"index {int(idx[-1])} out of range {enc.size}"
+        )
     if k > 1 and not bool((np.diff(idx) > 0).all()):
         raise UpdateCheckError(UpdateProblem.ENCODING, "topk indices must be strictly increasing")
     _require_finite(values, "value")
@@ -354,4 +381,3 @@ def decode_update(enc: EncodedUpdate, expected_size: int) -> npt.NDArray[np.floa
     if enc.kind == "int8":
         return _decode_int8(enc)
     return _decode_topk(enc)
-

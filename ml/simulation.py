@@ -126,7 +126,9 @@ class SimConfig:
         if self.nodes < 1:
             raise ValueError(f"need at least one node, got {self.nodes}")
         if self.attack != NO_ATTACK and self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; choose from none, {', '.join(ATTACKS)}")
+            raise ValueError(
+                f"unknown attack {self.attack!r}; choose from none, {', '.join(ATTACKS)}"
+            )
         if not 0.0 <= self.byzantine < 1.0:
             raise ValueError(f"byzantine is a share in [0, 1), got {self.byzantine}")
         if n_attackers(self) >= self.nodes:
@@ -138,12 +140,16 @@ class SimConfig:
         if self.f is not None and self.f < 0:
             raise ValueError(f"f must be >= 0, got {self.f}")
         if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown shard scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
+            raise ValueError(
+                f"unknown shard scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}"
+            )
         if self.codec not in KINDS:
             raise ValueError(f"unknown codec {self.codec!r}; choose from {', '.join(KINDS)}")
         if self.local_steps is not None and self.local_steps < 1:
             raise ValueError(f"local_steps must be >= 1, got {self.local_steps}")
-        if self.norm_bound is not None and not (math.isfinite(self.norm_bound) and self.norm_bound > 0):
+        if self.norm_bound is not None and not (
+            math.isfinite(self.norm_bound) and self.norm_bound > 0
+        ):
             raise ValueError(f"norm_bound must be a finite number > 0, got {self.norm_bound}")
 
 
@@ -156,7 +162,11 @@ def n_attackers(config: SimConfig) -> int:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What one round did: test figures after it, updates kept and dropped, the f used."""
+    """What one round did: test figures after it, updates kept and dropped, the f used.
+
+    ``f_used`` is -1 when the rule could not run on the kept updates and the
+    model stayed as it was.
+    """
 
     round: int
     metrics: Mapping[str, float]
@@ -193,7 +203,11 @@ class SimResult:
     @property
     def final(self) -> float:
         """The headline figure after the last round (before any round if there were none)."""
-        return self.rounds[-1].metrics[self.metric_name] if self.rounds else self.initial_metrics[self.metric_name]
+        return (
+            self.rounds[-1].metrics[self.metric_name]
+            if self.rounds
+            else self.initial_metrics[self.metric_name]
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary: config, rule, attackers, per-round figures, final figure."""
@@ -222,7 +236,9 @@ class _Node:
     rng: np.random.Generator
 
 
-def _default_attack_params(name: str, spec: TaskSpec, norm_bound: float, n_bad: int) -> dict[str, float]:
+def _default_attack_params(
+    name: str, spec: TaskSpec, norm_bound: float, n_bad: int
+) -> dict[str, float]:
     """What a bound-aware attacker uses when the caller does not say (see the module docstring)."""
     bound = NORM_MARGIN * norm_bound
     if name == "sign-flip":
@@ -234,7 +250,9 @@ def _default_attack_params(name: str, spec: TaskSpec, norm_bound: float, n_bad: 
     return {}
 
 
-def _attack_params(config: SimConfig, spec: TaskSpec, norm_bound: float, n_bad: int) -> dict[str, Any]:
+def _attack_params(
+    config: SimConfig, spec: TaskSpec, norm_bound: float, n_bad: int
+) -> dict[str, Any]:
     params: dict[str, Any] = _default_attack_params(config.attack, spec, norm_bound, n_bad)
     given = dict(config.attack_params)
     if config.attack == "sign-flip" and "scale" in given:
@@ -245,11 +263,15 @@ def _attack_params(config: SimConfig, spec: TaskSpec, norm_bound: float, n_bad: 
     return params
 
 
-def _make_nodes(config: SimConfig, dataset: Dataset, n_bad: int, seeds: list[np.random.SeedSequence]) -> list[_Node]:
+def _make_nodes(
+    config: SimConfig, dataset: Dataset, n_bad: int, seeds: list[np.random.SeedSequence]
+) -> list[_Node]:
     key = SHARD_KEY_PREFIX + str(config.seed).encode()
     nodes = []
     for i in range(config.nodes):
-        X, y = shard(dataset, i, config.nodes, config.scheme, alpha=config.alpha, seed=config.seed, key=key)
+        X, y = shard(
+            dataset, i, config.nodes, config.scheme, alpha=config.alpha, seed=config.seed, key=key
+        )
         if i < n_bad and is_data_attack(config.attack):
             y = flip_labels(np.asarray(y, dtype=np.int64), _n_classes(dataset))
         nodes.append(_Node(X=X, y=y, rng=np.random.default_rng(seeds[i])))
@@ -265,17 +287,23 @@ def _through_the_wire(delta: F32, kind: str, size: int) -> F32:
     return decode_update(encode_update(delta, kind, k=k), size)
 
 
-def _aggregate_largest_f(rule: str, updates: F32, f: int, params: Mapping[str, Any]) -> tuple[F32, int]:
-    """Aggregate with ``f``, or the largest smaller ``f`` the rule accepts for this many updates."""
+def _aggregate_largest_f(
+    rule: str, updates: F32, f: int, params: Mapping[str, Any]
+) -> tuple[F32 | None, int]:
+    """Aggregate with ``f``, or the largest smaller ``f`` the rule accepts for this many updates.
+
+    This is what the chain does with a block of few updates (``min(task.f,
+    largest f the rule allows)``); when the rule cannot run even with
+    ``f = 0`` (Krum on fewer than 3 updates) the model stays put, reported as
+    ``(None, -1)``.
+    """
     for f_try in range(min(f, updates.shape[0]), -1, -1):
         try:
             agg, _ = aggregate(rule, updates, f=f_try, **params)
         except AggregationError:
-            if f_try == 0:
-                raise
             continue
         return agg, f_try
-    raise AssertionError("unreachable: the loop returns or raises at f = 0")
+    return None, -1
 
 
 def run_simulation(
@@ -326,7 +354,9 @@ def run_simulation(
         ]
         honest = np.stack(own[n_bad:])
         published = [
-            attack(config.attack, own[i], honest, attack_rng, **attack_params) if i < n_bad else own[i]
+            attack(config.attack, own[i], honest, attack_rng, **attack_params)
+            if i < n_bad
+            else own[i]
             for i in range(config.nodes)
         ]
         kept: list[F32] = []
@@ -345,9 +375,10 @@ def run_simulation(
                 rejections[exc.problem.value] = rejections.get(exc.problem.value, 0) + 1
                 continue
             kept.append(received)
-        f_used = 0
-        if kept:
-            agg, f_used = _aggregate_largest_f(rule, np.stack(kept), f, rule_params)
+        agg, f_used = (
+            (None, -1) if not kept else _aggregate_largest_f(rule, np.stack(kept), f, rule_params)
+        )
+        if agg is not None:
             params = (params - server_lr * agg).astype(np.float32)
         record = RoundRecord(
             round=t + 1,

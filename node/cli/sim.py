@@ -31,7 +31,9 @@ BAR_WIDTH = 20  # characters in the progress bar
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the simulation's options to the ``sim`` noun (it has no verbs)."""
     parser.add_argument("--task", default="digits", help="built-in task (default: digits)")
-    parser.add_argument("--nodes", type=int, default=8, help="participants, honest and Byzantine (default: 8)")
+    parser.add_argument(
+        "--nodes", type=int, default=8, help="participants, honest and Byzantine (default: 8)"
+    )
     parser.add_argument(
         "--rule",
         default=None,
@@ -50,10 +52,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="share of the nodes that attack; round(SHARE * nodes) of them (default: 0)",
     )
     parser.add_argument("--rounds", type=int, default=100, help="federated rounds (default: 100)")
-    parser.add_argument("--f", type=int, default=None, help="the rule's Byzantine bound (default: the attackers)")
-    parser.add_argument("--scheme", default="hash", choices=("hash", "dirichlet"), help="data split (default: hash, i.i.d.)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew for --scheme dirichlet (default: 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for shards, minibatches and attack noise (default: 0)")
+    parser.add_argument(
+        "--f", type=int, default=None, help="the rule's Byzantine bound (default: the attackers)"
+    )
+    parser.add_argument(
+        "--scheme",
+        default="hash",
+        choices=("hash", "dirichlet"),
+        help="data split (default: hash, i.i.d.)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="Dirichlet label skew for --scheme dirichlet (default: 0.5)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for shards, minibatches and attack noise (default: 0)",
+    )
     parser.add_argument(
         "--codec",
         default="f32",
@@ -74,9 +93,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="L2",
         help="override the task's norm bound on every update (default: the task's)",
     )
-    parser.add_argument("--local-steps", type=int, default=None, help="override the task's local SGD steps")
-    parser.add_argument("--every", type=int, default=None, metavar="K", help="print a line every K rounds")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write a JSON summary here")
+    parser.add_argument(
+        "--local-steps", type=int, default=None, help="override the task's local SGD steps"
+    )
+    parser.add_argument(
+        "--every", type=int, default=None, metavar="K", help="print a line every K rounds"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="write a JSON summary here"
+    )
     parser.set_defaults(handler=cmd_sim)
 
 
@@ -158,7 +183,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     wall_time_s = time.perf_counter() - start
 
     summary: dict[str, Any] = {**result.summary(), "wall_time_s": wall_time_s}
-    rejected = ", ".join(f"{count} {problem}" for problem, count in sorted(result.rejections.items()))
+    rejected = ", ".join(
+        f"{count} {problem}" for problem, count in sorted(result.rejections.items())
+    )
     print(
         f"final {result.metric_name} {result.final:.4f} (start {summary['initial']:.4f}), "
         f"rule {result.rule} f={result.f}, norm bound {result.norm_bound:g}, {wall_time_s:.1f}s"
@@ -169,6 +196,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         try:
             args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
-            raise CliError(f"cannot write {args.json}: {exc.strerror}; pick a writable path") from None
+            raise CliError(
+                f"cannot write {args.json}: {exc.strerror}; pick a writable path"
+            ) from None
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -39,14 +39,18 @@ def test_sign_flip_is_the_negation(round_: tuple[np.ndarray, np.ndarray]) -> Non
     assert np.allclose(attack("sign-flip", own, None, rng, scale=3.0), -3.0 * own)
 
 
-def test_sign_flip_to_norm_reverses_at_the_asked_length(round_: tuple[np.ndarray, np.ndarray]) -> None:
+def test_sign_flip_to_norm_reverses_at_the_asked_length(
+    round_: tuple[np.ndarray, np.ndarray],
+) -> None:
     own, _ = round_
     out = attack("sign-flip", own, None, np.random.default_rng(0), to_norm=9.99)
     assert np.linalg.norm(out.astype(np.float64)) == pytest.approx(9.99, rel=1e-6)
     cosine = np.dot(out, own) / (np.linalg.norm(out) * np.linalg.norm(own))
     assert cosine == pytest.approx(-1.0, abs=1e-6)
     zero = np.zeros(5, np.float32)
-    assert np.array_equal(attack("sign-flip", zero, None, np.random.default_rng(0), to_norm=1.0), zero)
+    assert np.array_equal(
+        attack("sign-flip", zero, None, np.random.default_rng(0), to_norm=1.0), zero
+    )
 
 
 def test_scaling_boosts_by_lambda(round_: tuple[np.ndarray, np.ndarray]) -> None:
@@ -65,7 +69,9 @@ def test_gaussian_is_seeded_noise_with_the_asked_std() -> None:
     assert abs(float(a.mean())) < 0.05
 
 
-def test_label_flip_leaves_the_delta_and_flips_labels(round_: tuple[np.ndarray, np.ndarray]) -> None:
+def test_label_flip_leaves_the_delta_and_flips_labels(
+    round_: tuple[np.ndarray, np.ndarray],
+) -> None:
     own, honest = round_
     assert np.array_equal(attack("label-flip", own, honest, np.random.default_rng(0)), own)
     assert is_data_attack("label-flip")

@@ -290,7 +290,11 @@ def test_topk_accepts_a_hand_built_canonical_form() -> None:
 @pytest.mark.parametrize("kind", ["f32", "f16"])
 def test_dense_kinds_carry_no_side_fields(kind: str) -> None:
     enc = encode_update(sample(8), kind)
-    for bad in (replace(enc, scales=b"\0" * 4), replace(enc, indices=b"\0" * 4), replace(enc, chunk=1)):
+    for bad in (
+        replace(enc, scales=b"\0" * 4),
+        replace(enc, indices=b"\0" * 4),
+        replace(enc, chunk=1),
+    ):
         assert problem_of(bad, 8) is UpdateProblem.ENCODING
 
 
@@ -312,7 +316,9 @@ def test_arbitrary_bytes_decode_or_raise_update_check_error(
     kind: str, size: int, chunk: int, data: bytes, scales: bytes, indices: bytes
 ) -> None:
     """Fuzz: garbage never escapes as another exception or a non-finite vector."""
-    enc = EncodedUpdate(kind=kind, size=size, data=data, scales=scales, indices=indices, chunk=chunk)
+    enc = EncodedUpdate(
+        kind=kind, size=size, data=data, scales=scales, indices=indices, chunk=chunk
+    )
     try:
         out = decode_update(enc, size)
     except UpdateCheckError:

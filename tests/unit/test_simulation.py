@@ -41,7 +41,9 @@ def test_config_rejects_what_cannot_run() -> None:
     ("nodes", "share", "attack", "expected"),
     [(8, 0.3, "sign-flip", 2), (5, 0.5, "sign-flip", 3), (8, 0.3, "none", 0), (10, 0.0, "alie", 0)],
 )
-def test_attackers_are_the_share_rounded_half_up(nodes: int, share: float, attack: str, expected: int) -> None:
+def test_attackers_are_the_share_rounded_half_up(
+    nodes: int, share: float, attack: str, expected: int
+) -> None:
     assert n_attackers(SimConfig(nodes=nodes, byzantine=share, attack=attack)) == expected
 
 
@@ -68,14 +70,20 @@ def test_robust_rules_survive_thirty_percent_sign_flip(rule: str) -> None:
 def test_the_norm_bound_shields_the_mean_only_partly() -> None:
     """Under the task's bound two sign-flippers of eight cost the mean far more than the median."""
     mean = run_simulation(SimConfig(rule="mean", attack="sign-flip", byzantine=0.3, rounds=SHORT))
-    median = run_simulation(SimConfig(rule="median", attack="sign-flip", byzantine=0.3, rounds=SHORT))
+    median = run_simulation(
+        SimConfig(rule="median", attack="sign-flip", byzantine=0.3, rounds=SHORT)
+    )
     assert mean.final <= median.final - 0.15
     assert all(r.f_used == 0 for r in mean.rounds)  # the mean takes no f; it was lowered
 
 
-@pytest.mark.parametrize(("rule", "survives"), [("mean", False), ("median", True), ("trimmed_mean", True)])
+@pytest.mark.parametrize(
+    ("rule", "survives"), [("mean", False), ("median", True), ("trimmed_mean", True)]
+)
 def test_without_a_tight_bound_the_mean_falls_to_sign_flip(rule: str, survives: bool) -> None:
-    config = SimConfig(rule=rule, attack="sign-flip", byzantine=0.3, rounds=SHORT, norm_bound=LOOSE_BOUND)
+    config = SimConfig(
+        rule=rule, attack="sign-flip", byzantine=0.3, rounds=SHORT, norm_bound=LOOSE_BOUND
+    )
     result = run_simulation(config)
     assert result.norm_bound == LOOSE_BOUND
     if survives:
@@ -91,8 +99,17 @@ def test_scaled_updates_are_refused_by_the_norm_bound() -> None:
     assert result.final >= 0.85  # the mean of the honest six still learns
 
 
+def test_a_round_the_rule_cannot_run_leaves_the_model_alone() -> None:
+    """Krum needs three updates; with two nodes the model never moves, as on the chain."""
+    result = run_simulation(SimConfig(nodes=2, rule="krum", rounds=2))
+    assert all(r.f_used == -1 and r.accepted == 2 for r in result.rounds)
+    assert result.final == result.initial_metrics["accuracy"]
+
+
 def test_label_flip_attackers_train_on_flipped_labels() -> None:
-    flipped = run_simulation(SimConfig(rule="mean", attack="label-flip", byzantine=0.5, rounds=4, seed=1))
+    flipped = run_simulation(
+        SimConfig(rule="mean", attack="label-flip", byzantine=0.5, rounds=4, seed=1)
+    )
     clean = run_simulation(SimConfig(rule="mean", rounds=4, seed=1))
     assert flipped.final < clean.final
 
@@ -117,15 +134,32 @@ def test_lossy_codecs_still_train() -> None:
     assert final["topk"] >= 0.6
 
 
-def test_cli_prints_progress_and_writes_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_progress_and_writes_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "sim.json"
     code = main(
-        ["sim", "--rounds", "4", "--every", "2", "--attack", "sign-flip", "--byzantine", "0.3",
-         "--rule", "trimmed_mean", "--json", str(out)]
+        [
+            "sim",
+            "--rounds",
+            "4",
+            "--every",
+            "2",
+            "--attack",
+            "sign-flip",
+            "--byzantine",
+            "0.3",
+            "--rule",
+            "trimmed_mean",
+            "--json",
+            str(out),
+        ]
     )
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("sim digits: 8 nodes (2 attacking with sign-flip), rule trimmed_mean")
+    assert lines[0].startswith(
+        "sim digits: 8 nodes (2 attacking with sign-flip), rule trimmed_mean"
+    )
     assert [line.split()[1] for line in lines if line.startswith("round")] == ["2/4", "4/4"]
     assert lines[-1].startswith("final accuracy")
     summary = json.loads(out.read_text())
@@ -143,6 +177,8 @@ def test_cli_prints_progress_and_writes_the_summary(tmp_path: Path, capsys: pyte
         ["sim", "--rounds", "1", "--every", "0"],
     ],
 )
-def test_cli_explains_a_bad_command_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_explains_a_bad_command_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
