@@ -65,7 +65,7 @@ def cb() -> ChainBuilder:
 
 def test_miner_earns_reward_plus_every_fee(cb: ChainBuilder) -> None:
     before = balance(cb, MINER)
-    txs = [
+    txs: list[Tx] = [
         cb.transfer(MINER, HONEST[0], AMOUNT, fee=FEE),
         cb.update(HONEST[1], fee=0),
     ]
