@@ -30,7 +30,7 @@ MAX_INV_PER_ANNOUNCE = 1000  # one announce carries a full mempool burst; 1000 *
 MAX_TXS_PER_REQUEST = MAX_INV_PER_ANNOUNCE  # we ask for at most what one announce advertised
 MAX_ADDRS_PER_MESSAGE = 1000  # Bitcoin's addr cap: plenty to learn a network, small to parse
 MAX_ADDRS_IN_HANDSHAKE = 32  # a few peers in the reply let a new node fan out without a second call
-MAX_URL_CHARS = 128  # "http://" + a 63-char host label chain + port; longer is never a real address
+MAX_URL_CHARS = 128  # "http://" + a DNS name or IP literal + ":65535"; longer is never a real listen address
 MAX_USER_AGENT_CHARS = 64  # enough for name/version (platform); logs stay one line
 
 # -- body caps per /p2p/ route (bytes, checked before any decoding) ---------------------------
