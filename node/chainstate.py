@@ -82,6 +82,10 @@ class ChainState:
             self.index[row.hash] = IndexEntry(
                 row.hash, header_codec.decode(row.header), row.height, row.chain_work, row.status
             )
+        self.children: dict[bytes, list[bytes]] = {}
+        for entry in self.index.values():
+            if entry.height > 0:
+                self.children.setdefault(entry.prev, []).append(entry.hash)
         self.main: list[bytes] = storage.main_chain()
         state = storage.load_state()
         if state is None or not self.main:
@@ -89,6 +93,11 @@ class ChainState:
         self.state: State = state
         if state.height != len(self.main) - 1:
             raise StorageError(f"{storage.path}: state height {state.height} != tip height {len(self.main) - 1}")
+        self.best_header = self._find_best_header()
+
+    def _find_best_header(self) -> IndexEntry:
+        valid = (e for e in self.index.values() if e.status != BlockStatus.INVALID)
+        return max(valid, key=lambda e: (e.chain_work, -e.height))
 
     # -- opening --------------------------------------------------------------------
     @classmethod
@@ -237,6 +246,9 @@ class ChainState:
             block_hash, header, parent.height + 1, parent.chain_work + work(header.bits), BlockStatus.HEADER
         )
         self.index[block_hash] = entry
+        self.children.setdefault(header.prev, []).append(block_hash)
+        if entry.chain_work > self.best_header.chain_work:
+            self.best_header = entry
         with self.storage.transaction():
             self.storage.put_index(entry.row())
         return entry
@@ -265,12 +277,68 @@ class ChainState:
             self.storage.put_index(entry.row())
         if entry.chain_work <= self.tip.chain_work:
             return Connected(block_hash, entry.height, "side")
-        return self._activate(entry, block)
+        result = self._activate(entry, block)
+        # Bodies that arrived before this one (out of order) can connect now.
+        while result.status in ("connected", "reorg"):
+            waiting = [
+                self.index[h] for h in self.children.get(self.tip.hash, ())
+                if self.index[h].status == BlockStatus.BODY
+            ]
+            if not waiting:
+                break
+            child = max(waiting, key=lambda e: e.chain_work)
+            body = self.get_block(child.hash)
+            assert body is not None
+            try:
+                more = self._activate(child, body)
+            except BlockRejected:  # the child is now marked invalid; our block stands
+                break
+            if more.status not in ("connected", "reorg"):
+                break
+            result = Connected(
+                more.block_hash, more.height, result.status,
+                result.disconnected + more.disconnected, result.connected + more.connected,
+            )
+        return result
 
     def _mark_invalid(self, entry: IndexEntry) -> None:
-        entry.status = BlockStatus.INVALID
+        """Remember ``entry`` and every descendant we know as invalid."""
+        stack = [entry]
         with self.storage.transaction():
-            self.storage.set_status(entry.hash, BlockStatus.INVALID)
+            while stack:
+                item = stack.pop()
+                item.status = BlockStatus.INVALID
+                self.storage.set_status(item.hash, BlockStatus.INVALID)
+                stack.extend(self.index[h] for h in self.children.get(item.hash, ()))
+        self.best_header = self._find_best_header()
+
+    def header_locator(self) -> list[bytes]:
+        """A locator from the best header we know (for headers-first sync)."""
+        hashes: list[bytes] = []
+        entry = self.best_header
+        step = 1
+        while len(hashes) < MAX_LOCATOR_HASHES - 1 and entry.height > 0:
+            hashes.append(entry.hash)
+            if len(hashes) >= 10:
+                step *= 2
+            target = max(0, entry.height - step)
+            if self.is_main(entry.hash):
+                entry = self.index[self.main[target]]
+                continue
+            while entry.height > target:
+                entry = self.index[entry.prev]
+        hashes.append(self.main[0])
+        return hashes
+
+    def missing_bodies(self, limit: int) -> list[bytes]:
+        """Hashes on the best-header branch whose bodies we lack, lowest first."""
+        branch: list[IndexEntry] = []
+        entry = self.best_header
+        while not self.is_main(entry.hash):
+            branch.append(entry)
+            entry = self.index[entry.prev]
+        branch.reverse()
+        return [e.hash for e in branch if e.status == BlockStatus.HEADER][:limit]
 
     def _branch_to(self, entry: IndexEntry) -> tuple[int, list[IndexEntry]]:
         """The fork height with the main chain and the branch's entries above it."""
@@ -329,12 +397,15 @@ class ChainState:
         with self.storage.transaction():
             for height in range(self.height, fork_height, -1):
                 self.storage.drop_main(height)
+            for block in disconnected:
+                self.storage.unindex_txs(block.txids)
             for block, new_state, undo, item in connected:
                 item.status = BlockStatus.VALID
                 self.storage.put_index(item.row())
                 self.storage.put_undo(item.hash, undo)
                 self.storage.set_main(item.height, item.hash)
                 self.storage.put_outcomes(item.hash, _outcomes(block, undo))
+                self.storage.index_txs(item.hash, block.txids)
                 touched.update(_addresses_of(block.txs))
             self.storage.write_state(state, touched)
         self.main = chain

@@ -7,19 +7,31 @@ nonces fail it rolls the header time forward one second and searches again
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from consensus import header as header_codec
 from consensus.block import Block
+from consensus.errors import BlockRejected
 from consensus.hashing import search_nonce
 from consensus.pow import bits_to_target
+from consensus.template import build_block
+from wallet import address_bytes
+
+log = logging.getLogger("gradchain.miner")
 
 NONCE_SPACE = 2**32
 # Nonces per search call: small enough that a new tip interrupts the miner
 # within a fraction of a second even on one slow core.
 NONCES_PER_ROUND = 1 << 22
+HASHRATE_WINDOW_S = 2.0  # the reported hashrate averages this long
+MAX_TEMPLATE_TXS = 2000  # transactions per mined block (policy)
+MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # template size (policy), below the consensus block cap
 
 
 def solve(
@@ -52,3 +64,100 @@ def solve(
         if max_time is not None and header.time + 1 > max_time():
             return None
         header = header.with_time(header.time + 1)
+
+
+def make_template(node: Any) -> Block:
+    """On the chain thread: a block on the tip with the best mempool txs, paying this node."""
+    chain = node.chain
+    tip = chain.tip
+    miner = address_bytes(node.keypair.public)
+    picked = node.mempool.select(
+        max_updates=chain.task.max_updates_per_block, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES
+    )
+    txs = [tx for _, tx in picked]
+    block_time = max(int(time.time()), chain.min_next_time())
+    ctx = chain.context(chain.main, tip.height + 1)
+    bits = chain.next_bits()
+    try:
+        block, _ = build_block(chain.state, tip.hash, txs, ctx, miner=miner, time=block_time, bits=bits)
+    except BlockRejected as exc:
+        log.warning("template without mempool txs: %s", exc)
+        block, _ = build_block(chain.state, tip.hash, [], ctx, miner=miner, time=block_time, bits=bits)
+    return block
+
+
+async def mine_blocks(node: Any, count: int) -> list[bytes]:
+    """Mine ``count`` blocks now, one after another (the on-demand miner of regtest)."""
+    loop = asyncio.get_running_loop()
+    hashes = []
+    for _ in range(count):
+        template = await node.run_chain(make_template, node)
+        block = await loop.run_in_executor(None, lambda t=template: solve(t, threads=node.config.threads))
+        assert block is not None
+        await node.submit_block(block, source=None, mined=True)
+        hashes.append(block.hash)
+    return hashes
+
+
+class Miner:
+    """The mining thread of a node: template from the tip and mempool, search, submit.
+
+    A tip change sets the current stop event, so the search returns within one
+    batch and the next template builds on the new tip.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._shutdown = threading.Event()
+        self._stop_search = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="miner", daemon=True)
+        self.hashrate = 0.0
+        self._window_hashes = 0
+        self._window_start = time.monotonic()
+        node.on_tip_change(self._stop_search.set)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._shutdown.set()
+        self._stop_search.set()
+        self._thread.join(timeout=30)
+
+    def _count(self, hashes: int) -> None:
+        self._window_hashes += hashes
+        elapsed = time.monotonic() - self._window_start
+        if elapsed >= HASHRATE_WINDOW_S:
+            self.hashrate = self._window_hashes / elapsed
+            self.node.metrics.hashrate.set(self.hashrate)
+            self._window_hashes, self._window_start = 0, time.monotonic()
+
+    def _run(self) -> None:
+        node = self.node
+        while not self._shutdown.is_set():
+            self._stop_search.clear()
+            try:
+                template = node.call_chain(make_template, node)
+            except RuntimeError:  # the chain worker shut down
+                return
+            drift = node.chain.params.max_future_block_time_s
+            block = solve(
+                template,
+                threads=node.config.threads,
+                stop=self._stop_search,
+                max_time=lambda: int(time.time()) + drift // 2,
+                on_progress=self._count,
+            )
+            if block is None or self._shutdown.is_set():
+                continue
+            future = asyncio.run_coroutine_threadsafe(
+                node.submit_block(block, source=None, mined=True), node.loop
+            )
+            try:
+                future.result(timeout=60)
+            except BlockRejected as exc:
+                log.error("own block rejected (%s); rebuilding the template", exc)
+            except Exception:  # never let the miner thread die silently
+                log.exception("submitting a mined block failed")
+            if node.config.min_block_interval_s > 0:
+                self._shutdown.wait(node.config.min_block_interval_s)

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS model (
     version INTEGER NOT NULL,
     root BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tx_index (txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS update_outcomes (
     block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
     PRIMARY KEY (block, position)
@@ -243,6 +244,20 @@ class Storage:
         if state.root != bytes(root):
             raise StorageError(f"{self.path}: stored state does not match its root; run `chain verify`")
         return state
+
+    # -- where each main-chain transaction is -------------------------------------------------------
+    def index_txs(self, block_hash: bytes, txids: list[bytes]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO tx_index(txid, block, position) VALUES (?, ?, ?)",
+            [(t, block_hash, i) for i, t in enumerate(txids)],
+        )
+
+    def unindex_txs(self, txids: list[bytes]) -> None:
+        self.db.executemany("DELETE FROM tx_index WHERE txid = ?", [(t,) for t in txids])
+
+    def find_tx(self, tx_id: bytes) -> tuple[bytes, int] | None:
+        row = self.db.execute("SELECT block, position FROM tx_index WHERE txid = ?", (tx_id,)).fetchone()
+        return None if row is None else (bytes(row[0]), int(row[1]))
 
     # -- what each block's rule accepted (for the API and dashboard) ----------------
     def put_outcomes(self, block_hash: bytes, outcomes: list[tuple[bytes, bool]]) -> None:

@@ -20,6 +20,7 @@ from node.cli.errors import CliError
 # (noun, module, one-line help). A new noun is one line here and one module.
 NOUNS: tuple[tuple[str, str, str], ...] = (
     ("chain", "node.cli.chain", "a chain without a network: init, mine, verify, export, import, show"),
+    ("node", "node.cli.node", "run a node: P2P gossip, API, miner and trainer"),
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),
     ("sim", "node.cli.sim", "simulate federated rounds in-process, no chain"),
 )

@@ -1,0 +1,1 @@
+"""The public JSON API, metrics and (later) the dashboard."""

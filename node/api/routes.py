@@ -1,0 +1,281 @@
+"""The /api/ routes (JSON) and /metrics (Prometheus).
+
+Read routes are public. ``POST /api/tx`` accepts only signed transactions and
+validates them like one from a peer. Routes that control the node (mine on
+demand, add a peer) answer only on loopback and only with the token from
+DATADIR/.cookie.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from consensus.block import Block
+from consensus.errors import BlockRejected
+from consensus.header import hash_hex, hex_to_hash
+from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, decode_tx, txid
+from ml.models import predict
+from node import limits
+from node.http import json_error, json_reply, read_body, require_local_token
+from node.mempool import PolicyRejected
+from node.p2p.messages import is_listen_url
+from wallet import AddressError, decode_address, encode_address
+
+MAX_PREDICT_ROWS = 10_000  # one request classifies at most this many inputs
+
+
+def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"txid": hash_hex(txid(raw)), "size": len(raw)}
+    if isinstance(tx, Coinbase):
+        out |= {"type": "coinbase", "height": tx.height,
+                "payouts": [{"address": encode_address(p.address), "amount": p.amount} for p in tx.payouts]}
+    elif isinstance(tx, Transfer):
+        out |= {"type": "transfer", "from": encode_address(tx.sender_address), "to": encode_address(tx.to),
+                "amount": tx.amount, "fee": tx.fee, "nonce": tx.nonce}
+    elif isinstance(tx, GradientUpdate):
+        out |= {"type": "update", "from": encode_address(tx.sender_address), "fee": tx.fee, "nonce": tx.nonce,
+                "base_height": tx.base_height, "base_hash": hash_hex(tx.base_hash),
+                "encoding": tx.update.kind, "values": tx.update.size}
+        if accepted is not None:
+            out["accepted"] = accepted
+    elif isinstance(tx, TaskTx):
+        out |= {"type": "task", "task": tx.task}
+    return out
+
+
+def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
+    outcomes = node.chain.storage.get_outcomes(block.hash)
+    accepted_iter = iter(a for _, a in outcomes)
+    txs = []
+    for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
+        accepted = next(accepted_iter, None) if isinstance(tx, GradientUpdate) else None
+        txs.append(tx_summary(tx, raw, accepted))
+    h = block.header
+    return {
+        "height": height, "hash": hash_hex(block.hash), "prev": hash_hex(h.prev), "time": h.time,
+        "bits": f"{h.bits:#010x}", "nonce": h.nonce, "version": h.version,
+        "state_root": hash_hex(block.state_root), "main_chain": node.chain.is_main(block.hash),
+        "txs": txs,
+    }
+
+
+def add_routes(app: web.Application, node: Any) -> None:
+    chain = node.chain  # attributes read on the loop are atomic snapshots; storage goes via run_chain
+
+    async def status(request: web.Request) -> web.Response:
+        miner = node.miner
+        return json_reply({
+            "chain_id": chain.chain_id, "network": chain.network.name, "task": chain.task.name,
+            "height": chain.height, "tip": hash_hex(chain.tip.hash), "state_root": hash_hex(chain.state.root),
+            "model_version": chain.state.model_version, "peers": len(node.peers.peers),
+            "mining": miner is not None, "hashrate": round(miner.hashrate, 1) if miner else 0.0,
+            "mempool": len(node.mempool), "syncing": node.syncing, "url": node.url,
+            "training": node.trainer is not None, "uptime_s": round(time.time() - node.started_at, 1),
+        })
+
+    def find_block(ident: str) -> tuple[Block, int] | None:
+        if ident.isdigit():
+            block_hash = chain.hash_at(int(ident))
+            if block_hash is None:
+                return None
+        else:
+            block_hash = hex_to_hash(ident)
+        entry = chain.index.get(block_hash)
+        block = chain.get_block(block_hash) if entry else None
+        return None if block is None or entry is None else (block, entry.height)
+
+    async def block(request: web.Request) -> web.Response:
+        ident = request.match_info["ident"]
+        try:
+            found = await node.run_chain(find_block, ident)
+        except ValueError:
+            return json_error(400, "give a height or a 64-digit block hash")
+        if found is None:
+            return json_error(404, f"no block {ident}")
+        return json_reply(await node.run_chain(block_summary, node, *found))
+
+    async def blocks(request: web.Request) -> web.Response:
+        try:
+            count = min(int(request.query.get("count", "20")), 100)
+        except ValueError:
+            return json_error(400, "count must be an integer")
+
+        def recent() -> list[dict[str, Any]]:
+            out = []
+            for height in range(chain.height, max(-1, chain.height - count), -1):
+                b = chain.get_block(chain.main[height])
+                out.append(block_summary(node, b, height))
+            return out
+
+        return json_reply(await node.run_chain(recent))
+
+    async def tx_get(request: web.Request) -> web.Response:
+        try:
+            tx_id = hex_to_hash(request.match_info["txid"])
+        except ValueError:
+            return json_error(400, "txid must be 64 hex digits")
+        entry = node.mempool.get(tx_id)
+        if entry is not None:
+            return json_reply({**tx_summary(entry.tx, entry.raw), "status": "mempool"})
+        found = await node.run_chain(chain.storage.find_tx, tx_id)
+        if found is None:
+            return json_error(404, "unknown transaction")
+        block_hash, position = found
+        b = await node.run_chain(chain.get_block, block_hash)
+        height = chain.index[block_hash].height
+        return json_reply({**tx_summary(b.txs[position], b.tx_bytes[position]), "status": "confirmed",
+                           "block": hash_hex(block_hash), "height": height})
+
+    async def tx_post(request: web.Request) -> web.Response:
+        body = await read_body(request, limits.MAX_API_BODY_BYTES)
+        try:
+            raw = bytes.fromhex(_json_field(body, "tx", str))
+        except ValueError as exc:
+            return json_error(400, f"expected {{\"tx\": \"<hex of a signed transaction>\"}}: {exc}")
+        try:
+            tx_id = await node.submit_tx(raw, source=None)
+        except BlockRejected as exc:
+            node.metrics.txs_rejected.labels(reason=exc.code.value).inc()
+            return json_error(422, f"{exc.code.value}: {exc.detail}")
+        except PolicyRejected as exc:
+            node.metrics.txs_rejected.labels(reason=exc.reason.value).inc()
+            return json_error(409, str(exc))
+        return json_reply({"txid": hash_hex(tx_id)}, status=202)
+
+    async def peers(request: web.Request) -> web.Response:
+        return json_reply({
+            "peers": [p.as_dict() for p in node.peers.peers.values()],
+            "known": sorted(node.peers.known),
+            "banned": node.peers.bans.banned(time.time()),
+        })
+
+    async def account(request: web.Request) -> web.Response:
+        try:
+            address = decode_address(request.match_info["address"])
+        except AddressError as exc:
+            return json_error(400, str(exc))
+        acc = chain.state.account(address)
+        pending = node.mempool.pending(address)
+        return json_reply({"address": request.match_info["address"], "balance": acc.balance,
+                           "nonce": acc.nonce, "next_nonce": acc.nonce + len(pending), "height": chain.height})
+
+    def height_param(request: web.Request) -> int:
+        raw = request.query.get("height")
+        if raw is None:
+            return int(chain.height)
+        try:
+            height = int(raw)
+        except ValueError:
+            raise web.HTTPBadRequest(text="height must be an integer") from None
+        if not 0 <= height <= chain.height:
+            raise web.HTTPNotFound(text=f"height {height} is not in 0..{chain.height}")
+        return height
+
+    async def model(request: web.Request) -> web.Response:
+        height = height_param(request)
+        params, version = await node.run_chain(chain.model_at, height)
+        figures = await asyncio_run(node.evaluator.figures, params)
+        block_hash = chain.hash_at(height)
+        b = await node.run_chain(chain.get_block, block_hash)
+        return json_reply({
+            "height": height, "version": version, "state_root": hash_hex(b.state_root),
+            "task": chain.task.to_dict(), "parameters": int(params.size), "metrics": figures,
+            "history": [{"height": h, **f} for h, f in sorted(node.evaluator.history.items())][-500:],
+        })
+
+    async def model_params(request: web.Request) -> web.Response:
+        height = height_param(request)
+        params, version = await node.run_chain(chain.model_at, height)
+        return web.Response(
+            body=np.ascontiguousarray(params, dtype="<f4").tobytes(), content_type="application/octet-stream",
+            headers={"X-Gradchain-Height": str(height), "X-Gradchain-Version": str(version),
+                     "X-Gradchain-Dtype": "float32-le", "X-Gradchain-Shape": str(params.size)},
+        )
+
+    async def predict_route(request: web.Request) -> web.Response:
+        height = height_param(request)
+        body = await read_body(request, limits.MAX_API_BODY_BYTES)
+        try:
+            inputs = _json_field(body, "inputs", list)
+            X = np.asarray(inputs, dtype=np.float32)
+        except (ValueError, TypeError) as exc:
+            return json_error(422, f"expected {{\"inputs\": [[...], ...]}} of numbers: {exc}")
+        task = chain.task
+        if X.ndim != 2 or X.shape[1] != task.input_dim or not 0 < X.shape[0] <= MAX_PREDICT_ROWS:
+            return json_error(422, f"inputs must be 1..{MAX_PREDICT_ROWS} rows of {task.input_dim} numbers, "
+                                   f"got shape {list(X.shape)}")
+        if not np.isfinite(X).all():
+            return json_error(422, "inputs must be finite numbers")
+        params, _ = await node.run_chain(chain.model_at, height)
+        out = predict(task, params, X)
+        return json_reply({"predictions": out.tolist(), "height": height})
+
+    async def mine(request: web.Request) -> web.Response:
+        require_local_token(request, node.cookie)
+        body = await read_body(request, 4096)
+        try:
+            count = _json_field(body, "blocks", int) if body else 1
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        if not 1 <= count <= 1000:
+            return json_error(400, "blocks must be 1..1000")
+        from node.mining import mine_blocks
+
+        hashes = await mine_blocks(node, count)
+        return json_reply({"mined": [hash_hex(h) for h in hashes], "height": chain.height})
+
+    async def add_peer(request: web.Request) -> web.Response:
+        require_local_token(request, node.cookie)
+        body = await read_body(request, 4096)
+        try:
+            url = _json_field(body, "url", str)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        if not is_listen_url(url):
+            return json_error(400, "url must look like http://host:port")
+        if url not in node.peers.seeds:
+            node.peers.seeds.append(url)
+        peer = await node.peers.connect(url)
+        return json_reply({"connected": peer is not None, "url": url})
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app.router.add_get("/api/status", status)
+    app.router.add_get("/api/blocks", blocks)
+    app.router.add_get("/api/blocks/{ident}", block)
+    app.router.add_get("/api/tx/{txid}", tx_get)
+    app.router.add_post("/api/tx", tx_post)
+    app.router.add_get("/api/peers", peers)
+    app.router.add_post("/api/peers", add_peer)
+    app.router.add_get("/api/accounts/{address}", account)
+    app.router.add_get("/api/model", model)
+    app.router.add_get("/api/model/params", model_params)
+    app.router.add_post("/api/predict", predict_route)
+    app.router.add_post("/api/mine", mine)
+    app.router.add_get("/metrics", metrics)
+
+
+async def asyncio_run(fn: Any, *args: Any) -> Any:
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _json_field(body: bytes, name: str, kind: type) -> Any:
+    import json
+
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON ({exc})") from None
+    if not isinstance(data, dict) or name not in data:
+        raise ValueError(f"missing field {name!r}")
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"field {name!r} must be {kind.__name__}")
+    return value

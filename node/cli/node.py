@@ -1,0 +1,91 @@
+"""`gradchain node run`: start a node (P2P, API, optional miner and trainer)."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from node.cli.errors import CliError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = verbs.add_parser("run", help="run a node until Ctrl-C / SIGTERM")
+    p.add_argument("--datadir", required=True, type=pathlib.Path, help="data directory (created if new)")
+    p.add_argument("--network", choices=("main", "testnet", "regtest"), default="regtest")
+    p.add_argument("--task", default="digits", help="task for a new datadir (digits, stock)")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve P2P and API on (port 0: any)")
+    p.add_argument("--peer", action="append", default=[], metavar="URL", help="a peer's URL (repeatable)")
+    p.add_argument("--mine", action="store_true", help="mine blocks")
+    p.add_argument("--train", action="store_true", help="train on this node's shard and submit updates")
+    p.add_argument("--shard", default="0/1", help="this node's data shard i/n")
+    p.add_argument("--shard-scheme", choices=("hash", "dirichlet"), default="hash")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for non-IID shards")
+    p.add_argument("--keystore", type=pathlib.Path, default=None, help="wallet for rewards and signing")
+    p.add_argument("--threads", type=int, default=1, help="mining threads")
+    p.add_argument("--block-interval", type=float, default=None,
+                   help="seconds to wait after each mined block (default: 1 on regtest, 0 elsewhere)")
+    p.add_argument("--attack", default=None, help="make this an attacker node (testnet demos): "
+                   "sign-flip, gaussian, scaling, label-flip, alie")
+    p.set_defaults(handler=cmd_run)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CliError(f"--listen must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+
+    from ml.attacks import ATTACKS
+    from node.cli.chain import parse_shard
+    from node.config import NodeConfig
+    from node.keystore_file import KeystoreFileError, read_password
+    from node.p2p.messages import is_listen_url
+    from node.service import DatadirLocked, Node
+    from node.storage import StorageError
+
+    host, port = parse_listen(args.listen)
+    for url in args.peer:
+        if not is_listen_url(url):
+            raise CliError(f"--peer must look like http://host:port, got {url!r}")
+    if args.attack is not None and args.attack not in ATTACKS:
+        raise CliError(f"--attack must be one of {', '.join(ATTACKS)}")
+    password = None
+    if args.keystore is not None:
+        try:
+            password = read_password(confirm=False)
+        except KeystoreFileError as exc:
+            raise CliError(str(exc)) from None
+    interval = args.block_interval if args.block_interval is not None else (1.0 if args.network == "regtest" else 0.0)
+    config = NodeConfig(
+        datadir=args.datadir, network=args.network, task=args.task, host=host, port=port,
+        peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard),
+        shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
+        password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,
+    )
+
+    async def run() -> None:
+        node = Node(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await node.start()
+        print(f"node {node.url} running (pid {os.getpid()}); Ctrl-C to stop", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            print("stopping…", flush=True)
+            await node.stop()
+
+    try:
+        asyncio.run(run())
+    except (DatadirLocked, StorageError, KeystoreFileError, OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return 0

@@ -1,0 +1,34 @@
+"""What a node is told at start: datadir, network, listen address, peers, roles."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeConfig:
+    datadir: pathlib.Path
+    network: str = "regtest"
+    task: str = "digits"  # only used when the datadir is new
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port (tests)
+    peers: list[str] = field(default_factory=list)  # listen URLs given with --peer
+    mine: bool = False
+    train: bool = False
+    shard: tuple[int, int] = (0, 1)  # this node's data shard i/n
+    shard_scheme: str = "hash"  # or "dirichlet" (non-IID label skew)
+    dirichlet_alpha: float = 0.5
+    keystore: pathlib.Path | None = None
+    password: str | None = None  # from GRADCHAIN_PASSWORD or a prompt, never stored
+    threads: int | None = 1  # mining threads
+    # Seconds the miner waits between blocks it finds: regtest blocks take a
+    # few hashes, so an unthrottled regtest miner would flood its peers.
+    min_block_interval_s: float = 0.0
+    attack: str | None = None  # an attacker node's poisoned trainer (testnet demos)
+    attack_scale: float = 1.0
+    advertise_url: str | None = None  # the URL peers should use, if not http://host:port
+
+    @property
+    def cookie_path(self) -> pathlib.Path:
+        return self.datadir / ".cookie"

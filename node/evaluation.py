@@ -1,0 +1,69 @@
+"""Policy figures of the model: test accuracy/loss per height, for API and dashboard.
+
+Computed off the event loop with BLAS (numpy), cached per block hash. These
+figures are never consensus (DESIGN.md): they only describe the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from ml.datasets import Dataset, load_dataset
+from ml.evaluate import evaluate
+
+MAX_CACHED = 5000  # heights whose figures are kept (the dashboard plots them all)
+
+
+class Evaluator:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.task = node.chain.task
+        self._dataset: Dataset | None = None
+        self.history: dict[int, dict[str, float]] = {}  # height -> figures on the main chain
+        self._by_hash: dict[bytes, dict[str, float]] = {}
+        node.on_tip_change(self._schedule)
+        self._pending: asyncio.Task[None] | None = None
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_dataset(self.task)
+        return self._dataset
+
+    def figures(self, params: np.ndarray) -> dict[str, float]:
+        return evaluate(self.task, params, self.dataset)
+
+    def _schedule(self) -> None:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self.refresh())
+
+    async def refresh(self) -> dict[str, float]:
+        """Figures of the tip model (computing them if this tip is new)."""
+        chain = self.node.chain
+        tip_hash, height = chain.tip.hash, chain.height
+        cached = self._by_hash.get(tip_hash)
+        if cached is not None:
+            return cached
+        params = np.array(chain.state.params)
+        loop = asyncio.get_running_loop()
+        figures = await loop.run_in_executor(None, self.figures, params)
+        self._by_hash[tip_hash] = figures
+        # Heights above a reorg's fork point belong to the new branch now.
+        for stale in [h for h in self.history if h > height]:
+            del self.history[stale]
+        self.history[height] = figures
+        if len(self.history) > MAX_CACHED:
+            del self.history[min(self.history)]
+        metrics = self.node.metrics
+        if "accuracy" in figures:
+            metrics.model_accuracy.set(figures["accuracy"])
+            metrics.model_loss.set(figures["loss"])
+        else:
+            metrics.model_loss.set(figures["mse"])
+        return figures
+
+    def latest(self) -> dict[str, float] | None:
+        return self.history[max(self.history)] if self.history else None

@@ -1,0 +1,48 @@
+"""Shared HTTP helpers: bounded body reads, error replies, local-only auth."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
+
+
+async def read_body(request: web.Request, cap: int) -> bytes:
+    """The request body, refusing (413) anything over ``cap`` bytes.
+
+    A declared Content-Length over the cap is refused before a byte is read;
+    a chunked body is read only until it passes the cap.
+    """
+    if request.content_length is not None and request.content_length > cap:
+        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length,
+                                            text=f"body of {request.content_length} bytes > limit {cap}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=size, text=f"body > limit {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+def require_local_token(request: web.Request, token: str) -> None:
+    """Control routes: only from this machine, and only with the datadir's cookie."""
+    if request.remote not in LOCAL_HOSTS:
+        raise web.HTTPForbidden(text="control routes answer only on loopback")
+    header = request.headers.get("Authorization", "")
+    given = header.removeprefix("Bearer ").strip()
+    if not header.startswith("Bearer ") or not hmac.compare_digest(given, token):
+        raise web.HTTPUnauthorized(text="send 'Authorization: Bearer <token from DATADIR/.cookie>'")

@@ -1,0 +1,121 @@
+"""Block download after headers-first sync: several peers, bounded, in order.
+
+The wanted hashes (in height order) are cut into requests of at most
+``MAX_BLOCKS_PER_REQUEST``. Each connected peer works on one request at a
+time; what arrives is buffered and submitted strictly in height order, so
+each block connects onto its parent. A peer that fails or stalls is dropped
+and its request goes back to the front of the queue for another peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from consensus.block import decode_block
+from consensus.errors import BlockRejected
+from consensus.header import hash_hex
+from node import limits
+from node.p2p import messages as m
+from node.p2p.penalties import Misbehaviour
+
+log = logging.getLogger("gradchain.sync")
+
+
+class BlockDownloader:
+    def __init__(self, peers: Any, hashes: list[bytes]) -> None:
+        self.peers = peers
+        self.order = hashes
+        self.queue: collections.deque[list[bytes]] = collections.deque(
+            hashes[i : i + limits.MAX_BLOCKS_PER_REQUEST]
+            for i in range(0, len(hashes), limits.MAX_BLOCKS_PER_REQUEST)
+        )
+        self.arrived: dict[bytes, tuple[bytes, str]] = {}
+        self.next_index = 0
+        self.busy: set[str] = set()
+        self.failed = False
+        self._progress = asyncio.Event()
+
+    async def run(self) -> None:
+        total = len(self.order)
+        if total > limits.MAX_BLOCKS_PER_REQUEST:
+            self.peers.node.event("sync", f"downloading {total} blocks from {len(self.peers.peers)} peer(s)")
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            while self.next_index < total and not self.failed:
+                in_flight = total - self.next_index - sum(len(b) for b in self.queue) - len(self.arrived)
+                for url in list(self.peers.peers):
+                    if not self.queue or url in self.busy:
+                        continue
+                    if in_flight >= limits.MAX_BLOCKS_IN_FLIGHT_TOTAL:
+                        break
+                    batch = self.queue.popleft()
+                    in_flight += len(batch)
+                    self.busy.add(url)
+                    task = asyncio.create_task(self._fetch(url, batch))
+                    workers.add(task)
+                    task.add_done_callback(workers.discard)
+                if not self.peers.peers and not workers:
+                    log.info("sync paused: no peers left")
+                    return
+                await self._submit_ready()
+                self._progress.clear()
+                if self.next_index < total:
+                    try:
+                        await asyncio.wait_for(self._progress.wait(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            for task in workers:
+                task.cancel()
+
+    async def _fetch(self, url: str, batch: list[bytes]) -> None:
+        try:
+            reply = await asyncio.wait_for(
+                self.peers.request(url, "blocks", m.GetBlocks(hashes=tuple(batch)), "blocks"),
+                timeout=limits.BLOCK_STALL_TIMEOUT_S,
+            )
+        except Exception as exc:  # PeerError or a stall: hand the batch to someone else
+            self.queue.appendleft(batch)
+            self.peers.drop(url, f"block download failed: {exc}")
+            self.busy.discard(url)
+            self._progress.set()
+            return
+        got: set[bytes] = set()
+        wanted = set(batch)
+        for raw in reply.blocks:
+            try:
+                block = decode_block(raw)
+            except BlockRejected as exc:
+                self.peers.punish(url, exc.code, f"undecodable block: {exc}")
+                break
+            if block.hash not in wanted:
+                self.peers.punish(url, Misbehaviour.UNREQUESTED_DATA, "unrequested block in download")
+                break
+            self.arrived[block.hash] = (raw, url)
+            got.add(block.hash)
+        rest = [h for h in batch if h not in got]
+        if rest:  # a size-trimmed or short reply: ask again for the rest
+            self.queue.appendleft(rest)
+        self.busy.discard(url)
+        self._progress.set()
+
+    async def _submit_ready(self) -> None:
+        while self.next_index < len(self.order) and self.order[self.next_index] in self.arrived:
+            block_hash = self.order[self.next_index]
+            raw, url = self.arrived.pop(block_hash)
+            block = decode_block(raw)
+            try:
+                await self.peers.node.submit_block(block, source=url)
+            except BlockRejected as exc:
+                log.warning("sync stopped at %s…: %s", hash_hex(block_hash)[:16], exc)
+                self.peers.punish(url, exc.code, f"invalid block in sync: {exc}")
+                self.failed = True
+                return
+            self.next_index += 1
+            if self.next_index % 100 == 0:
+                self.peers.node.event(
+                    "sync", f"synced {self.next_index}/{len(self.order)} blocks", self.peers.node.chain.height
+                )

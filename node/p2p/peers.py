@@ -1,0 +1,440 @@
+"""Peers: handshakes, gossip (announce, then fetch), headers-first sync, bans.
+
+A peer is known by its listen URL. Either side may start a connection with
+``POST /p2p/handshake``; after it, both know each other's URL and talk by
+plain HTTP requests in both directions. Every later /p2p/ request carries
+the sender's URL in the ``X-Gradchain-Peer`` header, which must belong to a
+handshaken peer. Peers given with ``--peer`` are retried with backoff
+whenever the connection drops, so a restarted peer is found again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from consensus.block import decode_block
+from consensus.errors import BlockRejected, Reject
+from consensus.header import decode as decode_header
+from consensus.header import hash_hex
+from consensus.tx import txid
+from node import limits
+from node.mempool import PolicyRejected
+from node.p2p import messages as m
+from node.p2p.penalties import BanList, Misbehaviour, penalty
+
+log = logging.getLogger("gradchain.p2p")
+
+PEER_HEADER = "X-Gradchain-Peer"
+CONTENT_TYPE = "application/msgpack"
+RETRY_MIN_S = 0.5  # first retry of a dropped --peer: quick, it may just be restarting
+RETRY_MAX_S = 30.0  # backoff ceiling: a long-dead peer costs one request per half minute
+CONNECT_LOOP_S = 0.5  # how often the connector looks at seeds and the address book
+
+
+class PeerError(Exception):
+    """A request to a peer failed (network, timeout, refusal, bad answer)."""
+
+
+@dataclass
+class Peer:
+    url: str
+    height: int
+    tip: bytes
+    user_agent: str
+    outbound: bool
+    connected_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "height": self.height,
+            "tip": hash_hex(self.tip),
+            "user_agent": self.user_agent,
+            "direction": "outbound" if self.outbound else "inbound",
+            "connected_for_s": round(time.time() - self.connected_at, 1),
+        }
+
+
+@dataclass
+class _Retry:
+    next_at: float = 0.0
+    delay: float = RETRY_MIN_S
+
+
+class PeerManager:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.peers: dict[str, Peer] = {}
+        self.known: set[str] = set()
+        self.seeds: list[str] = list(node.config.peers)
+        self.bans = BanList()
+        self._retry: dict[str, _Retry] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connector: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+        self._connecting: set[str] = set()
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=limits.REQUEST_TIMEOUT_S, connect=limits.HANDSHAKE_TIMEOUT_S)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._connector = asyncio.create_task(self._connect_loop(), name="p2p-connector")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._connector, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- our own facts ----------------------------------------------------------------------
+    def _hello(self) -> dict[str, Any]:
+        chain = self.node.chain
+        return {
+            "magic": chain.network.magic,
+            "protocol_version": limits.PROTOCOL_VERSION,
+            "chain_id": chain.chain_id,
+            "genesis": chain.genesis_hash,
+            "height": chain.height,
+            "tip": chain.tip.hash,
+            "listen_url": self.node.url,
+            "nonce": self.node.instance_nonce,
+            "user_agent": limits.USER_AGENT,
+        }
+
+    def handshake_reply(self) -> m.HandshakeReply:
+        sample = random.sample(sorted(self.peers), min(len(self.peers), limits.MAX_ADDRS_IN_HANDSHAKE))
+        return m.HandshakeReply(**self._hello(), peers=tuple(sample))
+
+    def check_hello(self, hello: m.Handshake | m.HandshakeReply) -> str | None:
+        """Why a peer's handshake is refused, or None if it is welcome."""
+        chain = self.node.chain
+        if hello.magic != chain.network.magic or hello.chain_id != chain.chain_id:
+            return f"wrong network (chain id {hello.chain_id}, ours {chain.chain_id})"
+        if hello.genesis != chain.genesis_hash:
+            return f"different genesis {hash_hex(hello.genesis)[:16]}…: another chain or task"
+        if hello.protocol_version < limits.MIN_PROTOCOL_VERSION:
+            return f"protocol version {hello.protocol_version} is too old"
+        if hello.nonce == self.node.instance_nonce:
+            return "that is this node itself"
+        return None
+
+    # -- registering peers ---------------------------------------------------------------------
+    def register(self, hello: m.Handshake | m.HandshakeReply, *, outbound: bool) -> Peer | None:
+        url = hello.listen_url
+        if not url or url == self.node.url:
+            return None
+        peer = self.peers.get(url)
+        if peer is None:
+            peer = Peer(url, hello.height, hello.tip, hello.user_agent, outbound)
+            self.peers[url] = peer
+            self.node.metrics.peers.set(len(self.peers))
+            self.node.event("peer", f"connected peer {url} (height {hello.height}, {'out' if outbound else 'in'})")
+        else:
+            peer.height, peer.tip, peer.last_seen = hello.height, hello.tip, time.time()
+        self.known.add(url)
+        self._retry.pop(url, None)
+        if hello.height > self.node.chain.height:
+            self.spawn(self.sync_from(url))
+        return peer
+
+    def drop(self, url: str, reason: str) -> None:
+        if self.peers.pop(url, None) is not None:
+            self.node.metrics.peers.set(len(self.peers))
+            self.node.event("peer", f"disconnected peer {url}: {reason}")
+
+    def punish(self, url: str, code: Reject | Misbehaviour, detail: str, *, relayed_tx: bool = False) -> None:
+        points = penalty(code, relayed_tx=relayed_tx)
+        if points <= 0:
+            return
+        if self.bans.punish(url, points, time.time()):
+            self.node.metrics.peer_bans.inc()
+            self.node.event("peer", f"banned peer {url} for {int(self.bans.duration_s)}s: {detail}")
+            self.drop(url, "banned")
+            self.known.discard(url)
+
+    def is_banned(self, url: str) -> bool:
+        return self.bans.is_banned(url, time.time())
+
+    # -- outgoing requests ------------------------------------------------------------------------
+    async def request(self, url: str, route: str, msg: m.Message, reply_kind: str | None) -> m.Message | None:
+        """POST ``msg`` to ``url``/p2p/``route`` and decode the reply as ``reply_kind``."""
+        assert self._session is not None
+        headers = {"Content-Type": CONTENT_TYPE, PEER_HEADER: self.node.url}
+        try:
+            async with self._session.post(f"{url}/p2p/{route}", data=m.encode(msg), headers=headers) as resp:
+                if resp.status == 204 or reply_kind is None:
+                    if resp.status >= 400:
+                        raise PeerError(f"{route}: HTTP {resp.status} {(await resp.text())[:200]}")
+                    return None
+                if resp.status != 200:
+                    raise PeerError(f"{route}: HTTP {resp.status} {(await resp.text())[:200]}")
+                cap = m.MESSAGES[reply_kind].MAX_BYTES
+                if resp.content_length is not None and resp.content_length > cap:
+                    raise PeerError(f"{route}: reply of {resp.content_length} bytes > {cap}")
+                raw = await resp.content.read(cap + 1)
+                while len(raw) <= cap and not resp.content.at_eof():
+                    more = await resp.content.read(cap + 1 - len(raw))
+                    if not more:
+                        break
+                    raw += more
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise PeerError(f"{route}: {type(exc).__name__} {exc}") from None
+        try:
+            return m.decode(reply_kind, raw)
+        except m.MessageError as exc:
+            self.punish(url, Misbehaviour.MALFORMED_MESSAGE, str(exc))
+            raise PeerError(f"{route}: malformed reply ({exc})") from None
+
+    async def connect(self, url: str) -> Peer | None:
+        """Handshake with ``url``; register it if it is on our chain."""
+        if url in self._connecting or self.is_banned(url):
+            return None
+        self._connecting.add(url)
+        try:
+            reply = await self.request(url, "handshake", m.Handshake(**self._hello()), "handshake_reply")
+        except PeerError as exc:
+            self._schedule_retry(url)
+            log.debug("handshake with %s failed: %s", url, exc)
+            return None
+        finally:
+            self._connecting.discard(url)
+        assert isinstance(reply, m.HandshakeReply)
+        refusal = self.check_hello(reply)
+        if refusal is not None:
+            log.info("not peering with %s: %s", url, refusal)
+            if "itself" in refusal:
+                self.known.discard(url)
+                if url in self.seeds:
+                    self.seeds.remove(url)
+            else:
+                self._schedule_retry(url)
+            return None
+        if reply.listen_url != url:
+            # A peer that lists itself under another URL is reachable where we asked.
+            reply = m.HandshakeReply(**{**_fields(reply), "listen_url": url})
+        peer = self.register(reply, outbound=True)
+        for addr in reply.peers:
+            if addr != self.node.url and len(self.known) < limits.MAX_KNOWN_ADDRS:
+                self.known.add(addr)
+        return peer
+
+    def _schedule_retry(self, url: str) -> None:
+        retry = self._retry.setdefault(url, _Retry())
+        retry.next_at = time.monotonic() + retry.delay
+        retry.delay = min(retry.delay * 2, RETRY_MAX_S)
+
+    async def _connect_loop(self) -> None:
+        last_ping = time.monotonic()
+        while True:
+            now = time.monotonic()
+            wanted = [u for u in self.seeds if u not in self.peers]
+            if len(self.peers) < limits.MAX_OUTBOUND_PEERS:
+                wanted += [u for u in self.known if u not in self.peers and u not in wanted]
+            for url in wanted:
+                retry = self._retry.get(url)
+                if (retry is None or retry.next_at <= now) and not self.is_banned(url):
+                    self.spawn(self.connect(url))
+            if now - last_ping > limits.PING_INTERVAL_S:
+                last_ping = now
+                for url in list(self.peers):
+                    self.spawn(self._ping(url))
+            await asyncio.sleep(CONNECT_LOOP_S)
+
+    async def _ping(self, url: str) -> None:
+        try:
+            reply = await self.request(url, "handshake", m.Handshake(**self._hello()), "handshake_reply")
+        except PeerError as exc:
+            self.drop(url, str(exc))
+            self._schedule_retry(url)
+            return
+        assert isinstance(reply, m.HandshakeReply)
+        if self.check_hello(reply) is None:
+            self.register(m.HandshakeReply(**{**_fields(reply), "listen_url": url}), outbound=True)
+
+    # -- gossip ------------------------------------------------------------------------------------
+    def announce_block(self, block_hash: bytes, *, exclude: str | None) -> None:
+        self._announce(m.Announce(blocks=(block_hash,), txs=()), exclude)
+
+    def announce_tx(self, tx_id: bytes, *, exclude: str | None) -> None:
+        self._announce(m.Announce(blocks=(), txs=(tx_id,)), exclude)
+
+    def _announce(self, msg: m.Announce, exclude: str | None) -> None:
+        for url in list(self.peers):
+            if url != exclude:
+                self.spawn(self._send_announce(url, msg))
+
+    async def _send_announce(self, url: str, msg: m.Announce) -> None:
+        try:
+            await self.request(url, "announce", msg, None)
+        except PeerError as exc:
+            self.drop(url, str(exc))
+            self._schedule_retry(url)
+
+    async def on_announce(self, url: str, msg: m.Announce) -> None:
+        """A peer has new blocks or txs: fetch those we lack from it."""
+        missing_blocks = [h for h in msg.blocks if not self.node.chain.has_block(h)]
+        if missing_blocks:
+            await self.fetch_blocks(url, missing_blocks)
+        missing_txs = [t for t in msg.txs if t not in self.node.mempool]
+        if missing_txs:
+            await self.fetch_txs(url, missing_txs)
+
+    async def fetch_blocks(self, url: str, hashes: list[bytes]) -> None:
+        for start in range(0, len(hashes), limits.MAX_BLOCKS_PER_REQUEST):
+            wanted = hashes[start : start + limits.MAX_BLOCKS_PER_REQUEST]
+            try:
+                reply = await self.request(url, "blocks", m.GetBlocks(hashes=tuple(wanted)), "blocks")
+            except PeerError as exc:
+                self.drop(url, str(exc))
+                return
+            assert isinstance(reply, m.Blocks)
+            for raw in reply.blocks:
+                if not await self.deliver_block(url, raw, set(wanted)):
+                    return
+
+    async def deliver_block(self, url: str, raw: bytes, requested: set[bytes]) -> bool:
+        """Decode and submit a block from ``url``; False stops the batch."""
+        try:
+            block = decode_block(raw)
+        except BlockRejected as exc:
+            self.punish(url, exc.code, f"undecodable block: {exc}")
+            return False
+        if block.hash not in requested:
+            self.punish(url, Misbehaviour.UNREQUESTED_DATA, f"block {hash_hex(block.hash)[:16]} not asked for")
+            return False
+        try:
+            await self.node.submit_block(block, source=url)
+        except BlockRejected as exc:
+            if exc.code == Reject.UNKNOWN_PARENT:
+                self.spawn(self.sync_from(url))
+            else:
+                self.punish(url, exc.code, f"invalid block {hash_hex(block.hash)[:16]}: {exc}")
+            return False
+        return True
+
+    async def fetch_txs(self, url: str, tx_ids: list[bytes]) -> None:
+        try:
+            reply = await self.request(url, "txs", m.GetTxs(txids=tuple(tx_ids)), "txs")
+        except PeerError as exc:
+            self.drop(url, str(exc))
+            return
+        assert isinstance(reply, m.Txs)
+        wanted = set(tx_ids)
+        for raw in reply.txs:
+            if txid(raw) not in wanted:
+                self.punish(url, Misbehaviour.UNREQUESTED_DATA, "a tx we did not ask for")
+                continue
+            try:
+                await self.node.submit_tx(raw, source=url)
+            except BlockRejected as exc:
+                self.node.metrics.txs_rejected.labels(reason=exc.code.value).inc()
+                self.punish(url, exc.code, f"invalid tx: {exc}", relayed_tx=True)
+            except PolicyRejected as exc:
+                self.node.metrics.txs_rejected.labels(reason=exc.reason.value).inc()
+
+    # -- headers-first sync ---------------------------------------------------------------------------
+    async def sync_from(self, url: str) -> None:
+        """Fetch headers from ``url`` until it has no more, then the missing bodies."""
+        async with self._sync_lock:
+            self.node.syncing = True
+            try:
+                await self._sync(url)
+            finally:
+                self.node.syncing = False
+
+    async def _sync(self, url: str) -> None:
+        from node.p2p.download import BlockDownloader
+
+        while url in self.peers:
+            locator = await self.node.run_chain(self._best_header_locator)
+            try:
+                reply = await self.request(
+                    url, "headers", m.GetHeaders(locator=tuple(locator), stop=m.ZERO_HASH), "headers"
+                )
+            except PeerError as exc:
+                self.drop(url, str(exc))
+                return
+            assert isinstance(reply, m.Headers)
+            if not reply.headers:
+                break
+            try:
+                headers = [decode_header(raw) for raw in reply.headers]
+                await self.node.run_chain(self._accept_headers, headers)
+            except BlockRejected as exc:
+                if exc.code == Reject.UNKNOWN_PARENT:
+                    self.punish(url, Misbehaviour.PROTOCOL_VIOLATION, "headers do not connect")
+                else:
+                    self.punish(url, exc.code, f"invalid header: {exc}")
+                return
+            missing = await self.node.run_chain(self._missing_bodies)
+            if missing:
+                await BlockDownloader(self, missing).run()
+            if len(reply.headers) < limits.MAX_HEADERS_PER_MESSAGE:
+                break
+
+    def _best_header_locator(self) -> list[bytes]:
+        return self.node.chain.header_locator()
+
+    def _accept_headers(self, headers: list[Any]) -> None:
+        now = int(time.time())
+        for header in headers:
+            self.node.chain.accept_header(header, now)
+
+    def _missing_bodies(self) -> list[bytes]:
+        return self.node.chain.missing_bodies(limits.MAX_BLOCKS_IN_FLIGHT_TOTAL * 64)
+
+    # -- serving requests -----------------------------------------------------------------------------
+    def serve_headers(self, msg: m.GetHeaders) -> m.Headers:
+        from consensus.header import encode
+
+        headers = self.node.chain.headers_after(msg.locator, limits.MAX_HEADERS_PER_MESSAGE)
+        if msg.stop != m.ZERO_HASH:
+            from consensus.header import header_hash
+
+            for i, header in enumerate(headers):
+                if header_hash(header) == msg.stop:
+                    headers = headers[: i + 1]
+                    break
+        return m.Headers(headers=tuple(encode(h) for h in headers))
+
+    def serve_blocks(self, msg: m.GetBlocks) -> m.Blocks:
+        raws = [r for r in (self.node.chain.get_raw_block(h) for h in msg.hashes) if r is not None]
+        n = m.fitting(raws, m.Blocks.MAX_BYTES, max_count=limits.MAX_BLOCKS_PER_REQUEST)
+        return m.Blocks(blocks=tuple(raws[:n]))
+
+    def serve_txs(self, msg: m.GetTxs) -> m.Txs:
+        entries = [e for e in (self.node.mempool.get(t) for t in msg.txids) if e is not None]
+        raws = [e.raw for e in entries]
+        n = m.fitting(raws, m.Txs.MAX_BYTES, max_count=limits.MAX_TXS_PER_REQUEST)
+        return m.Txs(txs=tuple(raws[:n]))
+
+    def learn(self, addrs: Iterable[str]) -> None:
+        for addr in addrs:
+            if len(self.known) >= limits.MAX_KNOWN_ADDRS:
+                break
+            if addr != self.node.url and not self.is_banned(addr):
+                self.known.add(addr)
+
+
+def _fields(msg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+

@@ -1,0 +1,95 @@
+"""The /p2p/ routes: msgpack in, msgpack out, every body capped and decoded strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.http import read_body
+from node.p2p import messages as m
+from node.p2p.peers import CONTENT_TYPE, PEER_HEADER
+from node.p2p.penalties import Misbehaviour
+
+# route -> (request kind, reply kind or None for 204)
+ROUTES: dict[str, tuple[str, str | None]] = {
+    "handshake": ("handshake", "handshake_reply"),
+    "announce": ("announce", None),
+    "headers": ("get_headers", "headers"),
+    "blocks": ("get_blocks", "blocks"),
+    "txs": ("get_txs", "txs"),
+    "addr": ("addr", "addr"),
+}
+
+
+def msgpack_reply(msg: m.Message) -> web.Response:
+    return web.Response(body=m.encode(msg), content_type=CONTENT_TYPE)
+
+
+def add_routes(app: web.Application, node: Any) -> None:
+    peers = node.peers
+
+    async def decode_request(request: web.Request, kind: str) -> tuple[m.Message, str | None]:
+        sender = request.headers.get(PEER_HEADER)
+        if sender is not None and peers.is_banned(sender):
+            raise web.HTTPForbidden(text="banned for misbehaviour")
+        raw = await read_body(request, m.MESSAGES[kind].MAX_BYTES)
+        try:
+            msg = m.decode(kind, raw)
+        except m.MessageError as exc:
+            if sender in peers.peers:
+                peers.punish(sender, Misbehaviour.MALFORMED_MESSAGE, str(exc))
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return msg, sender
+
+    def known_sender(sender: str | None) -> str:
+        if sender is None or sender not in peers.peers:
+            raise web.HTTPForbidden(text=f"handshake first (send your URL in {PEER_HEADER})")
+        return sender
+
+    async def handshake(request: web.Request) -> web.Response:
+        msg, _ = await decode_request(request, "handshake")
+        assert isinstance(msg, m.Handshake)
+        refusal = peers.check_hello(msg)
+        if refusal is not None:
+            raise web.HTTPConflict(text=f"refused: {refusal}")
+        if msg.listen_url and not peers.is_banned(msg.listen_url):
+            peers.register(msg, outbound=False)
+        return msgpack_reply(peers.handshake_reply())
+
+    async def announce(request: web.Request) -> web.Response:
+        msg, sender = await decode_request(request, "announce")
+        assert isinstance(msg, m.Announce)
+        peers.spawn(peers.on_announce(known_sender(sender), msg))
+        return web.Response(status=204)
+
+    async def headers(request: web.Request) -> web.Response:
+        msg, sender = await decode_request(request, "get_headers")
+        known_sender(sender)
+        assert isinstance(msg, m.GetHeaders)
+        return msgpack_reply(await node.run_chain(peers.serve_headers, msg))
+
+    async def blocks(request: web.Request) -> web.Response:
+        msg, sender = await decode_request(request, "get_blocks")
+        known_sender(sender)
+        assert isinstance(msg, m.GetBlocks)
+        return msgpack_reply(await node.run_chain(peers.serve_blocks, msg))
+
+    async def txs(request: web.Request) -> web.Response:
+        msg, sender = await decode_request(request, "get_txs")
+        known_sender(sender)
+        assert isinstance(msg, m.GetTxs)
+        return msgpack_reply(await node.run_chain(peers.serve_txs, msg))
+
+    async def addr(request: web.Request) -> web.Response:
+        msg, sender = await decode_request(request, "addr")
+        known_sender(sender)
+        assert isinstance(msg, m.Addr)
+        peers.learn(msg.addrs)
+        sample = sorted(peers.peers)[: 100]
+        return msgpack_reply(m.Addr(addrs=tuple(sample)))
+
+    handlers = {"handshake": handshake, "announce": announce, "headers": headers,
+                "blocks": blocks, "txs": txs, "addr": addr}
+    for route, handler in handlers.items():
+        app.router.add_post(f"/p2p/{route}", handler)
