@@ -37,10 +37,29 @@ I64Vector = npt.NDArray[np.int64]
 
 L1_TILE_BYTES = 32 * 1024  # per-core L1d on the machines we target; speed only
 MEAN_TILE_COORDS = 4096  # float64 accumulators per mean block (32 KiB)
+PARALLEL_MIN_ELEMENTS = 1 << 23  # below this much work (~8M values) one thread is faster
+CHUNKS_PER_THREAD = 4  # coordinate chunks per worker thread, to even out load
 ROWS_PER_PASS = 4  # rows added per pass over a mean block (fewer accumulator loads)
 SIMD_COORDS = 16  # tile widths are a multiple of one AVX-512 float32 vector
 DIST_TILE_COORDS = 4096  # coordinates per distance tile, a multiple of DIST_LANES (speed only)
 DIST_LANES = 128  # independent partial sums per distance: PART OF CONSENSUS (see below)
+
+
+def _blocks(d: int, tile: int) -> int:
+    return (d + tile - 1) // tile
+
+
+def _chunks(elements: int) -> int:
+    """Work chunks for a per-coordinate kernel: 1 (run serially) below ``PARALLEL_MIN_ELEMENTS``.
+
+    Waking numba's worker threads costs a scheduler time slice when the
+    machine is busy, far more than small inputs take serially. Speed only:
+    every output element is computed the same way in either path.
+    """
+    threads = numba.get_num_threads()
+    if threads <= 1 or elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return threads * CHUNKS_PER_THREAD
 
 
 def network_tile_coords(n: int) -> int:
@@ -182,16 +201,31 @@ def _mean_block(x: F32Matrix, rows: I64Vector, j0: int, out: F32Vector) -> None:
         out[t] = np.float32(acc[t] / count)
 
 
+@numba.njit(cache=True, fastmath=False)
+def _mean_range(x: F32Matrix, rows: I64Vector, out: F32Vector, first: int, stop: int) -> None:
+    d = out.shape[0]
+    for blk in range(first, stop):
+        j0 = blk * MEAN_TILE_COORDS
+        width = min(MEAN_TILE_COORDS, d - j0)
+        _mean_block(x, rows, j0, out[j0 : j0 + width])
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
+def _mean_parallel(x: F32Matrix, rows: I64Vector, out: F32Vector, n_chunks: int) -> None:
+    n_blocks = (out.shape[0] + MEAN_TILE_COORDS - 1) // MEAN_TILE_COORDS
+    for c in prange(n_chunks):
+        _mean_range(x, rows, out, c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks)
+
+
 def mean_rows(x: F32Matrix, rows: I64Vector) -> F32Vector:
     """Per coordinate: float64 sum of ``x[rows[0]], x[rows[1]], ...`` in that order, / len(rows)."""
     d = x.shape[1]
     out = np.empty(d, dtype=np.float32)
-    n_blocks = (d + MEAN_TILE_COORDS - 1) // MEAN_TILE_COORDS
-    for blk in prange(n_blocks):
-        j0 = blk * MEAN_TILE_COORDS
-        width = min(MEAN_TILE_COORDS, d - j0)
-        _mean_block(x, rows, j0, out[j0 : j0 + width])
+    chunks = _chunks(rows.shape[0] * d)
+    if chunks > 1:
+        _mean_parallel(x, rows, out, chunks)
+    else:
+        _mean_range(x, rows, out, 0, _blocks(d, MEAN_TILE_COORDS))
     return out
 
 
@@ -213,17 +247,43 @@ def _median_block(
             out[t] = np.float32((np.float64(lower[t]) + np.float64(upper[t])) * 0.5)
 
 
+@numba.njit(cache=True, fastmath=False)
+def _median_range(
+    x: F32Matrix,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+    out: F32Vector,
+    first: int,
+    stop: int,
+) -> None:
+    d = out.shape[0]
+    buf = np.empty((x.shape[0], tile), dtype=np.float32)
+    for blk in range(first, stop):
+        j0 = blk * tile
+        width = min(tile, d - j0)
+        _median_block(x, j0, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
+def _median_parallel(
+    x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: int, out: F32Vector, n_chunks: int
+) -> None:
+    n_blocks = (out.shape[0] + tile - 1) // tile
+    for c in prange(n_chunks):
+        first = c * n_blocks // n_chunks
+        _median_range(x, lo_wires, hi_wires, tile, out, first, (c + 1) * n_blocks // n_chunks)
+
+
 def median_cols(x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: int) -> F32Vector:
     """Per coordinate median; even n: float64 midpoint of the two middle values, rounded once."""
     n, d = x.shape
     out = np.empty(d, dtype=np.float32)
-    n_blocks = (d + tile - 1) // tile
-    for blk in prange(n_blocks):
-        j0 = blk * tile
-        width = min(tile, d - j0)
-        buf = np.empty((n, tile), dtype=np.float32)
-        _median_block(x, j0, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+    chunks = _chunks(n * d)
+    if chunks > 1:
+        _median_parallel(x, lo_wires, hi_wires, tile, out, chunks)
+    else:
+        _median_range(x, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
     return out
 
 
@@ -250,19 +310,53 @@ def _trimmed_block(
         out[t] = np.float32(acc[t] / kept)
 
 
+@numba.njit(cache=True, fastmath=False)
+def _trimmed_range(
+    x: F32Matrix,
+    trim: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+    out: F32Vector,
+    first: int,
+    stop: int,
+) -> None:
+    d = out.shape[0]
+    buf = np.empty((x.shape[0], tile), dtype=np.float32)
+    for blk in range(first, stop):
+        j0 = blk * tile
+        width = min(tile, d - j0)
+        _trimmed_block(x, j0, trim, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
+def _trimmed_parallel(
+    x: F32Matrix,
+    trim: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+    out: F32Vector,
+    n_chunks: int,
+) -> None:
+    n_blocks = (out.shape[0] + tile - 1) // tile
+    for c in prange(n_chunks):
+        first = c * n_blocks // n_chunks
+        stop = (c + 1) * n_blocks // n_chunks
+        _trimmed_range(x, trim, lo_wires, hi_wires, tile, out, first, stop)
+
+
 def trimmed_mean_cols(
     x: F32Matrix, trim: int, lo_wires: I64Vector, hi_wires: I64Vector, tile: int
 ) -> F32Vector:
     """Per coordinate: sort, float64 sum of sorted positions trim..n-trim-1 ascending, / (n-2 trim)."""
     n, d = x.shape
     out = np.empty(d, dtype=np.float32)
-    n_blocks = (d + tile - 1) // tile
-    for blk in prange(n_blocks):
-        j0 = blk * tile
-        width = min(tile, d - j0)
-        buf = np.empty((n, tile), dtype=np.float32)
-        _trimmed_block(x, j0, trim, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+    chunks = _chunks(n * d)
+    if chunks > 1:
+        _trimmed_parallel(x, trim, lo_wires, hi_wires, tile, out, chunks)
+    else:
+        _trimmed_range(x, trim, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
     return out
 
 
@@ -309,7 +403,44 @@ def _closest_block(
         out[t] = np.float32(acc[t] / beta)
 
 
+@numba.njit(cache=True, fastmath=False)
+def _closest_range(
+    x: F32Matrix,
+    rows: I64Vector,
+    beta: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+    out: F32Vector,
+    first: int,
+    stop: int,
+) -> None:
+    d = out.shape[0]
+    buf = np.empty((rows.shape[0], tile), dtype=np.float32)
+    for blk in range(first, stop):
+        j0 = blk * tile
+        width = min(tile, d - j0)
+        _closest_block(x, rows, j0, beta, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
+def _closest_parallel(
+    x: F32Matrix,
+    rows: I64Vector,
+    beta: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+    out: F32Vector,
+    n_chunks: int,
+) -> None:
+    n_blocks = (out.shape[0] + tile - 1) // tile
+    for c in prange(n_chunks):
+        first = c * n_blocks // n_chunks
+        stop = (c + 1) * n_blocks // n_chunks
+        _closest_range(x, rows, beta, lo_wires, hi_wires, tile, out, first, stop)
+
+
 def closest_to_median_cols(
     x: F32Matrix,
     rows: I64Vector,
@@ -328,14 +459,12 @@ def closest_to_median_cols(
     the smaller value. The run is summed in float64 ascending, / beta.
     """
     d = x.shape[1]
-    theta = rows.shape[0]
     out = np.empty(d, dtype=np.float32)
-    n_blocks = (d + tile - 1) // tile
-    for blk in prange(n_blocks):
-        j0 = blk * tile
-        width = min(tile, d - j0)
-        buf = np.empty((theta, tile), dtype=np.float32)
-        _closest_block(x, rows, j0, beta, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+    chunks = _chunks(rows.shape[0] * d)
+    if chunks > 1:
+        _closest_parallel(x, rows, beta, lo_wires, hi_wires, tile, out, chunks)
+    else:
+        _closest_range(x, rows, beta, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
     return out
 
 
@@ -398,8 +527,30 @@ def _distance_rows(x: F32Matrix, i0: int, i1: int, lanes: F64Matrix) -> None:
                 _add_squared_gaps(a, x[j, k0 : k0 + width], lanes[i - i0, j])
 
 
+@numba.njit(cache=True, fastmath=False)
+def _distance_group(x: F32Matrix, i0: int, i1: int, dist: F64Matrix) -> None:
+    """Fill ``dist[i, j]`` and ``dist[j, i]`` for ``i0 <= i < i1``, ``j > i``."""
+    n = x.shape[0]
+    if i1 <= i0:
+        return
+    lanes = np.zeros((i1 - i0, n, DIST_LANES), dtype=np.float64)
+    _distance_rows(x, i0, i1, lanes)
+    for i in range(i0, i1):
+        for j in range(i + 1, n):
+            total = 0.0
+            for q in range(DIST_LANES):
+                total += lanes[i - i0, j, q]
+            dist[i, j] = total
+            dist[j, i] = total
+
+
 @numba.njit(cache=True, fastmath=False, parallel=True)
-def pairwise_sq_distances(x: F32Matrix, bounds: I64Vector) -> F64Matrix:
+def _distances_parallel(x: F32Matrix, bounds: I64Vector, dist: F64Matrix) -> None:
+    for g in prange(bounds.shape[0] - 1):
+        _distance_group(x, bounds[g], bounds[g + 1], dist)
+
+
+def pairwise_sq_distances(x: F32Matrix, groups: int) -> F64Matrix:
     """Squared Euclidean distances in float64, in a fixed order of additions.
 
     For a pair (i, j): lane ``q`` (``q = 0 .. L-1``, ``L = DIST_LANES``) sums
@@ -408,24 +559,16 @@ def pairwise_sq_distances(x: F32Matrix, bounds: I64Vector) -> F64Matrix:
     L independent sums let the compiler run L pairs of coordinates side by
     side in vector registers without reordering any addition; L is part of
     consensus, the tile size and thread count are not. Symmetric, zero
-    diagonal. Each group of rows (``bounds``) runs whole in one thread.
+    diagonal. ``groups`` row groups (balanced by pair count, :func:`row_groups`) each run
+    whole in one thread; below ``PARALLEL_MIN_ELEMENTS`` of work, one group.
     """
-    n = x.shape[0]
+    n, d = x.shape
     dist = np.zeros((n, n), dtype=np.float64)
-    n_groups = bounds.shape[0] - 1
-    for g in prange(n_groups):
-        i0 = bounds[g]
-        i1 = bounds[g + 1]
-        if i1 > i0:
-            lanes = np.zeros((i1 - i0, n, DIST_LANES), dtype=np.float64)
-            _distance_rows(x, i0, i1, lanes)
-            for i in range(i0, i1):
-                for j in range(i + 1, n):
-                    total = 0.0
-                    for q in range(DIST_LANES):
-                        total += lanes[i - i0, j, q]
-                    dist[i, j] = total
-                    dist[j, i] = total
+    pairs = n * (n - 1) // 2
+    if groups > 1 and pairs * d >= PARALLEL_MIN_ELEMENTS:
+        _distances_parallel(x, row_groups(n, groups), dist)
+    else:
+        _distance_group(x, 0, n, dist)
     return dist
 
 

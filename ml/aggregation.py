@@ -128,10 +128,6 @@ def _full_network(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
     return kernels.sorting_network(n, 0, n)
 
 
-def _row_groups(n: int) -> npt.NDArray[np.int64]:
-    return kernels.row_groups(n, numba.get_num_threads())
-
-
 # --------------------------------------------------------------------------
 # Rules
 # --------------------------------------------------------------------------
@@ -234,7 +230,7 @@ def trimmed_mean(updates: Updates, *, f: int) -> Result:
 def _krum_order(updates: Updates, f: int) -> npt.NDArray[np.int64]:
     """Row indices sorted by Krum score, ties by lower index."""
     n = updates.shape[0]
-    dist = kernels.pairwise_sq_distances(updates, _row_groups(n))
+    dist = kernels.pairwise_sq_distances(updates, numba.get_num_threads())
     scores = kernels.krum_scores(dist, np.ones(n, dtype=np.bool_), f)
     return np.argsort(scores, kind="stable").astype(np.int64)
 
@@ -307,7 +303,7 @@ def multi_krum(updates: Updates, *, f: int, m: int | None = None) -> Result:
 def _bulyan_picks(updates: Updates, f: int, theta: int) -> npt.NDArray[np.int64]:
     """Bulyan's first step: theta successive Krum choices, each among the rows left."""
     n = updates.shape[0]
-    dist = kernels.pairwise_sq_distances(updates, _row_groups(n))
+    dist = kernels.pairwise_sq_distances(updates, numba.get_num_threads())
     alive = np.ones(n, dtype=np.bool_)
     for _ in range(theta):
         scores = kernels.krum_scores(dist, alive, f)

@@ -190,7 +190,7 @@ def test_median_matches_numpy_median_on_odd_n() -> None:
 @pytest.mark.parametrize(("n", "d"), [(3, 5), (5, 129), (12, 1000), (20, 300)])
 def test_distances_follow_the_documented_lane_order(n: int, d: int) -> None:
     x = random_updates(n + d, n, d)
-    got = kernels.pairwise_sq_distances(x, kernels.row_groups(n, 3))
+    got = kernels.pairwise_sq_distances(x, 3)
     assert_same_bits(got, oracle_distances(x))
 
 
@@ -377,13 +377,18 @@ def test_same_bits_for_repeated_calls_and_any_thread_count(rule: str) -> None:
         numba.set_num_threads(default_threads)
 
 
-def test_distance_groups_do_not_change_bits() -> None:
-    x = random_updates(3, 23, 3000)
-    reference = kernels.pairwise_sq_distances(x, kernels.row_groups(23, 1))
+def test_parallel_and_serial_paths_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inputs this small run serially by default; lower the bar to force every
+    # parallel driver (and odd group/chunk counts) through the same data.
+    x = random_updates(3, 23, 3001, byzantine=5)
+    serial = {rule: aggregate(rule, x, **rule_args(rule, 5)) for rule in RULES}
+    reference = kernels.pairwise_sq_distances(x, 1)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 1)
     for groups in (2, 3, 7, 23):
-        assert bits(kernels.pairwise_sq_distances(x, kernels.row_groups(23, groups))) == bits(
-            reference
-        )
+        assert bits(kernels.pairwise_sq_distances(x, groups)) == bits(reference)
+    for rule in RULES:
+        out, mask = aggregate(rule, x, **rule_args(rule, 5))
+        assert bits(out) == bits(serial[rule][0]) and bits(mask) == bits(serial[rule][1])
 
 
 GOLDEN_CASES: list[dict[str, Any]] = [

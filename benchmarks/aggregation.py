@@ -1,0 +1,302 @@
+"""Robust aggregation: ml.aggregation against Flower 1.42 and plain numpy, same input.
+
+For every rule at n in {8, 32, 128} clients and d in {1e4, 1e5, 1e6}
+coordinates (f = min(6, (n - 3) // 4), so Bulyan's n >= 4f + 3 holds), times
+our kernel (after a warm-up call that compiles it), Flower's function with
+equal weights, and a short numpy version (BLAS and all, no consensus rules),
+each the median of a few calls, plus the memory floor: one summing read of
+the input. Flower is skipped where its extrapolated time passes
+``FLOWER_BUDGET_S`` (Bulyan and Krum at large n), and the skip is recorded.
+
+Writes ``results/aggregation.json`` (raw samples, medians, ratios) and
+``results/aggregation.png`` (time against d and against n), and returns
+``aggregation_<rule>_n32_d1e6`` headlines: milliseconds, ratio = Flower's
+time / ours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, Headline, median, time_call, write_result
+from ml.aggregation import RULES, aggregate
+
+FULL_NS = (8, 32, 128)
+FULL_DS = (10_000, 100_000, 1_000_000)
+QUICK_NS = (8, 32)
+QUICK_DS = (10_000, 100_000)
+HEADLINE_N = 32
+HEADLINE_D = 1_000_000
+MAX_F = 6  # the Byzantine bound of the headline figures
+OUR_REPEATS = 5
+BASELINE_REPEATS = 3
+SLOW_CALL_S = 1.0  # a baseline call slower than this is timed once
+FLOWER_BUDGET_S = 20.0  # skip Flower where one call would take longer than this
+SEED = 2024
+
+FLOWER_NAMES = {
+    "mean": "aggregate",
+    "median": "aggregate_median",
+    "trimmed_mean": "aggregate_trimmed_avg",
+    "krum": "aggregate_krum",
+    "multi_krum": "aggregate_krum",
+    "bulyan": "aggregate_bulyan",
+}
+
+Array = np.ndarray[Any, np.dtype[Any]]
+
+
+def byzantine_bound(n: int) -> int:
+    return min(MAX_F, (n - 3) // 4)
+
+
+def rule_kwargs(rule: str, f: int) -> dict[str, int]:
+    return {} if rule == "mean" else {"f": f}
+
+
+# --------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------
+
+
+def flower_call(rule: str, x: Array, f: int) -> Callable[[], object]:
+    """Flower's function on Flower's input shape: a list of ([layer], num_examples=1)."""
+    from flwr.server.strategy import aggregate as fa
+
+    results = [([row], 1) for row in x]
+    n = x.shape[0]
+    calls: dict[str, Callable[[], object]] = {
+        "mean": lambda: fa.aggregate(results),
+        "median": lambda: fa.aggregate_median(results),
+        # int((f + 0.5) / n * n) == f cut from each end, as our trimmed_mean(f).
+        "trimmed_mean": lambda: fa.aggregate_trimmed_avg(results, (f + 0.5) / n),
+        "krum": lambda: fa.aggregate_krum(results, f, 0),
+        "multi_krum": lambda: fa.aggregate_krum(results, f, n - f),
+        # aggregate_bulyan pops from its list: give it a fresh one each call.
+        "bulyan": lambda: fa.aggregate_bulyan(list(results), f, fa.aggregate_krum, to_keep=0),
+    }
+    return calls[rule]
+
+
+def numpy_distances(x: Array) -> Array:
+    norms = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    gram = x.astype(np.float64) @ x.T.astype(np.float64)
+    return np.maximum(norms[:, None] + norms[None, :] - 2.0 * gram, 0.0)  # type: ignore[no-any-return]
+
+
+def numpy_krum_order(dist: Array, alive: Array, f: int) -> Array:
+    sub = dist[np.ix_(alive, alive)]
+    k = max(1, len(alive) - f - 2)
+    scores = np.sort(sub, axis=1)[:, 1 : k + 1].sum(axis=1)
+    return alive[np.argsort(scores, kind="stable")]  # type: ignore[no-any-return]
+
+
+def numpy_bulyan(x: Array, f: int) -> Array:
+    n = x.shape[0]
+    theta, beta = n - 2 * f, n - 4 * f
+    dist = numpy_distances(x)
+    alive = np.arange(n)
+    picked = []
+    for _ in range(theta):
+        best = numpy_krum_order(dist, alive, f)[0]
+        picked.append(best)
+        alive = alive[alive != best]
+    chosen = x[np.sort(picked)]
+    med = np.median(chosen, axis=0)
+    nearest = np.argsort(np.abs(chosen - med), axis=0)[:beta]
+    return np.take_along_axis(chosen, nearest, axis=0).mean(axis=0)  # type: ignore[no-any-return]
+
+
+def numpy_call(rule: str, x: Array, f: int) -> Callable[[], object]:
+    """A short numpy version of each rule: what one would write without our kernels."""
+    n = x.shape[0]
+    calls: dict[str, Callable[[], object]] = {
+        "mean": lambda: x.mean(axis=0),
+        "median": lambda: np.median(x, axis=0),
+        "trimmed_mean": lambda: np.sort(x, axis=0)[f : n - f].mean(axis=0),
+        "krum": lambda: x[numpy_krum_order(numpy_distances(x), np.arange(n), f)[0]],
+        "multi_krum": lambda: x[
+            numpy_krum_order(numpy_distances(x), np.arange(n), f)[: n - f]
+        ].mean(axis=0),
+        "bulyan": lambda: numpy_bulyan(x, f),
+    }
+    return calls[rule]
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+
+
+def time_baseline(fn: Callable[[], object]) -> list[float]:
+    """One timed call; more only if it was quick (slow baselines would take minutes)."""
+    first = time_call(fn, repeat=1, warmup=0)
+    if first[0] > SLOW_CALL_S:
+        return first
+    return first + time_call(fn, repeat=BASELINE_REPEATS - 1, warmup=0)
+
+
+def predicted_flower_s(previous: dict[tuple[str, int], float], rule: str, n: int, d: int) -> float:
+    """Extrapolate from the largest smaller d already timed for this rule and n (linear in d)."""
+    smaller = [dd for (r, dd) in previous if r == rule and dd < d]
+    if not smaller:
+        return 0.0
+    base = max(smaller)
+    return previous[(rule, base)] * d / base
+
+
+def measure(ns: tuple[int, ...], ds: tuple[int, ...]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    rng = np.random.default_rng(SEED)
+    for n in ns:
+        f = byzantine_bound(n)
+        flower_seen: dict[tuple[str, int], float] = {}
+        for d in ds:
+            x = rng.standard_normal((n, d), dtype=np.float32)
+            x[n - f :] *= np.float32(-10.0)  # f Byzantine rows: scaled sign flips
+            floor = time_call(lambda x=x: np.add.reduce(x, axis=None), repeat=OUR_REPEATS)
+            for rule in RULES:
+                kwargs = rule_kwargs(rule, f)
+                ours = time_call(
+                    lambda rule=rule, kwargs=kwargs, x=x: aggregate(rule, x, **kwargs),
+                    repeat=OUR_REPEATS,
+                )
+                row: dict[str, Any] = {
+                    "rule": rule,
+                    "n": n,
+                    "d": d,
+                    "f": f,
+                    "ours_s": ours,
+                    "ours_median_s": median(ours),
+                    "floor_s": floor,
+                    "floor_median_s": median(floor),
+                    "numpy_s": time_baseline(numpy_call(rule, x, f)),
+                }
+                row["numpy_median_s"] = median(row["numpy_s"])
+                expected = predicted_flower_s(flower_seen, rule, n, d)
+                if expected > FLOWER_BUDGET_S:
+                    row["flower_skipped"] = (
+                        f"predicted {expected:.0f} s per call > {FLOWER_BUDGET_S:.0f} s"
+                    )
+                else:
+                    row["flower_s"] = time_baseline(flower_call(rule, x, f))
+                    row["flower_median_s"] = median(row["flower_s"])
+                    row["ratio_vs_flower"] = row["flower_median_s"] / row["ours_median_s"]
+                    flower_seen[(rule, d)] = row["flower_median_s"]
+                row["ratio_vs_numpy"] = row["numpy_median_s"] / row["ours_median_s"]
+                rows.append(row)
+                flower_ms = (
+                    f"{row['flower_median_s'] * 1e3:9.1f} ms"
+                    if "flower_median_s" in row
+                    else "  skipped   "
+                )
+                print(
+                    f"  {rule:<13} n={n:<4} d={d:<8} ours {row['ours_median_s'] * 1e3:8.2f} ms"
+                    f"  flower {flower_ms}  numpy {row['numpy_median_s'] * 1e3:8.1f} ms"
+                    f"  floor {row['floor_median_s'] * 1e3:6.2f} ms",
+                    flush=True,
+                )
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------
+
+
+def plot(rows: list[dict[str, Any]], n_fixed: int, d_fixed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_d, by_n) = plt.subplots(1, 2, figsize=(13, 5))
+    colours = dict(zip(RULES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for axis, fixed_key, fixed, free_key in ((by_d, "n", n_fixed, "d"), (by_n, "d", d_fixed, "n")):
+        for rule in RULES:
+            sel = sorted(
+                (r for r in rows if r["rule"] == rule and r[fixed_key] == fixed),
+                key=lambda r: r[free_key],
+            )
+            xs = [r[free_key] for r in sel]
+            axis.plot(
+                xs,
+                [r["ours_median_s"] * 1e3 for r in sel],
+                "o-",
+                color=colours[rule],
+                label=f"{rule}",
+            )
+            fl = [(r[free_key], r["flower_median_s"] * 1e3) for r in sel if "flower_median_s" in r]
+            if fl:
+                axis.plot(*zip(*fl, strict=True), "x--", color=colours[rule], alpha=0.6)
+        floor = sorted(
+            {(r[free_key], r["floor_median_s"] * 1e3) for r in rows if r[fixed_key] == fixed}
+        )
+        axis.plot(*zip(*floor, strict=True), "k:", label="one read (floor)")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel(free_key)
+        axis.set_ylabel("ms per call")
+        axis.set_title(f"time vs {free_key} at {fixed_key}={fixed:g} (solid: ours, dashed: Flower)")
+        axis.grid(True, which="both", alpha=0.3)
+    by_d.legend(fontsize=8)
+    fig.tight_layout()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS_DIR / "aggregation.png", dpi=110)
+    plt.close(fig)
+
+
+def size_tag(n: int, d: int) -> str:
+    exponent = round(math.log10(d))
+    return f"n{n}_d1e{exponent}"
+
+
+def headlines(rows: list[dict[str, Any]], n: int, d: int) -> list[Headline]:
+    out = []
+    for row in rows:
+        if row["n"] != n or row["d"] != d or "flower_median_s" not in row:
+            continue
+        out.append(
+            Headline(
+                name=f"aggregation_{row['rule']}_{size_tag(n, d)}",
+                value=row["ours_median_s"] * 1e3,
+                unit="ms",
+                baseline=f"flwr 1.42 {FLOWER_NAMES[row['rule']]}",
+                ratio=row["ratio_vs_flower"],
+            )
+        )
+    return out
+
+
+def run(quick: bool = False) -> list[Headline]:
+    import numba
+
+    ns, ds = (QUICK_NS, QUICK_DS) if quick else (FULL_NS, FULL_DS)
+    print(
+        f"  aggregation: n in {ns}, d in {ds}, numba threads {numba.get_num_threads()}", flush=True
+    )
+    rows = measure(ns, ds)
+    head_n, head_d = (HEADLINE_N, max(ds)) if quick else (HEADLINE_N, HEADLINE_D)
+    write_result(
+        "aggregation",
+        {
+            "params": {
+                "ns": list(ns),
+                "ds": list(ds),
+                "f": "min(6, (n - 3) // 4)",
+                "our_repeats": OUR_REPEATS,
+                "baseline_repeats": BASELINE_REPEATS,
+                "flower_budget_s": FLOWER_BUDGET_S,
+                "numba_threads": numba.get_num_threads(),
+                "quick": quick,
+                "seed": SEED,
+            },
+            "rows": rows,
+        },
+    )
+    plot(rows, head_n, head_d)
+    return headlines(rows, head_n, head_d)
