@@ -12,11 +12,9 @@ Everything here is a pure function of its arguments and bit-reproducible.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from consensus.block import Block
@@ -45,14 +43,6 @@ _UPDATE_REJECTS = {
     UpdateProblem.STALE: Reject.UPDATE_STALE,
     UpdateProblem.BAD_BASE: Reject.UPDATE_BAD_BASE,
 }
-
-
-# Below this many update values (n * d) a block's aggregation runs on the
-# calling thread. The kernels' bits never depend on the thread count (their
-# contract), only their speed: a 4 x 650 median takes ~6 us on one thread, while
-# waking numba's pool costs ~0.1 ms idle and several ms when other processes
-# hold the cores. 2**16 values is ~0.1 ms of sorting-network work.
-SERIAL_AGGREGATE_MAX_VALUES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -196,29 +186,10 @@ def aggregate_updates(
         return None, np.zeros(n, dtype=bool)
     stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
     try:
-        with _kernel_threads(1 if stacked.size <= SERIAL_AGGREGATE_MAX_VALUES else None):
-            result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
+        result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
     except AggregationError as exc:  # a rule or parameters the task names but ml does not run
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
     return result, np.asarray(mask, dtype=bool)
-
-
-@contextlib.contextmanager
-def _kernel_threads(count: int | None) -> Iterator[None]:
-    """Run numba parallel kernels on at most ``count`` threads (None: leave as is).
-
-    numba's thread count is a setting of the calling thread, so this does not
-    slow the miner or any other thread; it is restored on the way out.
-    """
-    if count is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(count, previous))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
