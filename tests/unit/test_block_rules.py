@@ -376,19 +376,19 @@ def test_update_with_nan_or_inf_is_not_finite(cb: ChainBuilder) -> None:
 
 
 def norm_vector(size: int, last: np.float32) -> np.ndarray:
-    """(6, last, 0, ...): norm exactly 10 when ``last`` is 8, as 36 + 64 = 100 is exact."""
+    """(12, last, 0, ...): norm exactly 20 when ``last`` is 16, as 144 + 256 = 400 is exact."""
     values = np.zeros(size, dtype=np.float32)
-    values[0] = np.float32(6.0)
+    values[0] = np.float32(12.0)  # 12-16-20: the norm is exactly the bound in every precision
     values[1] = last
     return values
 
 
 @covers(Reject.UPDATE_NORM)
 def test_update_norm_just_above_the_bound_is_rejected_and_at_the_bound_passes(cb: ChainBuilder) -> None:
-    assert cb.task.norm_bound == 10.0
+    assert cb.task.norm_bound == 20.0
     size = cb.task.param_count
-    at_bound = norm_vector(size, np.float32(8.0))
-    just_above = norm_vector(size, np.nextafter(np.float32(8.0), np.float32(np.inf)))
+    at_bound = norm_vector(size, np.float32(16.0))
+    just_above = norm_vector(size, np.nextafter(np.float32(16.0), np.float32(np.inf)))
     valid = cb.template([cb.update(ALICE, at_bound)])
     above_update = cb.update(ALICE, just_above)
     assert code_of(cb, swap(valid, 1, above_update)) is Reject.UPDATE_NORM

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from node.cli.main import NOUNS, main
+from node.cli.main import NOUNS, build_parser, main
+
+# Nouns that are commands of their own (``gradchain sim ...``) have no verbs.
+NOUNS_WITH_VERBS = [n for n, _, _ in NOUNS if getattr(build_parser().parse_args([n]), "handler", None) is None]
 
 
 def test_help_lists_every_noun(capsys: pytest.CaptureFixture[str]) -> None:
@@ -16,7 +19,7 @@ def test_help_lists_every_noun(capsys: pytest.CaptureFixture[str]) -> None:
         assert noun in out
 
 
-@pytest.mark.parametrize("noun", [n for n, _, _ in NOUNS])
+@pytest.mark.parametrize("noun", NOUNS_WITH_VERBS)
 def test_noun_without_verb_prints_its_verbs_and_fails(noun: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([noun]) == 2
     assert "<verb>" in capsys.readouterr().err
