@@ -3,7 +3,8 @@
 Verbs: ``new`` (a fresh key in a keystore file), ``show`` (one keystore's
 address and public key) and ``list`` (every keystore in a directory).
 ``show`` and ``list`` read only the clear header, so they need no password.
-Sending and balances arrive with the node's API.
+``send`` signs a transfer locally and posts it to a node; ``balance`` asks a
+node for an address's balance.
 
 Top-level imports stay light (argparse and the standard library) so that
 ``gradchain --help`` answers at once; cryptography loads inside handlers.
@@ -68,6 +69,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     listing.add_argument("--json", action="store_true", help="print one JSON array")
     listing.set_defaults(handler=cmd_list)
+
+    send = verbs.add_parser("send", help="sign a transfer with a keystore and submit it to a node")
+    send.add_argument("--node", required=True, metavar="URL", help="the node's API, e.g. http://127.0.0.1:8733")
+    send.add_argument("--keystore", metavar="FILE", type=Path, required=True)
+    send.add_argument("--to", required=True, metavar="ADDRESS")
+    send.add_argument("--amount", required=True, type=int, help="base units")
+    send.add_argument("--fee", type=int, default=0, help="base units paid to the miner")
+    send.set_defaults(handler=cmd_send)
+
+    balance = verbs.add_parser("balance", help="an address's balance and nonce, from a node")
+    balance.add_argument("--node", required=True, metavar="URL")
+    balance.add_argument("address")
+    balance.add_argument("--json", action="store_true", help="print one JSON object")
+    balance.set_defaults(handler=cmd_balance)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -147,4 +162,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"{row['address']}  {row['path']}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Sign locally (the key never leaves this machine), then submit to the node."""
+    from node import keystore_file
+    from node.client import ApiError, NodeClient
+    from wallet import AddressError, KeystoreError, decode_address
+
+    if args.amount <= 0 or args.fee < 0:
+        raise CliError("--amount must be positive and --fee not negative")
+    try:
+        to = decode_address(args.to)
+    except AddressError as exc:
+        raise CliError(f"--to: {exc}") from None
+    try:
+        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False))
+    except (keystore_file.KeystoreFileError, KeystoreError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        tx_id = NodeClient(args.node).send(keypair, to, args.amount, args.fee)
+    except ApiError as exc:
+        raise CliError(f"the node refused the transfer: {exc.message}") from None
+    print(tx_id)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from node.client import ApiError, NodeClient
+
+    try:
+        info = NodeClient(args.node).account(args.address)
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{info['address']}  balance {info['balance']}  nonce {info['nonce']}  (height {info['height']})")
     return 0

@@ -1,0 +1,133 @@
+"""A small typed client for a node's /api/ (standard library only, synchronous).
+
+Used by the CLI commands and the tests, and meant for participants who train
+elsewhere::
+
+    from node.client import NodeClient
+    client = NodeClient("http://127.0.0.1:8733")
+    params, height = client.model_params()
+    delta = params - my_training_loop(params)      # float32, the task's shape
+    client.submit_update(keypair, delta, base_height=height)
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from consensus.header import hex_to_hash
+from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
+from ml.codec import encode_update
+from wallet import KeyPair, address_of
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class ApiError(Exception):
+    """The node answered with an error (``status``) or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class NodeClient:
+    url: str
+    token: str | None = None  # DATADIR/.cookie, for control routes
+    timeout: float = DEFAULT_TIMEOUT_S
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 content_type: str = "application/json") -> tuple[bytes, dict[str, str]]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", content_type)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read(), dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            try:
+                text = json.loads(text).get("error", text)
+            except (json.JSONDecodeError, AttributeError):
+                pass
+            raise ApiError(exc.code, text.strip()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiError(0, f"cannot reach {self.url}: {exc}; is the node running?") from None
+
+    def _json(self, method: str, path: str, payload: Any = None) -> Any:
+        body = None if payload is None else json.dumps(payload).encode()
+        raw, _ = self._request(method, path, body)
+        return json.loads(raw)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/status"))
+
+    def block(self, ident: int | str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/blocks/{ident}"))
+
+    def tx(self, tx_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/tx/{tx_id}"))
+
+    def account(self, address: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/accounts/{address}"))
+
+    def peers(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/peers"))
+
+    def model(self, height: int | None = None) -> dict[str, Any]:
+        suffix = "" if height is None else f"?height={height}"
+        return dict(self._json("GET", f"/api/model{suffix}"))
+
+    def model_params(self, height: int | None = None) -> tuple[np.ndarray, int]:
+        """The flat float32 parameters at ``height`` (default: the tip) and that height."""
+        suffix = "" if height is None else f"?height={height}"
+        raw, headers = self._request("GET", f"/api/model/params{suffix}")
+        if len(raw) % 4:
+            raise ApiError(0, "parameter bytes are not a whole number of float32 values")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32), int(headers["X-Gradchain-Height"])
+
+    def predict(self, inputs: np.ndarray | list[list[float]], height: int | None = None) -> list[Any]:
+        suffix = "" if height is None else f"?height={height}"
+        rows = np.asarray(inputs, dtype=np.float64).tolist()
+        return list(self._json("POST", f"/api/predict{suffix}", {"inputs": rows})["predictions"])
+
+    # -- writes --------------------------------------------------------------------------------
+    def submit_raw_tx(self, raw: bytes) -> str:
+        return str(self._json("POST", "/api/tx", {"tx": raw.hex()})["txid"])
+
+    def submit_update(self, keypair: KeyPair, delta: np.ndarray, *, base_height: int | None = None,
+                      fee: int = 0, encoding: str = "f32") -> str:
+        """Sign and submit ``delta`` (params_base - params_after_training) computed at ``base_height``."""
+        status = self.status()
+        base = status["height"] if base_height is None else base_height
+        base_hash = hex_to_hash(self.block(base)["hash"])
+        nonce = self.account(address_of(keypair.public))["next_nonce"]
+        update = GradientUpdate(keypair.public, nonce, fee, base, base_hash,
+                                encode_update(np.asarray(delta, dtype=np.float32), encoding))
+        return self.submit_raw_tx(encode_tx(sign_tx(update, keypair, status["chain_id"])))
+
+    def send(self, keypair: KeyPair, to: bytes, amount: int, fee: int = 0) -> str:
+        """Sign and submit a transfer of ``amount`` base units to the raw address ``to``."""
+        status = self.status()
+        nonce = self.account(address_of(keypair.public))["next_nonce"]
+        tx = Transfer(keypair.public, nonce, to, amount, fee)
+        return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, status["chain_id"])))
+
+    def mine(self, blocks: int = 1) -> dict[str, Any]:
+        """Mine blocks now (regtest; needs the node's cookie token)."""
+        return dict(self._json("POST", "/api/mine", {"blocks": blocks}))
+
+    def add_peer(self, url: str) -> dict[str, Any]:
+        return dict(self._json("POST", "/api/peers", {"url": url}))
+

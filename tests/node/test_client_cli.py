@@ -1,0 +1,138 @@
+"""Bring your own trainer: the client commands against a live regtest node.
+
+A node runs in a background thread with the miner's keystore; the test
+drives it only through `gradchain wallet|update|model ...` and NodeClient,
+as an external participant would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from ml.datasets import load_dataset
+from ml.tasks import builtin_task
+from node.cli.main import main
+from node.client import ApiError, NodeClient
+from node.config import NodeConfig
+from node.keystore_file import keystore_address
+from node.service import Node
+
+PASSWORD = "pw"
+
+
+class NodeThread:
+    """A node on its own event loop in a daemon thread."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.node = Node(config)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.node.start(), self.loop).result(timeout=60)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture()
+def live(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[NodeClient, pathlib.Path]]:
+    monkeypatch.setenv("GRADCHAIN_PASSWORD", PASSWORD)
+    keystore = tmp_path / "miner.json"
+    assert main(["wallet", "new", "--keystore", str(keystore)]) == 0
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node", keystore=keystore, password=PASSWORD))
+    token = (tmp_path / "node" / ".cookie").read_text()
+    try:
+        yield NodeClient(running.node.url, token=token), keystore
+    finally:
+        running.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_send_and_balance(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    client, keystore = live
+    client.mine(2)  # the miner earns two block rewards
+    miner = keystore_address(keystore)
+    reward = builtin_task("digits").block_reward
+    code, out, _ = run(capsys, "wallet", "balance", "--node", client.url, miner, "--json")
+    assert code == 0 and f'"balance": {2 * reward}' in out
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "bob.json")]) == 0
+    bob = keystore_address(tmp_path / "bob.json")
+    code, out, err = run(capsys, "wallet", "send", "--node", client.url, "--keystore", str(keystore),
+                         "--to", bob, "--amount", "1234", "--fee", "10")
+    assert code == 0, err
+    assert client.tx(out.strip())["status"] == "mempool"
+    client.mine(1)
+    assert client.tx(out.strip())["status"] == "confirmed"
+    assert client.account(bob)["balance"] == 1234
+    code, _, err = run(capsys, "wallet", "send", "--node", client.url, "--keystore", str(keystore),
+                       "--to", bob[:-1] + ("q" if bob[-1] != "q" else "p"), "--amount", "1")
+    assert code == 1 and "typo" in err
+
+
+def test_update_submit_trains_the_shared_model(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    client, keystore = live
+    task = builtin_task("digits")
+    params, height = client.model_params()
+    assert params.shape == (task.param_count,)
+    from ml.trainer import train_update
+
+    data = load_dataset(task)
+    delta = train_update(task, params, data.X_train, data.y_train, rng=np.random.default_rng(0))
+    np.save(tmp_path / "update.npy", delta)
+    code, out, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
+                         "--file", str(tmp_path / "update.npy"), "--base-height", str(height))
+    assert code == 0, err
+    before = client.model()["metrics"]["accuracy"]
+    client.mine(1)
+    assert client.tx(out.strip())["status"] == "confirmed"
+    assert client.model()["version"] == 1
+    assert client.model()["metrics"]["accuracy"] > before
+
+    code, out, _ = run(capsys, "model", "get", "--node", client.url, "--out", str(tmp_path / "p.npy"))
+    assert code == 0
+    assert np.array_equal(np.load(tmp_path / "p.npy"), client.model_params()[0])
+    np.savetxt(tmp_path / "x.csv", data.X_test[:5], delimiter=",")
+    code, out, _ = run(capsys, "model", "predict", "--node", client.url, "--inputs", str(tmp_path / "x.csv"))
+    assert code == 0 and len(out.split()) == 5
+
+
+def test_bad_updates_are_refused_before_sending(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    client, keystore = live
+    np.save(tmp_path / "short.npy", np.zeros(10, dtype=np.float32))
+    code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
+                       "--file", str(tmp_path / "short.npy"))
+    assert code == 1 and "expects [650]" in err
+    bad = np.zeros(650, dtype=np.float32)
+    bad[3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
+                       "--file", str(tmp_path / "nan.npy"))
+    assert code == 1 and "NaN" in err
+    assert client.status()["mempool"] == 0
+
+
+def test_control_routes_need_the_cookie(live: tuple[NodeClient, pathlib.Path]) -> None:
+    client, _ = live
+    with pytest.raises(ApiError) as info:
+        NodeClient(client.url).mine(1)
+    assert info.value.status == 401
+    with pytest.raises(ApiError) as info:
+        NodeClient(client.url, token="0" * 64).mine(1)
+    assert info.value.status == 401
