@@ -1,0 +1,310 @@
+"""The dashboard: ``GET /`` on every node, its live fragment, a block explorer and the plot.
+
+Routes
+------
+``GET /``
+    The whole page: header (network, task, height), stat cards, the model
+    plot, events, recent blocks, their updates with the rule's verdict, peers.
+``GET /dashboard/live``
+    The same page without its shell: the page's script fetches it every few
+    seconds and swaps it in, so the page follows the chain without reloading.
+``GET /blocks/{ident}``
+    One block by height or hash: header fields, transactions, updates.
+``GET /plot.svg``
+    The model plot on its own (image/svg+xml).
+
+Anything that reads storage runs on the chain thread (``node.run_chain``);
+in-memory snapshots (tip, height, evaluator history, events, peers) are
+read on the loop. Rendering lives in :mod:`node.api.dashboard_views`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from consensus.block import Block
+from consensus.header import hash_hex, hex_to_hash
+from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer
+from ml.codec import decode_update
+from ml.models import param_count, predict
+from node.api import dashboard_views as views
+from node.api.routes import block_summary
+
+RECENT_BLOCKS = 12  # rows in the recent-blocks table
+RECENT_EVENTS = 40  # newest events listed (the card scrolls)
+MAX_NORM_VALUES = 1_000_000  # decode an update for its norm only below this size (cost per refresh)
+PREDICTION_DAYS = 250  # test days drawn in a regress task's prediction plot
+OUTCOME_CACHE_MAX = 20_000  # blocks whose rejected-update count is remembered (immutable per hash)
+MAX_PLOTTED_HEIGHTS = 5000  # matches the evaluator's history; older heights are not plotted
+HTML = "text/html"
+
+
+@dataclass
+class DashboardState:
+    """Caches kept between requests: each entry is a pure function of a block hash."""
+
+    rejected_by_hash: dict[bytes, int] = field(default_factory=dict)
+    prediction_tip: bytes = b""
+    prediction: views.Prediction | None = None
+
+
+# -- on the chain thread ------------------------------------------------------------------------
+def block_view(node: Any, block: Block, height: int) -> views.BlockView:
+    """A block with each update's sender, base, encoding, norm and verdict."""
+    summary = block_summary(node, block, height)
+    size = param_count(node.chain.task)
+    txs: list[views.TxView] = []
+    miner: str | None = None
+    for position, (tx, info) in enumerate(zip(block.txs, summary["txs"], strict=True)):
+        update: views.UpdateView | None = None
+        sender: str | None = info.get("from")
+        if isinstance(tx, Coinbase):
+            miner = info["payouts"][0]["address"] if info["payouts"] else None
+            paid = ", ".join(f"{views.short_address(p['address'])} {p['amount']:,}" for p in info["payouts"])
+            detail = f"height {tx.height}; pays {paid or 'nobody'}"
+        elif isinstance(tx, GradientUpdate):
+            update = views.UpdateView(
+                txid=info["txid"],
+                sender=info["from"],
+                base_height=tx.base_height,
+                encoding=tx.update.kind,
+                values=tx.update.size,
+                fee=tx.fee,
+                norm=_update_norm(tx, size),
+                accepted=info.get("accepted"),
+            )
+            norm = views.number(update.norm) if update.norm is not None else "—"
+            detail = f"base {tx.base_height}; {tx.update.kind}, {tx.update.size} values; norm {norm}; fee {tx.fee}"
+        elif isinstance(tx, Transfer):
+            detail = f"{tx.amount:,} to {views.short_address(info['to'])}; fee {tx.fee}; nonce {tx.nonce}"
+        elif isinstance(tx, TaskTx):
+            detail = f"task {tx.task.get('name', '?')} (rule {tx.task.get('rule', '?')})"
+        else:
+            detail = ""
+        txs.append(
+            views.TxView(position, info.get("type", "?"), info["txid"], info["size"], sender, detail, update)
+        )
+    return views.BlockView(
+        height=height,
+        hash=summary["hash"],
+        prev=summary["prev"],
+        time=block.header.time,
+        bits=summary["bits"],
+        nonce=block.header.nonce,
+        state_root=summary["state_root"],
+        main_chain=summary["main_chain"],
+        miner=miner,
+        txs=txs,
+    )
+
+
+def _update_norm(tx: GradientUpdate, size: int) -> float | None:
+    if tx.update.size > MAX_NORM_VALUES:
+        return None
+    try:
+        vector = decode_update(tx.update, size)
+    except ValueError:  # a stored body that never connected may hold anything
+        return None
+    return float(np.linalg.norm(vector.astype(np.float64)))
+
+
+def recent_blocks(node: Any, count: int) -> list[views.BlockView]:
+    chain = node.chain
+    out = []
+    for height in range(chain.height, max(-1, chain.height - count), -1):
+        block = chain.get_block(chain.main[height])
+        if block is not None:
+            out.append(block_view(node, block, height))
+    return out
+
+
+def rejected_heights(node: Any, low: int, state: DashboardState) -> dict[int, int]:
+    """Height -> updates the aggregation rule rejected there, on the main chain from ``low``."""
+    chain = node.chain
+    cache = state.rejected_by_hash
+    if len(cache) > OUTCOME_CACHE_MAX:
+        cache.clear()
+    out = {}
+    for height in range(max(0, low), chain.height + 1):
+        block_hash = chain.main[height]
+        count = cache.get(block_hash)
+        if count is None:
+            count = sum(1 for _, accepted in chain.storage.get_outcomes(block_hash) if not accepted)
+            cache[block_hash] = count
+        if count:
+            out[height] = count
+    return out
+
+
+def find_block(node: Any, ident: str) -> tuple[Block, int] | None:
+    """The block at a height or with a hash (raises ValueError for a malformed hash)."""
+    chain = node.chain
+    if ident.isdigit():
+        block_hash = chain.hash_at(int(ident))
+        if block_hash is None:
+            return None
+    else:
+        block_hash = hex_to_hash(ident)
+    entry = chain.index.get(block_hash)
+    block = chain.get_block(block_hash) if entry is not None else None
+    return None if block is None or entry is None else (block, entry.height)
+
+
+# -- on the loop ----------------------------------------------------------------------------------
+def _peers(node: Any) -> list[views.PeerView]:
+    if node.peers is None:
+        return []
+    out = []
+    for peer in list(node.peers.peers.values()):
+        info = peer.as_dict()
+        out.append(
+            views.PeerView(
+                info["url"], info["height"], info["direction"], info["user_agent"], info["connected_for_s"]
+            )
+        )
+    return sorted(out, key=lambda p: p.url)
+
+
+def _events(node: Any) -> list[views.EventView]:
+    recent = list(node.events)[-RECENT_EVENTS:]
+    return [views.EventView(e.time, e.kind, e.message, e.height) for e in reversed(recent)]
+
+
+async def _history(node: Any) -> dict[int, dict[str, float]]:
+    """The evaluator's figures per height, evaluating the tip first if it is new."""
+    evaluator = node.evaluator
+    if node.chain.height not in evaluator.history:
+        await evaluator.refresh()
+    return dict(evaluator.history)
+
+
+async def _prediction(node: Any, state: DashboardState) -> views.Prediction | None:
+    """The tip model on the last test days of a regress task (cached per tip)."""
+    chain = node.chain
+    if chain.task.head != "regress":
+        return None
+    tip = chain.tip.hash
+    if state.prediction is not None and state.prediction_tip == tip:
+        return state.prediction
+    params = np.array(chain.state.params)
+    height = chain.height
+    loop = asyncio.get_running_loop()
+    prediction = await loop.run_in_executor(None, _predict_test, node, params, height)
+    state.prediction, state.prediction_tip = prediction, tip
+    return prediction
+
+
+def _predict_test(node: Any, params: np.ndarray, height: int) -> views.Prediction:
+    dataset = node.evaluator.dataset
+    X, y = dataset.X_test, np.asarray(dataset.y_test, dtype=np.float64)
+    predicted = np.asarray(predict(node.chain.task, params, X), dtype=np.float64).reshape(-1)
+    resid = predicted - y
+    return views.Prediction(
+        height=height,
+        predicted=predicted[-PREDICTION_DAYS:].tolist(),
+        actual=y[-PREDICTION_DAYS:].tolist(),
+        mse=float(np.mean(resid**2)),
+        naive_mse=float(np.mean(y**2)),  # "tomorrow = today" predicts a zero return
+        mae=float(np.mean(np.abs(resid))),
+        naive_mae=float(np.mean(np.abs(y))),
+    )
+
+
+async def page_view(node: Any, state: DashboardState) -> views.PageView:
+    chain = node.chain
+    history = await _history(node)
+    low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
+    blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS)
+    rejected = await node.run_chain(rejected_heights, node, low, state)
+    miner, peers = node.miner, node.peers
+    task = chain.task
+    return views.PageView(
+        network=chain.network.name,
+        task=task.name,
+        head=task.head,
+        rule=task.rule,
+        f=task.f,
+        height=chain.height,
+        tip_hash=hash_hex(chain.tip.hash),
+        model_version=chain.state.model_version,
+        mining=miner is not None,
+        hashrate=float(miner.hashrate) if miner is not None else 0.0,
+        training=node.trainer is not None,
+        mempool=len(node.mempool),
+        syncing=bool(node.syncing),
+        url=node.url,
+        uptime_s=time.time() - node.started_at,
+        now=time.time(),
+        blocks=blocks,
+        peers=_peers(node),
+        events=_events(node),
+        history=history,
+        rejected=rejected,
+        prediction=await _prediction(node, state),
+        banned=len(peers.bans.banned(time.time())) if peers is not None else 0,
+        known=len(peers.known) if peers is not None else 0,
+    )
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text,
+        status=status,
+        content_type=HTML,
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": views.CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def add_routes(app: web.Application, node: Any) -> None:
+    state = DashboardState()
+
+    async def index(request: web.Request) -> web.Response:
+        return _html(views.render_page(await page_view(node, state)))
+
+    async def live(request: web.Request) -> web.Response:
+        return _html(views.render_live(await page_view(node, state)))
+
+    async def block(request: web.Request) -> web.Response:
+        chain = node.chain
+        ident = request.match_info["ident"]
+
+        def error(status: int, message: str) -> web.Response:
+            return _html(views.render_error_page(status, message, chain.network.name, chain.task.name), status)
+
+        try:
+            found = await node.run_chain(find_block, node, ident)
+        except ValueError:
+            return error(400, "give a height or a 64-digit block hash")
+        if found is None:
+            return error(404, f"no block {ident}")
+        view = await node.run_chain(block_view, node, *found)
+        return _html(views.render_block_page(view, chain.network.name, chain.task.name, chain.height))
+
+    async def plot(request: web.Request) -> web.Response:
+        chain = node.chain
+        history = await _history(node)
+        low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
+        rejected = await node.run_chain(rejected_heights, node, low, state)
+        svg = views.history_svg(history, rejected, chain.task.head, chain.height)
+        return web.Response(
+            text=svg,
+            content_type="image/svg+xml",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
+
+    app.router.add_get("/", index)
+    app.router.add_get(views.LIVE_PATH, live)
+    app.router.add_get("/blocks/{ident}", block)
+    app.router.add_get("/plot.svg", plot)

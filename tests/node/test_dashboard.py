@@ -1,0 +1,193 @@
+"""The dashboard at / follows a live regtest node, escapes what peers send, and marks rejections.
+
+Each scenario starts a real node in this process with its trainer on and its
+miner off, mines blocks on demand (waiting for the trainer's update to reach
+the mempool first, so blocks carry updates), and reads the HTML over HTTP
+like a browser would. The pure rendering functions are checked with values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import aiohttp
+
+from consensus.header import hash_hex
+from ml.tasks import builtin_task
+from node.api import dashboard_views as views
+from node.chainstate import ChainState
+from node.service import Node
+from tests.conftest import until
+from tests.node.harness import Cluster, connect, http, mine, scenario
+
+UPDATE_TIMEOUT_S = 20.0  # one local training run of the trainer, on a loaded 2-core box
+TIP_HEIGHT = re.compile(r'id="tip-height">(\d+)<')
+
+
+async def mine_with_updates(node: Node, blocks: int) -> None:
+    """Mine ``blocks`` blocks, each after the trainer's next update is pooled."""
+    for _ in range(blocks):
+        await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's update")
+        await mine(node, 1)
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, status: int = 200) -> tuple[str, aiohttp.ClientResponse]:
+    async with session.get(url) as resp:
+        text = await resp.text()
+        assert resp.status == status, f"{url}: {resp.status} {text[:200]}"
+        return text, resp
+
+
+def shown_height(page: str) -> int:
+    match = TIP_HEIGHT.search(page)
+    assert match is not None, "the header shows no height"
+    return int(match.group(1))
+
+
+@scenario
+async def test_page_shows_tables_plot_peers_and_follows_new_blocks(cluster: Cluster) -> None:
+    node = await cluster.start("a", train=True, mine=False)
+    other = await cluster.start("b")
+    await connect(node, other)
+    await mine_with_updates(node, 3)
+    await until(lambda: node.evaluator.history.get(3) is not None, what="the tip's evaluation")
+    async with http() as session:
+        page, resp = await fetch(session, node.url + "/")
+        assert resp.content_type == "text/html"
+        assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
+        assert shown_height(page) == 3
+        for table in ('id="blocks"', 'id="updates"', 'id="peers"'):
+            assert table in page
+        assert re.search(r'<svg class="plot history-plot"[^>]*>.*<polyline[^>]+data-series="accuracy"', page)
+        assert 'data-series="loss"' in page
+        assert other.url in page, "the peers table lists the connected peer"
+        for height in range(4):
+            assert f'<tr data-height="{height}">' in page
+        assert page.count('<span class="badge ok">accepted</span>') >= 2, "blocks 2 and 3 carry accepted updates"
+
+        before = node.chain.height
+        [new_hash] = await mine(node, 1)
+        live, _ = await fetch(session, node.url + "/dashboard/live")
+        assert not live.startswith("<!doctype"), "the live fragment has no page shell"
+        assert shown_height(live) == before + 1
+        assert f'href="/blocks/{hash_hex(new_hash)}"' in live
+
+
+@scenario
+async def test_values_from_peers_are_escaped(cluster: Cluster) -> None:
+    node = await cluster.start("a", train=True, mine=False)
+    hostile = "<script>alert('pwned')</script> & <img src=x onerror=alert(1)>"
+    node.event("peer", hostile)
+    async with http() as session:
+        page, _ = await fetch(session, node.url + "/")
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<script>alert" not in page and "<img" not in page
+    assert page.count("<script>") == 1, "only the page's own refresh script"
+
+
+@scenario
+async def test_block_page_lists_txs_and_each_update_verdict(cluster: Cluster) -> None:
+    node = await cluster.start("a", train=True, mine=False)
+    await mine_with_updates(node, 2)
+    block_hash = hash_hex(node.chain.hash_at(2) or b"")
+    async with http() as session:
+        by_height, _ = await fetch(session, node.url + "/blocks/2")
+        by_hash, _ = await fetch(session, node.url + f"/blocks/{block_hash}")
+        missing, _ = await fetch(session, node.url + "/blocks/999", 404)
+        malformed, _ = await fetch(session, node.url + "/blocks/not-a-hash", 400)
+    assert by_height == by_hash
+    assert block_hash in by_height and 'id="txs"' in by_height
+    assert ">coinbase<" in by_height and ">update<" in by_height
+    updates = by_height.split('id="block-updates"')[1].split("</table>")[0]
+    assert '<span class="badge ok">accepted</span>' in updates
+    assert ">f32<" in updates and "norm" not in updates.split("<tbody>")[1], "the norm is a number"
+    assert 'href="/blocks/1"' in by_height and 'href="/blocks/' + hash_hex(node.chain.hash_at(1) or b"") in by_height
+    assert "no block 999" in missing and "64-digit" in malformed
+
+
+@scenario
+async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster) -> None:
+    """Krum cannot run on a block's single update, so every update is rejected:
+
+    genesis - 1 - 2 (1 update, rejected) - 3 (1 update, rejected)
+    """
+    task = dataclasses.replace(builtin_task("digits"), rule="krum", f=1)
+    ChainState.create(cluster.base / "a", "regtest", task).close()
+    node = await cluster.start("a", train=True, mine=False)
+    await mine(node, 1)  # the trainer's first update lands in block 2
+    await mine_with_updates(node, 2)
+    async with http() as session:
+        page, _ = await fetch(session, node.url + "/")
+        svg, resp = await fetch(session, node.url + "/plot.svg")
+    assert resp.content_type == "image/svg+xml"
+    for doc in (page, svg):
+        assert '<g class="rejected" data-height="2">' in doc
+        assert '<g class="rejected" data-height="3">' in doc
+        assert 'data-height="1">' not in doc.split("<svg")[1].split("</svg>")[0]
+    assert '<span class="badge bad">1 rejected</span>' in page
+    assert "2 update(s) rejected by krum" in page
+
+
+@scenario
+async def test_stock_task_plots_mse_against_naive_and_the_prediction(cluster: Cluster) -> None:
+    node = await cluster.start("a", task="stock", train=True, mine=False)
+    await mine_with_updates(node, 2)
+    async with http() as session:
+        page, _ = await fetch(session, node.url + "/")
+    assert 'data-series="test MSE"' in page and 'data-series="naive MSE (tomorrow = today)"' in page
+    assert '<svg class="plot prediction-plot"' in page
+    assert 'data-series="predicted return %"' in page and 'data-series="actual return %"' in page
+    assert re.search(r"model MSE <b>[0-9.e+-]+</b> vs naive <b>[0-9.e+-]+</b>", page)
+    assert "MSE / naive" in page
+
+
+# -- rendering with values ----------------------------------------------------------------------------
+def page_view(**overrides: object) -> views.PageView:
+    base = views.PageView(
+        network="regtest", task="digits", head="classify", rule="median", f=1, height=7, tip_hash="ab" * 32,
+        model_version=7, mining=True, hashrate=1.5e6, training=True, mempool=2, syncing=False,
+        url="http://127.0.0.1:1", uptime_s=90, now=1_000_000.0, blocks=[], peers=[], events=[],
+        history={5: {"accuracy": 0.5, "loss": 1.2}, 7: {"accuracy": 0.9, "loss": 0.4}}, rejected={6: 2},
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def test_peer_fields_are_escaped_in_the_peers_table() -> None:
+    peer = views.PeerView('http://x"><script>1</script>', 3, "inbound", "<b>agent</b>", 5.0)
+    html = views.render_live(page_view(peers=[peer]))
+    assert "<script>1" not in html and "<b>agent" not in html
+    assert "http://x&quot;&gt;&lt;script&gt;1&lt;/script&gt;" in html
+
+
+def test_history_plot_marks_only_rejections_inside_its_range() -> None:
+    svg = views.history_svg({5: {"accuracy": 0.5, "loss": 1.0}, 9: {"accuracy": 0.8, "loss": 0.5}},
+                            {2: 1, 7: 3, 8: 0}, "classify", 9)
+    assert '<g class="rejected" data-height="7">' in svg and "3 update(s)" in svg
+    assert 'data-height="8"' not in svg, "a height with no rejection has no mark"
+    assert '<g class="rejected" data-height="2">' in svg, "the x range widens to show older rejections"
+    assert svg.count("<polyline") == 2
+
+
+def test_empty_history_still_draws_a_frame_and_says_why() -> None:
+    svg = views.history_svg({}, {}, "regress", 0)
+    assert svg.startswith("<svg") and "<path" in svg and "waiting for the first evaluation" in svg
+
+
+def test_nice_ticks_cover_the_range_with_round_steps() -> None:
+    assert views.nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ticks = views.nice_ticks(0.0, 2.37)
+    assert ticks[0] <= 0.0 and ticks[-1] >= 2.37
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert len(steps) == 1 and steps.pop() in (0.5, 1.0)
+
+
+def test_the_policy_hashes_exactly_the_inline_style_and_script() -> None:
+    import base64
+    import hashlib
+
+    for text in (views.CSS, views.SCRIPT):
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in views.CONTENT_SECURITY_POLICY
+    page = views.render_page(page_view())
+    assert f"<style>{views.CSS}</style>" in page and f"<script>{views.SCRIPT}</script>" in page
