@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from node import limits
+from node.api import dashboard
 from node.api import routes as api_routes
 from node.p2p import routes as p2p_routes
 
@@ -21,6 +22,7 @@ def make_app(node: Any) -> web.Application:
     app = web.Application(client_max_size=limits.MAX_REQUEST_BODY_BYTES, middlewares=[_timing(node)])
     p2p_routes.add_routes(app, node)
     api_routes.add_routes(app, node)
+    dashboard.add_routes(app, node)
     return app
 
 
