@@ -4,7 +4,10 @@ The wanted hashes (in height order) are cut into requests of at most
 ``MAX_BLOCKS_PER_REQUEST``. Each connected peer works on one request at a
 time; what arrives is buffered and submitted strictly in height order, so
 each block connects onto its parent. A peer that fails or stalls is dropped
-and its request goes back to the front of the queue for another peer.
+and its request goes back to the front of the queue for another peer. A peer
+that answers with none of the blocks asked for does not have that branch (it
+may be on another fork): it gets no more requests in this download, so the
+request goes to a peer that has the blocks instead of back to it forever.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class BlockDownloader:
         self.arrived: dict[bytes, tuple[bytes, str]] = {}
         self.next_index = 0
         self.busy: set[str] = set()
+        self.lacking: set[str] = set()  # peers that had none of a batch: they lack this branch
         self.failed = False
         self._progress = asyncio.Event()
 
@@ -47,7 +51,7 @@ class BlockDownloader:
             while self.next_index < total and not self.failed:
                 in_flight = total - self.next_index - sum(len(b) for b in self.queue) - len(self.arrived)
                 for url in list(self.peers.peers):
-                    if not self.queue or url in self.busy:
+                    if not self.queue or url in self.busy or url in self.lacking:
                         continue
                     if in_flight >= limits.MAX_BLOCKS_IN_FLIGHT_TOTAL:
                         break
@@ -57,8 +61,8 @@ class BlockDownloader:
                     task = asyncio.create_task(self._fetch(url, batch))
                     workers.add(task)
                     task.add_done_callback(workers.discard)
-                if not self.peers.peers and not workers:
-                    log.info("sync paused: no peers left")
+                if not workers and all(url in self.lacking for url in self.peers.peers):
+                    log.info("sync paused: no connected peer has the blocks")
                     return
                 await self._submit_ready()
                 self._progress.clear()
@@ -96,6 +100,8 @@ class BlockDownloader:
                 break
             self.arrived[block.hash] = (raw, url)
             got.add(block.hash)
+        if not got:
+            self.lacking.add(url)
         rest = [h for h in batch if h not in got]
         if rest:  # a size-trimmed or short reply: ask again for the rest
             self.queue.appendleft(rest)
