@@ -19,7 +19,7 @@ import numpy as np
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
-from consensus.state import Account, State
+from consensus.state import Account, Accounts, State
 from consensus.tx import (
     MAX_AMOUNT,
     Coinbase,
@@ -150,14 +150,12 @@ class _Ledger:
             )
         self.set(address, Account(account.balance + amount, account.nonce))
 
-    def merged(self) -> dict[bytes, Account]:
-        accounts = dict(self.base)
-        for address, account in self.changed.items():
-            if account == Account():
-                accounts.pop(address, None)
-            else:
-                accounts[address] = account
-        return accounts
+    def merged(self) -> Accounts:
+        """The base with the changes applied; an account back at zero is dropped."""
+        base = self.base if isinstance(self.base, Accounts) else Accounts(self.base)
+        return base.updated(
+            {address: None if account == Account() else account for address, account in self.changed.items()}
+        )
 
 
 def _check_update(tx: GradientUpdate, height: int, ctx: BlockContext) -> np.ndarray:
@@ -286,12 +284,8 @@ def apply_block(state: State, block: Block, ctx: BlockContext) -> tuple[State, U
 
 def undo_block(state: State, undo: Undo) -> State:
     """The parent's state, from a block's post-state and its undo data."""
-    accounts = dict(state.accounts)
-    for address, account in undo.accounts_before.items():
-        if account is None:
-            accounts.pop(address, None)
-        else:
-            accounts[address] = account
+    accounts = state.accounts if isinstance(state.accounts, Accounts) else Accounts(state.accounts)
+    accounts = accounts.updated(undo.accounts_before)
     return State(
         height=state.height - 1,
         accounts=accounts,
