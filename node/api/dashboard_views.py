@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 REFRESH_MS = 3000  # how often the page swaps in a fresh live region
 LIVE_PATH = "/dashboard/live"  # the fragment the refresh loop fetches
 SHORT_HASH_CHARS = 16  # like the log lines: "block 412 00000a3f…"
+TIP_HASH_CHARS = 8  # the height card's line is narrow
 ADDRESS_HEAD_CHARS, ADDRESS_TAIL_CHARS = 9, 4  # "gc1qqrzth…hut9"
 DOT_POINTS_MAX = 80  # series with at most this many points also get a dot per point
 
@@ -305,8 +306,16 @@ def _legend(series: Sequence[Series], extra: Sequence[tuple[str, str]] = ()) -> 
     return "".join(out)
 
 
-def _frame(x: Axis, left: Axis, right: Axis | None, left_percent: bool, x_label: str) -> str:
-    """Grid, axes and tick labels of a plot."""
+def _frame(
+    x: Axis, left: Axis, right: Axis | None, left_percent: bool, x_label: str, colours: tuple[str, str] = ("", "")
+) -> str:
+    """Grid, axes and tick labels of a plot.
+
+    A right axis labels the same grid lines as the left one (its values at
+    those heights), so every line reads on both scales; ``colours`` tints each
+    side's labels like its series.
+    """
+    left_colour = colours[0] or AXIS_TEXT_COLOUR
     out = []
     left_ticks = _inside(nice_ticks(left.lo, left.hi), left)
     grid = " ".join(f"M{PAD_LEFT} {left(t):.1f} H{PLOT_W - PAD_RIGHT}" for t in left_ticks)
@@ -314,13 +323,15 @@ def _frame(x: Axis, left: Axis, right: Axis | None, left_percent: bool, x_label:
     for t in left_ticks:
         out.append(
             f'<text x="{PAD_LEFT - 6}" y="{left(t) + 4:.1f}" font-size="11" text-anchor="end" '
-            f'fill="{AXIS_TEXT_COLOUR}">{esc(_tick_label(t, left_percent))}</text>'
+            f'fill="{left_colour}">{esc(_tick_label(t, left_percent))}</text>'
         )
     if right is not None:
-        for t in _inside(nice_ticks(right.lo, right.hi), right):
+        for t in left_ticks:
+            frac = (t - left.lo) / (left.hi - left.lo) if left.hi > left.lo else 0.0
+            value = right.lo + frac * (right.hi - right.lo)
             out.append(
-                f'<text x="{PLOT_W - PAD_RIGHT + 6}" y="{right(t) + 4:.1f}" font-size="11" '
-                f'fill="{AXIS_TEXT_COLOUR}">{esc(_tick_label(t, False))}</text>'
+                f'<text x="{PLOT_W - PAD_RIGHT + 6}" y="{left(t) + 4:.1f}" font-size="11" '
+                f'fill="{colours[1] or AXIS_TEXT_COLOUR}">{esc(_tick_label(value, False))}</text>'
             )
     for t in _x_ticks(x.lo, x.hi):
         out.append(
@@ -390,7 +401,7 @@ def history_svg(
         loss = Series("loss", [(h, history[h].get("loss", math.nan)) for h in heights], LOSS_COLOUR, "right")
         left = _y_axis(0.0, 1.0)
         right = _y_axis(0.0, _upper_bound(v for _, v in loss.points))
-        body.append(_frame(x, left, right, True, "height"))
+        body.append(_frame(x, left, right, True, "height", (ACCURACY_COLOUR, LOSS_COLOUR)))
         series, axes = [acc, loss], {"left": left, "right": right}
     else:
         mse = Series("test MSE", [(h, history[h].get("mse", math.nan)) for h in heights], ACCURACY_COLOUR)
@@ -470,7 +481,7 @@ def stats_row(view: PageView) -> str:
     peers_sub = f"{view.known} known · {view.banned} banned"
     return (
         '<section class="stats">'
-        + _stat("Height", str(view.height), f'<span class="mono">{esc(short_hash(view.tip_hash))}</span> '
+        + _stat("Height", str(view.height), f'tip <span class="mono">{esc(view.tip_hash[:TIP_HASH_CHARS])}…</span> · '
                 + esc(tip_age), "tip-height-stat")
         + _model_stat(view)
         + mining

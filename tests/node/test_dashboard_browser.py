@@ -1,0 +1,167 @@
+"""The dashboard in a real headless Chromium: plot and tables render and follow new blocks.
+
+A regtest node (trainer on, miner off) runs on its own event loop in a
+daemon thread; the test mines on demand and waits, with WebDriverWait and a
+deadline, for the page's refresh loop to show the new height. It leaves a
+screenshot in benchmarks/results/dashboard.png for people to look at.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver``; without them
+the test skips and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import shutil
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from node.config import NodeConfig
+from node.mining import mine_blocks
+from node.service import Node
+
+T = TypeVar("T")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "dashboard.png"
+NODE_TIMEOUT_S = 60.0  # node start/stop and on-demand mining, on a loaded 2-core box
+PAGE_TIMEOUT_S = 20.0  # a page load, or a few refresh periods of the page's live loop
+UPDATE_TIMEOUT_S = 20.0  # one local training run of the trainer
+WINDOW_W, WINDOW_H = 1360, 1000  # the screenshot's viewport before it grows to the page's height
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="headless Chromium not found: apt-get install chromium chromium-driver",
+)
+
+
+class NodeThread:
+    """A node on its own event loop in a daemon thread, driven from the (blocking) test."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="node-loop", daemon=True)
+        self.thread.start()
+        self.node = Node(config)
+        self.call(self.node.start())
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=NODE_TIMEOUT_S)
+
+    def mine_after_update(self) -> None:
+        """Wait for the trainer's update to reach the mempool, then mine one block on it."""
+
+        async def go() -> None:
+            from tests.conftest import until
+
+            await until(lambda: len(self.node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's update")
+            await mine_blocks(self.node, 1)
+
+        self.call(go())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.node.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=NODE_TIMEOUT_S)
+            self.loop.close()
+
+
+@pytest.fixture()
+def running(tmp_path: pathlib.Path) -> Iterator[NodeThread]:
+    node = NodeThread(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False))
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture()
+def browser(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    assert CHROMIUM is not None and CHROMEDRIVER is not None
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--window-size={WINDOW_W},{WINDOW_H}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def save_full_page(driver: Any, path: pathlib.Path) -> None:
+    """Screenshot the whole page: the viewport is stretched to the document's height first."""
+    page_height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WINDOW_W, "height": max(WINDOW_H, page_height), "deviceScaleFactor": 1, "mobile": False},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        assert driver.save_screenshot(str(path))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: NodeThread, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for _ in range(3):
+        running.mine_after_update()
+    browser.get(running.node.url + "/")
+    wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
+
+    def shown_height(driver: Any) -> int:
+        return int(driver.find_element(By.ID, "tip-height").text)
+
+    assert shown_height(browser) == running.node.chain.height == 3
+    plot = browser.find_element(By.CSS_SELECTOR, "svg.history-plot")
+    assert plot.find_elements(By.CSS_SELECTOR, "polyline[data-series='accuracy']")
+    assert plot.size["width"] > 300 and plot.size["height"] > 100, "the plot is laid out at a readable size"
+    for table in ("blocks", "updates", "peers"):
+        assert browser.find_element(By.ID, table).is_displayed()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#blocks tbody tr")) == 4
+    assert browser.find_elements(By.CSS_SELECTOR, "#updates .badge.ok"), "accepted updates are listed"
+    assert browser.execute_script("return document.body.classList.contains('stale')") is False
+
+    running.mine_after_update()
+    running.mine_after_update()
+    wait.until(lambda d: shown_height(d) == 5, "the live loop never showed height 5")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#blocks tbody tr")
+    assert rows[0].get_attribute("data-height") == "5"
+    wait.until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.history-plot circle")) >= 4,
+        "the plot did not grow with the new heights",
+    )
+    save_full_page(browser, SCREENSHOT)
+
+    # The explorer: follow the newest block's link and find its update's verdict.
+    browser.find_element(By.CSS_SELECTOR, "#blocks tbody tr a").click()
+    wait.until(lambda d: d.find_elements(By.ID, "txs"))
+    assert "block 5" in browser.title
+    assert browser.find_elements(By.CSS_SELECTOR, "#block-updates .badge.ok")
