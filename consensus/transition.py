@@ -158,15 +158,19 @@ class _Ledger:
         )
 
 
-def _check_update(tx: GradientUpdate, height: int, ctx: BlockContext) -> np.ndarray:
+def _check_update(
+    tx: GradientUpdate, height: int, ctx: BlockContext, param_count: int | None = None
+) -> np.ndarray:
     task = ctx.task
+    if param_count is None:
+        param_count = task.param_count
     try:
         check_staleness(tx.base_height, height, task.staleness_window)
         if ctx.recent_hashes.get(tx.base_height) != tx.base_hash:
             raise UpdateCheckError(
                 UpdateProblem.BAD_BASE, f"base hash is not the block at height {tx.base_height}"
             )
-        vector = decode_update(tx.update, task.param_count)
+        vector = decode_update(tx.update, param_count)
         check_finite(vector)
         check_norm(vector, task.norm_bound)
     except UpdateCheckError as exc:
@@ -211,6 +215,7 @@ def execute(
     height = state.height + 1
     task = ctx.task
     ledger = _Ledger(state.accounts)
+    param_count = task.param_count  # computed from the layer sizes on each access
     fees = 0
     updates: list[np.ndarray] = []
     senders: list[bytes] = []
@@ -222,9 +227,10 @@ def execute(
             fees += tx.fee
         elif isinstance(tx, GradientUpdate):
             check_signature(tx, ctx.chain_id)
-            updates.append(_check_update(tx, height, ctx))
-            ledger.debit(tx.sender_address, tx.nonce, tx.fee)
-            senders.append(tx.sender_address)
+            updates.append(_check_update(tx, height, ctx, param_count))
+            sender = tx.sender_address  # a hash of the key: derive it once
+            ledger.debit(sender, tx.nonce, tx.fee)
+            senders.append(sender)
             fees += tx.fee
         else:
             raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
