@@ -39,7 +39,7 @@ from node.api.routes import block_summary
 RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
 MAX_NORM_VALUES = 1_000_000  # decode an update for its norm only below this size (cost per refresh)
-PREDICTION_DAYS = 250  # test days drawn in a regress task's prediction plot
+PREDICTION_DAYS = 120  # test days drawn in a regress task's prediction plot (more is unreadable)
 OUTCOME_CACHE_MAX = 20_000  # blocks whose rejected-update count is remembered (immutable per hash)
 MAX_PLOTTED_HEIGHTS = 5000  # matches the evaluator's history; older heights are not plotted
 HTML = "text/html"
@@ -213,6 +213,7 @@ def _predict_test(node: Any, params: np.ndarray, height: int) -> views.Predictio
         naive_mse=float(np.mean(y**2)),  # "tomorrow = today" predicts a zero return
         mae=float(np.mean(np.abs(resid))),
         naive_mae=float(np.mean(np.abs(y))),
+        test_days=int(y.size),
     )
 
 

@@ -25,7 +25,8 @@ ADDRESS_HEAD_CHARS, ADDRESS_TAIL_CHARS = 9, 4  # "gc1qqrzth…hut9"
 DOT_POINTS_MAX = 80  # series with at most this many points also get a dot per point
 
 # Plot geometry in SVG user units (the SVG scales to its card's width).
-PLOT_W, PLOT_H = 760, 260
+PLOT_W, PLOT_H = 760, 260  # a plot in a two-thirds card
+WIDE_PLOT_W = 1240  # a plot across the page: wider, not taller, so its text keeps its size
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 52, 56, 34, 30
 Y_TICKS = 5
 TICK_SLACK = 1e-9  # relative tolerance when comparing tick values with a range's ends
@@ -33,6 +34,7 @@ TICK_SLACK = 1e-9  # relative tolerance when comparing tick values with a range'
 ACCURACY_COLOUR = "#2563eb"
 LOSS_COLOUR = "#f59e0b"
 NAIVE_COLOUR = "#6b7280"
+ACTUAL_COLOUR = "#9ca3af"
 REJECT_COLOUR = "#dc2626"
 GRID_COLOUR = "#e5e7eb"
 AXIS_TEXT_COLOUR = "#6b7280"
@@ -118,6 +120,7 @@ class Prediction:
     naive_mse: float
     mae: float
     naive_mae: float
+    test_days: int  # the figures cover all of them; the plot draws the last len(actual)
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ class Series:
     colour: str
     axis: str = "left"  # "left" or "right"
     dashed: bool = False
+    stroke_width: float = 2.0
 
 
 def nice_ticks(lo: float, hi: float, count: int = Y_TICKS) -> list[float]:
@@ -271,7 +275,7 @@ def _polyline(points: Sequence[tuple[float, float]], x: Axis, y: Axis, series: S
     dash = ' stroke-dasharray="6 4"' if series.dashed else ""
     out = [
         f'<polyline class="series" data-series="{esc(series.label)}" points="{coords}" fill="none" '
-        f'stroke="{series.colour}" stroke-width="2" stroke-linejoin="round"{dash}/>'
+        f'stroke="{series.colour}" stroke-width="{series.stroke_width}" stroke-linejoin="round"{dash}/>'
     ]
     if len(points) <= DOT_POINTS_MAX:
         for px, py in points:
@@ -318,7 +322,7 @@ def _frame(
     left_colour = colours[0] or AXIS_TEXT_COLOUR
     out = []
     left_ticks = _inside(nice_ticks(left.lo, left.hi), left)
-    grid = " ".join(f"M{PAD_LEFT} {left(t):.1f} H{PLOT_W - PAD_RIGHT}" for t in left_ticks)
+    grid = " ".join(f"M{PAD_LEFT} {left(t):.1f} H{x.p1}" for t in left_ticks)
     out.append(f'<path class="grid" d="{grid}" stroke="{GRID_COLOUR}" stroke-width="1"/>')
     for t in left_ticks:
         out.append(
@@ -330,7 +334,7 @@ def _frame(
             frac = (t - left.lo) / (left.hi - left.lo) if left.hi > left.lo else 0.0
             value = right.lo + frac * (right.hi - right.lo)
             out.append(
-                f'<text x="{PLOT_W - PAD_RIGHT + 6}" y="{left(t) + 4:.1f}" font-size="11" '
+                f'<text x="{x.p1 + 6}" y="{left(t) + 4:.1f}" font-size="11" '
                 f'fill="{colours[1] or AXIS_TEXT_COLOUR}">{esc(_tick_label(value, False))}</text>'
             )
     for t in _x_ticks(x.lo, x.hi):
@@ -339,8 +343,8 @@ def _frame(
             f'fill="{AXIS_TEXT_COLOUR}">{esc(_fmt_x(t))}</text>'
         )
     out.append(
-        f'<path d="M{PAD_LEFT} {PLOT_H - PAD_BOTTOM} H{PLOT_W - PAD_RIGHT}" stroke="#9ca3af" stroke-width="1"/>'
-        f'<text x="{PLOT_W - PAD_RIGHT}" y="{PLOT_H - 2}" font-size="11" text-anchor="end" '
+        f'<path d="M{PAD_LEFT} {PLOT_H - PAD_BOTTOM} H{x.p1}" stroke="#9ca3af" stroke-width="1"/>'
+        f'<text x="{x.p1}" y="{PLOT_H - 2}" font-size="11" text-anchor="end" '
         f'fill="{AXIS_TEXT_COLOUR}">{esc(x_label)}</text>'
     )
     return "".join(out)
@@ -351,17 +355,17 @@ def _x_ticks(lo: float, hi: float) -> list[float]:
     return ticks or [lo]
 
 
-def _svg(body: str, label: str, css_class: str) -> str:
+def _svg(body: str, label: str, css_class: str, width: int) -> str:
     return (
-        f'<svg class="{css_class}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {PLOT_W} {PLOT_H}" '
+        f'<svg class="{css_class}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {PLOT_H}" '
         f'role="img" aria-label="{esc(label)}" font-family="system-ui, sans-serif">{body}</svg>'
     )
 
 
-def _x_axis(lo: float, hi: float) -> Axis:
+def _x_axis(lo: float, hi: float, width: int) -> Axis:
     if hi <= lo:
         lo, hi = lo - 1, hi + 1
-    return Axis(lo, hi, PAD_LEFT, PLOT_W - PAD_RIGHT)
+    return Axis(lo, hi, PAD_LEFT, width - PAD_RIGHT)
 
 
 def _y_axis(lo: float, hi: float) -> Axis:
@@ -385,7 +389,11 @@ def _reject_marks(rejected: Mapping[int, int], x: Axis) -> str:
 
 
 def history_svg(
-    history: Mapping[int, Mapping[str, float]], rejected: Mapping[int, int], head: str, tip: int
+    history: Mapping[int, Mapping[str, float]],
+    rejected: Mapping[int, int],
+    head: str,
+    tip: int,
+    width: int = PLOT_W,
 ) -> str:
     """Model quality per height, with the heights where the rule rejected updates marked.
 
@@ -394,7 +402,7 @@ def history_svg(
     """
     heights = sorted(history)
     lo = float(min(heights[0] if heights else tip, min(rejected, default=tip)))
-    x = _x_axis(lo, float(max(tip, heights[-1] if heights else tip)))
+    x = _x_axis(lo, float(max(tip, heights[-1] if heights else tip)), width)
     body: list[str] = []
     if head == "classify":
         acc = Series("accuracy", [(h, history[h].get("accuracy", math.nan)) for h in heights], ACCURACY_COLOUR)
@@ -421,29 +429,31 @@ def history_svg(
     body.append(_legend(series, marks))
     if not heights:
         body.append(
-            f'<text x="{PLOT_W / 2:.0f}" y="{PLOT_H / 2:.0f}" text-anchor="middle" font-size="13" '
+            f'<text x="{width / 2:.0f}" y="{PLOT_H / 2:.0f}" text-anchor="middle" font-size="13" '
             f'fill="{AXIS_TEXT_COLOUR}">waiting for the first evaluation of the model…</text>'
         )
-    return _svg("".join(body), "model quality per height", "plot history-plot")
+    return _svg("".join(body), "model quality per height", "plot history-plot", width)
 
 
-def prediction_svg(prediction: Prediction) -> str:
+def prediction_svg(prediction: Prediction, width: int = WIDE_PLOT_W) -> str:
     """Predicted against actual next-day returns over the test split."""
     n = len(prediction.actual)
-    x = _x_axis(0.0, float(max(1, n - 1)))
+    x = _x_axis(0.0, float(max(1, n - 1)), width)
     values = [abs(v) for v in prediction.actual + prediction.predicted if math.isfinite(v)]
     top = _upper_bound(values)
     y = _y_axis(-top, top)
-    actual = Series("actual return %", [(float(i), v) for i, v in enumerate(prediction.actual)], NAIVE_COLOUR)
+    actual = Series(
+        "actual return %", [(float(i), v) for i, v in enumerate(prediction.actual)], ACTUAL_COLOUR, stroke_width=1.5
+    )
     predicted = Series(
         "predicted return %", [(float(i), v) for i, v in enumerate(prediction.predicted)], ACCURACY_COLOUR
     )
     body = [_frame(x, y, None, False, "test day")]
-    body.append(f'<path d="M{PAD_LEFT} {y(0.0):.1f} H{PLOT_W - PAD_RIGHT}" stroke="#9ca3af" stroke-width="1"/>')
+    body.append(f'<path d="M{PAD_LEFT} {y(0.0):.1f} H{x.p1:.0f}" stroke="#9ca3af" stroke-width="1"/>')
     body.append(_polyline(actual.points, x, y, actual))
     body.append(_polyline(predicted.points, x, y, predicted))
     body.append(_legend([actual, predicted]))
-    return _svg("".join(body), "predicted against actual returns", "plot prediction-plot")
+    return _svg("".join(body), "predicted against actual returns", "plot prediction-plot", width)
 
 
 # -- page parts -------------------------------------------------------------------------------------
@@ -466,8 +476,8 @@ def _model_stat(view: PageView) -> str:
             f"loss {esc(number(latest.get('loss', math.nan)))} · v{view.model_version}",
         )
     ratio = latest.get("mse_ratio", math.nan)
-    verdict = "beats" if ratio < 1 else "trails"
-    return _stat("MSE / naive", number(ratio, 3), f"{verdict} tomorrow = today · v{view.model_version}")
+    verdict = "beats naive" if ratio < 1 else "worse than naive"
+    return _stat("MSE / naive", number(ratio, 3), f"{verdict} · v{view.model_version}")
 
 
 def stats_row(view: PageView) -> str:
@@ -516,7 +526,7 @@ def prediction_card(prediction: Prediction) -> str:
         f'<p class="note">model MSE <b>{esc(number(prediction.mse))}</b> vs naive '
         f'<b>{esc(number(prediction.naive_mse))}</b> (ratio {esc(number(ratio, 3))}, the model {verdict} '
         f"tomorrow = today) · MAE {esc(number(prediction.mae))} vs naive {esc(number(prediction.naive_mae))}"
-        f" · last {len(prediction.actual)} test days</p></section>"
+        f" · over {prediction.test_days} test days, the last {len(prediction.actual)} drawn</p></section>"
     )
 
 
