@@ -33,18 +33,35 @@ def median_time_past(times: Sequence[int]) -> int:
     return ordered[len(ordered) // 2]
 
 
+def required_bits(params: ChainParams, *, anchor_time: int | None, parent_height: int, parent_time: int) -> int:
+    """The bits the block after ``parent`` must carry.
+
+    Block 1 carries the genesis bits; every later block retargets with ASERT
+    anchored at block 1 (``anchor_time`` is block 1's time on this branch).
+    Anchoring at genesis would not work: the genesis time is fixed in the
+    past, so a chain started months later would look that far behind
+    schedule and its difficulty would collapse to the limit. Bitcoin Cash
+    anchors aserti3-2d at its first block after activation for the same
+    reason.
+    """
+    if parent_height == 0 or anchor_time is None:
+        return params.genesis_bits
+    return next_bits(params, anchor_time=anchor_time, parent_height=parent_height - 1, parent_time=parent_time)
+
+
 def validate_header(
-    header: Header, parent: ParentInfo, params: ChainParams, now: int, *, anchor_time: int
+    header: Header, parent: ParentInfo, params: ChainParams, now: int, *, anchor_time: int | None
 ) -> None:
     """Raise ``BlockRejected`` unless ``header`` may extend ``parent`` at time ``now``.
 
-    ``anchor_time`` is the genesis time: the retarget is anchored there.
+    ``anchor_time`` is the time of block 1 on the parent's branch (None while
+    the parent is genesis): see :func:`required_bits`.
     """
     if header.version != HEADER_VERSION:
         raise BlockRejected(Reject.BAD_VERSION, f"version {header.version}, expected {HEADER_VERSION}")
     if header.prev != parent.hash:
         raise BlockRejected(Reject.UNKNOWN_PARENT, "prev is not the given parent")
-    expected_bits = next_bits(
+    expected_bits = required_bits(
         params, anchor_time=anchor_time, parent_height=parent.height, parent_time=parent.header.time
     )
     if header.bits != expected_bits:

@@ -19,14 +19,14 @@ import numpy as np
 from consensus import header as header_codec
 from consensus.block import Block, decode_block
 from consensus.errors import BlockRejected, Reject
-from consensus.genesis import GENESIS_TIME, chain_params_for, make_genesis, task_of_genesis
+from consensus.genesis import chain_params_for, make_genesis, task_of_genesis
 from consensus.header import Header, hash_hex
 from consensus.params import ChainParams, get_params
 from consensus.pow import work
 from consensus.state import State
 from consensus.transition import BlockContext, Undo, apply_block, undo_block, validate_block
 from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
-from consensus.validation import ParentInfo, validate_header
+from consensus.validation import ParentInfo, required_bits, validate_header
 from ml.tasks import TaskSpec, builtin_task
 from node.storage import BlockStatus, IndexRow, Storage, StorageError
 
@@ -215,11 +215,22 @@ class ChainState:
             entry = self.index.get(entry.prev) if entry.height > 0 else None
         return ParentInfo(parent.header, parent.height, parent.hash, list(reversed(times)))
 
-    def next_bits(self) -> int:
-        from consensus.pow import next_bits
+    def anchor_time(self, parent: IndexEntry) -> int | None:
+        """Time of block 1 on ``parent``'s branch (the retarget's anchor)."""
+        if parent.height == 0:
+            return None
+        if self.is_main(parent.hash):
+            return self.index[self.main[1]].header.time
+        entry = parent
+        while entry.height > 1:
+            entry = self.index[entry.prev]
+        return entry.header.time
 
+    def next_bits(self) -> int:
         tip = self.tip
-        return next_bits(self.params, anchor_time=GENESIS_TIME, parent_height=tip.height, parent_time=tip.header.time)
+        return required_bits(
+            self.params, anchor_time=self.anchor_time(tip), parent_height=tip.height, parent_time=tip.header.time
+        )
 
     def min_next_time(self) -> int:
         """The smallest time a block on the current tip may carry."""
@@ -241,7 +252,7 @@ class ChainState:
             raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
         if parent.status == BlockStatus.INVALID:
             raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
-        validate_header(header, self.parent_info(parent), self.params, now, anchor_time=GENESIS_TIME)
+        validate_header(header, self.parent_info(parent), self.params, now, anchor_time=self.anchor_time(parent))
         entry = IndexEntry(
             block_hash, header, parent.height + 1, parent.chain_work + work(header.bits), BlockStatus.HEADER
         )

@@ -11,6 +11,7 @@ class NodeConfig:
     datadir: pathlib.Path
     network: str = "regtest"
     task: str = "digits"  # only used when the datadir is new
+    rule: str | None = None  # override the task's aggregation rule (a new datadir only: a new chain)
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free port (tests)
     peers: list[str] = field(default_factory=list)  # listen URLs given with --peer

@@ -29,6 +29,7 @@ NONCE_SPACE = 2**32
 # Nonces per search call: small enough that a new tip interrupts the miner
 # within a fraction of a second even on one slow core.
 NONCES_PER_ROUND = 1 << 22
+FUTURE_MARGIN_S = 5  # keep our block times this far inside the peers' future limit
 HASHRATE_WINDOW_S = 2.0  # the reported hashrate averages this long
 MAX_TEMPLATE_TXS = 2000  # transactions per mined block (policy)
 MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # template size (policy), below the consensus block cap
@@ -136,11 +137,17 @@ class Miner:
         node = self.node
         while not self._shutdown.is_set():
             self._stop_search.clear()
+            drift = node.chain.params.max_future_block_time_s
             try:
+                earliest = node.call_chain(node.chain.min_next_time)
+                if earliest > time.time() + drift - FUTURE_MARGIN_S:
+                    # Blocks came faster than the clock: the median-time rule would push
+                    # our time past what peers accept. Let the clock catch up.
+                    self._shutdown.wait(1.0)
+                    continue
                 template = node.call_chain(make_template, node)
             except RuntimeError:  # the chain worker shut down
                 return
-            drift = node.chain.params.max_future_block_time_s
             block = solve(
                 template,
                 threads=node.config.threads,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import concurrent.futures
 import logging
 import os
@@ -137,7 +138,10 @@ class Node:
                     f"{self.config.datadir} holds a {chain.network.name} chain, not {self.config.network}"
                 )
             return chain
-        return ChainState.create(self.config.datadir, self.config.network, builtin_task(self.config.task))
+        task = builtin_task(self.config.task)
+        if self.config.rule is not None and self.config.rule != task.rule:
+            task = dataclasses.replace(task, rule=self.config.rule)
+        return ChainState.create(self.config.datadir, self.config.network, task)
 
     def _lock_datadir(self) -> None:
         import fcntl

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from consensus.block import decode_block
 from consensus.errors import BlockRejected
-from consensus.genesis import GENESIS_TIME, genesis_state
+from consensus.genesis import genesis_state
 from consensus.header import hash_hex
 from consensus.transition import BlockContext, apply_block
 from consensus.validation import ParentInfo, validate_header
@@ -57,7 +57,7 @@ def verify_chain(chain: ChainState, *, progress: bool = False) -> VerifyReport:
             )
             validate_header(
                 block.header, parent, chain.params, max(int(time.time()), block.header.time),
-                anchor_time=GENESIS_TIME,
+                anchor_time=headers[1].time if height > 1 else None,
             )
             t2 = time.perf_counter()
             recent = {h: hashes[h] for h in range(max(0, height - window), height)}

@@ -187,6 +187,19 @@ def add_routes(app: web.Application, node: Any) -> None:
             "history": [{"height": h, **f} for h, f in sorted(node.evaluator.history.items())][-500:],
         })
 
+    async def model_summary(request: web.Request) -> web.Response:
+        """The tip model's latest figures, cheap (computed once per tip, off the loop)."""
+        history = node.evaluator.history
+        if not history:
+            return json_reply({"height": None, "label": "…"})
+        height = max(history)
+        figures = history[height]
+        if "accuracy" in figures:
+            label = f"acc {figures['accuracy']:.3f}"
+        else:
+            label = f"mse/naive {figures['mse_ratio']:.3f}"
+        return json_reply({"height": height, **figures, "label": label})
+
     async def model_params(request: web.Request) -> web.Response:
         height = height_param(request)
         params, version = await node.run_chain(chain.model_at, height)
@@ -242,6 +255,15 @@ def add_routes(app: web.Application, node: Any) -> None:
         peer = await node.peers.connect(url)
         return json_reply({"connected": peer is not None, "url": url})
 
+    async def events(request: web.Request) -> web.Response:
+        try:
+            count = max(1, min(int(request.query.get("count", "50")), 200))
+        except ValueError:
+            return json_error(400, "count must be an integer")
+        recent = list(node.events)[-count:]
+        return json_reply([{"time": e.time, "kind": e.kind, "message": e.message, "height": e.height}
+                           for e in reversed(recent)])
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -255,8 +277,10 @@ def add_routes(app: web.Application, node: Any) -> None:
     app.router.add_get("/api/accounts/{address}", account)
     app.router.add_get("/api/model", model)
     app.router.add_get("/api/model/params", model_params)
+    app.router.add_get("/api/model/summary", model_summary)
     app.router.add_post("/api/predict", predict_route)
     app.router.add_post("/api/mine", mine)
+    app.router.add_get("/api/events", events)
     app.router.add_get("/metrics", metrics)
 
 

@@ -21,6 +21,7 @@ from node.cli.errors import CliError
 NOUNS: tuple[tuple[str, str, str], ...] = (
     ("chain", "node.cli.chain", "a chain without a network: init, mine, verify, export, import, show"),
     ("node", "node.cli.node", "run a node: P2P gossip, API, miner and trainer"),
+    ("testnet", "node.cli.testnet", "a local multi-node testnet: up, status, down"),
     ("update", "node.cli.update", "submit a gradient update computed by your own trainer"),
     ("model", "node.cli.model", "fetch the shared model or run inference on it"),
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),

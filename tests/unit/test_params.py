@@ -18,7 +18,7 @@ from consensus.params import (
 from consensus.pow import bits_to_target, target_to_bits, work
 
 ALL = (MAIN, TESTNET, REGTEST)
-TESTNET_DESIGN_HASHRATE_HPS = 10_000_000  # 3 local nodes, 2 cores, numba core
+TESTNET_DESIGN_HASHRATE_HPS = 40_000_000  # 3 local nodes, 2 SHA-NI cores, numba core
 MAIN_DESIGN_HASHRATE_HPS = 72_000_000  # a handful of hosts
 
 

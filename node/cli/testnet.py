@@ -1,0 +1,109 @@
+"""`gradchain testnet up|status|down`: a local multi-node testnet."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from node.cli.errors import CliError
+
+DEFAULT_DIR = pathlib.Path(".testnet")
+ATTACKS = ("sign-flip", "gaussian", "scaling", "label-flip", "alie")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = verbs.add_parser("up", help="start nodes that mine and train, and watch them (Ctrl-C stops all)")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--attackers", type=int, default=0, help="how many of the nodes poison their updates")
+    p.add_argument("--attack", choices=ATTACKS, default="sign-flip")
+    p.add_argument("--task", default="digits", help="digits or stock")
+    p.add_argument("--rule", default=None, help="aggregation rule (default: the task's); e.g. mean to compare")
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label skew of the shards (non-IID)")
+    p.add_argument("--network", choices=("testnet", "regtest"), default="testnet")
+    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    p.add_argument("--detach", action="store_true", help="start the nodes and return")
+    p.set_defaults(handler=cmd_up)
+
+    p = verbs.add_parser("status", help="one line per node of a running testnet")
+    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    p.set_defaults(handler=cmd_status)
+
+    p = verbs.add_parser("down", help="stop every node of a testnet")
+    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    p.set_defaults(handler=cmd_down)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    import time
+
+    from node.testnet.launcher import TestnetPlan, down, up
+
+    if not 1 <= args.nodes <= 16:
+        raise CliError("--nodes must be 1..16 (the machine has few cores)")
+    if not 0 <= args.attackers < args.nodes:
+        raise CliError("--attackers must be fewer than --nodes (someone has to be honest)")
+    plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, task=args.task,
+                       rule=args.rule, network=args.network, alpha=args.alpha)
+    print(f"starting {args.nodes} nodes in {args.dir} ({args.task}, {args.attackers} attacker(s))…", flush=True)
+    try:
+        entries = up(args.dir, plan)
+    except (RuntimeError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    for entry in entries:
+        print(f"  {entry.name:<6} {entry.api}/  pid {entry.pid}{'  attacker' if entry.attacker else ''}")
+    if args.detach:
+        print(f"detached; `gradchain testnet status --dir {args.dir}` to watch, "
+              f"`gradchain testnet down --dir {args.dir}` to stop")
+        return 0
+
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    from node.testnet.view import poll, render, render_plain
+
+    started = time.time()
+    try:
+        if sys.stdout.isatty():
+            from rich.live import Live
+
+            with Live(render([poll(e) for e in entries], started), refresh_per_second=2, screen=False) as live:
+                while not stop:
+                    time.sleep(1.0)
+                    live.update(render([poll(e) for e in entries], started))
+        else:  # logs, CI, pipes: a plain line per node every few seconds
+            while not stop:
+                print(render_plain([poll(e) for e in entries]), flush=True)
+                time.sleep(5.0)
+    except KeyboardInterrupt:
+        pass
+    print("\nstopping every node…", flush=True)
+    stopped = down(args.dir)
+    print(f"stopped {stopped} node(s); data kept in {args.dir} (run `make testnet` again to resume)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from node.testnet.launcher import load_manifest
+    from node.testnet.view import poll, render_plain
+
+    entries = load_manifest(args.dir)
+    if not entries:
+        raise CliError(f"no testnet in {args.dir}; start one with `gradchain testnet up --dir {args.dir}`")
+    print(render_plain([poll(e) for e in entries]))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from node.testnet.launcher import down, load_manifest
+
+    if not load_manifest(args.dir):
+        raise CliError(f"no testnet in {args.dir}")
+    print(f"stopped {down(args.dir)} node(s)")
+    return 0

@@ -1,0 +1,1 @@
+"""The local multi-node testnet: start, watch, stop (``gradchain testnet ...``)."""

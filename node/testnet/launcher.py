@@ -1,0 +1,180 @@
+"""Start and stop the nodes of a local testnet; DIR/testnet.json says what runs.
+
+Each node is a real ``gradchain node run`` process with its own datadir,
+wallet, encrypted shard and port; node0 is the seed the others are given
+with ``--peer``, and address exchange does the rest. The manifest records
+the exact argv of each node so a user (or a script) can stop and restart one
+by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from node.keystore_file import write_keystore
+from wallet import keypair_from_seed
+
+MANIFEST = "testnet.json"
+PASSWORD_FILE = ".password"
+BASE_PORT = 18740  # first port tried; the next free one is used if taken
+STOP_TIMEOUT_S = 20.0  # a node flushes and exits well within this after SIGTERM
+
+
+@dataclass
+class NodeEntry:
+    name: str
+    api: str
+    pid: int
+    datadir: str
+    attacker: bool
+    argv: list[str]
+
+
+@dataclass
+class TestnetPlan:
+    nodes: int = 3
+    attackers: int = 0
+    attack: str = "sign-flip"
+    task: str = "digits"
+    rule: str | None = None
+    network: str = "testnet"
+    alpha: float = 1.0  # Dirichlet label skew of the shards (non-IID)
+    threads: int = 1
+
+
+def free_port(start: int) -> int:
+    for port in range(start, start + 1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + 999}")
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has exited
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def load_manifest(directory: pathlib.Path) -> list[NodeEntry]:
+    path = directory / MANIFEST
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return [NodeEntry(**n) for n in data["nodes"]]
+
+
+def write_manifest(directory: pathlib.Path, entries: list[NodeEntry]) -> None:
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"nodes": [asdict(e) for e in entries]}, indent=2) + "\n")
+    tmp.replace(directory / MANIFEST)
+
+
+def testnet_password(directory: pathlib.Path) -> str:
+    """The testnet's wallet password: $GRADCHAIN_PASSWORD, or one generated and kept 0600."""
+    from_env = os.environ.get("GRADCHAIN_PASSWORD")
+    if from_env:
+        return from_env
+    path = directory / PASSWORD_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, seed_url: str | None,
+              attacker: bool) -> list[str]:
+    argv = [
+        sys.executable, "-m", "node.cli", "node", "run",
+        "--datadir", str(datadir), "--network", plan.network, "--task", plan.task,
+        "--listen", f"127.0.0.1:{port}", "--mine", "--train",
+        "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
+        "--keystore", str(datadir / "wallet.json"), "--threads", str(plan.threads),
+    ]
+    if plan.rule:
+        argv += ["--rule", plan.rule]
+    if seed_url:
+        argv += ["--peer", seed_url]
+    if attacker:
+        argv += ["--attack", plan.attack]
+    return argv
+
+
+def spawn(argv: list[str], datadir: pathlib.Path, password: str) -> subprocess.Popen[bytes]:
+    log = open(datadir / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "GRADCHAIN_PASSWORD": password, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+
+
+def up(directory: pathlib.Path, plan: TestnetPlan) -> list[NodeEntry]:
+    """Start (or restart) the testnet in ``directory``; returns the manifest entries."""
+    directory.mkdir(parents=True, exist_ok=True)
+    running = [e for e in load_manifest(directory) if is_alive(e.pid)]
+    if running:
+        raise RuntimeError(f"a testnet is already running in {directory} ({len(running)} nodes); "
+                           f"run `gradchain testnet down --dir {directory}` first")
+    password = testnet_password(directory)
+    previous = {e.name: e for e in load_manifest(directory)}
+    entries: list[NodeEntry] = []
+    seed_url: str | None = None
+    port = BASE_PORT
+    for index in range(plan.nodes):
+        name = f"node{index}"
+        datadir = directory / name
+        datadir.mkdir(parents=True, exist_ok=True)
+        keystore = datadir / "wallet.json"
+        if not keystore.exists():
+            write_keystore(keystore, keypair_from_seed(secrets.token_bytes(32)), password)
+        attacker = index >= plan.nodes - plan.attackers
+        if name in previous:  # restart exactly as before
+            argv = previous[name].argv
+            port = int(previous[name].api.rsplit(":", 1)[1])
+        else:
+            port = free_port(port)
+            argv = node_argv(plan, index, datadir, port, seed_url, attacker)
+        process = spawn(argv, datadir, password)
+        api = f"http://127.0.0.1:{port}"
+        entries.append(NodeEntry(name, api, process.pid, str(datadir), attacker, argv))
+        seed_url = seed_url or api
+        port += 1
+    write_manifest(directory, entries)
+    return entries
+
+
+def down(directory: pathlib.Path) -> int:
+    """SIGTERM every node of the manifest, SIGKILL what is left after a grace period."""
+    entries = [e for e in load_manifest(directory) if is_alive(e.pid)]
+    for entry in entries:
+        try:
+            os.kill(entry.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(is_alive(e.pid) for e in entries):
+        time.sleep(0.1)
+    for entry in entries:
+        if is_alive(entry.pid):
+            os.kill(entry.pid, signal.SIGKILL)
+    return len(entries)
