@@ -40,6 +40,7 @@ RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
 MAX_NORM_VALUES = 1_000_000  # decode an update for its norm only below this size (cost per refresh)
 PREDICTION_DAYS = 120  # test days drawn in a regress task's prediction plot (more is unreadable)
+BLOCK_VIEW_CACHE_MAX = 4 * RECENT_BLOCKS  # recent views kept; a short reorg still hits the cache
 OUTCOME_CACHE_MAX = 20_000  # blocks whose rejected-update count is remembered (immutable per hash)
 MAX_PLOTTED_HEIGHTS = 5000  # matches the evaluator's history; older heights are not plotted
 HTML = "text/html"
@@ -50,6 +51,7 @@ class DashboardState:
     """Caches kept between requests: each entry is a pure function of a block hash."""
 
     rejected_by_hash: dict[bytes, int] = field(default_factory=dict)
+    main_blocks: dict[bytes, views.BlockView] = field(default_factory=dict)  # connected blocks only
     prediction_tip: bytes = b""
     prediction: views.Prediction | None = None
 
@@ -114,13 +116,27 @@ def _update_norm(tx: GradientUpdate, size: int) -> float | None:
     return float(np.linalg.norm(vector.astype(np.float64)))
 
 
-def recent_blocks(node: Any, count: int) -> list[views.BlockView]:
+def recent_blocks(node: Any, count: int, state: DashboardState) -> list[views.BlockView]:
+    """The newest ``count`` main-chain blocks, newest first.
+
+    A connected block's view never changes (its updates' verdicts are fixed
+    when it connects), so views are cached by hash and a refresh usually
+    reads only the block that arrived since the last one.
+    """
     chain = node.chain
+    cache = state.main_blocks
     out = []
     for height in range(chain.height, max(-1, chain.height - count), -1):
-        block = chain.get_block(chain.main[height])
-        if block is not None:
-            out.append(block_view(node, block, height))
+        block_hash = chain.main[height]
+        view = cache.get(block_hash)
+        if view is None:
+            block = chain.get_block(block_hash)
+            if block is None:
+                continue
+            view = cache[block_hash] = block_view(node, block, height)
+        out.append(view)
+    while len(cache) > BLOCK_VIEW_CACHE_MAX:
+        del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
     return out
 
 
@@ -221,7 +237,7 @@ async def page_view(node: Any, state: DashboardState) -> views.PageView:
     chain = node.chain
     history = await _history(node)
     low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
-    blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS)
+    blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS, state)
     rejected = await node.run_chain(rejected_heights, node, low, state)
     miner, peers = node.miner, node.peers
     task = chain.task

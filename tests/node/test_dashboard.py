@@ -51,7 +51,6 @@ async def test_page_shows_tables_plot_peers_and_follows_new_blocks(cluster: Clus
     other = await cluster.start("b")
     await connect(node, other)
     await mine_with_updates(node, 3)
-    await until(lambda: node.evaluator.history.get(3) is not None, what="the tip's evaluation")
     async with http() as session:
         page, resp = await fetch(session, node.url + "/")
         assert resp.content_type == "text/html"

@@ -127,6 +127,33 @@ def save_full_page(driver: Any, path: pathlib.Path) -> None:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+# Read in one script run: the page swaps its live region every few seconds, and a
+# swap between two WebDriver calls would leave the second holding a stale element.
+SNAPSHOT_JS = """
+const all = s => document.querySelectorAll(s);
+const plot = document.querySelector('svg.history-plot');
+const box = plot ? plot.getBoundingClientRect() : {width: 0, height: 0};
+const shown = id => { const t = document.getElementById(id); return t !== null && t.offsetParent !== null; };
+return {
+  height: Number(document.getElementById('tip-height').textContent),
+  accuracy_lines: all("svg.history-plot polyline[data-series='accuracy']").length,
+  points: all('svg.history-plot circle').length,
+  plot_width: box.width, plot_height: box.height,
+  tables: ['blocks', 'updates', 'peers'].filter(shown),
+  block_rows: Array.from(all('#blocks tbody tr')).map(r => r.dataset.height),
+  accepted: all('#updates .badge.ok').length,
+  newest_link: document.querySelector('#blocks tbody tr a').href,
+  stale: document.body.classList.contains('stale'),
+};
+"""
+
+
+def snapshot(driver: Any) -> dict[str, Any]:
+    result = driver.execute_script(SNAPSHOT_JS)
+    assert isinstance(result, dict)
+    return result
+
+
 def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: NodeThread, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -136,32 +163,27 @@ def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: NodeThrea
     browser.get(running.node.url + "/")
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
 
-    def shown_height(driver: Any) -> int:
-        return int(driver.find_element(By.ID, "tip-height").text)
-
-    assert shown_height(browser) == running.node.chain.height == 3
-    plot = browser.find_element(By.CSS_SELECTOR, "svg.history-plot")
-    assert plot.find_elements(By.CSS_SELECTOR, "polyline[data-series='accuracy']")
-    assert plot.size["width"] > 300 and plot.size["height"] > 100, "the plot is laid out at a readable size"
-    for table in ("blocks", "updates", "peers"):
-        assert browser.find_element(By.ID, table).is_displayed()
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#blocks tbody tr")) == 4
-    assert browser.find_elements(By.CSS_SELECTOR, "#updates .badge.ok"), "accepted updates are listed"
-    assert browser.execute_script("return document.body.classList.contains('stale')") is False
+    first = snapshot(browser)
+    assert first["height"] == running.node.chain.height == 3
+    assert first["accuracy_lines"] == 1
+    assert first["plot_width"] > 300 and first["plot_height"] > 100, "the plot is laid out at a readable size"
+    assert first["tables"] == ["blocks", "updates", "peers"]
+    assert first["block_rows"] == ["3", "2", "1", "0"]
+    assert first["accepted"] >= 2, "blocks 2 and 3 carry accepted updates"
+    assert first["stale"] is False
 
     running.mine_after_update()
     running.mine_after_update()
-    wait.until(lambda d: shown_height(d) == 5, "the live loop never showed height 5")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#blocks tbody tr")
-    assert rows[0].get_attribute("data-height") == "5"
-    wait.until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.history-plot circle")) >= 4,
-        "the plot did not grow with the new heights",
+    wait.until(lambda d: snapshot(d)["height"] == 5, "the live loop never showed height 5")
+    wait.until(  # the page evaluates the tip it shows, so height 5 is a new point
+        lambda d: snapshot(d)["points"] > first["points"], "the plot did not grow with the new heights"
     )
+    later = snapshot(browser)
+    assert later["block_rows"][:2] == ["5", "4"] and later["stale"] is False
     save_full_page(browser, SCREENSHOT)
 
-    # The explorer: follow the newest block's link and find its update's verdict.
-    browser.find_element(By.CSS_SELECTOR, "#blocks tbody tr a").click()
+    # The explorer: open the newest block's page and find its update's verdict.
+    browser.get(later["newest_link"])
     wait.until(lambda d: d.find_elements(By.ID, "txs"))
     assert "block 5" in browser.title
     assert browser.find_elements(By.CSS_SELECTOR, "#block-updates .badge.ok")
