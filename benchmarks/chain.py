@@ -23,6 +23,7 @@ updates per second re-verifies a day of 5-second blocks in under 40 s.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import pathlib
 import tempfile
 import time
@@ -36,6 +37,7 @@ import consensus.state
 import consensus.transition
 import node.verify
 from benchmarks.common import Headline, median, write_result
+from consensus.state import Account, Accounts, accounts_digest
 from consensus.tx import Tx
 from ml.tasks import builtin_task
 from node.chainstate import ChainState
@@ -53,6 +55,9 @@ TRANSFER_FEE = 10
 UPDATE_SCALE = 0.01  # honest-sized deltas: norm ~0.15, far below digits' bound of 10
 VECTOR_SEED = 20260101
 GOAL_BLOCKS_PER_S = 500.0
+ACCOUNT_COUNTS = (10, 1_000, 10_000)  # state sizes for the state-root scaling figure
+CHANGED_PER_BLOCK = 5  # accounts a block touches (4 updaters and the miner) plus one new
+ADDRESS_BYTES = 21
 BASELINE = f"{GOAL_BLOCKS_PER_S:.0f} blocks/s goal (issue 6)"
 
 
@@ -62,10 +67,11 @@ class Sizes:
 
     blocks: int
     verify_repeats: int
+    scaling_blocks: int
 
 
-FULL = Sizes(blocks=300, verify_repeats=3)
-QUICK = Sizes(blocks=30, verify_repeats=2)
+FULL = Sizes(blocks=300, verify_repeats=3, scaling_blocks=50)
+QUICK = Sizes(blocks=30, verify_repeats=2, scaling_blocks=5)
 
 # Phase -> (owner, attribute) of the functions timed for it. Each is looked up
 # through its module (or class) at call time, so wrapping the attribute times
@@ -162,6 +168,44 @@ def phase_split(chain: ChainState) -> dict[str, float]:
     return split
 
 
+def _address(i: int) -> bytes:
+    return hashlib.sha256(b"bench-account-%d" % i).digest()[:ADDRESS_BYTES]
+
+
+def accounts_scaling(counts: tuple[int, ...], blocks: int) -> dict[str, dict[str, float]]:
+    """Microseconds per block to apply a block's account changes and hash all accounts.
+
+    The replay above has a handful of accounts; a long-lived chain has
+    thousands, and every block's state root covers all of them. ``plain``
+    is the dict way (copy, sort, encode each account), ``incremental`` the
+    :class:`Accounts` map the state keeps; both give the same digest.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for count in counts:
+        base = {_address(i): Account(i + 1, i) for i in range(count)}
+        changes = [
+            {_address((b * CHANGED_PER_BLOCK + j) % count): Account(b + 2, b) for j in range(CHANGED_PER_BLOCK)}
+            | {_address(count + b): Account(1, 0)}
+            for b in range(blocks)
+        ]
+        plain: dict[bytes, Account] = dict(base)
+        start = time.perf_counter()
+        for delta in changes:
+            plain = {**plain, **delta}
+            plain_digest = accounts_digest(plain)
+        plain_s = time.perf_counter() - start
+        fast = Accounts(base)
+        start = time.perf_counter()
+        for delta in changes:
+            fast = fast.updated(delta)
+            fast_digest = fast.digest()
+        fast_s = time.perf_counter() - start
+        if plain_digest != fast_digest:
+            raise RuntimeError("the incremental accounts digest differs from the plain one")
+        out[str(count)] = {"plain_us": plain_s / blocks * 1e6, "incremental_us": fast_s / blocks * 1e6}
+    return out
+
+
 def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -180,6 +224,7 @@ def run(quick: bool = False) -> list[Headline]:
             split = phase_split(chain)
         finally:
             chain.close()
+    scaling = accounts_scaling(ACCOUNT_COUNTS, sizes.scaling_blocks)
     samples = [seconds for seconds, _ in runs]
     verify_s = median(samples)
     verify_bps = sizes.blocks / verify_s
@@ -194,6 +239,11 @@ def run(quick: bool = False) -> list[Headline]:
                 (f"  {phase}", f"{seconds * 1e3 / sizes.blocks:7.3f} ms/block  {100 * seconds / total:5.1f} %")
                 for phase, seconds in split.items()
                 if phase != "total"
+            ),
+            *(
+                (f"state root, {count} accounts",
+                 f"{row['plain_us']:7.0f} us/block plain dict, {row['incremental_us']:5.0f} us/block Accounts")
+                for count, row in scaling.items()
             ),
         ]
     )
@@ -210,6 +260,7 @@ def run(quick: bool = False) -> list[Headline]:
             "connect_blocks_per_s": connect_bps,
             "phase_split_s": split,
             "phase_note": "explicit timers around each phase's entry points, one extra replay",
+            "accounts_scaling_us_per_block": scaling,
         },
     )
     return [
