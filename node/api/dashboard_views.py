@@ -22,6 +22,8 @@ LIVE_PATH = "/dashboard/live"  # the fragment the refresh loop fetches
 SHORT_HASH_CHARS = 16  # like the log lines: "block 412 00000a3f…"
 TIP_HASH_CHARS = 8  # the height card's line is narrow
 ADDRESS_HEAD_CHARS, ADDRESS_TAIL_CHARS = 9, 4  # "gc1qqrzth…hut9"
+MAX_PLOT_POINTS = 600  # about one per pixel column of a plot; more only grows every refresh
+MAX_DETAILED_MARKS = 100  # rejection marks drawn with their own tooltip (the newest)
 DOT_POINTS_MAX = 80  # series with at most this many points also get a dot per point
 
 # Plot geometry in SVG user units (the SVG scales to its card's width).
@@ -373,19 +375,39 @@ def _y_axis(lo: float, hi: float) -> Axis:
 
 
 def _reject_marks(rejected: Mapping[int, int], x: Axis) -> str:
+    """A red dashed line and triangle per height where the rule rejected updates.
+
+    The newest :data:`MAX_DETAILED_MARKS` get their own group with a tooltip;
+    older ones share one path, so a long attack cannot bloat every refresh.
+    """
+    marked = [(h, c) for h, c in sorted(rejected.items()) if c > 0 and x.lo <= h <= x.hi]
+    older, detailed = marked[:-MAX_DETAILED_MARKS], marked[-MAX_DETAILED_MARKS:]
+    line = f'stroke="{REJECT_COLOUR}" stroke-width="1.5" stroke-dasharray="3 3" opacity="0.7"'
     out = []
-    for height, count in sorted(rejected.items()):
-        if count <= 0 or not x.lo <= height <= x.hi:
-            continue
+    if older:
+        d = " ".join(f"M{x(h):.1f} {PAD_TOP} V{PLOT_H - PAD_BOTTOM}" for h, _ in older)
+        out.append(
+            f'<g class="rejected-older"><title>{len(older)} older height(s) with rejected updates</title>'
+            f'<path d="{d}" {line}/></g>'
+        )
+    for height, count in detailed:
         px = x(height)
         out.append(
             f'<g class="rejected" data-height="{height}"><title>height {height}: {count} update(s) '
-            f'rejected by the aggregation rule</title>'
-            f'<path d="M{px:.1f} {PAD_TOP} V{PLOT_H - PAD_BOTTOM}" stroke="{REJECT_COLOUR}" '
-            f'stroke-width="1.5" stroke-dasharray="3 3" opacity="0.7"/>'
+            f"rejected by the aggregation rule</title>"
+            f'<path d="M{px:.1f} {PAD_TOP} V{PLOT_H - PAD_BOTTOM}" {line}/>'
             f'<path d="M{px - 5:.1f} {PAD_TOP - 8} h10 l-5 8 z" fill="{REJECT_COLOUR}"/></g>'
         )
     return "".join(out)
+
+
+def thin(values: Sequence[int], limit: int) -> list[int]:
+    """At most ``limit`` evenly spaced items of ``values``, always keeping the first and last."""
+    n = len(values)
+    if n <= limit:
+        return list(values)
+    picks = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return [values[i] for i in picks]
 
 
 def history_svg(
@@ -400,7 +422,7 @@ def history_svg(
     Classify: accuracy (left axis, percent) and loss (right axis). Regress:
     test MSE against the "tomorrow = today" baseline, one axis.
     """
-    heights = sorted(history)
+    heights = thin(sorted(history), MAX_PLOT_POINTS)
     lo = float(min(heights[0] if heights else tip, min(rejected, default=tip)))
     x = _x_axis(lo, float(max(tip, heights[-1] if heights else tip)), width)
     body: list[str] = []

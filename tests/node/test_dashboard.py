@@ -168,6 +168,18 @@ def test_history_plot_marks_only_rejections_inside_its_range() -> None:
     assert svg.count("<polyline") == 2
 
 
+def test_long_histories_are_thinned_and_old_marks_merged() -> None:
+    history = {h: {"accuracy": 0.5, "loss": 1.0} for h in range(5000)}
+    rejected = dict.fromkeys(range(0, 5000, 10), 1)
+    svg = views.history_svg(history, rejected, "classify", 4999)
+    accuracy = re.search(r'data-series="accuracy" points="([^"]+)"', svg)
+    assert accuracy is not None and len(accuracy.group(1).split()) == views.MAX_PLOT_POINTS
+    assert svg.count('<g class="rejected" ') == views.MAX_DETAILED_MARKS
+    assert '<g class="rejected" data-height="4990">' in svg and 'data-height="10">' not in svg
+    assert f"{500 - views.MAX_DETAILED_MARKS} older height(s)" in svg
+    assert views.thin([1, 2, 3, 4, 5], 3) == [1, 3, 5]
+
+
 def test_empty_history_still_draws_a_frame_and_says_why() -> None:
     svg = views.history_svg({}, {}, "regress", 0)
     assert svg.startswith("<svg") and "<path" in svg and "waiting for the first evaluation" in svg
