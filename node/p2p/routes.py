@@ -50,10 +50,13 @@ def add_routes(app: web.Application, node: Any) -> None:
     async def handshake(request: web.Request) -> web.Response:
         msg, _ = await decode_request(request, "handshake")
         assert isinstance(msg, m.Handshake)
+        if msg.listen_url and peers.is_banned(msg.listen_url):
+            # Tell a banned node so: a 200 would make it list us as a peer it can talk to.
+            raise web.HTTPForbidden(text="banned for misbehaviour")
         refusal = peers.check_hello(msg)
         if refusal is not None:
             raise web.HTTPConflict(text=f"refused: {refusal}")
-        if msg.listen_url and not peers.is_banned(msg.listen_url):
+        if msg.listen_url:
             peers.register(msg, outbound=False)
         return msgpack_reply(peers.handshake_reply())
 
