@@ -1,0 +1,203 @@
+"""Helpers for scenario tests: real nodes in this process, on loopback, regtest.
+
+Every node listens on 127.0.0.1 with a port the OS picks, keeps its data in
+its own temporary directory and holds a deterministic key, so a test can
+mine on it on demand with :func:`mine` (``node.mining.mine_blocks``) rather
+than run a miner thread whose timing it cannot control.
+
+Scenario tests are plain ``async def`` functions wrapped by :func:`scenario`,
+which runs them in a fresh event loop and always stops every node they
+started, so a failing assertion never leaves sockets or threads behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import pathlib
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+from consensus.header import hash_hex
+from node.config import NodeConfig
+from node.mining import mine_blocks
+from node.service import Node
+from tests.conftest import until
+from wallet import KeyPair, keypair_from_seed
+
+# The tip each node's loop has finished handling (announce, metrics, events): the
+# chain thread switches ``chain.main`` a moment before the loop runs the tip
+# listeners, so "same tip" waits for both.
+_SETTLED: weakref.WeakKeyDictionary[Node, bytes] = weakref.WeakKeyDictionary()
+
+CONNECT_TIMEOUT_S = 15.0  # a handshake on loopback takes milliseconds; the slack is for a loaded CI box
+SYNC_TIMEOUT_S = 60.0  # generous: the chain worker validates each block's state root in Python
+HTTP_TIMEOUT_S = 30.0  # one API call; a predict over the whole test split is the slowest
+
+
+def node_key(name: str) -> KeyPair:
+    """The deterministic key of the test node called ``name``."""
+    return keypair_from_seed(hashlib.sha256(b"gradchain-scenario-node-" + name.encode()).digest())
+
+
+def config(base: pathlib.Path, name: str, **overrides: Any) -> NodeConfig:
+    """A regtest NodeConfig with its own datadir ``base/name`` and an OS-chosen port."""
+    return NodeConfig(datadir=base / name, network="regtest", host="127.0.0.1", port=0, **overrides)
+
+
+class Cluster:
+    """The nodes one scenario started; :meth:`stop` stops each of them once."""
+
+    def __init__(self, base: pathlib.Path) -> None:
+        self.base = base
+        self.nodes: list[Node] = []
+
+    async def start(self, name: str, *, peers: Sequence[str | Node] = (), **overrides: Any) -> Node:
+        """Start node ``name`` (datadir ``base/name``) with a key; ``peers`` become ``--peer`` URLs."""
+        urls = [p.url if isinstance(p, Node) else p for p in peers]
+        node = Node(config(self.base, name, peers=urls, **overrides))
+        self.nodes.append(node)
+        await node.start()
+        _SETTLED[node] = node.chain.tip.hash
+        node.on_tip_change(lambda: _SETTLED.__setitem__(node, node.chain.tip.hash))
+        if node.keypair is None:
+            node.keypair = node_key(name)  # NodeConfig(mine=False) loads none; mine() needs one
+        return node
+
+    async def start_many(self, count: int, *, prefix: str = "n", **overrides: Any) -> list[Node]:
+        """Start ``count`` nodes one after another (each start opens a datadir and a port)."""
+        return [await self.start(f"{prefix}{i}", **overrides) for i in range(count)]
+
+    async def stop_node(self, node: Node) -> None:
+        """Stop ``node`` cleanly (datadir lock released) and forget it."""
+        if node in self.nodes:
+            self.nodes.remove(node)
+            await node.stop()
+
+    async def stop(self) -> None:
+        for node in list(reversed(self.nodes)):
+            with contextlib.suppress(Exception):
+                await self.stop_node(node)
+
+
+def scenario(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run ``async def test(cluster, ...)`` in its own loop with a :class:`Cluster` on ``tmp_path``.
+
+    The wrapped test takes ``tmp_path`` (and any other fixture it names after
+    ``cluster``); every node started through the cluster is stopped at the end.
+    """
+
+    @functools.wraps(fn)
+    def run(tmp_path: pathlib.Path, *args: Any, **kwargs: Any) -> None:
+        async def main() -> None:
+            cluster = Cluster(tmp_path)
+            try:
+                await fn(cluster, *args, **kwargs)
+            finally:
+                await cluster.stop()
+
+        asyncio.run(main())
+
+    # pytest reads fixture names from the signature: tmp_path replaces the cluster.
+    import inspect
+
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    tmp = inspect.Parameter("tmp_path", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    run.__signature__ = sig.replace(parameters=[tmp, *params[1:]])  # type: ignore[attr-defined]
+    return run
+
+
+# -- topology ---------------------------------------------------------------------------------
+async def connect(a: Node, b: Node, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """``a`` handshakes with ``b``; returns once each lists the other as a peer."""
+    await a.peers.connect(b.url)
+    await until(lambda: b.url in a.peers.peers and a.url in b.peers.peers, timeout,
+                what=f"{a.url} and {b.url} to peer")
+
+
+async def connect_line(nodes: Sequence[Node]) -> None:
+    """n0 - n1 - n2 - ...: every block crosses each hop."""
+    for a, b in zip(nodes, nodes[1:], strict=False):
+        await connect(a, b)
+
+
+async def connect_star(hub: Node, leaves: Sequence[Node]) -> None:
+    """Every leaf peers with ``hub`` only."""
+    for leaf in leaves:
+        await connect(leaf, hub)
+
+
+def disconnect(a: Node, b: Node) -> None:
+    """Forget the link both ways, and the addresses, so neither dials the other again."""
+    for x, y in ((a, b), (b, a)):
+        x.peers.drop(y.url, "test partition")
+        x.peers.known.discard(y.url)
+        if y.url in x.peers.seeds:
+            x.peers.seeds.remove(y.url)
+
+
+# -- chain ---------------------------------------------------------------------------------------
+async def mine(node: Node, count: int) -> list[bytes]:
+    """Mine ``count`` blocks on ``node`` now (regtest: a few hashes each)."""
+    return await mine_blocks(node, count)
+
+
+def tip_of(node: Node) -> tuple[int, bytes, bytes]:
+    """(height, tip hash, state root): what two synced nodes agree on."""
+    chain = node.chain
+    return chain.height, chain.tip.hash, chain.state.root
+
+
+def describe(nodes: Sequence[Node]) -> str:
+    return ", ".join(f"{n.url} h={n.chain.height} {hash_hex(n.chain.tip.hash)[:12]}" for n in nodes)
+
+
+async def wait_same_tip(nodes: Sequence[Node], timeout: float = SYNC_TIMEOUT_S,
+                        target: bytes | None = None) -> None:
+    """Wait until every node has the same tip (``target`` if given) and state root."""
+    def agreed() -> bool:
+        tips = {tip_of(n) for n in nodes}
+        settled = all(_SETTLED.get(n) == n.chain.tip.hash for n in nodes)
+        return settled and len(tips) == 1 and (target is None or next(iter(tips))[1] == target)
+
+    try:
+        await until(agreed, timeout, what="the same tip everywhere")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {describe(nodes)}") from None
+
+
+async def wait_height(node: Node, height: int, timeout: float = SYNC_TIMEOUT_S) -> None:
+    await until(lambda: node.chain.height >= height, timeout, what=f"{node.url} to reach height {height}")
+
+
+# -- HTTP -------------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for API and /p2p/ calls from the test."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session:
+        yield session
+
+
+def token_of(node: Node) -> str:
+    """The control-route token the node wrote to DATADIR/.cookie."""
+    return node.config.cookie_path.read_text().strip()
+
+
+def auth(node: Node) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_of(node)}"}
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as resp:
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
