@@ -12,6 +12,9 @@ TASK ?= digits
 ATTACKERS ?= 0
 ATTACK ?= sign-flip
 QUICK ?=
+RULE ?=
+FRESH ?=
+DIR ?= .testnet
 
 .PHONY: install test lint bench testnet clean
 
@@ -30,6 +33,11 @@ test: install
 lint: install
 	$(BIN)/ruff check consensus ml wallet node tests benchmarks
 	$(BIN)/mypy --strict consensus ml wallet
+
+# A local testnet in the foreground: Ctrl-C stops every node (data stays in $(DIR)).
+testnet: install
+	$(BIN)/gradchain testnet up --dir $(DIR) --nodes $(NODES) --task $(TASK) \
+		--attackers $(ATTACKERS) --attack $(ATTACK) $(if $(RULE),--rule $(RULE),) $(if $(FRESH),--fresh,)
 
 bench: install
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)

@@ -23,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--network", choices=("testnet", "regtest"), default="testnet")
     p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
     p.add_argument("--detach", action="store_true", help="start the nodes and return")
+    p.add_argument("--fresh", action="store_true", help="delete the testnet in --dir first (else it resumes)")
     p.set_defaults(handler=cmd_up)
 
     p = verbs.add_parser("status", help="one line per node of a running testnet")
@@ -49,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                        rule=args.rule, network=args.network, alpha=args.alpha)
     print(f"starting {args.nodes} nodes in {args.dir} ({args.task}, {args.attackers} attacker(s))…", flush=True)
     try:
-        entries = up(args.dir, plan)
+        entries = up(args.dir, plan, fresh=args.fresh)
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
     for entry in entries:

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,9 +85,18 @@ def load_manifest(directory: pathlib.Path) -> list[NodeEntry]:
     return [NodeEntry(**n) for n in data["nodes"]]
 
 
-def write_manifest(directory: pathlib.Path, entries: list[NodeEntry]) -> None:
+def load_plan(directory: pathlib.Path) -> TestnetPlan | None:
+    path = directory / MANIFEST
+    if not path.exists():
+        return None
+    plan = json.loads(path.read_text()).get("plan")
+    return None if plan is None else TestnetPlan(**plan)
+
+
+def write_manifest(directory: pathlib.Path, entries: list[NodeEntry], plan: TestnetPlan) -> None:
     tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"nodes": [asdict(e) for e in entries]}, indent=2) + "\n")
+    body = {"nodes": [asdict(e) for e in entries], "plan": asdict(plan)}
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
     tmp.replace(directory / MANIFEST)
 
 
@@ -128,13 +138,23 @@ def spawn(argv: list[str], datadir: pathlib.Path, password: str) -> subprocess.P
                             start_new_session=True)
 
 
-def up(directory: pathlib.Path, plan: TestnetPlan) -> list[NodeEntry]:
-    """Start (or restart) the testnet in ``directory``; returns the manifest entries."""
-    directory.mkdir(parents=True, exist_ok=True)
+def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False) -> list[NodeEntry]:
+    """Start (or resume) the testnet in ``directory``; returns the manifest entries.
+
+    An existing testnet of the same plan resumes where it stopped; ``fresh``
+    deletes it first.
+    """
     running = [e for e in load_manifest(directory) if is_alive(e.pid)]
     if running:
         raise RuntimeError(f"a testnet is already running in {directory} ({len(running)} nodes); "
                            f"run `gradchain testnet down --dir {directory}` first")
+    if fresh and directory.exists():
+        shutil.rmtree(directory)
+    previous_plan = load_plan(directory)
+    if previous_plan is not None and previous_plan != plan:
+        raise RuntimeError(f"{directory} holds a testnet started with other settings ({previous_plan}); "
+                           "add --fresh (make testnet FRESH=1) to start over, or use another --dir")
+    directory.mkdir(parents=True, exist_ok=True)
     password = testnet_password(directory)
     previous = {e.name: e for e in load_manifest(directory)}
     entries: list[NodeEntry] = []
@@ -159,7 +179,7 @@ def up(directory: pathlib.Path, plan: TestnetPlan) -> list[NodeEntry]:
         entries.append(NodeEntry(name, api, process.pid, str(datadir), attacker, argv))
         seed_url = seed_url or api
         port += 1
-    write_manifest(directory, entries)
+    write_manifest(directory, entries, plan)
     return entries
 
 
