@@ -16,7 +16,7 @@ RULE ?=
 FRESH ?=
 DIR ?= .testnet
 
-.PHONY: install test lint bench testnet clean
+.PHONY: install test lint bench testnet clean browser
 
 install: $(STAMP)
 
@@ -27,8 +27,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for the dashboard's browser test (Debian packages). Needs
+# root and apt; elsewhere the test says how to install it and skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the browser test…"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "warning: could not install chromium; the browser test will be skipped"; \
+	else echo "note: chromium/chromedriver missing; run 'apt-get install chromium chromium-driver' for the browser test"; fi
 
 lint: install
 	$(BIN)/ruff check consensus ml wallet node tests benchmarks
