@@ -25,7 +25,7 @@ class Evaluator:
         self.history: dict[int, dict[str, float]] = {}  # height -> figures on the main chain
         self._by_hash: dict[bytes, dict[str, float]] = {}
         node.on_tip_change(self._schedule)
-        self._pending: asyncio.Task[None] | None = None
+        self._pending: asyncio.Task[None] | None = None  # the task following the tip
 
     @property
     def dataset(self) -> Dataset:
@@ -38,7 +38,15 @@ class Evaluator:
 
     def _schedule(self) -> None:
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.create_task(self.refresh())
+            self._pending = asyncio.create_task(self._follow_tip())
+
+    async def _follow_tip(self) -> None:
+        """Evaluate tips until the one evaluated is still the tip (none is skipped for long)."""
+        while True:
+            tip_hash = self.node.chain.tip.hash
+            await self.refresh()
+            if self.node.chain.tip.hash == tip_hash:
+                return
 
     async def refresh(self) -> dict[str, float]:
         """Figures of the tip model (computing them if this tip is new)."""
@@ -51,6 +59,8 @@ class Evaluator:
         loop = asyncio.get_running_loop()
         figures = await loop.run_in_executor(None, self.figures, params)
         self._by_hash[tip_hash] = figures
+        if len(self._by_hash) > MAX_CACHED:
+            self._by_hash.pop(next(iter(self._by_hash)))
         # Heights above a reorg's fork point belong to the new branch now.
         for stale in [h for h in self.history if h > height]:
             del self.history[stale]
