@@ -22,7 +22,8 @@ MAX_OBJECT_BYTES = 32 * 1024 * 1024
 
 def pack(obj: Any) -> bytes:
     """Encode ``obj`` canonically (bin for bytes, str for text, minimal ints)."""
-    return msgpack.packb(obj, use_bin_type=True, use_single_float=False, strict_types=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True, use_single_float=False, strict_types=True)
+    return packed
 
 
 def _no_ext(code: int, data: bytes) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -67,6 +68,11 @@ def solve(
         header = header.with_time(header.time + 1)
 
 
+def latest_block_time(drift_s: int) -> int:
+    """The latest time our blocks carry: well inside the peers' future-time limit."""
+    return int(time.time()) + drift_s // 2
+
+
 def make_template(node: Any) -> Block:
     """On the chain thread: a block on the tip with the best mempool txs, paying this node."""
     chain = node.chain
@@ -93,7 +99,7 @@ async def mine_blocks(node: Any, count: int) -> list[bytes]:
     hashes = []
     for _ in range(count):
         template = await node.run_chain(make_template, node)
-        block = await loop.run_in_executor(None, lambda t=template: solve(t, threads=node.config.threads))
+        block = await loop.run_in_executor(None, functools.partial(solve, template, threads=node.config.threads))
         assert block is not None
         await node.submit_block(block, source=None, mined=True)
         hashes.append(block.hash)
@@ -152,7 +158,7 @@ class Miner:
                 template,
                 threads=node.config.threads,
                 stop=self._stop_search,
-                max_time=lambda: int(time.time()) + drift // 2,
+                max_time=functools.partial(latest_block_time, drift),
                 on_progress=self._count,
             )
             if block is None or self._shutdown.is_set():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import secrets

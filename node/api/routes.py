@@ -17,7 +17,7 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
-from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, decode_tx, txid
+from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
 from ml.models import predict
 from node import limits
 from node.http import json_error, json_reply, read_body, require_local_token

@@ -69,7 +69,7 @@ class BlockDownloader:
                 if self.next_index < total:
                     try:
                         await asyncio.wait_for(self._progress.wait(), timeout=1.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
         finally:
             for task in workers:

@@ -194,7 +194,7 @@ class PeerManager:
                     if not more:
                         break
                     raw += more
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(f"{route}: {type(exc).__name__} {exc}") from None
         try:
             return m.decode(reply_kind, raw)

@@ -76,12 +76,11 @@ def test_import_rejects_a_tampered_block(
     db = sqlite3.connect(mined / "chain.sqlite")
     (body,) = db.execute("SELECT body FROM blocks b JOIN main_chain m ON m.hash = b.hash WHERE m.height = 3").fetchone()
     db.close()
-    from node.cli.chain import EXPORT_MAGIC
-
     # A file whose block 3 has one flipped byte in its last transaction.
     import struct
 
     from node.chainstate import ChainState
+    from node.cli.chain import EXPORT_MAGIC
 
     chain = ChainState.open(mined)
     records = [chain.get_raw_block(h) for h in chain.main]
