@@ -77,3 +77,13 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: pathlib.Path) -> None:
     sample = tmp_path / "m.py"
     sample.write_text("import time\nfrom node.storage import Store\n")
     assert imported_modules(sample) == {"time", "node.storage"}
+
+
+@pytest.mark.parametrize("package", ["consensus", "ml", "wallet"])
+def test_every_public_name_resolves(package: str) -> None:
+    """``__all__`` promises names; each must really exist (lazy or not)."""
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
