@@ -236,6 +236,10 @@ def add_routes(app: web.Application, node: Any) -> None:
             return json_error(400, str(exc))
         if not 1 <= count <= 1000:
             return json_error(400, "blocks must be 1..1000")
+        if node.keypair is None:
+            # Without a key the template has no address to pay (it used to end in a 500).
+            return json_error(409, "this node has no key to pay block rewards to: "
+                                   "restart it with --keystore (or --mine / --train for a node key)")
         from node.mining import mine_blocks
 
         hashes = await mine_blocks(node, count)
