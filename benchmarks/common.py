@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS_ENV = "GRADCHAIN_BENCH_RESULTS"  # redirects every result file (the QUICK test uses a temp dir)
+RESULTS_DIR = pathlib.Path(
+    os.environ.get(RESULTS_ENV) or pathlib.Path(__file__).resolve().parent / "results"
+)
 
 
 @dataclass(frozen=True)
