@@ -48,7 +48,8 @@ def node_key(name: str) -> KeyPair:
 
 def config(base: pathlib.Path, name: str, **overrides: Any) -> NodeConfig:
     """A regtest NodeConfig with its own datadir ``base/name`` and an OS-chosen port."""
-    return NodeConfig(datadir=base / name, network="regtest", host="127.0.0.1", port=0, **overrides)
+    fields: dict[str, Any] = {"network": "regtest", "host": "127.0.0.1", "port": 0, **overrides}
+    return NodeConfig(datadir=base / name, **fields)
 
 
 class Cluster:
