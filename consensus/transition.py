@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from consensus.tx import (
     Tx,
     check_signature,
 )
-from ml.aggregation import AggregationError, aggregate
+from ml.aggregation import AggregationError, aggregate, bucket_seed, inner_count
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
 from ml.codec import decode_update
 from ml.tasks import TaskSpec
@@ -179,16 +180,37 @@ def _check_update(
 
 
 def aggregate_updates(
-    task: TaskSpec, updates: list[np.ndarray], last_aggregate: np.ndarray
+    task: TaskSpec,
+    updates: list[np.ndarray],
+    last_aggregate: np.ndarray,
+    parent_hash: bytes | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """The block's aggregate (None: model unchanged) and the accepted mask."""
+    """The block's aggregate (None: model unchanged) and the accepted mask.
+
+    Besides the task's parameters, ``centered_clip`` clips around
+    ``last_aggregate`` (the previous applied aggregate) and a ``bucket+``
+    rule shuffles with a seed from ``parent_hash``; a bucketed rule's bound
+    is checked against its bucket count.
+    """
     n = len(updates)
-    f = min(task.f, max_byzantine(task.rule, n))
+    params: dict[str, Any] = dict(task.rule_params)
+    *stages, base = task.rule.split("+")
+    if base == "centered_clip":
+        params["reference"] = np.asarray(last_aggregate, dtype=np.float32)
+    if "bucket" in stages:
+        if parent_hash is None:
+            raise BlockRejected(Reject.BAD_AGGREGATION, "bucketing needs the parent block's hash")
+        params["seed"] = bucket_seed(parent_hash)
+    try:
+        n_rule = inner_count(task.rule, n, **params) if stages else n
+    except AggregationError as exc:
+        raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
+    f = min(task.f, max_byzantine(task.rule, n_rule))
     if f < 0:
         return None, np.zeros(n, dtype=bool)
     stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
     try:
-        result, mask = aggregate(task.rule, stacked, f=f, **dict(task.rule_params))
+        result, mask = aggregate(task.rule, stacked, f=f, **params)
     except AggregationError as exc:  # a rule or parameters the task names but ml does not run
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
     return result, np.asarray(mask, dtype=bool)
@@ -240,7 +262,9 @@ def execute(
     version = state.model_version
     accepted = np.zeros(len(updates), dtype=bool)
     if updates:
-        result, accepted = aggregate_updates(task, updates, state.last_aggregate)
+        result, accepted = aggregate_updates(
+            task, updates, state.last_aggregate, ctx.recent_hashes.get(height - 1)
+        )
         if result is not None:
             step = np.float32(task.server_lr) * result.astype(np.float32, copy=False)
             params = (state.params - step).astype(np.float32, copy=False)

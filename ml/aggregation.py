@@ -25,6 +25,18 @@ Summation orders (the consensus contract; changing one is a hard fork):
   float64 in ascending order.
 * Bulyan's second step: like the trimmed mean, over the run of ``beta``
   sorted values nearest the median, ascending.
+* geomed, centered_clip, nnm, bucket (:mod:`ml._agg_robust`): float64
+  throughout, every sum over rows in increasing row index (or bucket order),
+  every norm a sum over coordinates in increasing index, one rounding to
+  float32 at the end; each function below gives its exact steps.
+
+Pre-aggregation composes with any rule by name: ``nnm+krum`` mixes the
+updates with :func:`nnm`, then runs ``krum`` on the mixed rows;
+``bucket+median`` averages buckets (:func:`bucket`) and takes their median;
+``bucket+nnm+geomed`` chains both, left to right. The chain passes what a
+rule needs besides the task's parameters: ``reference`` (the previous
+block's applied aggregate) to ``centered_clip`` and ``seed``
+(:func:`bucket_seed` of the parent block's hash) to ``bucket``.
 
 Compared with Flower (``flwr.server.strategy.aggregate``) on equal weights,
 each rule gives Flower's result up to float32 rounding (Flower sums in
@@ -36,7 +48,9 @@ here by a fixed rule that each function documents.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -46,16 +60,26 @@ import numpy as np
 import numpy.typing as npt
 
 from ml import _agg_kernels as kernels
+from ml import _agg_robust as robust
 
 __all__ = [
+    "PRE_AGGREGATORS",
     "RULES",
     "AggregationError",
     "aggregate",
+    "bucket",
+    "bucket_order",
+    "bucket_seed",
     "bulyan",
+    "centered_clip",
+    "geomed",
+    "inner_count",
+    "is_rule",
     "krum",
     "mean",
     "median",
     "multi_krum",
+    "nnm",
     "trimmed_mean",
 ]
 
@@ -69,6 +93,14 @@ UPDATE_DTYPE = np.dtype(np.float32)
 KRUM_EXTRA_HONEST = 3  # Krum needs n >= 2f + 3 (Blanchard et al. 2017, Prop. 1)
 BULYAN_EXTRA_HONEST = 3  # Bulyan needs n >= 4f + 3 (El Mhamdi et al. 2018)
 KRUM_NEIGHBOUR_SLACK = 2  # a Krum score sums the n - f - 2 nearest distances
+GEOMED_DEFAULT_ITERS = 8  # Weiszfeld steps; RFA reports a handful suffice (Pillutla et al. 2022)
+GEOMED_DEFAULT_NU = 1e-6  # smoothing: distances below this (L2, update units) count as this
+CCLIP_DEFAULT_TAU = 1.0  # clipping radius in L2 update units; a task sets its own
+CCLIP_DEFAULT_ITERS = 3  # clipping steps per aggregation (the paper uses 1 with momentum)
+MAX_ITERS = 1000  # more iterations than this is a mistaken task, not a tighter fixed point
+BUCKET_DEFAULT_SIZE = 2  # updates per bucket (s = 2 in Karimireddy et al. 2022's experiments)
+BUCKET_SEED_BYTES = 8  # the seed is the first 8 bytes of the parent hash, little-endian
+U64_MAX = 2**64 - 1
 
 
 class AggregationError(ValueError):
@@ -355,6 +387,128 @@ def bulyan(updates: Updates, *, f: int) -> Result:
     return result, _mask_of(picked, n)
 
 
+def _check_iters(rule: str, iters: object) -> int:
+    iters = _check_int("iters", iters)
+    if not 1 <= iters <= MAX_ITERS:
+        raise AggregationError(f"{rule} needs 1 <= iters <= {MAX_ITERS}, got {iters}")
+    return iters
+
+
+def _check_positive(rule: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise AggregationError(f"{rule} {name} must be a number, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0.0):
+        raise AggregationError(f"{rule} {name} must be finite and > 0, got {value!r}")
+    return number
+
+
+def geomed(
+    updates: Updates,
+    *,
+    f: int = 0,
+    iters: int = GEOMED_DEFAULT_ITERS,
+    nu: float = GEOMED_DEFAULT_NU,
+) -> Result:
+    """Geometric median by smoothed Weiszfeld iterations (robust federated aggregation, RFA).
+
+    Pillutla, Kakade and Harchaoui 2022, "Robust Aggregation for Federated
+    Learning", IEEE Trans. Signal Processing, https://arxiv.org/abs/1912.13445.
+    The geometric median has breakdown point 1/2: it tolerates f Byzantine
+    updates with n >= 2f + 1. A fixed iteration count (not a tolerance) keeps
+    the work, and so the bits, the same on every node.
+
+    Starting from the float64 mean, each iteration reweights every update by
+    ``1 / max(nu, ||z - x_i||)`` and takes the weighted mean (the exact order
+    is in :func:`ml._agg_robust.weiszfeld`).
+
+    Parameters
+    ----------
+    updates
+        (n, d) float32, one update per row.
+    f
+        Byzantine bound, only checked against n.
+    iters
+        Weiszfeld iterations, 1 .. 1000.
+    nu
+        Smoothing, > 0: an update nearer than ``nu`` weighs as if at ``nu``,
+        so the step is defined when ``z`` lands on an update.
+
+    Returns
+    -------
+    (aggregate, mask)
+        The (d,) float32 approximate geometric median and an all-True mask
+        (every update has a weight in it).
+    """
+    updates = _check_updates(updates)
+    n = updates.shape[0]
+    _check_f("geomed", f, n, factor=2, extra=1)
+    iters = _check_iters("geomed", iters)
+    smoothing = _check_positive("geomed", "nu", nu)
+    return robust.weiszfeld(updates, iters, smoothing), _all_counted(n)
+
+
+def _check_reference(reference: object, d: int) -> Aggregate:
+    if reference is None:
+        return np.zeros(d, dtype=np.float32)
+    if not isinstance(reference, np.ndarray) or reference.dtype != UPDATE_DTYPE:
+        raise AggregationError("centered_clip reference must be a float32 numpy array")
+    if reference.shape != (d,):
+        raise AggregationError(f"centered_clip reference must have shape ({d},), got {reference.shape}")
+    if not np.all(np.isfinite(reference)):
+        raise AggregationError("centered_clip reference must be finite")
+    return np.ascontiguousarray(reference)
+
+
+def centered_clip(
+    updates: Updates,
+    *,
+    f: int = 0,
+    tau: float = CCLIP_DEFAULT_TAU,
+    iters: int = CCLIP_DEFAULT_ITERS,
+    reference: Aggregate | None = None,
+) -> Result:
+    """Centered clipping around a reference point.
+
+    Karimireddy, He and Jaggi 2021, "Learning from History for Byzantine
+    Robust Optimization", ICML 2021, https://arxiv.org/abs/2012.10333.
+    ``v <- v + (1/n) sum_i (x_i - v) min(1, tau / ||x_i - v||)``, ``iters``
+    times from ``v = reference``: an update at any distance moves the result
+    by at most ``tau / n``, so f attackers move it by at most ``f tau / n``
+    per step. The paper's guarantee holds for a Byzantine fraction
+    ``delta = f / n`` below 1/2 (the error grows with ``delta``); we accept
+    n >= 2f + 1. On the chain the reference is the previous block's applied
+    aggregate (``State.last_aggregate``), the paper's momentum-like history
+    point, which every node already holds.
+
+    Parameters
+    ----------
+    updates
+        (n, d) float32, one update per row.
+    f
+        Byzantine bound, only checked against n.
+    tau
+        Clipping radius (L2, in update units), > 0.
+    iters
+        Clipping steps, 1 .. 1000.
+    reference
+        (d,) float32 starting point; None: the zero vector.
+
+    Returns
+    -------
+    (aggregate, mask)
+        The (d,) float32 result and an all-True mask (every update pulls,
+        clipped or not).
+    """
+    updates = _check_updates(updates)
+    n, d = updates.shape
+    _check_f("centered_clip", f, n, factor=2, extra=1)
+    radius = _check_positive("centered_clip", "tau", tau)
+    iters = _check_iters("centered_clip", iters)
+    start = _check_reference(reference, d)
+    return robust.centered_clip(updates, start, radius, iters), _all_counted(n)
+
+
 RULES: dict[str, Rule] = {
     "mean": mean,
     "median": median,
@@ -362,7 +516,170 @@ RULES: dict[str, Rule] = {
     "krum": krum,
     "multi_krum": multi_krum,
     "bulyan": bulyan,
+    "geomed": geomed,
+    "centered_clip": centered_clip,
 }
+
+
+# --------------------------------------------------------------------------
+# Pre-aggregation: nearest-neighbour mixing and bucketing
+# --------------------------------------------------------------------------
+
+
+def nnm(updates: Updates, *, f: int) -> Updates:
+    """Nearest-neighbour mixing: replace each update by the mean of its n - f nearest.
+
+    Allouah et al. 2023, "Fixing by Mixing: A Recipe for Optimal Byzantine ML
+    under Heterogeneity", AISTATS 2023, https://arxiv.org/abs/2302.01772.
+    Composed with a robust rule (``nnm+krum``, ``nnm+median``, ...) it brings
+    that rule to the optimal error under heterogeneity for f < n/2; needs
+    n >= 2f + 1. Nearness uses the Krum distances (same lane order, module
+    docstring); ties go to the lower index; each mean sums the chosen rows in
+    float64 in increasing index, rounded once.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, d) float32: row i is the mix around update i.
+    """
+    updates = _check_updates(updates)
+    n = updates.shape[0]
+    f = _check_f("nnm", f, n, factor=2, extra=1)
+    dist = kernels.pairwise_sq_distances(updates, numba.get_num_threads())
+    return robust.nearest_neighbour_mix(updates, dist, n - f)
+
+
+def bucket_seed(block_hash: bytes) -> int:
+    """The bucketing seed for a block: its parent's hash, first 8 bytes, little-endian."""
+    if not isinstance(block_hash, bytes) or len(block_hash) < BUCKET_SEED_BYTES:
+        raise AggregationError(f"a bucket seed needs a hash of >= {BUCKET_SEED_BYTES} bytes")
+    return int.from_bytes(block_hash[:BUCKET_SEED_BYTES], "little")
+
+
+def bucket_order(n: int, seed: int) -> npt.NDArray[np.int64]:
+    """The deterministic shuffle of rows 0..n-1 for ``seed``.
+
+    Rows sorted by ``sha256(seed as 8 bytes LE || row as 4 bytes LE)``: a
+    permutation fixed by the seed alone, independent of numpy's generators
+    (whose streams may change between releases).
+    """
+    seed_bytes = seed.to_bytes(BUCKET_SEED_BYTES, "little")
+    keys = [hashlib.sha256(seed_bytes + i.to_bytes(4, "little")).digest() for i in range(n)]
+    return np.array(sorted(range(n), key=keys.__getitem__), dtype=np.int64)
+
+
+def bucket(
+    updates: Updates, *, seed: int, bucket_size: int = BUCKET_DEFAULT_SIZE
+) -> tuple[Updates, npt.NDArray[np.int64]]:
+    """Bucketing: shuffle the updates, average them in buckets of ``bucket_size``.
+
+    Karimireddy, He and Jaggi 2022, "Byzantine-Robust Learning on
+    Heterogeneous Datasets via Bucketing", ICLR 2022,
+    https://arxiv.org/abs/2006.09365. Averaging s updates shrinks the honest
+    buckets' spread (heterogeneity) while f Byzantine updates spoil at most f
+    of the ceil(n / s) buckets; the rule after it then needs its own bound on
+    the bucket count (``bucket+median``: ceil(n / s) >= 2f + 1). The shuffle
+    is :func:`bucket_order` of ``seed``, which the chain derives from the
+    parent block's hash (:func:`bucket_seed`): unpredictable to a submitter
+    before the parent is mined, identical on every node.
+
+    Returns
+    -------
+    (buckets, owner)
+        (ceil(n / s), d) float32 bucket means (float64 sums in bucket order,
+        rounded once) and, for each update, the bucket it went to.
+    """
+    updates = _check_updates(updates)
+    n = updates.shape[0]
+    seed = _check_int("seed", seed)
+    if not 0 <= seed <= U64_MAX:
+        raise AggregationError(f"bucket seed must be a u64, got {seed}")
+    size = _check_int("bucket_size", bucket_size)
+    if size < 1:
+        raise AggregationError(f"bucket_size must be >= 1, got {size}")
+    order = bucket_order(n, seed)
+    owner = np.empty(n, dtype=np.int64)
+    owner[order] = np.arange(n, dtype=np.int64) // size
+    return robust.bucket_means(updates, order, size), owner
+
+
+PRE_AGGREGATORS: tuple[str, ...] = ("nnm", "bucket")
+_BUCKET_PARAMS = ("seed", "bucket_size")
+
+
+def _split_rule(rule: object) -> tuple[tuple[str, ...], str]:
+    """``"bucket+nnm+krum"`` -> ``(("bucket", "nnm"), "krum")``, or raise for an unknown name."""
+    if not isinstance(rule, str):
+        raise AggregationError(f"a rule is a name, got {rule!r}")
+    *stages, base = rule.split("+")
+    if base not in RULES or any(stage not in PRE_AGGREGATORS for stage in stages):
+        raise AggregationError(
+            f"unknown aggregation rule {rule!r}; valid rules: {', '.join(sorted(RULES))}, "
+            f"each optionally after one or more of {', '.join(p + '+' for p in PRE_AGGREGATORS)}"
+        )
+    return tuple(stages), base
+
+
+def is_rule(name: str) -> bool:
+    """True for a rule :func:`aggregate` runs: a key of RULES, optionally with ``+`` stages."""
+    try:
+        _split_rule(name)
+    except AggregationError:
+        return False
+    return True
+
+
+def inner_count(rule: str, n: int, **params: Any) -> int:
+    """How many vectors the base rule of ``rule`` sees for ``n`` updates.
+
+    ``n`` except after bucketing, which leaves ``ceil(n / bucket_size)``; the
+    chain checks the base rule's Byzantine bound against this count.
+    """
+    stages, _ = _split_rule(rule)
+    size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
+    if size < 1:
+        raise AggregationError(f"bucket_size must be >= 1, got {size}")
+    for stage in stages:
+        if stage == "bucket":
+            n = (n + size - 1) // size
+    return n
+
+
+def _run_rule(rule: str, updates: Updates, f: int, params: dict[str, Any]) -> Result:
+    fn = RULES[rule]
+    try:
+        inspect.signature(fn).bind(updates, f=f, **params)
+    except TypeError as exc:
+        raise AggregationError(f"bad parameters for {rule}: {exc}") from None
+    return fn(updates, f=f, **params)
+
+
+def _composed(
+    stages: tuple[str, ...], base: str, updates: Updates, f: int, params: dict[str, Any]
+) -> Result:
+    """Run the pre-aggregation stages left to right, then ``base``; map its mask back.
+
+    The mask marks an update when the row it became (its own mix for nnm,
+    its bucket for bucket) counted in the base rule.
+    """
+    updates = _check_updates(updates)
+    n = updates.shape[0]
+    owner = np.arange(n, dtype=np.int64)  # which current row each original update feeds
+    base_params = {k: v for k, v in params.items() if k not in _BUCKET_PARAMS}
+    bucket_params = {k: v for k, v in params.items() if k in _BUCKET_PARAMS}
+    if "bucket" in stages and "seed" not in bucket_params:
+        raise AggregationError("bucket needs a seed (the chain derives it from the parent hash)")
+    if "bucket" not in stages and bucket_params:
+        raise AggregationError(f"{sorted(bucket_params)} only apply to a bucket+ rule")
+    rows = updates
+    for stage in stages:
+        if stage == "nnm":
+            rows = nnm(rows, f=f)
+        else:
+            rows, step = bucket(rows, **bucket_params)
+            owner = step[owner]
+    result, mask = _run_rule(base, rows, f, base_params)
+    return result, np.asarray(mask[owner], dtype=np.bool_)
 
 
 def aggregate(rule: str, updates: Updates, *, f: int = 0, **params: Any) -> Result:
@@ -371,13 +688,17 @@ def aggregate(rule: str, updates: Updates, *, f: int = 0, **params: Any) -> Resu
     Parameters
     ----------
     rule
-        A key of :data:`RULES`: the task's aggregation rule.
+        A key of :data:`RULES` (the task's aggregation rule), optionally after
+        pre-aggregation stages from :data:`PRE_AGGREGATORS` joined by ``+``
+        (``nnm+krum``, ``bucket+median``).
     updates
         (n, d) float32 C-contiguous array, one update per row.
     f
         The task's Byzantine bound; each rule checks n against its own bound.
     **params
-        Rule-specific parameters (``m`` for ``multi_krum``).
+        Rule-specific parameters (``m`` for ``multi_krum``; ``iters``, ``nu``
+        for ``geomed``; ``tau``, ``iters``, ``reference`` for
+        ``centered_clip``; ``seed``, ``bucket_size`` for ``bucket+``).
 
     Returns
     -------
@@ -391,14 +712,7 @@ def aggregate(rule: str, updates: Updates, *, f: int = 0, **params: Any) -> Resu
         Unknown rule or parameter, wrong dtype or shape, n == 0, or f outside
         the rule's bound.
     """
-    try:
-        fn = RULES[rule]
-    except (KeyError, TypeError):
-        raise AggregationError(
-            f"unknown aggregation rule {rule!r}; valid rules: {', '.join(sorted(RULES))}"
-        ) from None
-    try:
-        inspect.signature(fn).bind(updates, f=f, **params)
-    except TypeError as exc:
-        raise AggregationError(f"bad parameters for {rule}: {exc}") from None
-    return fn(updates, f=f, **params)
+    stages, base = _split_rule(rule)
+    if stages:
+        return _composed(stages, base, updates, _check_int("f", f), dict(params))
+    return _run_rule(base, updates, f, dict(params))
