@@ -23,17 +23,23 @@ the same whatever the tile, so changing them never changes a result.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 F32Matrix = npt.NDArray[np.float32]
 F32Vector = npt.NDArray[np.float32]
 F64Matrix = npt.NDArray[np.float64]
 F64Vector = npt.NDArray[np.float64]
 I64Vector = npt.NDArray[np.int64]
+I64Matrix = npt.NDArray[np.int64]
+F64Array3 = npt.NDArray[np.float64]
 
 L1_TILE_BYTES = 32 * 1024  # per-core L1d on the machines we target; speed only
 MEAN_TILE_COORDS = 4096  # float64 accumulators per mean block (32 KiB)
@@ -41,7 +47,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 23  # below this much work (~8M values) one thread 
 CHUNKS_PER_THREAD = 4  # coordinate chunks per worker thread, to even out load
 ROWS_PER_PASS = 4  # rows added per pass over a mean block (fewer accumulator loads)
 SIMD_COORDS = 16  # tile widths are a multiple of one AVX-512 float32 vector
-DIST_TILE_COORDS = 4096  # coordinates per distance tile, a multiple of DIST_LANES (speed only)
 DIST_LANES = 128  # independent partial sums per distance: PART OF CONSENSUS (see below)
 
 
@@ -471,83 +476,256 @@ def closest_to_median_cols(
 # --------------------------------------------------------------------------
 # Distances and Krum scores
 # --------------------------------------------------------------------------
+#
+# The pairwise kernel works on tiles of pairs. Rows are split into blocks of
+# TILE_ROWS; a "cross" tile is every pair between two blocks (16 pairs over 8
+# rows), a "diagonal" tile every pair inside one block (6 pairs over 4 rows).
+# For one run of LANE_VECTOR lanes, the tile's rows are read once per step of
+# DIST_LANES coordinates and every pair's partial sums stay in vector
+# registers across the steps of a coordinate block: each lane still adds its
+# own coordinates q, q + L, q + 2L, ... one at a time in increasing order, so
+# the result is the documented order whatever the tile, block or vector width.
+
+TILE_ROWS = 4  # rows per block of a pair tile: 4 x 4 cross pairs fill 16 of 32 AVX-512 registers
+TILE_SLOTS = 2 * TILE_ROWS  # row slots of a cross tile (a diagonal tile uses the first TILE_ROWS)
+TILE_PAIRS = TILE_ROWS * TILE_ROWS  # pairs of a cross tile, the most of any tile
+LANE_VECTOR = 8  # float64 lanes per accumulator vector (one AVX-512 register); speed only
+DIST_BLOCK_STEPS = 32  # DIST_LANES-coordinate steps per block (32 rows x 4096 f32 = L2); speed only
+CROSS_TILE, DIAGONAL_TILE = 0, 1
+CROSS_SLOT_PAIRS = tuple((a, TILE_ROWS + b) for a in range(TILE_ROWS) for b in range(TILE_ROWS))
+DIAGONAL_SLOT_PAIRS = tuple((a, b) for a in range(TILE_ROWS) for b in range(a + 1, TILE_ROWS))
+SLOT_PAIRS = np.full((2, TILE_PAIRS, 2), -1, dtype=np.int64)  # [kind, pair] -> (slot, slot)
+SLOT_PAIRS[CROSS_TILE, : len(CROSS_SLOT_PAIRS)] = CROSS_SLOT_PAIRS
+SLOT_PAIRS[DIAGONAL_TILE, : len(DIAGONAL_SLOT_PAIRS)] = DIAGONAL_SLOT_PAIRS
+TILE_COST = (len(CROSS_SLOT_PAIRS), len(DIAGONAL_SLOT_PAIRS))  # pairs computed, for balancing
 
 
-def row_groups(n: int, groups: int) -> I64Vector:
-    """Split rows 0..n-1 into ``groups`` runs with about equal upper-triangle pair counts.
+_item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as Any for mypy
 
-    Row ``i`` owns the pairs ``(i, j > i)``; a speed knob only, since each
-    pair is summed whole by whichever group owns it.
+
+def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
+    """Build a numba intrinsic that runs one tile over one run of LANE_VECTOR lanes.
+
+    ``kernel(x, slots, k, steps, lanes, lane0)``: for ``s in range(steps)``
+    and every pair ``p = (a, b)`` of ``slot_pairs``, with ``u = x[slots[a]]``,
+    ``v = x[slots[b]]``, ``c = k + s * DIST_LANES``::
+
+        lanes[p, lane0 + t] += (float64(u[c + t]) - float64(v[c + t])) ** 2,  t < LANE_VECTOR
+
+    written straight in LLVM IR as one subtract, one multiply and one add per
+    element (no ``contract`` flag, so never an FMA), with every pair's
+    accumulator a ``<LANE_VECTOR x double>`` loop-carried value: loaded once,
+    stored once, whatever ``steps`` is. The caller guarantees every index is
+    in bounds (no checks here).
     """
-    groups = max(1, min(groups, n))
-    total = n * (n - 1) // 2
+    rows_used = 1 + max(max(pair) for pair in slot_pairs)
+
+    @intrinsic
+    def kernel(
+        typingctx: Any, x: Any, slots: Any, k: Any, steps: Any, lanes: Any, lane0: Any
+    ) -> Any:
+        sig = types.void(x, slots, k, steps, lanes, lane0)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            x_ty, slots_ty, _, _, lanes_ty, _ = signature.args
+            x_val, slots_val, k_val, steps_val, lanes_val, lane0_val = args
+            x_arr = context.make_array(x_ty)(context, builder, x_val)
+            slots_arr = context.make_array(slots_ty)(context, builder, slots_val)
+            lanes_arr = context.make_array(lanes_ty)(context, builder, lanes_val)
+            i64 = ir.IntType(64)
+            f32_vec = ir.VectorType(ir.FloatType(), LANE_VECTOR)
+            f64_vec = ir.VectorType(ir.DoubleType(), LANE_VECTOR)
+            row_ptrs = []
+            for slot in range(rows_used):
+                slot_ptr = _item_pointer(
+                    context, builder, slots_ty, slots_arr, [ir.Constant(i64, slot)]
+                )
+                row = builder.load(slot_ptr)
+                row_ptrs.append(_item_pointer(context, builder, x_ty, x_arr, [row, k_val]))
+            acc_ptrs = []
+            for p in range(len(slot_pairs)):
+                acc = _item_pointer(
+                    context, builder, lanes_ty, lanes_arr, [ir.Constant(i64, p), lane0_val]
+                )
+                acc_ptrs.append(builder.bitcast(acc, f64_vec.as_pointer()))
+            start = [builder.load(ptr, align=8) for ptr in acc_ptrs]
+            entry = builder.basic_block
+            loop = builder.append_basic_block("lane_run.loop")
+            done = builder.append_basic_block("lane_run.done")
+            zero = ir.Constant(i64, 0)
+            builder.cbranch(builder.icmp_signed(">", steps_val, zero), loop, done)
+
+            builder.position_at_end(loop)
+            step = builder.phi(i64)
+            sums = [builder.phi(f64_vec) for _ in slot_pairs]
+            offset = builder.mul(step, ir.Constant(i64, DIST_LANES))
+            values = []
+            for ptr in row_ptrs:
+                vec_ptr = builder.bitcast(builder.gep(ptr, [offset]), f32_vec.as_pointer())
+                values.append(builder.fpext(builder.load(vec_ptr, align=4), f64_vec))
+            updated = []
+            for (a, b), total in zip(slot_pairs, sums, strict=True):
+                gap = builder.fsub(values[a], values[b])
+                updated.append(builder.fadd(total, builder.fmul(gap, gap)))
+            next_step = builder.add(step, ir.Constant(i64, 1))
+            latch = builder.basic_block
+            step.add_incoming(zero, entry)
+            step.add_incoming(next_step, latch)
+            for phi, first, last in zip(sums, start, updated, strict=True):
+                phi.add_incoming(first, entry)
+                phi.add_incoming(last, latch)
+            builder.cbranch(builder.icmp_signed("<", next_step, steps_val), loop, done)
+
+            builder.position_at_end(done)
+            finals = []
+            for first, last in zip(start, updated, strict=True):
+                final = builder.phi(f64_vec)  # every phi before the first store
+                final.add_incoming(first, entry)
+                final.add_incoming(last, latch)
+                finals.append(final)
+            for ptr, final in zip(acc_ptrs, finals, strict=True):
+                builder.store(final, ptr, align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+_cross_lane_run = _lane_run_kernel(CROSS_SLOT_PAIRS)
+_diagonal_lane_run = _lane_run_kernel(DIAGONAL_SLOT_PAIRS)
+
+
+def pair_tiles(n: int) -> tuple[I64Matrix, I64Vector]:
+    """The tiles covering every pair ``(i < j)`` of ``n`` rows exactly once.
+
+    Returns
+    -------
+    (slots, kinds)
+        ``slots[t]`` holds the tile's TILE_SLOTS row numbers, ``-1`` for a
+        slot past the last row (a block of fewer than TILE_ROWS rows);
+        ``kinds[t]`` is CROSS_TILE or DIAGONAL_TILE. Ordered block by block,
+        each block's diagonal tile first.
+    """
+    blocks = (n + TILE_ROWS - 1) // TILE_ROWS
+    block_rows = [
+        [r if r < n else -1 for r in range(b * TILE_ROWS, (b + 1) * TILE_ROWS)]
+        for b in range(blocks)
+    ]
+    slots: list[list[int]] = []
+    kinds: list[int] = []
+    for b in range(blocks):
+        slots.append(block_rows[b] + [-1] * TILE_ROWS)
+        kinds.append(DIAGONAL_TILE)
+        for c in range(b + 1, blocks):
+            slots.append(block_rows[b] + block_rows[c])
+            kinds.append(CROSS_TILE)
+    return np.array(slots, dtype=np.int64).reshape(-1, TILE_SLOTS), np.array(kinds, dtype=np.int64)
+
+
+def tile_groups(kinds: I64Vector, groups: int) -> I64Vector:
+    """Split the tiles into ``groups`` runs of about equal pair counts (speed only).
+
+    Each tile is computed whole, over all coordinates, by whichever thread
+    owns its run, so how the tiles are split never changes a bit.
+    """
+    groups = max(1, min(groups, kinds.shape[0]))
+    costs = [TILE_COST[int(kind)] for kind in kinds]
+    total = sum(costs)
     bounds = [0]
     owned = 0
-    for i in range(n):
-        owned += n - 1 - i
+    for t, cost in enumerate(costs):
+        owned += cost
         if len(bounds) < groups and owned * groups >= total * len(bounds):
-            bounds.append(i + 1)
+            bounds.append(t + 1)
     while len(bounds) < groups + 1:
-        bounds.append(n)
-    bounds[-1] = n
+        bounds.append(kinds.shape[0])
+    bounds[-1] = kinds.shape[0]
     return np.array(bounds, dtype=np.int64)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _add_squared_gaps(a: F32Vector, b: F32Vector, lanes: F64Vector) -> None:
-    """``lanes[q] += (float64(a[k]) - float64(b[k]))**2`` for every k with k % L == q.
+def _tile_tail(x: F32Matrix, slots: I64Vector, kind: int, k0: int, lanes: F64Matrix) -> None:
+    """Add the coordinates ``k0 .. d-1`` (fewer than DIST_LANES) to lanes ``0 .. d-k0-1``.
 
-    ``a`` and ``b`` start at a multiple of ``L = lanes.shape[0]`` of the full
-    vectors, so lane ``q`` always holds coordinates ``q, q + L, q + 2L, ...``
-    in increasing order, whatever the tiling.
+    They come after every full step, so each lane still adds its coordinates
+    in increasing order.
     """
-    width = a.shape[0]
-    n_lanes = lanes.shape[0]
-    for kb in range(0, width, n_lanes):
-        left = a[kb : kb + n_lanes]
-        right = b[kb : kb + n_lanes]
-        for q in range(left.shape[0]):
-            delta = np.float64(left[q]) - np.float64(right[q])
-            lanes[q] += delta * delta
+    d = x.shape[1]
+    for p in range(TILE_PAIRS):
+        a = SLOT_PAIRS[kind, p, 0]
+        if a < 0:
+            break
+        b = SLOT_PAIRS[kind, p, 1]
+        u = x[max(slots[a], 0), k0:d]
+        v = x[max(slots[b], 0), k0:d]
+        acc = lanes[p]
+        for t in range(u.shape[0]):
+            gap = np.float64(u[t]) - np.float64(v[t])
+            acc[t] += gap * gap
 
 
 @numba.njit(cache=True, fastmath=False)
-def _distance_rows(x: F32Matrix, i0: int, i1: int, lanes: F64Matrix) -> None:
-    """Accumulate the lanes of every pair ``(i, j > i)`` with ``i0 <= i < i1``.
+def _distance_tiles(
+    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, t0: int, t1: int, lanes: F64Array3
+) -> None:
+    """Accumulate the lanes of tiles ``t0 .. t1-1`` (``lanes[t - t0]``) over every coordinate.
 
-    ``lanes`` is (i1 - i0, n, L). Coordinates are walked in tiles so the rows
-    of a tile stay in cache while every pair of the group uses them.
+    Coordinates go in blocks of DIST_BLOCK_STEPS steps so the rows of a
+    block stay in cache while every tile uses them. A slot past the last row
+    reads row 0 instead (its pairs are dropped by :func:`_distance_range`).
     """
-    n, d = x.shape
-    for k0 in range(0, d, DIST_TILE_COORDS):
-        width = min(DIST_TILE_COORDS, d - k0)
-        for i in range(i0, i1):
-            a = x[i, k0 : k0 + width]
-            for j in range(i + 1, n):
-                _add_squared_gaps(a, x[j, k0 : k0 + width], lanes[i - i0, j])
+    d = x.shape[1]
+    full_steps = d // DIST_LANES
+    safe = np.empty(TILE_SLOTS, dtype=np.int64)
+    for s0 in range(0, full_steps, DIST_BLOCK_STEPS):
+        steps = min(DIST_BLOCK_STEPS, full_steps - s0)
+        k0 = s0 * DIST_LANES
+        for t in range(t0, t1):
+            for s in range(TILE_SLOTS):
+                safe[s] = max(slots[t, s], 0)
+            acc = lanes[t - t0]
+            if kinds[t] == CROSS_TILE:
+                for lane0 in range(0, DIST_LANES, LANE_VECTOR):
+                    _cross_lane_run(x, safe, k0 + lane0, steps, acc, lane0)
+            else:
+                for lane0 in range(0, DIST_LANES, LANE_VECTOR):
+                    _diagonal_lane_run(x, safe, k0 + lane0, steps, acc, lane0)
+    tail = full_steps * DIST_LANES
+    if tail < d:
+        for t in range(t0, t1):
+            _tile_tail(x, slots[t], kinds[t], tail, lanes[t - t0])
 
 
 @numba.njit(cache=True, fastmath=False)
-def _distance_group(x: F32Matrix, i0: int, i1: int, dist: F64Matrix) -> None:
-    """Fill ``dist[i, j]`` and ``dist[j, i]`` for ``i0 <= i < i1``, ``j > i``."""
-    n = x.shape[0]
-    if i1 <= i0:
-        return
-    lanes = np.zeros((i1 - i0, n, DIST_LANES), dtype=np.float64)
-    _distance_rows(x, i0, i1, lanes)
-    for i in range(i0, i1):
-        for j in range(i + 1, n):
+def _distance_range(
+    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, t0: int, t1: int, dist: F64Matrix
+) -> None:
+    """Fill ``dist[i, j]`` and ``dist[j, i]`` for the pairs of tiles ``t0 .. t1-1``."""
+    lanes = np.zeros((t1 - t0, TILE_PAIRS, DIST_LANES), dtype=np.float64)
+    _distance_tiles(x, slots, kinds, t0, t1, lanes)
+    for t in range(t0, t1):
+        for p in range(TILE_PAIRS):
+            a = SLOT_PAIRS[kinds[t], p, 0]
+            if a < 0:
+                break
+            i = slots[t, a]
+            j = slots[t, SLOT_PAIRS[kinds[t], p, 1]]
+            if i < 0 or j < 0:
+                continue
             total = 0.0
             for q in range(DIST_LANES):
-                total += lanes[i - i0, j, q]
+                total += lanes[t - t0, p, q]
             dist[i, j] = total
             dist[j, i] = total
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
-def _distances_parallel(x: F32Matrix, bounds: I64Vector, dist: F64Matrix) -> None:
+def _distances_parallel(
+    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, bounds: I64Vector, dist: F64Matrix
+) -> None:
     for g in prange(bounds.shape[0] - 1):
-        _distance_group(x, bounds[g], bounds[g + 1], dist)
+        _distance_range(x, slots, kinds, bounds[g], bounds[g + 1], dist)
 
 
 def pairwise_sq_distances(x: F32Matrix, groups: int) -> F64Matrix:
@@ -558,17 +736,19 @@ def pairwise_sq_distances(x: F32Matrix, groups: int) -> F64Matrix:
     in increasing k; then ``dist[i, j] = (((lane_0 + lane_1) + lane_2) + ...)``.
     L independent sums let the compiler run L pairs of coordinates side by
     side in vector registers without reordering any addition; L is part of
-    consensus, the tile size and thread count are not. Symmetric, zero
-    diagonal. ``groups`` row groups (balanced by pair count, :func:`row_groups`) each run
-    whole in one thread; below ``PARALLEL_MIN_ELEMENTS`` of work, one group.
+    consensus, the tiles, blocks and thread count are not. Symmetric, zero
+    diagonal. The pair tiles (:func:`pair_tiles`) are split into ``groups``
+    runs (:func:`tile_groups`) that each run whole in one thread; below
+    ``PARALLEL_MIN_ELEMENTS`` of work, one run.
     """
     n, d = x.shape
     dist = np.zeros((n, n), dtype=np.float64)
+    slots, kinds = pair_tiles(n)
     pairs = n * (n - 1) // 2
     if groups > 1 and pairs * d >= PARALLEL_MIN_ELEMENTS:
-        _distances_parallel(x, row_groups(n, groups), dist)
+        _distances_parallel(x, slots, kinds, tile_groups(kinds, groups), dist)
     else:
-        _distance_group(x, 0, n, dist)
+        _distance_range(x, slots, kinds, 0, kinds.shape[0], dist)
     return dist
 
 
