@@ -23,8 +23,10 @@ accepts; each round records the ``f`` it used.
 Model-poisoning attackers know the chain's norm bound (it is in the task), so
 by default they use it: sign-flip publishes the reversed delta at the bound
 (``to_norm``), Gaussian noise is drawn with the per-coordinate std that puts
-its norm just inside the bound. Scaling keeps its boost of 10 and is therefore
-rejected whenever the boosted delta exceeds the bound, which is the point.
+its norm just inside the bound, and IPM uses ``eps = nodes / attackers``
+(enough to reverse the plain mean) capped so it passes the bound. Scaling
+keeps its boost of 10 and is therefore rejected whenever the boosted delta
+exceeds the bound, which is the point.
 Explicit ``attack_params`` override these defaults.
 
 The norm bound is itself a defence: it caps how far the attackers can pull
@@ -34,12 +36,21 @@ pull balances that. ``SimConfig.norm_bound`` overrides the task's bound (for
 the checks, the honest clipping and the attackers' defaults alike) to show
 what each rule does without that help.
 
+Rules that need more than the task's parameters get what the chain gives
+them: ``centered_clip`` clips around the previous round's applied aggregate
+(the chain's ``last_aggregate``, zero before the first), and ``bucket+``
+rules shuffle with a seed derived from ``SimConfig.seed`` and the round
+number (on the chain, from the parent block's hash). A rule other than the
+task's gets :func:`default_rule_params` (``centered_clip``'s radius scales
+with the task's norm bound).
+
 Everything is seeded from ``SimConfig.seed``; this module reads no clock (the
 CLI times the run) and no file beyond the task's package data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -48,7 +59,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ml.aggregation import RULES, AggregationError, aggregate
+from ml.aggregation import AggregationError, aggregate, bucket_seed, is_rule
 from ml.attacks import ATTACKS, attack, flip_labels, is_data_attack
 from ml.checks import UpdateCheckError, check_update
 from ml.codec import KINDS, decode_update, encode_update
@@ -59,7 +70,14 @@ from ml.shards import SCHEMES, shard
 from ml.tasks import TaskSpec, builtin_task
 from ml.trainer import NORM_MARGIN, train_update
 
-__all__ = ["RoundRecord", "SimConfig", "SimResult", "n_attackers", "run_simulation"]
+__all__ = [
+    "RoundRecord",
+    "SimConfig",
+    "SimResult",
+    "default_rule_params",
+    "n_attackers",
+    "run_simulation",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -71,6 +89,10 @@ TOPK_FRACTION = 0.1  # values a "topk" codec keeps, as a share of the parameters
 SHARD_KEY_PREFIX = b"gradchain-sim/"
 # Each round's block "height" for the staleness check: updates are always fresh here.
 FRESH_WINDOW_BLOCKS = 1
+# centered_clip's radius as a share of the norm bound when the task does not set
+# one: digits' bound 20 gives tau 2, about an honest delta's norm mid-training.
+CCLIP_TAU_SHARE = 0.1
+BUCKET_SEED_DOMAIN = b"gradchain-sim/bucket/"  # stands in for the parent block's hash
 
 
 @dataclass(frozen=True)
@@ -84,7 +106,8 @@ class SimConfig:
     nodes
         Participants, honest and Byzantine.
     rule
-        Aggregation rule (a key of ``ml.aggregation.RULES``); None: the task's.
+        Aggregation rule (a key of ``ml.aggregation.RULES``, optionally after
+        ``nnm+``/``bucket+``); None: the task's.
     attack
         One of ``ml.attacks.ATTACKS`` or ``"none"``.
     byzantine
@@ -135,8 +158,11 @@ class SimConfig:
             raise ValueError("at least one node must be honest")
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
-        if self.rule is not None and self.rule not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}; choose from {', '.join(sorted(RULES))}")
+        if self.rule is not None and not is_rule(self.rule):
+            raise ValueError(
+                f"unknown rule {self.rule!r}; choose a rule of ml.aggregation.RULES, "
+                "optionally after nnm+ or bucket+"
+            )
         if self.f is not None and self.f < 0:
             raise ValueError(f"f must be >= 0, got {self.f}")
         if self.scheme not in SCHEMES:
@@ -237,7 +263,7 @@ class _Node:
 
 
 def _default_attack_params(
-    name: str, spec: TaskSpec, norm_bound: float, n_bad: int
+    name: str, spec: TaskSpec, norm_bound: float, n_bad: int, nodes: int
 ) -> dict[str, float]:
     """What a bound-aware attacker uses when the caller does not say (see the module docstring)."""
     bound = NORM_MARGIN * norm_bound
@@ -247,13 +273,18 @@ def _default_attack_params(
         return {"sigma": GAUSSIAN_NORM_SHARE * bound / math.sqrt(spec.param_count)}
     if name == "alie":
         return {"f": float(n_bad)}
+    if name == "ipm":
+        # eps = n / f: the published sum turns to -f * mean, reversed, capped at the bound
+        return {"eps": nodes / max(n_bad, 1), "to_norm": bound}
     return {}
 
 
 def _attack_params(
     config: SimConfig, spec: TaskSpec, norm_bound: float, n_bad: int
 ) -> dict[str, Any]:
-    params: dict[str, Any] = _default_attack_params(config.attack, spec, norm_bound, n_bad)
+    params: dict[str, Any] = _default_attack_params(
+        config.attack, spec, norm_bound, n_bad, config.nodes
+    )
     given = dict(config.attack_params)
     if config.attack == "sign-flip" and "scale" in given:
         params.pop("to_norm", None)  # an explicit scale means a plain -scale * own
@@ -285,6 +316,33 @@ def _n_classes(dataset: Dataset) -> int:
 def _through_the_wire(delta: F32, kind: str, size: int) -> F32:
     k = max(1, math.floor(TOPK_FRACTION * size)) if kind == "topk" else None
     return decode_update(encode_update(delta, kind, k=k), size)
+
+
+def default_rule_params(rule: str, spec: TaskSpec, norm_bound: float) -> dict[str, Any]:
+    """Parameters for ``rule`` when it is not the task's own (whose ``rule_params`` apply).
+
+    ``centered_clip`` gets ``tau = CCLIP_TAU_SHARE * norm_bound``; the other
+    rules run on their documented defaults.
+    """
+    if spec.rule == rule:
+        return spec.rule_kwargs()
+    if rule.split("+")[-1] == "centered_clip":
+        return {"tau": CCLIP_TAU_SHARE * norm_bound}
+    return {}
+
+
+def _round_params(
+    rule: str, base: Mapping[str, Any], seed: int, round_index: int, previous: F32
+) -> dict[str, Any]:
+    """What the chain adds per block: the reference point and the bucket seed."""
+    params = dict(base)
+    *stages, last = rule.split("+")
+    if last == "centered_clip":
+        params["reference"] = previous
+    if "bucket" in stages:
+        stand_in = hashlib.sha256(BUCKET_SEED_DOMAIN + f"{seed}/{round_index}".encode()).digest()
+        params["seed"] = bucket_seed(stand_in)
+    return params
 
 
 def _aggregate_largest_f(
@@ -330,7 +388,6 @@ def run_simulation(
     else:
         train_steps = None
     rule = config.rule if config.rule is not None else spec.rule
-    rule_params = spec.rule_kwargs() if rule == spec.rule else {}
     n_bad = n_attackers(config)
     f = n_bad if config.f is None else config.f
     dataset = load_dataset(spec)
@@ -339,11 +396,13 @@ def run_simulation(
     attack_rng = np.random.default_rng(root.spawn(1)[0])
     nodes = _make_nodes(config, dataset, n_bad, node_seeds)
     norm_bound = spec.norm_bound if config.norm_bound is None else config.norm_bound
+    rule_params = default_rule_params(rule, spec, norm_bound)
     attack_params = _attack_params(config, spec, norm_bound, n_bad)
     d = spec.param_count
     server_lr = np.float32(spec.server_lr)
 
     params = init_params(spec)
+    last_aggregate = np.zeros_like(params, dtype=np.float32)
     initial = evaluate(spec, params, dataset)
     records: list[RoundRecord] = []
     rejections: dict[str, int] = {}
@@ -375,11 +434,13 @@ def run_simulation(
                 rejections[exc.problem.value] = rejections.get(exc.problem.value, 0) + 1
                 continue
             kept.append(received)
+        round_params = _round_params(rule, rule_params, config.seed, t, last_aggregate)
         agg, f_used = (
-            (None, -1) if not kept else _aggregate_largest_f(rule, np.stack(kept), f, rule_params)
+            (None, -1) if not kept else _aggregate_largest_f(rule, np.stack(kept), f, round_params)
         )
         if agg is not None:
             params = (params - server_lr * agg).astype(np.float32)
+            last_aggregate = agg
         record = RoundRecord(
             round=t + 1,
             metrics=evaluate(spec, params, dataset),
