@@ -490,7 +490,10 @@ TILE_ROWS = 4  # rows per block of a pair tile: 4 x 4 cross pairs fill 16 of 32 
 TILE_SLOTS = 2 * TILE_ROWS  # row slots of a cross tile (a diagonal tile uses the first TILE_ROWS)
 TILE_PAIRS = TILE_ROWS * TILE_ROWS  # pairs of a cross tile, the most of any tile
 LANE_VECTOR = 8  # float64 lanes per accumulator vector (one AVX-512 register); speed only
-DIST_BLOCK_STEPS = 32  # DIST_LANES-coordinate steps per block (32 rows x 4096 f32 = L2); speed only
+F64_BYTES = 8
+DIST_BLOCK_BYTES = (
+    512 * 1024
+)  # float64 copy of all rows' block: half of L2, the rest for lanes; speed only
 CROSS_TILE, DIAGONAL_TILE = 0, 1
 CROSS_SLOT_PAIRS = tuple((a, TILE_ROWS + b) for a in range(TILE_ROWS) for b in range(TILE_ROWS))
 DIAGONAL_SLOT_PAIRS = tuple((a, b) for a in range(TILE_ROWS) for b in range(a + 1, TILE_ROWS))
@@ -506,11 +509,12 @@ _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as
 def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     """Build a numba intrinsic that runs one tile over one run of LANE_VECTOR lanes.
 
-    ``kernel(x, slots, k, steps, lanes, lane0)``: for ``s in range(steps)``
-    and every pair ``p = (a, b)`` of ``slot_pairs``, with ``u = x[slots[a]]``,
-    ``v = x[slots[b]]``, ``c = k + s * DIST_LANES``::
+    ``kernel(rows, slots, k, steps, lanes, lane0)``, ``rows`` a C-contiguous
+    float64 matrix (a widened block of the updates): for ``s in
+    range(steps)`` and every pair ``p = (a, b)`` of ``slot_pairs``, with
+    ``u = rows[slots[a]]``, ``v = rows[slots[b]]``, ``c = k + s * DIST_LANES``::
 
-        lanes[p, lane0 + t] += (float64(u[c + t]) - float64(v[c + t])) ** 2,  t < LANE_VECTOR
+        lanes[p, lane0 + t] += (u[c + t] - v[c + t]) ** 2,  t < LANE_VECTOR
 
     written straight in LLVM IR as one subtract, one multiply and one add per
     element (no ``contract`` flag, so never an FMA), with every pair's
@@ -524,6 +528,9 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     def kernel(
         typingctx: Any, x: Any, slots: Any, k: Any, steps: Any, lanes: Any, lane0: Any
     ) -> Any:
+        for array in (x, lanes):
+            if not (isinstance(array, types.Array) and array.dtype == types.float64):
+                return None  # a typing error at compile time, never a wrong read
         sig = types.void(x, slots, k, steps, lanes, lane0)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -533,7 +540,6 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
             slots_arr = context.make_array(slots_ty)(context, builder, slots_val)
             lanes_arr = context.make_array(lanes_ty)(context, builder, lanes_val)
             i64 = ir.IntType(64)
-            f32_vec = ir.VectorType(ir.FloatType(), LANE_VECTOR)
             f64_vec = ir.VectorType(ir.DoubleType(), LANE_VECTOR)
             row_ptrs = []
             for slot in range(rows_used):
@@ -561,8 +567,8 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
             offset = builder.mul(step, ir.Constant(i64, DIST_LANES))
             values = []
             for ptr in row_ptrs:
-                vec_ptr = builder.bitcast(builder.gep(ptr, [offset]), f32_vec.as_pointer())
-                values.append(builder.fpext(builder.load(vec_ptr, align=4), f64_vec))
+                vec_ptr = builder.bitcast(builder.gep(ptr, [offset]), f64_vec.as_pointer())
+                values.append(builder.load(vec_ptr, align=8))
             updated = []
             for (a, b), total in zip(slot_pairs, sums, strict=True):
                 gap = builder.fsub(values[a], values[b])
@@ -665,32 +671,53 @@ def _tile_tail(x: F32Matrix, slots: I64Vector, kind: int, k0: int, lanes: F64Mat
             acc[t] += gap * gap
 
 
+@numba.njit(cache=True)
+def distance_block_steps(n: int) -> int:
+    """Steps of DIST_LANES coordinates per block: n rows of float64 fill DIST_BLOCK_BYTES."""
+    return max(1, DIST_BLOCK_BYTES // (n * DIST_LANES * F64_BYTES))
+
+
+@numba.njit(cache=True, fastmath=False)
+def _widen_block(x: F32Matrix, k0: int, width: int, block: F64Matrix) -> None:
+    """``block[r, :width] = float64(x[r, k0:k0+width])`` for every row (exact)."""
+    for r in range(x.shape[0]):
+        src = x[r, k0 : k0 + width]
+        dst = block[r]
+        for t in range(width):
+            dst[t] = np.float64(src[t])
+
+
 @numba.njit(cache=True, fastmath=False)
 def _distance_tiles(
     x: F32Matrix, slots: I64Matrix, kinds: I64Vector, t0: int, t1: int, lanes: F64Array3
 ) -> None:
     """Accumulate the lanes of tiles ``t0 .. t1-1`` (``lanes[t - t0]``) over every coordinate.
 
-    Coordinates go in blocks of DIST_BLOCK_STEPS steps so the rows of a
-    block stay in cache while every tile uses them. A slot past the last row
-    reads row 0 instead (its pairs are dropped by :func:`_distance_range`).
+    Coordinates go in blocks of :func:`distance_block_steps` steps, each
+    widened once to float64 (exact) so that the rows of a block stay in cache
+    while every tile uses them and no tile converts them again. A slot past
+    the last row reads row 0 instead (its pairs are dropped by
+    :func:`_distance_range`).
     """
-    d = x.shape[1]
+    n, d = x.shape
     full_steps = d // DIST_LANES
+    block_steps = distance_block_steps(n)
     safe = np.empty(TILE_SLOTS, dtype=np.int64)
-    for s0 in range(0, full_steps, DIST_BLOCK_STEPS):
-        steps = min(DIST_BLOCK_STEPS, full_steps - s0)
+    block = np.empty((n, block_steps * DIST_LANES), dtype=np.float64)
+    for s0 in range(0, full_steps, block_steps):
+        steps = min(block_steps, full_steps - s0)
         k0 = s0 * DIST_LANES
+        _widen_block(x, k0, steps * DIST_LANES, block)
         for t in range(t0, t1):
             for s in range(TILE_SLOTS):
                 safe[s] = max(slots[t, s], 0)
             acc = lanes[t - t0]
             if kinds[t] == CROSS_TILE:
                 for lane0 in range(0, DIST_LANES, LANE_VECTOR):
-                    _cross_lane_run(x, safe, k0 + lane0, steps, acc, lane0)
+                    _cross_lane_run(block, safe, lane0, steps, acc, lane0)
             else:
                 for lane0 in range(0, DIST_LANES, LANE_VECTOR):
-                    _diagonal_lane_run(x, safe, k0 + lane0, steps, acc, lane0)
+                    _diagonal_lane_run(block, safe, lane0, steps, acc, lane0)
     tail = full_steps * DIST_LANES
     if tail < d:
         for t in range(t0, t1):
