@@ -94,7 +94,7 @@ UPDATE_DTYPE = np.dtype(np.float32)
 KRUM_EXTRA_HONEST = 3  # Krum needs n >= 2f + 3 (Blanchard et al. 2017, Prop. 1)
 BULYAN_EXTRA_HONEST = 3  # Bulyan needs n >= 4f + 3 (El Mhamdi et al. 2018)
 KRUM_NEIGHBOUR_SLACK = 2  # a Krum score sums the n - f - 2 nearest distances
-GEOMED_DEFAULT_ITERS = 8  # Weiszfeld steps; RFA reports a handful suffice (Pillutla et al. 2022)
+GEOMED_DEFAULT_ITERS = 32  # Weiszfeld steps from the mean: enough to leave far outliers behind
 GEOMED_DEFAULT_NU = 1e-6  # smoothing: distances below this (L2, update units) count as this
 CCLIP_DEFAULT_TAU = 1.0  # clipping radius in L2 update units; a task sets its own
 CCLIP_DEFAULT_ITERS = 3  # clipping steps per aggregation (the paper uses 1 with momentum)

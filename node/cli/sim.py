@@ -7,7 +7,18 @@ Example::
 
 Prints the test figure every few rounds with a progress bar and, with
 ``--json``, writes a summary (config, figure per round, final figure, wall
-time). The simulation itself is :func:`ml.simulation.run_simulation`; this
+time).
+
+With ``--rule all`` and/or ``--attack all`` it prints the worst-case table
+instead (:mod:`ml.worstcase`): rules x attacks, each rule's worst case and
+its clean figure, written as JSON (``--json``) and a PNG heatmap (``--png``,
+default: the JSON path with ``.png``)::
+
+    gradchain sim --task digits --nodes 10 --byzantine 0.2 --rule all \
+        --attack all --dirichlet 0.5 --json worstcase.json
+
+The table defaults to 30 rounds on 2 worker processes (a few minutes on 2
+cores); ``--rounds 100 --workers N`` is the full-size version. The simulation itself is :func:`ml.simulation.run_simulation`; this
 module only parses, prints, times and writes. Top-level imports stay light so
 ``gradchain --help`` answers at once.
 """
@@ -26,6 +37,9 @@ from node.cli.errors import CliError
 USAGE_EXIT_CODE = 2  # argparse's code for a bad command line; a bad config is the same mistake
 PROGRESS_LINES = 20  # about this many progress lines per run unless --every says otherwise
 BAR_WIDTH = 20  # characters in the progress bar
+DEFAULT_ROUNDS = 100  # rounds of a single simulation
+FULL_TABLE_ROUNDS = 100  # the full-size worst-case table (the quick one runs 30)
+ALL = "all"  # --rule all / --attack all: the worst-case table
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +51,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rule",
         default=None,
-        help="aggregation rule: mean, median, trimmed_mean, krum, multi_krum, bulyan (default: the task's)",
+        help="aggregation rule: mean, median, trimmed_mean, krum, multi_krum, bulyan, geomed, "
+        "centered_clip, optionally after nnm+ or bucket+ (nnm+krum), or all for the "
+        "worst-case table (default: the task's)",
     )
     parser.add_argument(
         "--attack",
         default="none",
-        help="none, sign-flip, gaussian, scaling, label-flip or alie (default: none)",
+        help="none, sign-flip, gaussian, scaling, label-flip, alie, ipm, min-max, min-sum, "
+        "mimic, or all for the worst-case table (default: none)",
     )
     parser.add_argument(
         "--byzantine",
@@ -51,7 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SHARE",
         help="share of the nodes that attack; round(SHARE * nodes) of them (default: 0)",
     )
-    parser.add_argument("--rounds", type=int, default=100, help="federated rounds (default: 100)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="federated rounds (default: 100; 30 for a --rule/--attack all table)",
+    )
     parser.add_argument(
         "--f", type=int, default=None, help="the rule's Byzantine bound (default: the attackers)"
     )
@@ -66,6 +88,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="Dirichlet label skew for --scheme dirichlet (default: 0.5)",
+    )
+    parser.add_argument(
+        "--dirichlet",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="shorthand for --scheme dirichlet --alpha ALPHA",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes running a worst-case table's cells (default: 2)",
+    )
+    parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="worst-case table heatmap (default: the --json path with .png)",
     )
     parser.add_argument(
         "--seed",
@@ -126,11 +168,100 @@ def _bar(done: int, total: int) -> str:
     return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
 
 
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}; pick a writable path") from None
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """Run the worst-case table (``--rule all`` / ``--attack all``), print and write it."""
+    from ml.tasks import builtin_task
+    from ml.worstcase import (
+        ALL_ATTACKS,
+        ALL_RULES,
+        QUICK_ROUNDS,
+        Cell,
+        TableConfig,
+        format_table,
+        run_table,
+        write_heatmap,
+    )
+
+    try:
+        task_rule = builtin_task(args.task).rule
+        config = TableConfig(
+            task=args.task,
+            nodes=args.nodes,
+            byzantine=args.byzantine,
+            rules=ALL_RULES if args.rule == ALL else (args.rule or task_rule,),
+            attacks=ALL_ATTACKS if args.attack in (ALL, "none") else (args.attack,),
+            rounds=QUICK_ROUNDS if args.rounds is None else args.rounds,
+            scheme=args.scheme,
+            alpha=args.alpha,
+            seed=args.seed,
+            f=args.f,
+            workers=args.workers,
+        )
+    except ValueError as exc:
+        raise CliError(f"{exc}; see gradchain sim --help", USAGE_EXIT_CODE) from None
+    total = len(config.rules) * (len(config.attacks) + 1)
+    print(
+        f"worst-case table {config.task}: {config.nodes} nodes, {config.bound} Byzantine, "
+        f"{len(config.rules)} rules x {len(config.attacks)} attacks + clean, {config.rounds} "
+        f"rounds, {config.scheme} shards, {config.workers} workers "
+        f"(full size: --rounds {FULL_TABLE_ROUNDS})",
+        flush=True,
+    )
+    start = time.perf_counter()
+    done = 0
+
+    def report(cell: Cell) -> None:
+        nonlocal done
+        done += 1
+        print(
+            f"{_bar(done, total)} {done}/{total}  {cell.rule} / {cell.attack}: "
+            f"{cell.final:.4f}  {time.perf_counter() - start:.0f}s",
+            flush=True,
+        )
+
+    try:
+        table = run_table(config, progress=report)
+    except ValueError as exc:
+        raise CliError(f"the table cannot run: {exc}", USAGE_EXIT_CODE) from None
+    wall_time_s = time.perf_counter() - start
+    print(format_table(table))
+    print(f"{total} runs in {wall_time_s:.1f}s", flush=True)
+    payload = {**table.to_json(), "wall_time_s": wall_time_s}
+    if args.json is not None:
+        _write_json(args.json, payload)
+    png = (
+        args.png
+        if args.png is not None
+        else (args.json.with_suffix(".png") if args.json is not None else None)
+    )
+    if png is not None:
+        try:
+            write_heatmap(table, png)
+        except OSError as exc:
+            raise CliError(f"cannot write {png}: {exc.strerror}; pick a writable path") from None
+        print(f"wrote {png}", file=sys.stderr)
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
-    """Run the simulation, print progress, optionally write the JSON summary."""
+    """Run the simulation (or, with ``all``, the worst-case table); print, optionally write JSON."""
     from ml.simulation import RoundRecord, SimConfig, n_attackers, run_simulation
     from ml.tasks import builtin_task
 
+    if args.dirichlet is not None:
+        args.scheme, args.alpha = "dirichlet", args.dirichlet
+    if ALL in (args.rule, args.attack):
+        return cmd_table(args)
+    if args.rounds is None:
+        args.rounds = DEFAULT_ROUNDS
     try:
         task_rule = builtin_task(args.task).rule
         config = SimConfig(
@@ -193,11 +324,5 @@ def cmd_sim(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.json is not None:
-        try:
-            args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise CliError(
-                f"cannot write {args.json}: {exc.strerror}; pick a writable path"
-            ) from None
-        print(f"wrote {args.json}", file=sys.stderr)
+        _write_json(args.json, summary)
     return 0
