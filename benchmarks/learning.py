@@ -1,0 +1,338 @@
+"""How well a chain of learners learns: accuracy per round and per second on digits.
+
+Four ways to train the digits task's softmax model, each curve recorded per
+round (block height, federated round or epoch) and per wall-clock second:
+
+chain
+    Three in-process regtest nodes, full mesh on loopback, each with the
+    node trainer on its own shard (``NodeConfig(train=True, shard=(i, 3))``).
+    The benchmark is the miner: it waits until node 0's mempool holds one
+    fresh update from every node (built on the current tip), mines one block
+    on node 0 (on demand, so the run is bounded), waits until every node has
+    connected it, and evaluates the tip model. This is the real node
+    software: training, signing, gossip, block template, validation, the
+    task's rule (median), storage.
+fedavg
+    What a Flower user would run instead: the same local trainer
+    (:func:`ml.trainer.train_update`) on three shards, each client returning
+    its new weights with its example count, averaged by Flower's own
+    ``flwr.server.strategy.aggregate.aggregate`` (FedAvg, weighted by
+    examples), in a plain in-process loop. No chain, no network.
+centralised
+    :func:`ml.trainer.train_central` on the whole training split, one epoch
+    per point: the ceiling a federation tries to reach.
+robust rules under attack
+    :func:`ml.simulation.run_simulation` with ten nodes, three of them
+    sign-flip attackers (30 %) publishing the reversed update at the norm
+    bound, once per rule in ``ml.aggregation.RULES`` at run time (``mean``
+    included as the undefended reference). ``f`` is the number of attackers;
+    a rule that cannot run with that many (Bulyan needs ``n >= 4f + 3``) uses
+    the largest ``f`` it accepts, recorded per round as ``f_used``. The
+    ratio is against the same simulation with no attackers and rule mean
+    (clean FedAvg with equal weights).
+
+A last figure, ``learning_attack_curves.png``, runs the chain again with four
+nodes, one of them a sign-flip attacker pushing its update to the norm
+bound, under the task's rule (median) and under mean.
+
+Ratios: chain and FedAvg final accuracy against the centralised model's
+final accuracy; each robust rule's accuracy under attack against clean
+FedAvg. > 1 means better than the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pathlib
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, Headline, write_result
+from consensus.block import decode_block
+from consensus.tx import GradientUpdate
+from ml.aggregation import RULES
+from ml.datasets import Dataset, load_dataset
+from ml.evaluate import evaluate
+from ml.models import init_params
+from ml.shards import shard
+from ml.simulation import SimConfig, run_simulation
+from ml.tasks import TaskSpec, builtin_task
+from ml.trainer import train_central, train_update
+from node.service import Node
+from node.training import Trainer
+from tests.node.harness import Cluster, connect, mine, wait_same_tip
+
+TASK = "digits"
+METRIC = "accuracy"
+CHAIN_NODES = 3
+ATTACK_NODES = 4  # the attack-curve chain: one sign-flip attacker among four
+ATTACK = "sign-flip"
+# The node trainer multiplies its reversed delta by this, then clips it to the
+# norm bound: the bound-aware attacker of ml.simulation, at the bound.
+ATTACK_SCALE = 1e3
+SIM_NODES = 10
+BYZANTINE_SHARE = 0.3
+UPDATE_WAIT_S = 30.0  # mine anyway when a trainer has not delivered by then (recorded)
+POLL_S = 0.01
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Heights, rounds and epochs: small in quick mode so the run takes seconds."""
+
+    chain_heights: int
+    attack_heights: int
+    rounds: int
+    epochs: int
+
+
+FULL = Sizes(chain_heights=40, attack_heights=40, rounds=40, epochs=40)
+QUICK = Sizes(chain_heights=3, attack_heights=3, rounds=3, epochs=2)
+
+
+@dataclass
+class Curve:
+    """Accuracy after each step (height, round or epoch) and the seconds since the start."""
+
+    label: str
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> float:
+        return self.accuracy[-1] if self.accuracy else float("nan")
+
+
+# -- chain ----------------------------------------------------------------------------------
+def _fresh_updates(node: Node) -> int:
+    """On the chain thread: updates in ``node``'s mempool built on its current tip."""
+    tip = node.chain.tip.hash
+    entries = (node.mempool.get(txid) for txid in node.mempool.txids())
+    return sum(1 for e in entries if e is not None and isinstance(e.tx, GradientUpdate) and e.tx.base_hash == tip)
+
+
+async def _wait_updates(node: Node, wanted: int) -> bool:
+    """True once ``node`` pools ``wanted`` fresh updates; False after UPDATE_WAIT_S."""
+    deadline = time.monotonic() + UPDATE_WAIT_S
+    while await node.run_chain(_fresh_updates, node) < wanted:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+async def chain_curve(base: pathlib.Path, label: str, *, nodes: int, heights: int,
+                      rule: str | None = None, attackers: int = 0) -> Curve:
+    """Train on a chain of ``nodes`` in-process nodes for ``heights`` blocks mined on demand."""
+    spec, dataset = _task()
+    cluster = Cluster(base / label)
+    curve = Curve(label, extra={"nodes": nodes, "attackers": attackers, "rule": rule or spec.rule,
+                                "updates_per_block": [], "short_blocks": 0})
+    try:
+        members = []
+        for i in range(nodes):
+            overrides: dict[str, Any] = {"shard": (i, nodes), "rule": rule}
+            if i < attackers:
+                overrides |= {"attack": ATTACK, "attack_scale": ATTACK_SCALE}
+            members.append(await cluster.start(f"{label}-{i}", **overrides))
+        for a, b in itertools.combinations(members, 2):
+            await connect(a, b)
+        # Trainers start once the mesh is up: an update pooled before its node has
+        # peers is never relayed (peers exchange no mempool on connect), and median
+        # with f=1 leaves the model unchanged in a block of fewer than 3 updates.
+        for member in members:
+            member.config.train = True
+            member.trainer = Trainer(member)
+            await member.trainer.start()
+        miner = members[0]
+        start = time.perf_counter()
+        for _ in range(heights):
+            if not await _wait_updates(miner, nodes):
+                curve.extra["short_blocks"] += 1
+            await mine(miner, 1)
+            await wait_same_tip(members)
+            params = await miner.run_chain(lambda: np.array(miner.chain.state.params))
+            curve.extra["updates_per_block"].append(await miner.run_chain(_updates_in_tip, miner))
+            curve.accuracy.append(evaluate(spec, params, dataset)[METRIC])
+            curve.seconds.append(time.perf_counter() - start)
+        return curve
+    finally:
+        await cluster.stop()
+
+
+def _updates_in_tip(node: Node) -> int:
+    raw = node.chain.get_raw_block(node.chain.tip.hash)
+    if raw is None:
+        raise RuntimeError("the tip's body is missing from storage")
+    return sum(1 for tx in decode_block(raw).txs if isinstance(tx, GradientUpdate))
+
+
+# -- baselines ------------------------------------------------------------------------------
+def _task() -> tuple[TaskSpec, Dataset]:
+    spec = builtin_task(TASK)
+    return spec, load_dataset(spec)
+
+
+def flower_fedavg_curve(nodes: int, rounds: int) -> Curve:
+    """FedAvg with Flower's ``aggregate`` (weighted by examples) over the node trainer, in a loop."""
+    from flwr.server.strategy.aggregate import aggregate as flwr_aggregate
+
+    spec, dataset = _task()
+    shards = [shard(dataset, i, nodes) for i in range(nodes)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(SEED).spawn(nodes)]
+    params = init_params(spec)
+    curve = Curve("fedavg (flwr aggregate)")
+    start = time.perf_counter()
+    for _ in range(rounds):
+        results = []
+        for (X, y), rng in zip(shards, rngs, strict=True):
+            delta = train_update(spec, params, X, y, rng=rng)
+            results.append(([(params - delta).astype(np.float32)], len(y)))
+        params = np.asarray(flwr_aggregate(results)[0], dtype=np.float32)
+        curve.accuracy.append(evaluate(spec, params, dataset)[METRIC])
+        curve.seconds.append(time.perf_counter() - start)
+    return curve
+
+
+def central_curve(epochs: int) -> Curve:
+    """Centralised minibatch SGD, one point per epoch, with the task's learning rate and batch."""
+    spec, dataset = _task()
+    params = init_params(spec)
+    curve = Curve("centralised")
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        params = train_central(spec, dataset, epochs=1, lr=spec.lr, batch_size=spec.batch_size,
+                               seed=SEED + epoch, params=params)
+        curve.accuracy.append(evaluate(spec, params, dataset)[METRIC])
+        curve.seconds.append(time.perf_counter() - start)
+    return curve
+
+
+def simulation_curve(label: str, config: SimConfig) -> Curve:
+    """One :func:`run_simulation`, timed per round through its progress callback."""
+    curve = Curve(label)
+    start = time.perf_counter()
+    result = run_simulation(config, progress=lambda _: curve.seconds.append(time.perf_counter() - start))
+    curve.accuracy = result.curve
+    curve.extra = {"config": asdict(config), "rule": result.rule, "f": result.f,
+                   "f_used": [r.f_used for r in result.rounds], "rejected": [r.rejected for r in result.rounds]}
+    return curve
+
+
+def robust_rule_curves(rounds: int) -> tuple[Curve, dict[str, Curve]]:
+    """Clean FedAvg (rule mean) and every registered rule with 30 % sign-flip attackers."""
+    clean = simulation_curve("clean mean", SimConfig(task=TASK, nodes=SIM_NODES, rule="mean",
+                                                     rounds=rounds, seed=SEED))
+    attacked = {
+        rule: simulation_curve(f"{rule}, 30% {ATTACK}", SimConfig(
+            task=TASK, nodes=SIM_NODES, rule=rule, attack=ATTACK, byzantine=BYZANTINE_SHARE,
+            rounds=rounds, seed=SEED))
+        for rule in sorted(RULES)
+    }
+    return clean, attacked
+
+
+# -- output ---------------------------------------------------------------------------------
+def _plot_pair(curves: Sequence[Curve], path: pathlib.Path, title: str, x_label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for curve in curves:
+        steps = range(1, len(curve.accuracy) + 1)
+        by_step.plot(steps, curve.accuracy, "-", marker=".", label=curve.label)
+        by_time.plot(curve.seconds, curve.accuracy, "-", marker=".", label=curve.label)
+    by_step.set_xlabel(x_label)
+    by_time.set_xlabel("wall-clock seconds")
+    by_time.set_xscale("symlog", linthresh=0.1)
+    for axis in (by_step, by_time):
+        axis.set_ylabel("test accuracy")
+        axis.set_ylim(0, 1)
+        axis.grid(True, alpha=0.3)
+    by_step.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _curve_dict(curve: Curve) -> dict[str, Any]:
+    return {"label": curve.label, "accuracy": curve.accuracy, "seconds": curve.seconds,
+            "final": curve.final, **curve.extra}
+
+
+async def _chain_runs(sizes: Sizes) -> tuple[Curve, Curve, Curve]:
+    with tempfile.TemporaryDirectory(prefix="gradchain-bench-learn-") as tmp:
+        base = pathlib.Path(tmp)
+        chain = await chain_curve(base, "chain", nodes=CHAIN_NODES, heights=sizes.chain_heights)
+        chain.label = f"chain ({CHAIN_NODES} nodes, median)"
+        defended = await chain_curve(base, "median", nodes=ATTACK_NODES, heights=sizes.attack_heights,
+                                     rule="median", attackers=1)
+        defended.label = f"chain, rule median, 1 {ATTACK} of {ATTACK_NODES}"
+        undefended = await chain_curve(base, "mean", nodes=ATTACK_NODES, heights=sizes.attack_heights,
+                                       rule="mean", attackers=1)
+        undefended.label = f"chain, rule mean, 1 {ATTACK} of {ATTACK_NODES}"
+        return chain, defended, undefended
+
+
+def _step(what: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    out = fn()
+    print(f"  {what}: {time.perf_counter() - start:.1f} s", flush=True)
+    return out
+
+
+def run(quick: bool = False) -> list[Headline]:
+    sizes = QUICK if quick else FULL
+    central = _step("centralised", lambda: central_curve(sizes.epochs))
+    fedavg = _step("fedavg (flwr)", lambda: flower_fedavg_curve(CHAIN_NODES, sizes.rounds))
+    chain, defended, undefended = _step("chain runs", lambda: asyncio.run(_chain_runs(sizes)))
+    clean, attacked = _step("robust rules", lambda: robust_rule_curves(sizes.rounds))
+
+    _plot_pair([chain, fedavg, central], RESULTS_DIR / "learning.png",
+               f"{TASK}: chain of {CHAIN_NODES} vs Flower FedAvg of {CHAIN_NODES} vs centralised",
+               "height / round / epoch")
+    _plot_pair([clean, *attacked.values()], RESULTS_DIR / "learning_rules.png",
+               f"{TASK}: {SIM_NODES} nodes, {BYZANTINE_SHARE:.0%} {ATTACK} attackers (simulation)", "round")
+    _plot_pair([defended, undefended], RESULTS_DIR / "learning_attack_curves.png",
+               f"{TASK} chain: 1 {ATTACK} attacker (update at the norm bound) among {ATTACK_NODES} nodes",
+               "height")
+
+    central_name = f"centralised SGD, {sizes.epochs} epochs"
+    headlines = [
+        Headline("learning_chain_final_accuracy", chain.final, "accuracy", central_name,
+                 chain.final / central.final),
+        Headline("learning_fedavg_final_accuracy", fedavg.final, "accuracy", central_name,
+                 fedavg.final / central.final),
+        Headline("learning_centralised_final_accuracy", central.final, "accuracy", central_name, 1.0),
+        Headline("learning_chain_median_1of4_signflip_accuracy", defended.final, "accuracy",
+                 "same chain, rule mean", defended.final / undefended.final),
+    ]
+    clean_name = f"clean FedAvg (mean, {SIM_NODES} nodes, no attack)"
+    headlines += [Headline(f"learning_{rule}_30pct_accuracy", curve.final, "accuracy", clean_name,
+                           curve.final / clean.final) for rule, curve in attacked.items()]
+    for h in headlines:
+        print(f"  {h.name}: {h.value:.3f}", flush=True)
+    write_result("learning", {
+        "params": {**asdict(sizes), "task": TASK, "chain_nodes": CHAIN_NODES, "attack_nodes": ATTACK_NODES,
+                   "attack": ATTACK, "attack_scale": ATTACK_SCALE, "sim_nodes": SIM_NODES,
+                   "byzantine_share": BYZANTINE_SHARE, "seed": SEED, "quick": quick,
+                   "fedavg": "flwr.server.strategy.aggregate.aggregate over ml.trainer.train_update"},
+        "curves": {name: _curve_dict(c) for name, c in (
+            ("chain", chain), ("fedavg", fedavg), ("centralised", central), ("clean_mean", clean),
+            ("chain_attack_median", defended), ("chain_attack_mean", undefended))},
+        "attacked": {rule: _curve_dict(c) for rule, c in attacked.items()},
+        "headlines": [h.as_dict() for h in headlines],
+    })
+    return headlines
