@@ -73,9 +73,9 @@ class Undo:
 def max_byzantine(rule: str, n: int) -> int:
     """The largest f ``rule`` can run with on ``n`` updates; -1 if it cannot run.
 
-    The task's f is the bound the chain wants; a block with few updates runs
-    the rule with ``min(task.f, max_byzantine(rule, n))``. A block whose
-    updates are too few for the rule to run at all leaves the model unchanged.
+    The task's f is the bound the chain keeps: a block whose updates are too
+    few for the rule to run with it leaves the model unchanged (see
+    :func:`aggregate_updates`).
     """
     base = rule.split("+")[-1]
     if n <= 0:
@@ -205,8 +205,12 @@ def aggregate_updates(
         n_rule = inner_count(task.rule, n, **params) if stages else n
     except AggregationError as exc:
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
-    f = min(task.f, max_byzantine(task.rule, n_rule))
-    if f < 0:
+    # The rule runs with the task's f or not at all: a block with too few
+    # updates for that bound (one update against median with f=1) could be
+    # a single attacker's, so it leaves the model unchanged. Plain mean
+    # tolerates no attacker whatever f says, so it always runs with f=0.
+    f = 0 if base == "mean" else task.f
+    if max_byzantine(task.rule, n_rule) < f:
         return None, np.zeros(n, dtype=bool)
     stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
     try:

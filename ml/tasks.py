@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from typing import Any
 
@@ -312,6 +312,16 @@ def _convert(name: str, value: object, kind: str) -> object:
         else:
             return tuple(pairs)
     raise ValueError(f"task key {name!r} has the wrong type: expected {kind}, got {value!r}")
+
+
+def with_overrides(task: TaskSpec, *, rule: str | None = None, f: int | None = None) -> TaskSpec:
+    """``task`` with another aggregation rule and/or Byzantine bound (a new chain)."""
+    changes: dict[str, Any] = {}
+    if rule is not None:
+        changes["rule"] = rule
+    if f is not None:
+        changes["f"] = f
+    return replace(task, **changes) if changes else task
 
 
 def builtin_task(name: str) -> TaskSpec:

@@ -12,6 +12,7 @@ class NodeConfig:
     network: str = "regtest"
     task: str = "digits"  # only used when the datadir is new
     rule: str | None = None  # override the task's aggregation rule (a new datadir only: a new chain)
+    byzantine_f: int | None = None  # override the task's f (a new datadir only); 0 for a solo chain
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free port (tests)
     peers: list[str] = field(default_factory=list)  # listen URLs given with --peer

@@ -27,7 +27,7 @@ from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
 from consensus.tx import decode_tx
-from ml.tasks import builtin_task
+from ml.tasks import builtin_task, with_overrides
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
 from node.mempool import Mempool
@@ -138,9 +138,7 @@ class Node:
                     f"{self.config.datadir} holds a {chain.network.name} chain, not {self.config.network}"
                 )
             return chain
-        task = builtin_task(self.config.task)
-        if self.config.rule is not None and self.config.rule != task.rule:
-            task = dataclasses.replace(task, rule=self.config.rule)
+        task = with_overrides(builtin_task(self.config.task), rule=self.config.rule, f=self.config.byzantine_f)
         return ChainState.create(self.config.datadir, self.config.network, task)
 
     def _lock_datadir(self) -> None:

@@ -53,6 +53,16 @@ def det_vector(seed: int, size: int, scale: float = DEFAULT_UPDATE_SCALE) -> np.
     return ((words / _U32_SPAN - 0.5) * scale).astype(np.float32)
 
 
+def solo_task(name: str = "digits") -> TaskSpec:
+    """A built-in task with f=0: every block's updates move the model, however few.
+
+    The built-in tasks keep f=1, so a block needs 2f+1 = 3 updates before the
+    median moves the model; tests about other rules use this task so a single
+    update still trains.
+    """
+    return dataclasses.replace(builtin_task(name), f=0)
+
+
 def key(i: int) -> KeyPair:
     """Deterministic test key number ``i``."""
     return keypair_from_seed(hashlib.sha256(b"gradchain-test-key-%d" % i).digest())

@@ -24,6 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _datadir(p)
     p.add_argument("--network", choices=NETWORKS, default="regtest")
     p.add_argument("--task", default="digits", help="built-in task name (digits, stock)")
+    p.add_argument("--rule", default=None, help="aggregation rule (default: the task's)")
+    p.add_argument("--f", type=int, default=None, dest="byzantine_f",
+                   help="Byzantine bound (default: the task's). A chain mined alone needs 0: with f the "
+                        "rule only moves the model for blocks of at least 2f+1 updates")
     p.set_defaults(handler=cmd_init)
 
     p = verbs.add_parser("mine", help="mine N blocks, each carrying this wallet's own gradient update")
@@ -70,12 +74,12 @@ def _open(datadir: pathlib.Path) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ml.tasks import builtin_task
+    from ml.tasks import builtin_task, with_overrides
     from node.chainstate import ChainState
     from node.storage import StorageError
 
     try:
-        task = builtin_task(args.task)
+        task = with_overrides(builtin_task(args.task), rule=args.rule, f=args.byzantine_f)
         chain = ChainState.create(args.datadir, args.network, task)
     except (ValueError, StorageError) as exc:
         raise CliError(str(exc)) from None
@@ -123,6 +127,12 @@ def cmd_mine(args: argparse.Namespace) -> int:
     except (KeystoreFileError, KeystoreError) as exc:
         raise CliError(str(exc)) from None
     task = chain.task
+    from consensus.transition import max_byzantine
+
+    if not args.no_update and task.rule != "mean" and max_byzantine(task.rule, 1) < task.f:
+        print(f"note: the task's rule {task.rule} with f={task.f} moves the model only for blocks of "
+              f"several updates; this solo miner's blocks carry one, so the model will not change. "
+              f"For a chain mined alone, init it with --f 0.", file=sys.stderr)
     dataset = load_dataset(task)
     X, y = shard(dataset, index, total)
     rng = np.random.default_rng(int.from_bytes(keypair.public[:8], "little") ^ chain.height)

@@ -15,6 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--network", choices=("main", "testnet", "regtest"), default="regtest")
     p.add_argument("--task", default="digits", help="task for a new datadir (digits, stock)")
     p.add_argument("--rule", default=None, help="aggregation rule for a new datadir (default: the task's)")
+    p.add_argument("--f", type=int, default=None, dest="byzantine_f",
+                   help="Byzantine bound for a new datadir (default: the task's; 0 lets single updates train)")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve P2P and API on (port 0: any)")
     p.add_argument("--peer", action="append", default=[], metavar="URL", help="a peer's URL (repeatable)")
     p.add_argument("--mine", action="store_true", help="mine blocks")
@@ -65,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     interval = args.block_interval if args.block_interval is not None else (1.0 if args.network == "regtest" else 0.0)
     config = NodeConfig(
-        datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, host=host, port=port,
+        datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, byzantine_f=args.byzantine_f, host=host, port=port,
         peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard),
         shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
         password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,

@@ -259,8 +259,9 @@ async def test_two_training_nodes_reach_80_percent_through_predict(cluster: Clus
     (the seeded model) and at the tip; b, which only receives blocks, serves
     the same predictions as a.
     """
-    a = await cluster.start("a", train=True, shard=(0, 2))
-    b = await cluster.start("b", train=True, shard=(1, 2))
+    # f=0: two updates a block must move the model (the task's f=1 needs three).
+    a = await cluster.start("a", train=True, shard=(0, 2), byzantine_f=0)
+    b = await cluster.start("b", train=True, shard=(1, 2), byzantine_f=0)
     await connect(a, b)
     for _ in range(TRAIN_BLOCKS):
         await until(lambda: _updates_on_tip(a, 2), UPDATE_WAIT_S, what="both nodes' updates on the tip")

@@ -22,7 +22,7 @@ def mined(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Pa
     """A datadir with 6 mined blocks, each carrying the miner's own update."""
     monkeypatch.setenv("GRADCHAIN_PASSWORD", PASSWORD)
     datadir = tmp_path / "a"
-    assert main(["chain", "init", "--datadir", str(datadir), "--network", "regtest"]) == 0
+    assert main(["chain", "init", "--datadir", str(datadir), "--network", "regtest", "--f", "0"]) == 0
     assert main(["wallet", "new", "--keystore", str(tmp_path / "k.json")]) == 0
     code = main(["chain", "mine", "--datadir", str(datadir), "--blocks", "6",
                  "--keystore", str(tmp_path / "k.json"), "--shard", "1/3", "--threads", "1"])
@@ -111,6 +111,20 @@ def test_verify_reports_where_state_diverged(mined: pathlib.Path, capsys: pytest
     db.close()
     assert main(["chain", "verify", "--datadir", str(mined)]) == 1
     assert "FAILED at height 5" in capsys.readouterr().err
+
+
+def test_solo_mining_under_a_byzantine_bound_warns(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The default digits task (median, f=1) needs 3 updates a block: a solo miner is told."""
+    monkeypatch.setenv("GRADCHAIN_PASSWORD", PASSWORD)
+    datadir = tmp_path / "f1"
+    assert main(["chain", "init", "--datadir", str(datadir)]) == 0
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "k.json")]) == 0
+    capsys.readouterr()
+    assert main(["chain", "mine", "--datadir", str(datadir), "--blocks", "1",
+                 "--keystore", str(tmp_path / "k.json"), "--threads", "1"]) == 0
+    assert "--f 0" in capsys.readouterr().err
+    assert show(datadir, capsys)["model_version"] == 0
 
 
 def test_commands_explain_a_missing_chain(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,8 @@ def live(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
     monkeypatch.setenv("GRADCHAIN_PASSWORD", PASSWORD)
     keystore = tmp_path / "miner.json"
     assert main(["wallet", "new", "--keystore", str(keystore)]) == 0
-    running = NodeThread(NodeConfig(datadir=tmp_path / "node", keystore=keystore, password=PASSWORD))
+    # f=0: this node's blocks carry one update each (the default f=1 needs three).
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node", keystore=keystore, password=PASSWORD, byzantine_f=0))
     token = (tmp_path / "node" / ".cookie").read_text()
     try:
         yield NodeClient(running.node.url, token=token), keystore

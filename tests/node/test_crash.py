@@ -34,7 +34,7 @@ def test_sigkill_never_loses_acknowledged_blocks(tmp_path: pathlib.Path) -> None
     datadir, keystore = tmp_path / "d", tmp_path / "k.json"
     os.environ["GRADCHAIN_PASSWORD"] = "pw"
     try:
-        assert main(["chain", "init", "--datadir", str(datadir), "--network", "regtest"]) == 0
+        assert main(["chain", "init", "--datadir", str(datadir), "--network", "regtest", "--f", "0"]) == 0
         assert main(["wallet", "new", "--keystore", str(keystore)]) == 0
     finally:
         del os.environ["GRADCHAIN_PASSWORD"]

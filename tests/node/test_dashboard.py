@@ -47,8 +47,8 @@ def shown_height(page: str) -> int:
 
 @scenario
 async def test_page_shows_tables_plot_peers_and_follows_new_blocks(cluster: Cluster) -> None:
-    node = await cluster.start("a", train=True, mine=False)
-    other = await cluster.start("b")
+    node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
+    other = await cluster.start("b", byzantine_f=0)  # the same task, so the same genesis
     await connect(node, other)
     await mine_with_updates(node, 3)
     async with http() as session:
@@ -75,7 +75,7 @@ async def test_page_shows_tables_plot_peers_and_follows_new_blocks(cluster: Clus
 
 @scenario
 async def test_values_from_peers_are_escaped(cluster: Cluster) -> None:
-    node = await cluster.start("a", train=True, mine=False)
+    node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
     hostile = "<script>alert('pwned')</script> & <img src=x onerror=alert(1)>"
     node.event("peer", hostile)
     async with http() as session:
@@ -87,7 +87,7 @@ async def test_values_from_peers_are_escaped(cluster: Cluster) -> None:
 
 @scenario
 async def test_block_page_lists_txs_and_each_update_verdict(cluster: Cluster) -> None:
-    node = await cluster.start("a", train=True, mine=False)
+    node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
     await mine_with_updates(node, 2)
     block_hash = hash_hex(node.chain.hash_at(2) or b"")
     async with http() as session:
@@ -113,7 +113,7 @@ async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster)
     """
     task = dataclasses.replace(builtin_task("digits"), rule="krum", f=1)
     ChainState.create(cluster.base / "a", "regtest", task).close()
-    node = await cluster.start("a", train=True, mine=False)
+    node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
     await mine(node, 1)  # the trainer's first update lands in block 2
     await mine_with_updates(node, 2)
     async with http() as session:
@@ -130,7 +130,7 @@ async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster)
 
 @scenario
 async def test_stock_task_plots_mse_against_naive_and_the_prediction(cluster: Cluster) -> None:
-    node = await cluster.start("a", task="stock", train=True, mine=False)
+    node = await cluster.start("a", task="stock", train=True, mine=False, byzantine_f=0)
     await mine_with_updates(node, 2)
     async with http() as session:
         page, _ = await fetch(session, node.url + "/")

@@ -85,7 +85,7 @@ class NodeThread:
 
 @pytest.fixture()
 def running(tmp_path: pathlib.Path) -> Iterator[NodeThread]:
-    node = NodeThread(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False))
+    node = NodeThread(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False, byzantine_f=0))
     try:
         yield node
     finally:

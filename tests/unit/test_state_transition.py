@@ -20,7 +20,7 @@ from consensus.state import State
 from consensus.transition import apply_block, max_byzantine, undo_block
 from consensus.tx import Coinbase, Tx
 from ml.tasks import TaskSpec
-from tests.chainbuilder import ChainBuilder, det_vector, key
+from tests.chainbuilder import ChainBuilder, det_vector, key, solo_task
 from wallet import KeyPair, address_bytes
 
 MINER = key(0)
@@ -57,8 +57,8 @@ def assert_same_state(a: State, b: State) -> None:
 
 @pytest.fixture
 def cb() -> ChainBuilder:
-    """genesis - 1: the miner holds one reward."""
-    builder = ChainBuilder()
+    """genesis - 1: the miner holds one reward (f=0: a single update trains)."""
+    builder = ChainBuilder(solo_task())
     builder.extend(1)
     return builder
 
@@ -145,6 +145,22 @@ def test_model_version_moves_only_when_an_aggregate_is_applied(cb: ChainBuilder)
     assert cb.state.model_version == 1
     cb.add(cb.template([cb.update(HONEST[1], seed=1), cb.update(HONEST[2], seed=2)]))
     assert cb.state.model_version == 2
+
+
+def test_the_rule_runs_only_with_the_tasks_byzantine_bound() -> None:
+    """Median with f=1 needs 2f+1 = 3 updates: with one or two, a lone attacker could
+    steer the block, so the model stays and nobody is paid; with three it moves."""
+    cb = ChainBuilder()  # the built-in digits task: median, f=1
+    assert cb.task.rule == "median" and cb.task.f == 1
+    cb.extend(1)
+    before = cb.state
+    cb.add(cb.template([cb.update(HONEST[0], seed=0), cb.update(HONEST[1], seed=1)]))
+    assert cb.state.model_version == before.model_version
+    assert cb.state.params.tobytes() == before.params.tobytes()
+    assert balance(cb, HONEST[0]) == 0
+    cb.add(cb.template([cb.update(HONEST[i], seed=10 + i) for i in range(3)]))
+    assert cb.state.model_version == before.model_version + 1
+    assert all(balance(cb, HONEST[i]) == cb.task.contributor_reward for i in range(1, 3))
 
 
 def test_too_few_updates_for_the_rule_leave_the_model_unchanged() -> None:
