@@ -137,3 +137,76 @@ def test_unknown_names_and_parameters_are_refused(round_: tuple[np.ndarray, np.n
         attack("sign-flip", own, honest, rng, sigma=1.0)
     with pytest.raises(ValueError):
         attack("sign-flip", honest, None, rng)  # not flat
+
+
+# --------------------------------------------------------------------------
+# Omniscient attacks: ipm, min-max, min-sum, mimic
+# --------------------------------------------------------------------------
+
+
+def test_ipm_is_the_scaled_reversed_honest_mean(round_: tuple[np.ndarray, np.ndarray]) -> None:
+    own, honest = round_
+    rng = np.random.default_rng(0)
+    mean = honest.astype(np.float64).mean(axis=0)
+    assert np.allclose(attack("ipm", own, honest, rng, eps=0.1), -0.1 * mean, atol=1e-7)
+    capped = attack("ipm", own, honest, rng, eps=1e6, to_norm=2.0)
+    assert np.isclose(np.linalg.norm(capped), 2.0, rtol=1e-5)
+    assert float(capped @ mean) < 0.0
+    small = attack("ipm", own, honest, rng, eps=0.1, to_norm=1e6)  # the cap only lowers eps
+    assert np.allclose(small, -0.1 * mean, atol=1e-7)
+
+
+def _distances(point: np.ndarray, honest: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(honest.astype(np.float64) - point.astype(np.float64), axis=1)
+
+
+@pytest.mark.parametrize("dev", ["unit", "std", "sign"])
+def test_min_max_stays_within_the_largest_honest_distance(
+    round_: tuple[np.ndarray, np.ndarray], dev: str
+) -> None:
+    own, honest = round_
+    out = attack("min-max", own, honest, np.random.default_rng(0), dev=dev)
+    widest = max(float(np.max(_distances(h, honest))) for h in honest)
+    assert float(np.max(_distances(out, honest))) <= widest * (1 + 1e-6)
+    # and it is the largest such step: a little further breaks the bound
+    mean = honest.astype(np.float64).mean(axis=0)
+    step = out.astype(np.float64) - mean
+    assert np.linalg.norm(step) > 0.0
+    assert float(np.max(_distances(mean + 1.01 * step, honest))) > widest
+
+
+def test_min_sum_stays_within_the_largest_honest_sum(
+    round_: tuple[np.ndarray, np.ndarray],
+) -> None:
+    own, honest = round_
+    out = attack("min-sum", own, honest, np.random.default_rng(0))
+    limit = max(float(np.sum(_distances(h, honest) ** 2)) for h in honest)
+    assert float(np.sum(_distances(out, honest) ** 2)) <= limit * (1 + 1e-6)
+    mean = honest.astype(np.float64).mean(axis=0)
+    unit = -mean / np.linalg.norm(mean)  # the default direction opposes the honest mean
+    step = out.astype(np.float64) - mean
+    assert np.allclose(step / np.linalg.norm(step), unit, atol=1e-5)
+
+
+def test_mimic_copies_the_most_atypical_honest_node(
+    round_: tuple[np.ndarray, np.ndarray],
+) -> None:
+    own, honest = round_
+    rng = np.random.default_rng(0)
+    gaps = honest.astype(np.float64) - honest.astype(np.float64).mean(axis=0)
+    farthest = int(np.argmax((gaps**2).sum(axis=1)))
+    assert np.array_equal(attack("mimic", own, honest, rng), honest[farthest])
+    assert np.array_equal(attack("mimic", own, honest, rng, target=2), honest[2])
+    with pytest.raises(ValueError):
+        attack("mimic", own, honest, rng, target=N_HONEST)
+
+
+@pytest.mark.parametrize("name", ["ipm", "min-max", "min-sum", "mimic"])
+def test_omniscient_attacks_need_the_honest_deltas(
+    name: str, round_: tuple[np.ndarray, np.ndarray]
+) -> None:
+    own, _ = round_
+    with pytest.raises(ValueError, match="honest"):
+        attack(name, own, None, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="deviation"):
+        attack("min-max", own, round_[1], np.random.default_rng(0), dev="up")

@@ -95,7 +95,9 @@ def test_without_a_tight_bound_the_mean_falls_to_sign_flip(rule: str, survives: 
 def test_scaled_updates_are_refused_by_the_norm_bound() -> None:
     # lam 100 puts every boosted delta (honest norms ~1-5) far past the bound of 20.
     result = run_simulation(
-        SimConfig(rule="mean", attack="scaling", byzantine=0.3, rounds=3, attack_params=(("lam", 100.0),))
+        SimConfig(
+            rule="mean", attack="scaling", byzantine=0.3, rounds=3, attack_params=(("lam", 100.0),)
+        )
     )
     assert result.rejections.get("norm", 0) == 2 * 3
     assert all(r.accepted == 6 for r in result.rounds)
@@ -185,3 +187,29 @@ def test_cli_explains_a_bad_command_line(
 ) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_composed_and_new_rules_run_and_learn() -> None:
+    with pytest.raises(ValueError, match="nnm"):
+        SimConfig(rule="krum+nnm")
+    for rule in ("geomed", "centered_clip", "nnm+krum", "bucket+median"):
+        result = run_simulation(
+            SimConfig(nodes=10, rule=rule, attack="ipm", byzantine=0.2, rounds=3, f=2)
+        )
+        assert result.final >= 0.8, rule
+        assert all(r.f_used >= 1 for r in result.rounds), rule
+
+
+def test_bucketing_is_seeded_by_the_config_not_a_local_source() -> None:
+    config = SimConfig(nodes=9, rule="bucket+median", attack="mimic", byzantine=0.2, rounds=2)
+    first, again = run_simulation(config), run_simulation(config)
+    assert np.array_equal(first.params, again.params)
+
+
+def test_bound_aware_ipm_reverses_the_mean_but_not_nnm() -> None:
+    def final(rule: str) -> float:
+        config = SimConfig(nodes=10, rule=rule, attack="ipm", byzantine=0.2, rounds=6, f=2)
+        return run_simulation(config).final
+
+    assert final("mean") < 0.5
+    assert final("nnm+median") >= 0.85
