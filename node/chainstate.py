@@ -289,9 +289,22 @@ class ChainState:
             with self.storage.transaction():
                 self.storage.put_body(block_hash, block.encode())
                 self.storage.put_index(entry.row())
-            if entry.chain_work <= self.tip.chain_work:
+            best = self._best_stored_descendant(entry)
+            if best.chain_work <= self.tip.chain_work:
                 return Connected(block_hash, entry.height, "side")
-            result = self._activate(entry, block)
+            if best is entry:
+                result = self._activate(entry, block)
+            else:
+                # This body completes a branch whose later bodies came first (a block
+                # announced before sync fetched its ancestors): connect up to the best.
+                body = self.get_block(best.hash)
+                assert body is not None
+                try:
+                    result = self._activate(best, body)
+                except BlockRejected:
+                    if entry.status == BlockStatus.INVALID:
+                        raise  # the block we were given is itself at fault
+                    return Connected(block_hash, entry.height, "side")  # a descendant was
             # Bodies that arrived before this one (out of order) can connect now.
             while result.status in ("connected", "reorg"):
                 waiting = [
@@ -314,6 +327,19 @@ class ChainState:
                     result.disconnected + more.disconnected, result.connected + more.connected,
                 )
             return result
+
+    def _best_stored_descendant(self, entry: IndexEntry) -> IndexEntry:
+        """The most-work block at or above ``entry`` reachable through stored bodies only."""
+        best, stack = entry, [entry]
+        while stack:
+            item = stack.pop()
+            if item.chain_work > best.chain_work:
+                best = item
+            stack.extend(
+                child for child in (self.index[h] for h in self.children.get(item.hash, ()))
+                if child.status in (BlockStatus.BODY, BlockStatus.VALID)
+            )
+        return best
 
     def _mark_invalid(self, entry: IndexEntry) -> None:
         """Remember ``entry`` and every descendant we know as invalid."""
