@@ -320,14 +320,24 @@ class PeerManager:
             self.punish(url, Misbehaviour.UNREQUESTED_DATA, f"block {hash_hex(block.hash)[:16]} not asked for")
             return False
         try:
-            await self.node.submit_block(block, source=url)
+            result = await self.node.submit_block(block, source=url)
         except BlockRejected as exc:
             if exc.code == Reject.UNKNOWN_PARENT:
                 self.spawn(self.sync_from(url))
             else:
                 self.punish(url, exc.code, f"invalid block {hash_hex(block.hash)[:16]}: {exc}")
             return False
+        if result.status == "side" and self._bodies_missing():
+            # The block extends a branch with more work whose earlier bodies we lack
+            # (we hold only their headers, say from a sync that saw a tie): fetch them
+            # from the peer that has this block, or the branch never connects.
+            self.spawn(self.sync_from(url))
         return True
+
+    def _bodies_missing(self) -> bool:
+        """True if the best header has more work than the tip: some bodies are still to come."""
+        chain = self.node.chain
+        return bool(chain.best_header.chain_work > chain.tip.chain_work)
 
     async def fetch_txs(self, url: str, tx_ids: list[bytes]) -> None:
         try:
@@ -372,8 +382,6 @@ class PeerManager:
                 self.drop(url, str(exc))
                 return
             assert isinstance(reply, m.Headers)
-            if not reply.headers:
-                break
             try:
                 headers = [decode_header(raw) for raw in reply.headers]
                 await self.node.run_chain(self._accept_headers, headers)
@@ -383,6 +391,7 @@ class PeerManager:
                 else:
                     self.punish(url, exc.code, f"invalid header: {exc}")
                 return
+            # Even with no new headers, bodies of headers we already hold may be missing.
             missing = await self.node.run_chain(self._missing_bodies)
             if missing:
                 await BlockDownloader(self, missing).run()
