@@ -7,6 +7,7 @@ nodes end up (tips, state roots, peer and ban lists), never how fast.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import statistics
 import time
@@ -20,6 +21,7 @@ from node.mining import make_template
 from node.p2p import messages as m
 from node.p2p.peers import CONTENT_TYPE, PEER_HEADER
 from node.service import Node
+from node.storage import BlockStatus
 from tests.chainbuilder import recommit
 from tests.conftest import until
 from tests.node.harness import (
@@ -41,6 +43,7 @@ LATENCY_BLOCKS = 100  # blocks timed for the propagation figures
 JOINER_BLOCKS = 500  # more than 2 * MAX_BLOCKS_IN_FLIGHT_TOTAL: several download rounds
 PARTITION_A_BLOCKS = 3
 PARTITION_C_BLOCKS = 5
+COMPETING_HEIGHT = 30  # blocks the racing miners reach: dozens of races, a few seconds
 
 
 @scenario
@@ -162,6 +165,54 @@ async def test_partitions_reconnect_on_the_most_work_tip(cluster: Cluster) -> No
     # The network keeps going on the merged chain.
     (after,) = await mine(a, 1)
     await wait_same_tip([a, b, c, d], target=after)
+
+
+@scenario
+async def test_branch_known_by_headers_only_connects_when_it_grows(cluster: Cluster) -> None:
+    """A tied branch whose headers b holds (bodies not fetched) connects once it pulls ahead.
+
+    ::
+
+        genesis - b1 - b2               (b's tip; a's headers a1, a2 tie with it: no bodies fetched)
+                \\ a1 - a2 - a3         (a mines a3: b must fetch a1, a2 and reorg)
+
+    Before the fix b stored a3 as a side block, waiting forever for bodies it
+    never asked for: every later block of a's branch met the same fate.
+    """
+    a, b = await cluster.start_many(2)
+    await mine(a, 2)
+    await mine(b, 2)
+    await connect(b, a)  # equal heights: neither side syncs on the handshake
+    await b.peers.sync_from(a.url)  # headers a1, a2 arrive; equal work, so no bodies
+    assert b.chain.index[a.chain.tip.hash].status == BlockStatus.HEADER
+    assert b.chain.tip.hash != a.chain.tip.hash
+    (a3,) = await mine(a, 1)
+    await wait_same_tip([a, b], target=a3, timeout=20)
+    assert b.metrics.reorgs._value.get() == 1
+
+
+@scenario
+async def test_competing_miner_threads_converge(cluster: Cluster) -> None:
+    """Three mining threads race on a line, forking often; one more block settles them all.
+
+    ::
+
+        m0 - m1 - m2     each mines with its Miner thread (50 ms pause after a block)
+                         until all pass height 30; then the threads stop, the node
+                         with the most work mines 1 block on demand (breaking any
+                         tie) and all must agree on it
+    """
+    nodes = [await cluster.start(f"m{i}", mine=True, min_block_interval_s=0.05) for i in range(3)]
+    await connect_line(nodes)
+    await until(lambda: min(n.chain.height for n in nodes) >= COMPETING_HEIGHT, 60,
+                what=f"every miner past height {COMPETING_HEIGHT}")
+    loop = asyncio.get_running_loop()
+    for n in nodes:
+        await loop.run_in_executor(None, n.miner.stop)
+    # With the threads stopped, one block on the most-work tip is strictly the best chain.
+    leader = max(nodes, key=lambda n: n.chain.tip.chain_work)
+    (last,) = await mine(leader, 1)
+    await wait_same_tip(nodes, target=last, timeout=30)
 
 
 def served(node: Node, route: str) -> int:
