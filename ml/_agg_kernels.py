@@ -10,8 +10,11 @@ so (see ``docs`` of :mod:`ml.aggregation` for the exact summation orders):
 * no BLAS, no ``np.sum``/``np.mean`` of floats: every sum is an explicit loop
   whose order is written down here;
 * ``prange`` only over independent outputs: a block of coordinates, or a
-  group of rows of the distance matrix, is computed whole by one thread, so
-  how numba splits the work never changes a bit;
+  run of pair tiles of the distance matrix, is computed whole by one thread,
+  so how numba splits the work never changes a bit;
+* the distance kernel's inner loop is LLVM IR built by hand (a numba
+  intrinsic): vectors of float64 lanes, plain ``fsub``/``fmul``/``fadd`` with
+  no fast-math flags, so it obeys the same two rules above;
 * comparisons are explicit compare-and-select (never ``min``/``max``, which
   LLVM may lower to ``minnum``, free to return either zero on ``+0.0`` vs
   ``-0.0``).
