@@ -73,8 +73,26 @@ def test_named_network_and_learning_headlines(results: pathlib.Path) -> None:
     assert (results / "learning_attack_curves.png").exists()
 
 
-def test_report_appends_a_section_when_the_markers_are_missing(results: pathlib.Path,
+@pytest.fixture
+def small_results(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A results folder with two headlines, one result file and one plot: what report.py reads."""
+    out = tmp_path / "results"
+    out.mkdir()
+    rows = [
+        {"name": "learning_chain_final_accuracy", "value": 0.93, "unit": "accuracy",
+         "baseline": "centralised SGD", "ratio": 0.98},
+        {"name": "propagation_sync_blocks_per_s", "value": 80.0, "unit": "blocks/s",
+         "baseline": "chain verify replay", "ratio": 0.02},
+    ]
+    (out / "summary.json").write_text(json.dumps(rows))
+    (out / "learning.json").write_text(json.dumps({"machine": {"cpu": "Test CPU", "cores": 2, "python": "3.11"}}))
+    (out / "learning_attack_curves.png").write_bytes(b"\x89PNG\r\n")
+    return out
+
+
+def test_report_appends_a_section_when_the_markers_are_missing(small_results: pathlib.Path,
                                                                tmp_path: pathlib.Path) -> None:
+    results = small_results
     readme = tmp_path / "README.md"
     readme.write_text("# project\n\nintro\n")
     assert report_main(["--results", str(results), "--readme", str(readme)]) == 0
@@ -82,10 +100,11 @@ def test_report_appends_a_section_when_the_markers_are_missing(results: pathlib.
     assert text.startswith("# project\n\nintro\n")
     assert "## Performance" in text and text.index(START) < text.index(END)
     assert "`learning_chain_final_accuracy`" in text
-    assert "learning_attack_curves.png" in text
+    assert "learning_attack_curves.png" in text and "Test CPU, 2 cores" in text
 
 
-def test_report_rewrites_only_between_the_markers(results: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_report_rewrites_only_between_the_markers(small_results: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    results = small_results
     readme = tmp_path / "README.md"
     before, after = "# project\n\n## Performance\n\n", "\n\n## Licence\n\nkept as is\n"
     readme.write_text(f"{before}{START}\nstale table\n{END}{after}")
