@@ -20,6 +20,7 @@ import numpy as np
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
+from consensus.participation import COORDINATE_WISE, counted_by_share
 from consensus.state import Account, Accounts, State
 from consensus.tx import (
     MAX_AMOUNT,
@@ -217,6 +218,8 @@ def aggregate_updates(
         result, mask = aggregate(task.rule, stacked, f=f, **params)
     except AggregationError as exc:  # a rule or parameters the task names but ml does not run
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
+    if task.rule in COORDINATE_WISE:
+        mask = counted_by_share(task.rule, stacked, f)
     return result, np.asarray(mask, dtype=bool)
 
 
