@@ -266,6 +266,11 @@ class Node:
             self.event("reorg", f"reorg: {depth} block(s) replaced, new tip {tip.height}", tip.height)
         if self.peers is not None:
             self.peers.announce_block(result.block_hash, exclude=source)
+            # Txs of disconnected blocks that are back in our pool: peers that never
+            # saw them loose (they came in a block) would otherwise never mine them.
+            back = [t for b in result.disconnected for t in b.txids if t in self.mempool]
+            if back:
+                self.peers.announce_txs(back, exclude=None)
         for callback in self._tip_listeners:
             callback()
 

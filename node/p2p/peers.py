@@ -275,6 +275,12 @@ class PeerManager:
     def announce_tx(self, tx_id: bytes, *, exclude: str | None) -> None:
         self._announce(m.Announce(blocks=(), txs=(tx_id,)), exclude)
 
+    def announce_txs(self, tx_ids: list[bytes], *, exclude: str | None) -> None:
+        """Announce many txids (a reorg's re-pooled txs) in as few messages as fit."""
+        for start in range(0, len(tx_ids), limits.MAX_INV_PER_ANNOUNCE):
+            chunk = tuple(tx_ids[start : start + limits.MAX_INV_PER_ANNOUNCE])
+            self._announce(m.Announce(blocks=(), txs=chunk), exclude)
+
     def _announce(self, msg: m.Announce, exclude: str | None) -> None:
         for url in list(self.peers):
             if url != exclude:
