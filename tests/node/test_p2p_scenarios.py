@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from consensus.errors import Reject
+from consensus.tx import Transfer, encode_tx, sign_tx
 from node import limits
 from node.mining import make_template
 from node.p2p import messages as m
@@ -34,10 +35,12 @@ from tests.node.harness import (
     get_json,
     http,
     mine,
+    node_key,
     scenario,
     tip_of,
     wait_same_tip,
 )
+from wallet import address_bytes
 
 LATENCY_BLOCKS = 100  # blocks timed for the propagation figures
 JOINER_BLOCKS = 500  # more than 2 * MAX_BLOCKS_IN_FLIGHT_TOTAL: several download rounds
@@ -213,6 +216,48 @@ async def test_competing_miner_threads_converge(cluster: Cluster) -> None:
     leader = max(nodes, key=lambda n: n.chain.tip.chain_work)
     (last,) = await mine(leader, 1)
     await wait_same_tip(nodes, target=last, timeout=30)
+
+
+@scenario
+async def test_transfer_on_the_losing_branch_is_mined_by_the_winners(cluster: Cluster) -> None:
+    """A tx confirmed only on the losing branch goes back to every mempool and confirms again.
+
+    ::
+
+        genesis - 1 - a2[tx] - a3          (a - b: a's transfer confirmed in a2)
+                    \\ c2 - c3 - c4        (c - d: never saw the tx; more work)
+
+    After b links to c, a and b reorg and pool the tx again; c and d, which
+    only ever could have learned it loose, must get it announced, and a block
+    mined by d confirms it.
+    """
+    a, b, c, d = await cluster.start_many(4)
+    await connect_line([a, b, c, d])
+    await mine(a, 1)  # a's reward pays for the transfer on both branches
+    await wait_same_tip([a, b, c, d])
+    disconnect(b, c)
+    tx = transfer_tx(a, amount=1000)
+    tx_id = await a.submit_tx(encode_tx(tx), source=None)
+    await mine(a, 2)
+    await wait_same_tip([a, b])
+    assert tx_id not in a.mempool and tx_id not in c.mempool
+    await mine(c, 3)
+    await wait_same_tip([c, d])
+    await connect(b, c)
+    await wait_same_tip([a, b, c, d], target=c.chain.tip.hash)
+    await until(lambda: all(tx_id in n.mempool for n in (a, b, c, d)), 15, what="the tx in every mempool")
+    (confirming,) = await mine(d, 1)
+    await wait_same_tip([a, b, c, d], target=confirming)
+    assert tx_id in d.chain.get_block(confirming).txids
+    assert all(len(n.mempool) == 0 for n in (a, b, c, d))
+
+
+def transfer_tx(node: Node, amount: int) -> Transfer:
+    """``node``'s next transfer (nonce 0 here) of ``amount`` to a fixed test recipient."""
+    to = address_bytes(node_key("recipient").public)
+    tx = sign_tx(Transfer(node.keypair.public, 0, to, amount, 0), node.keypair, node.chain.chain_id)
+    assert isinstance(tx, Transfer)
+    return tx
 
 
 def served(node: Node, route: str) -> int:
