@@ -28,6 +28,10 @@ from ml.aggregation import RULES, aggregate
 FULL_NS = (8, 32, 128)
 FULL_DS = (10_000, 100_000, 1_000_000)
 QUICK_NS = (8, 32)
+# The newer rules (issue 10) beside the classic ones; Flower has none of them.
+NEW_RULES = ("nnm+median", "nnm+krum", "bucket+median", "bucket+geomed")
+BENCH_RULES: tuple[str, ...] = (*RULES, *NEW_RULES)
+BUCKET_BENCH_SEED = 1  # on the chain: bucket_seed(parent hash)
 QUICK_DS = (10_000, 100_000)
 HEADLINE_N = 32
 HEADLINE_D = 1_000_000
@@ -55,7 +59,11 @@ def byzantine_bound(n: int) -> int:
 
 
 def rule_kwargs(rule: str, f: int) -> dict[str, int]:
-    return {} if rule == "mean" else {"f": f}
+    if rule == "mean":
+        return {}
+    if rule.startswith("bucket+"):
+        return {"f": f, "seed": BUCKET_BENCH_SEED}
+    return {"f": f}
 
 
 # --------------------------------------------------------------------------
@@ -63,7 +71,7 @@ def rule_kwargs(rule: str, f: int) -> dict[str, int]:
 # --------------------------------------------------------------------------
 
 
-def flower_call(rule: str, x: Array, f: int) -> Callable[[], object]:
+def flower_call(rule: str, x: Array, f: int) -> Callable[[], object] | None:
     """Flower's function on Flower's input shape: a list of ([layer], num_examples=1)."""
     from flwr.server.strategy import aggregate as fa
 
@@ -79,7 +87,7 @@ def flower_call(rule: str, x: Array, f: int) -> Callable[[], object]:
         # aggregate_bulyan pops from its list: give it a fresh one each call.
         "bulyan": lambda: fa.aggregate_bulyan(list(results), f, fa.aggregate_krum, to_keep=0),
     }
-    return calls[rule]
+    return calls.get(rule)  # None: Flower has no such rule
 
 
 def numpy_distances(x: Array) -> Array:
@@ -111,6 +119,37 @@ def numpy_bulyan(x: Array, f: int) -> Array:
     return np.take_along_axis(chosen, nearest, axis=0).mean(axis=0)  # type: ignore[no-any-return]
 
 
+def numpy_geomed(x: Array, iters: int = 32, nu: float = 1e-6) -> Array:
+    wide = x.astype(np.float64)
+    z = wide.mean(axis=0)
+    for _ in range(iters):
+        w = 1.0 / np.maximum(nu, np.linalg.norm(wide - z, axis=1))
+        z = w @ wide / w.sum()
+    return z  # type: ignore[no-any-return]
+
+
+def numpy_cclip(x: Array, tau: float = 1.0, iters: int = 3) -> Array:
+    wide = x.astype(np.float64)
+    v = np.zeros(x.shape[1])
+    for _ in range(iters):
+        gaps = wide - v
+        scale = np.minimum(1.0, tau / np.maximum(np.linalg.norm(gaps, axis=1), 1e-300))
+        v = v + (scale[:, None] * gaps).mean(axis=0)
+    return v
+
+
+def numpy_nnm(x: Array, f: int) -> Array:
+    nearest = np.argsort(numpy_distances(x), axis=1, kind="stable")[:, : x.shape[0] - f]
+    return x[nearest].mean(axis=1)  # type: ignore[no-any-return]
+
+
+def numpy_buckets(x: Array, size: int = 2) -> Array:
+    order = np.random.default_rng(BUCKET_BENCH_SEED).permutation(x.shape[0])
+    return np.stack(
+        [x[order[i : i + size]].mean(axis=0) for i in range(0, x.shape[0], size)]
+    )
+
+
 def numpy_call(rule: str, x: Array, f: int) -> Callable[[], object]:
     """A short numpy version of each rule: what one would write without our kernels."""
     n = x.shape[0]
@@ -123,6 +162,12 @@ def numpy_call(rule: str, x: Array, f: int) -> Callable[[], object]:
             numpy_krum_order(numpy_distances(x), np.arange(n), f)[: n - f]
         ].mean(axis=0),
         "bulyan": lambda: numpy_bulyan(x, f),
+        "geomed": lambda: numpy_geomed(x),
+        "centered_clip": lambda: numpy_cclip(x),
+        "nnm+median": lambda: np.median(numpy_nnm(x, f), axis=0),
+        "nnm+krum": lambda: numpy_call("krum", numpy_nnm(x, f).astype(np.float32), f)(),
+        "bucket+median": lambda: np.median(numpy_buckets(x), axis=0),
+        "bucket+geomed": lambda: numpy_geomed(numpy_buckets(x)),
     }
     return calls[rule]
 
@@ -159,7 +204,7 @@ def measure(ns: tuple[int, ...], ds: tuple[int, ...]) -> list[dict[str, Any]]:
             x = rng.standard_normal((n, d), dtype=np.float32)
             x[n - f :] *= np.float32(-10.0)  # f Byzantine rows: scaled sign flips
             floor = time_call(lambda x=x: np.add.reduce(x, axis=None), repeat=OUR_REPEATS)
-            for rule in RULES:
+            for rule in BENCH_RULES:
                 kwargs = rule_kwargs(rule, f)
                 ours = time_call(
                     lambda rule=rule, kwargs=kwargs, x=x: aggregate(rule, x, **kwargs),
@@ -178,12 +223,15 @@ def measure(ns: tuple[int, ...], ds: tuple[int, ...]) -> list[dict[str, Any]]:
                 }
                 row["numpy_median_s"] = median(row["numpy_s"])
                 expected = predicted_flower_s(flower_seen, rule, n, d)
-                if expected > FLOWER_BUDGET_S:
+                flower = flower_call(rule, x, f)
+                if flower is None:
+                    row["flower_skipped"] = "Flower has no such rule"
+                elif expected > FLOWER_BUDGET_S:
                     row["flower_skipped"] = (
                         f"predicted {expected:.0f} s per call > {FLOWER_BUDGET_S:.0f} s"
                     )
                 else:
-                    row["flower_s"] = time_baseline(flower_call(rule, x, f))
+                    row["flower_s"] = time_baseline(flower)
                     row["flower_median_s"] = median(row["flower_s"])
                     row["ratio_vs_flower"] = row["flower_median_s"] / row["ours_median_s"]
                     flower_seen[(rule, d)] = row["flower_median_s"]
@@ -215,9 +263,10 @@ def plot(rows: list[dict[str, Any]], n_fixed: int, d_fixed: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, (by_d, by_n) = plt.subplots(1, 2, figsize=(13, 5))
-    colours = dict(zip(RULES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {rule: palette[i % len(palette)] for i, rule in enumerate(BENCH_RULES)}
     for axis, fixed_key, fixed, free_key in ((by_d, "n", n_fixed, "d"), (by_n, "d", d_fixed, "n")):
-        for rule in RULES:
+        for rule in BENCH_RULES:
             sel = sorted(
                 (r for r in rows if r["rule"] == rule and r[fixed_key] == fixed),
                 key=lambda r: r[free_key],
