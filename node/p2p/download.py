@@ -64,8 +64,10 @@ class BlockDownloader:
                 if not workers and all(url in self.lacking for url in self.peers.peers):
                     log.info("sync paused: no connected peer has the blocks")
                     return
-                await self._submit_ready()
+                # Clear before submitting: a batch landing while we submit must wake the
+                # wait below (clearing after it lost that wake-up and slept a whole second).
                 self._progress.clear()
+                await self._submit_ready()
                 if self.next_index < total:
                     try:
                         await asyncio.wait_for(self._progress.wait(), timeout=1.0)
