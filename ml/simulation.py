@@ -4,7 +4,8 @@ One round of the simulation is what one block does on the chain, minus mining
 and gossip:
 
 1. every node trains :func:`ml.trainer.train_update` on its own shard, from
-   the current parameters (label-flip attackers train on flipped labels);
+   the current parameters (label-flip attackers train on flipped labels,
+   or negated targets on a regression task);
 2. the attackers -- nodes ``0 .. n_byzantine - 1`` -- replace their delta
    with :func:`ml.attacks.attack`, seeing the honest deltas of the round;
 3. every delta travels through the wire codec (:mod:`ml.codec`) and the
@@ -294,8 +295,19 @@ def _attack_params(
     return params
 
 
+def _poisoned_targets(y: npt.NDArray[np.generic], dataset: Dataset, regress: bool) -> Any:
+    """Label-flip's targets: flipped classes, or for regression the negated targets."""
+    if regress:
+        return (-np.asarray(y)).astype(np.asarray(y).dtype)  # predict the opposite move
+    return flip_labels(np.asarray(y, dtype=np.int64), _n_classes(dataset))
+
+
 def _make_nodes(
-    config: SimConfig, dataset: Dataset, n_bad: int, seeds: list[np.random.SeedSequence]
+    config: SimConfig,
+    dataset: Dataset,
+    n_bad: int,
+    seeds: list[np.random.SeedSequence],
+    regress: bool,
 ) -> list[_Node]:
     key = SHARD_KEY_PREFIX + str(config.seed).encode()
     nodes = []
@@ -304,7 +316,7 @@ def _make_nodes(
             dataset, i, config.nodes, config.scheme, alpha=config.alpha, seed=config.seed, key=key
         )
         if i < n_bad and is_data_attack(config.attack):
-            y = flip_labels(np.asarray(y, dtype=np.int64), _n_classes(dataset))
+            y = _poisoned_targets(y, dataset, regress)
         nodes.append(_Node(X=X, y=y, rng=np.random.default_rng(seeds[i])))
     return nodes
 
@@ -394,7 +406,7 @@ def run_simulation(
     root = np.random.SeedSequence(config.seed)
     node_seeds = root.spawn(config.nodes)
     attack_rng = np.random.default_rng(root.spawn(1)[0])
-    nodes = _make_nodes(config, dataset, n_bad, node_seeds)
+    nodes = _make_nodes(config, dataset, n_bad, node_seeds, spec.head == "regress")
     norm_bound = spec.norm_bound if config.norm_bound is None else config.norm_bound
     rule_params = default_rule_params(rule, spec, norm_bound)
     attack_params = _attack_params(config, spec, norm_bound, n_bad)
