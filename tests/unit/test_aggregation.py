@@ -436,7 +436,7 @@ def test_golden_vectors_cover_every_rule() -> None:
 
 def test_unknown_rule_lists_the_valid_ones() -> None:
     with pytest.raises(AggregationError) as info:
-        aggregate("geomed", random_updates(0, 3, 4))
+        aggregate("no_such_rule", random_updates(0, 3, 4))
     for name in RULES:
         assert name in str(info.value)
 
