@@ -244,18 +244,38 @@ class PeerManager:
         last_ping = time.monotonic()
         while True:
             now = time.monotonic()
-            wanted = [u for u in self.seeds if u not in self.peers]
-            if len(self.peers) < limits.MAX_OUTBOUND_PEERS:
-                wanted += [u for u in self.known if u not in self.peers and u not in wanted]
-            for url in wanted:
-                retry = self._retry.get(url)
-                if (retry is None or retry.next_at <= now) and not self.is_banned(url):
-                    self.spawn(self.connect(url))
+            for url in self.dial_candidates(now):
+                self.spawn(self.connect(url))
             if now - last_ping > limits.PING_INTERVAL_S:
                 last_ping = now
                 for url in list(self.peers):
                     self.spawn(self._ping(url))
             await asyncio.sleep(CONNECT_LOOP_S)
+
+    def dial_candidates(self, now: float) -> list[str]:
+        """The URLs to dial on this pass of the connector.
+
+        Every --peer seed we are not connected to (the user asked for them),
+        plus learned addresses only while outbound slots are free: at most
+        ``MAX_OUTBOUND_PEERS`` outbound links, counting dials in progress.
+        (Dialling every learned address at once let one Addr message make the
+        node open hundreds of connections.)
+        """
+
+        def due(url: str) -> bool:
+            retry = self._retry.get(url)
+            return (
+                url not in self.peers and url not in self._connecting
+                and (retry is None or retry.next_at <= now) and not self.is_banned(url)
+            )
+
+        seeds = [u for u in self.seeds if due(u)]
+        outbound = sum(1 for p in self.peers.values() if p.outbound)
+        room = limits.MAX_OUTBOUND_PEERS - outbound - len(self._connecting) - len(seeds)
+        if room <= 0:
+            return seeds
+        learned = sorted(u for u in self.known if u not in self.seeds and due(u))
+        return seeds + random.sample(learned, min(room, len(learned)))
 
     async def _ping(self, url: str) -> None:
         try:
