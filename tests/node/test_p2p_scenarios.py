@@ -46,6 +46,8 @@ LATENCY_BLOCKS = 100  # blocks timed for the propagation figures
 JOINER_BLOCKS = 500  # more than 2 * MAX_BLOCKS_IN_FLIGHT_TOTAL: several download rounds
 PARTITION_A_BLOCKS = 3
 PARTITION_C_BLOCKS = 5
+LEARNED_PEERS = 11  # the hub's other peers: more than MAX_OUTBOUND_PEERS for x to learn
+CONNECTOR_PASSES = 4  # passes watched after the slots are full (0.5 s each)
 COMPETING_HEIGHT = 30  # blocks the racing miners reach: dozens of races, a few seconds
 
 
@@ -250,6 +252,42 @@ async def test_transfer_on_the_losing_branch_is_mined_by_the_winners(cluster: Cl
     await wait_same_tip([a, b, c, d], target=confirming)
     assert tx_id in d.chain.get_block(confirming).txids
     assert all(len(n.mempool) == 0 for n in (a, b, c, d))
+
+
+@scenario
+async def test_learned_addresses_fill_only_the_outbound_slots(cluster: Cluster) -> None:
+    """A node that learns 12 addresses from its seed opens at most MAX_OUTBOUND_PEERS links.
+
+    ::
+
+        o0 ... o10 ──> hub <── x (--peer hub)     the hub's handshake reply lists
+                                                   its 11 other peers; x dials 8 in all
+
+    Every pass of x's connector is checked while it runs: it never asks for
+    more dials than there are free outbound slots.
+    """
+    hub = await cluster.start("hub")
+    others = await cluster.start_many(LEARNED_PEERS, prefix="o")
+    for other in others:
+        await connect(other, hub)
+    passes: list[int] = []
+    x = await cluster.start("x", peers=[hub])
+    choose = x.peers.dial_candidates
+
+    def checked(now: float) -> list[str]:
+        picked = choose(now)
+        outbound = sum(1 for p in x.peers.peers.values() if p.outbound)
+        assert outbound + len(x.peers._connecting) + len(picked) <= limits.MAX_OUTBOUND_PEERS
+        passes.append(outbound)
+        return picked
+
+    x.peers.dial_candidates = checked  # type: ignore[method-assign]
+    outbound = lambda: sum(1 for p in x.peers.peers.values() if p.outbound)  # noqa: E731
+    await until(lambda: outbound() == limits.MAX_OUTBOUND_PEERS, 20, what="x to fill its outbound slots")
+    seen = len(passes)
+    await until(lambda: len(passes) >= seen + CONNECTOR_PASSES, 20, what="more connector passes")
+    assert outbound() == limits.MAX_OUTBOUND_PEERS
+    assert len(x.peers.known) > limits.MAX_OUTBOUND_PEERS, "x knew more addresses than it dialled"
 
 
 def transfer_tx(node: Node, amount: int) -> Transfer:
