@@ -357,23 +357,22 @@ def _round_params(
     return params
 
 
-def _aggregate_largest_f(
+def _aggregate_with_bound(
     rule: str, updates: F32, f: int, params: Mapping[str, Any]
 ) -> tuple[F32 | None, int]:
-    """Aggregate with ``f``, or the largest smaller ``f`` the rule accepts for this many updates.
+    """Aggregate with the Byzantine bound ``f``, or not at all, as the chain does.
 
-    This is what the chain does with a block of few updates (``min(task.f,
-    largest f the rule allows)``); when the rule cannot run even with
-    ``f = 0`` (Krum on fewer than 3 updates) the model stays put, reported as
-    ``(None, -1)``.
+    A round whose surviving updates are too few for the rule to tolerate
+    ``f`` of them leaves the model unchanged, reported as ``(None, -1)``:
+    with fewer, a lone attacker could steer the round. Plain ``mean``
+    tolerates no attacker whatever ``f`` says and always runs with ``f = 0``.
     """
-    for f_try in range(min(f, updates.shape[0]), -1, -1):
-        try:
-            agg, _ = aggregate(rule, updates, f=f_try, **params)
-        except AggregationError:
-            continue
-        return agg, f_try
-    return None, -1
+    f_rule = 0 if rule.split("+")[-1] == "mean" else f
+    try:
+        agg, _ = aggregate(rule, updates, f=f_rule, **params)
+    except AggregationError:
+        return None, -1
+    return agg, f_rule
 
 
 def run_simulation(
@@ -448,7 +447,7 @@ def run_simulation(
             kept.append(received)
         round_params = _round_params(rule, rule_params, config.seed, t, last_aggregate)
         agg, f_used = (
-            (None, -1) if not kept else _aggregate_largest_f(rule, np.stack(kept), f, round_params)
+            (None, -1) if not kept else _aggregate_with_bound(rule, np.stack(kept), f, round_params)
         )
         if agg is not None:
             params = (params - server_lr * agg).astype(np.float32)

@@ -74,7 +74,7 @@ def test_the_norm_bound_shields_the_mean_only_partly() -> None:
         SimConfig(rule="median", attack="sign-flip", byzantine=0.3, rounds=SHORT)
     )
     assert mean.final <= median.final - 0.15
-    assert all(r.f_used == 0 for r in mean.rounds)  # the mean takes no f; it was lowered
+    assert all(r.f_used == 0 for r in mean.rounds)  # the mean tolerates no attacker: it always runs with f=0
 
 
 @pytest.mark.parametrize(
