@@ -146,6 +146,7 @@ class PeerManager:
             self.peers[url] = peer
             self.node.metrics.peers.set(len(self.peers))
             self.node.event("peer", f"connected peer {url} (height {hello.height}, {'out' if outbound else 'in'})")
+            self.spawn(self._share_mempool(url))
         else:
             peer.height, peer.tip, peer.last_seen = hello.height, hello.tip, time.time()
         self.known.add(url)
@@ -306,6 +307,12 @@ class PeerManager:
             if url != exclude:
                 self.spawn(self._send_announce(url, msg))
 
+    async def _share_mempool(self, url: str) -> None:
+        """Tell a new peer what our mempool holds: updates made before it connected still spread."""
+        tx_ids = await self.node.run_chain(self.node.mempool.txids)
+        if tx_ids:
+            await self._send_announce(url, m.Announce(blocks=(), txs=tuple(tx_ids[: limits.MAX_INV_PER_ANNOUNCE])))
+
     async def _send_announce(self, url: str, msg: m.Announce) -> None:
         try:
             await self.request(url, "announce", msg, None)
@@ -320,6 +327,10 @@ class PeerManager:
             await self.fetch_blocks(url, missing_blocks)
         missing_txs = [t for t in msg.txs if t not in self.node.mempool]
         if missing_txs:
+            peer = self.peers.get(url)
+            if peer is not None and peer.height > self.node.chain.height:
+                # Its txs build on blocks we lack: catch up first, or they look invalid.
+                await self.sync_from(url)
             await self.fetch_txs(url, missing_txs)
 
     async def fetch_blocks(self, url: str, hashes: list[bytes]) -> None:

@@ -13,6 +13,7 @@ import statistics
 import time
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
 from consensus.errors import Reject
@@ -399,3 +400,25 @@ async def test_disconnected_nodes_do_not_redial_without_a_seed(cluster: Cluster)
     assert b.chain.height == 0 and a.url not in b.peers.peers
     await connect(b, a)
     await wait_same_tip([a, b], target=block_hash)
+
+
+@scenario
+async def test_mempool_reaches_a_peer_that_connects_later(cluster: Cluster) -> None:
+    """A tx pooled before any peer existed is announced at the handshake.
+
+        a (holds tx) ... b connects later -> b's mempool has the tx
+    """
+    a = await cluster.start("a", byzantine_f=0)
+    await mine(a, 1)
+    from consensus.tx import GradientUpdate
+    from ml.codec import encode_update
+
+    tip = a.chain.tip
+    vector = np.zeros(a.chain.task.param_count, dtype=np.float32)
+    vector[0] = 0.5
+    tx = sign_tx(GradientUpdate(a.keypair.public, 0, 0, tip.height, tip.hash, encode_update(vector)),
+                 a.keypair, a.chain.chain_id)
+    tx_id = await a.submit_tx(encode_tx(tx), source=None)
+    b = await cluster.start("b", byzantine_f=0)
+    await connect(a, b)
+    await until(lambda: tx_id in b.mempool, 15, what="b to learn a's pooled tx")
