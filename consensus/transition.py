@@ -3,15 +3,25 @@
 For each block, in this order: check the body's shape (coinbase first, limits,
 no duplicates), then each transaction (signature, nonce, funds; for gradient
 updates the ml checks: encoding, shape, finiteness, norm bound, staleness and
-base hash), then aggregate the block's updates with the task's rule, apply
+base hash, and when the task commits a validation set the useful-update
+gate of :mod:`ml.gate`), then aggregate the block's updates with the task's rule, apply
 the aggregate to the model, pay the miner and the contributors whose updates
 the rule accepted, and compare the computed state root with the block's.
 
 Everything here is a pure function of its arguments and bit-reproducible.
+
+The useful-update gate (``task.gate_examples > 0``) checks each update
+against the parent state's parameters: ``params - server_lr * update`` may
+raise the mean loss on the task's committed validation set by at most
+``gate_tolerance`` (relative), else ``UPDATE_NOT_USEFUL``. The parent's loss
+is computed once per block (:func:`useful_gate`, cached per parameter bytes
+so the mempool, which checks updates one at a time against the tip, shares
+it), and the validation set once per process and task (``ml.gate``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +45,7 @@ from consensus.tx import (
 from ml.aggregation import AggregationError, aggregate, bucket_seed, inner_count
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
 from ml.codec import decode_update
+from ml.gate import check_useful, validation_loss, validation_set
 from ml.tasks import TaskSpec
 
 _UPDATE_REJECTS = {
@@ -44,7 +55,9 @@ _UPDATE_REJECTS = {
     UpdateProblem.NORM: Reject.UPDATE_NORM,
     UpdateProblem.STALE: Reject.UPDATE_STALE,
     UpdateProblem.BAD_BASE: Reject.UPDATE_BAD_BASE,
+    UpdateProblem.NOT_USEFUL: Reject.UPDATE_NOT_USEFUL,
 }
+_GATE_CACHE_ENTRIES = 4  # parent models whose validation loss is kept (tip and a few forks)
 
 
 @dataclass(frozen=True)
@@ -160,12 +173,53 @@ class _Ledger:
         )
 
 
+@dataclass(frozen=True)
+class UsefulGate:
+    """The gate for one block: the parent's parameters and their validation loss."""
+
+    params: np.ndarray
+    base_loss: float
+
+
+@functools.lru_cache(maxsize=_GATE_CACHE_ENTRIES)
+def _parent_loss(task: TaskSpec, params_bytes: bytes) -> float:
+    gate_set = validation_set(task)
+    return validation_loss(task, np.frombuffer(params_bytes, dtype=np.float32), gate_set.X, gate_set.y)
+
+
+def useful_gate(task: TaskSpec, params: np.ndarray) -> UsefulGate | None:
+    """The useful-update gate on parent ``params``, or None when the task has it off.
+
+    Raises
+    ------
+    ValueError
+        If this node's copy of the validation set does not hash to the task's
+        commitment: the node cannot validate the chain (not the block's fault).
+    """
+    if task.gate_examples == 0:
+        return None
+    flat = np.ascontiguousarray(params, dtype=np.float32).reshape(-1)
+    return UsefulGate(flat, _parent_loss(task, flat.tobytes()))
+
+
 def _check_update(
-    tx: GradientUpdate, height: int, ctx: BlockContext, param_count: int | None = None
+    tx: GradientUpdate,
+    height: int,
+    ctx: BlockContext,
+    param_count: int | None = None,
+    *,
+    gate: UsefulGate | None = None,
 ) -> np.ndarray:
+    """The decoded update of ``tx`` after the ml checks; raises BlockRejected.
+
+    ``gate`` is :func:`useful_gate` of the parent state; it must be given
+    when the task has the gate on (the mempool passes the tip's).
+    """
     task = ctx.task
     if param_count is None:
         param_count = task.param_count
+    if gate is None and task.gate_examples > 0:
+        raise ValueError("the task has a useful-update gate: pass useful_gate(task, parent params)")
     try:
         check_staleness(tx.base_height, height, task.staleness_window)
         if ctx.recent_hashes.get(tx.base_height) != tx.base_hash:
@@ -175,6 +229,9 @@ def _check_update(
         vector = decode_update(tx.update, param_count)
         check_finite(vector)
         check_norm(vector, task.norm_bound)
+        if gate is not None:
+            gate_set = validation_set(task)
+            check_useful(task, gate.params, vector, gate_set.X, gate_set.y, gate.base_loss)
     except UpdateCheckError as exc:
         raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
     return vector
@@ -248,6 +305,7 @@ def execute(
     fees = 0
     updates: list[np.ndarray] = []
     senders: list[bytes] = []
+    gate = useful_gate(task, state.params) if any(isinstance(tx, GradientUpdate) for tx in txs) else None
     for tx in txs:
         if isinstance(tx, Transfer):
             check_signature(tx, ctx.chain_id)
@@ -256,7 +314,7 @@ def execute(
             fees += tx.fee
         elif isinstance(tx, GradientUpdate):
             check_signature(tx, ctx.chain_id)
-            updates.append(_check_update(tx, height, ctx, param_count))
+            updates.append(_check_update(tx, height, ctx, param_count, gate=gate))
             sender = tx.sender_address  # a hash of the key: derive it once
             ledger.debit(sender, tx.nonce, tx.fee)
             senders.append(sender)

@@ -48,6 +48,7 @@ class UpdateProblem(enum.Enum):
     NORM = "norm"  # L2 norm above the task's bound
     STALE = "stale"  # base height older than the staleness window allows
     BAD_BASE = "bad-base"  # base height that is negative or not below the block
+    NOT_USEFUL = "not-useful"  # raises the task's validation loss past its tolerance (ml.gate)
 
 
 class UpdateCheckError(ValueError):

@@ -73,6 +73,11 @@ MAX_STALENESS_WINDOW_BLOCKS = 1_000_000
 MAX_TARGET_BLOCK_TIME_S = 24 * 60 * 60
 MAX_WINDOW = 4096
 MAX_NAME_LEN = 64
+# Every node evaluates the gate set once per update: keep it a few hundred examples.
+MAX_GATE_EXAMPLES = 4096
+# A relative loss increase of 100 % or more is no gate at all.
+MAX_GATE_TOLERANCE = 1.0
+SHA256_HEX_LEN = 64
 
 RuleParam = tuple[str, int | float | str]
 
@@ -135,6 +140,9 @@ class TaskSpec:
     target_block_time_s: int
     data_seed: int
     window: int
+    gate_examples: int = 0
+    gate_tolerance: float = 0.0
+    gate_data_sha256: str = ""
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
@@ -165,6 +173,31 @@ class TaskSpec:
         _check_int("target_block_time_s", self.target_block_time_s, 1, MAX_TARGET_BLOCK_TIME_S)
         _check_int("data_seed", self.data_seed, 0, U32_MAX)
         self._check_window()
+        self._check_gate()
+
+    def _check_gate(self) -> None:
+        _check_int("gate_examples", self.gate_examples, 0, MAX_GATE_EXAMPLES)
+        tol = self.gate_tolerance
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, float)
+            or not math.isfinite(tol)
+            or not 0.0 <= tol <= MAX_GATE_TOLERANCE
+        ):
+            raise _fail("gate_tolerance", f"a float in [0.0, {MAX_GATE_TOLERANCE}]", tol)
+        digest = self.gate_data_sha256
+        if self.gate_examples == 0:
+            if digest != "" or tol != 0.0:
+                raise _fail(
+                    "gate_data_sha256/gate_tolerance", "'' and 0.0 when gate_examples is 0", (digest, tol)
+                )
+            return
+        if not (
+            isinstance(digest, str)
+            and len(digest) == SHA256_HEX_LEN
+            and all(c in "0123456789abcdef" for c in digest)
+        ):
+            raise _fail("gate_data_sha256", f"{SHA256_HEX_LEN} lowercase hex digits", digest)
 
     def _check_hidden(self) -> None:
         if not isinstance(self.hidden, tuple):
@@ -283,6 +316,9 @@ _FIELD_KINDS: dict[str, str] = {
     "target_block_time_s": "int",
     "data_seed": "int",
     "window": "int",
+    "gate_examples": "int",
+    "gate_tolerance": "float",
+    "gate_data_sha256": "str",
 }
 
 

@@ -5,7 +5,8 @@ extended by the sender's transactions already in the pool, so every sender's
 pooled transactions form a chain of consecutive nonces that the next block
 could include in order: signature, nonce, funds for all of the sender's
 pooled spends, and for gradient updates the ml checks of the state
-transition (encoding, shape, finiteness, norm, staleness, base hash), run by
+transition (encoding, shape, finiteness, norm, staleness, base hash, and the
+task's useful-update gate against the tip's model), run by
 the same functions the state transition runs. A consensus failure raises
 ``BlockRejected`` with its code; a policy refusal raises ``PolicyRejected``.
 
@@ -35,7 +36,7 @@ from typing import Protocol
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.state import Account, State
-from consensus.transition import BlockContext, _check_update
+from consensus.transition import BlockContext, _check_update, useful_gate
 from consensus.tx import GradientUpdate, SignedTx, Transfer, Tx, check_signature, txid
 from ml.tasks import TaskSpec
 from node import limits
@@ -135,7 +136,8 @@ def _check_against_tip(
         )
     if isinstance(tx, GradientUpdate):
         height = chain.state.height + 1  # the block this update could go into
-        _check_update(tx, height, chain.context(chain.main, height))
+        gate = useful_gate(chain.task, chain.state.params)  # the tip is the next block's parent
+        _check_update(tx, height, chain.context(chain.main, height), gate=gate)
 
 
 class Mempool:
