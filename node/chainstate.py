@@ -444,7 +444,7 @@ class ChainState:
                 self.storage.put_index(item.row())
                 self.storage.put_undo(item.hash, undo)
                 self.storage.set_main(item.height, item.hash)
-                self.storage.put_outcomes(item.hash, _outcomes(block, undo))
+                self.storage.put_outcomes(item.hash, _outcomes(block, undo, new_state))
                 self.storage.index_txs(item.hash, block.txids)
                 touched.update(_addresses_of(block.txs))
             self.storage.write_state(state, touched)
@@ -473,9 +473,15 @@ def _addresses_of(txs: Iterable[Tx]) -> set[bytes]:
     return addresses
 
 
-def _outcomes(block: Block, undo: Undo) -> list[tuple[bytes, bool]]:
-    """Each gradient update's sender and whether the block's rule counted it."""
+def _outcomes(block: Block, undo: Undo, after: State) -> list[tuple[bytes, bool | None]]:
+    """Each gradient update's sender and whether the block's rule counted it.
+
+    None for every update of a block whose updates were too few for the rule
+    to run with the task's bound: nobody was rejected, the model stayed.
+    """
     senders = [tx.sender_address for tx in block.txs if isinstance(tx, GradientUpdate)]
+    if after.model_version == undo.model_version_before:
+        return [(sender, None) for sender in senders]
     return list(zip(senders, undo.accepted, strict=True))
 
 

@@ -22,6 +22,7 @@ from consensus.errors import BlockRejected
 from consensus.hashing import search_nonce
 from consensus.pow import bits_to_target
 from consensus.template import build_block
+from consensus.tx import GradientUpdate
 from wallet import address_bytes
 
 log = logging.getLogger("gradchain.miner")
@@ -121,10 +122,23 @@ class Miner:
         self.hashrate = 0.0
         self._window_hashes = 0
         self._window_start = time.monotonic()
+        self._template_updates = 0
         node.on_tip_change(self._stop_search.set)
+        node.on_new_update(self._on_new_update)
 
     def start(self) -> None:
         self._thread.start()
+
+    def _on_new_update(self) -> None:
+        """A fresh update arrived: mine it now rather than after this block.
+
+        Trainers submit right after each tip, a moment after our template was
+        built; restarting the search (from nonce 0 of a new root, no work
+        lost: every hash is an independent try) puts their updates in this
+        block instead of the next.
+        """
+        if self._template_updates < self.node.chain.task.max_updates_per_block:
+            self._stop_search.set()
 
     def stop(self) -> None:
         self._shutdown.set()
@@ -154,6 +168,7 @@ class Miner:
                 template = node.call_chain(make_template, node)
             except RuntimeError:  # the chain worker shut down
                 return
+            self._template_updates = sum(isinstance(tx, GradientUpdate) for tx in template.txs)
             block = solve(
                 template,
                 threads=node.config.threads,

@@ -25,7 +25,7 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
-from consensus.tx import decode_tx
+from consensus.tx import GradientUpdate, decode_tx
 from ml.tasks import builtin_task, with_overrides
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
@@ -71,6 +71,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._lock_fd: int | None = None
         self._tip_listeners: list[Callable[[], None]] = []
+        self._update_listeners: list[Callable[[], None]] = []
         self.loop: asyncio.AbstractEventLoop
         self.peers: Any = None  # node.p2p.peers.PeerManager, set in start()
         self.miner: Any = None
@@ -197,6 +198,10 @@ class Node:
         """Blocking twin of :meth:`run_chain` for other threads (the miner)."""
         return self._worker.submit(fn, *args).result()
 
+    def on_new_update(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs on the loop when a gradient update enters the mempool."""
+        self._update_listeners.append(callback)
+
     def on_tip_change(self, callback: Callable[[], None]) -> None:
         """``callback()`` runs on the loop after every tip change."""
         self._tip_listeners.append(callback)
@@ -284,6 +289,9 @@ class Node:
         self.metrics.mempool_size.set(len(self.mempool))
         if result.added:
             self.metrics.txs_accepted.inc()
+            if isinstance(tx, GradientUpdate):
+                for callback in self._update_listeners:
+                    callback()
             if self.peers is not None:
                 self.peers.announce_tx(result.txid, exclude=source)
         return result.txid

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS update_outcomes (
 """
 
 
+NOT_APPLIED = -1  # update_outcomes.accepted of a block whose rule did not run
+
+
 class BlockStatus:
     HEADER = 0  # header valid, body not here
     BODY = 1  # body stored, not yet connected
@@ -293,14 +296,15 @@ class Storage:
         return None if row is None else (bytes(row[0]), int(row[1]))
 
     # -- what each block's rule accepted (for the API and dashboard) ----------------
-    def put_outcomes(self, block_hash: bytes, outcomes: list[tuple[bytes, bool]]) -> None:
+    def put_outcomes(self, block_hash: bytes, outcomes: list[tuple[bytes, bool | None]]) -> None:
+        """Per update: accepted (1), rejected (0) or not applied (-1: too few updates for the rule)."""
         self.db.executemany(
             "INSERT OR REPLACE INTO update_outcomes(block, position, sender, accepted) VALUES (?, ?, ?, ?)",
-            [(block_hash, i, s, int(a)) for i, (s, a) in enumerate(outcomes)],
+            [(block_hash, i, s, NOT_APPLIED if a is None else int(a)) for i, (s, a) in enumerate(outcomes)],
         )
 
-    def get_outcomes(self, block_hash: bytes) -> list[tuple[bytes, bool]]:
+    def get_outcomes(self, block_hash: bytes) -> list[tuple[bytes, bool | None]]:
         rows = self.db.execute(
             "SELECT sender, accepted FROM update_outcomes WHERE block = ? ORDER BY position", (block_hash,)
         ).fetchall()
-        return [(bytes(s), bool(a)) for s, a in rows]
+        return [(bytes(s), None if a == NOT_APPLIED else bool(a)) for s, a in rows]

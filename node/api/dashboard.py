@@ -80,6 +80,7 @@ def block_view(node: Any, block: Block, height: int) -> views.BlockView:
                 fee=tx.fee,
                 norm=_update_norm(tx, size),
                 accepted=info.get("accepted"),
+                outcome=info.get("outcome", ""),
             )
             norm = views.number(update.norm) if update.norm is not None else "—"
             detail = f"base {tx.base_height}; {tx.update.kind}, {tx.update.size} values; norm {norm}; fee {tx.fee}"
@@ -151,7 +152,7 @@ def rejected_heights(node: Any, low: int, state: DashboardState) -> dict[int, in
         block_hash = chain.main[height]
         count = cache.get(block_hash)
         if count is None:
-            count = sum(1 for _, accepted in chain.storage.get_outcomes(block_hash) if not accepted)
+            count = sum(1 for _, accepted in chain.storage.get_outcomes(block_hash) if accepted is False)
             cache[block_hash] = count
         if count:
             out[height] = count

@@ -54,7 +54,8 @@ class UpdateView:
     values: int
     fee: int
     norm: float | None  # None when decoding it would be too costly
-    accepted: bool | None  # None: the block is stored but was never connected
+    accepted: bool | None  # None: not applied (too few updates for the rule), or never connected
+    outcome: str = ""  # "accepted", "rejected", "not applied"; "" while the block is not connected
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,10 @@ def number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def outcome_badge(accepted: bool | None) -> str:
+def outcome_badge(accepted: bool | None, outcome: str = "") -> str:
     if accepted is None:
+        if outcome == "not applied":
+            return '<span class="badge off" title="too few updates for the rule\'s Byzantine bound">not applied</span>'
         return '<span class="badge off">not connected</span>'
     if accepted:
         return '<span class="badge ok">accepted</span>'
@@ -572,7 +575,10 @@ def _update_chips(block: BlockView) -> str:
         chips.append(f'<span class="badge ok">{block.accepted} accepted</span>')
     if block.rejected:
         chips.append(f'<span class="badge bad">{block.rejected} rejected</span>')
-    unknown = len(block.updates) - block.accepted - block.rejected
+    unapplied = sum(1 for u in block.updates if u.outcome == "not applied")
+    if unapplied:
+        chips.append(f'<span class="badge off">{unapplied} not applied</span>')
+    unknown = len(block.updates) - block.accepted - block.rejected - unapplied
     if unknown:
         chips.append(f'<span class="badge off">{unknown} pending</span>')
     return " ".join(chips)
@@ -601,7 +607,7 @@ def update_rows(updates: Iterable[tuple[int, UpdateView]], with_height: bool) ->
         out.append(
             f"<tr>{first}<td>{address_html(u.sender)}</td><td class=\"num\">{u.base_height}</td>"
             f"<td class=\"mono\">{esc(u.encoding)}</td><td class=\"num\">{u.values}</td>"
-            f"<td class=\"num\">{esc(norm)}</td><td>{outcome_badge(u.accepted)}</td></tr>"
+            f"<td class=\"num\">{esc(norm)}</td><td>{outcome_badge(u.accepted, u.outcome)}</td></tr>"
         )
     return "".join(out)
 
@@ -766,7 +772,7 @@ def render_page(view: PageView) -> str:
 
 
 def _tx_row(tx: TxView) -> str:
-    outcome = outcome_badge(tx.update.accepted) if tx.update is not None else ""
+    outcome = outcome_badge(tx.update.accepted, tx.update.outcome) if tx.update is not None else ""
     return (
         f'<tr><td class="num">{tx.position}</td><td><span class="badge off">{esc(tx.kind)}</span></td>'
         f'<td class="mono" title="{esc(tx.txid)}">{esc(short_hash(tx.txid))}</td>'

@@ -28,7 +28,16 @@ from wallet import AddressError, decode_address, encode_address
 MAX_PREDICT_ROWS = 10_000  # one request classifies at most this many inputs
 
 
-def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None) -> dict[str, Any]:
+OUTCOME_NAMES = {True: "accepted", False: "rejected", None: "not applied"}
+
+
+def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool = False) -> dict[str, Any]:
+    """JSON of a tx. For an update of a connected block: the rule's verdict.
+
+    ``outcome`` is "accepted" or "rejected" by the rule, or "not applied"
+    when the block's updates were too few for the rule to run with the
+    task's Byzantine bound (``accepted`` is then null).
+    """
     out: dict[str, Any] = {"txid": hash_hex(txid(raw)), "size": len(raw)}
     if isinstance(tx, Coinbase):
         out |= {"type": "coinbase", "height": tx.height,
@@ -40,8 +49,9 @@ def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None) -> dict[str, An
         out |= {"type": "update", "from": encode_address(tx.sender_address), "fee": tx.fee, "nonce": tx.nonce,
                 "base_height": tx.base_height, "base_hash": hash_hex(tx.base_hash),
                 "encoding": tx.update.kind, "values": tx.update.size}
-        if accepted is not None:
+        if connected:
             out["accepted"] = accepted
+            out["outcome"] = OUTCOME_NAMES[accepted]
     elif isinstance(tx, TaskTx):
         out |= {"type": "task", "task": tx.task}
     return out
@@ -49,11 +59,12 @@ def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None) -> dict[str, An
 
 def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
     outcomes = node.chain.storage.get_outcomes(block.hash)
+    connected = bool(outcomes)
     accepted_iter = iter(a for _, a in outcomes)
     txs = []
     for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
         accepted = next(accepted_iter, None) if isinstance(tx, GradientUpdate) else None
-        txs.append(tx_summary(tx, raw, accepted))
+        txs.append(tx_summary(tx, raw, accepted, connected))
     h = block.header
     return {
         "height": height, "hash": hash_hex(block.hash), "prev": hash_hex(h.prev), "time": h.time,

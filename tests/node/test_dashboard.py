@@ -12,12 +12,14 @@ import dataclasses
 import re
 
 import aiohttp
+import numpy as np
 
 from consensus.header import hash_hex
-from ml.tasks import builtin_task
+from consensus.tx import GradientUpdate, encode_tx, sign_tx
+from ml.codec import encode_update
 from node.api import dashboard_views as views
-from node.chainstate import ChainState
 from node.service import Node
+from tests.chainbuilder import key
 from tests.conftest import until
 from tests.node.harness import Cluster, connect, http, mine, scenario
 
@@ -107,25 +109,38 @@ async def test_block_page_lists_txs_and_each_update_verdict(cluster: Cluster) ->
 
 @scenario
 async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster) -> None:
-    """Krum cannot run on a block's single update, so every update is rejected:
+    """Median (f=1) drops a sign-flipped update; a block too small for the rule applies nothing:
 
-    genesis - 1 - 2 (1 update, rejected) - 3 (1 update, rejected)
+    genesis - 1 - 2 (3 honest + 1 flipped: 1 rejected) - 3 (1 update: not applied)
     """
-    task = dataclasses.replace(builtin_task("digits"), rule="krum", f=1)
-    ChainState.create(cluster.base / "a", "regtest", task).close()
-    node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
-    await mine(node, 1)  # the trainer's first update lands in block 2
-    await mine_with_updates(node, 2)
+    node = await cluster.start("a", train=False, mine=False)
+    await mine(node, 1)
+    tip = node.chain.tip
+    rng = np.random.default_rng(3)
+    direction = (0.05 * rng.standard_normal(node.chain.task.param_count)).astype(np.float32)
+    vectors = [(direction + 0.01 * rng.standard_normal(direction.size)).astype(np.float32) for _ in range(3)]
+    vectors.append((-direction).astype(np.float32))
+    for i, vector in enumerate(vectors):
+        sender = key(20 + i)
+        tx = GradientUpdate(sender.public, 0, 0, tip.height, tip.hash, encode_update(vector))
+        await node.submit_tx(encode_tx(sign_tx(tx, sender, node.chain.chain_id)), source=None)
+    await mine(node, 1)
+    lone = key(30)
+    tip = node.chain.tip
+    tx = GradientUpdate(lone.public, 0, 0, tip.height, tip.hash, encode_update(vectors[0]))
+    await node.submit_tx(encode_tx(sign_tx(tx, lone, node.chain.chain_id)), source=None)
+    await mine(node, 1)
     async with http() as session:
         page, _ = await fetch(session, node.url + "/")
         svg, resp = await fetch(session, node.url + "/plot.svg")
     assert resp.content_type == "image/svg+xml"
     for doc in (page, svg):
         assert '<g class="rejected" data-height="2">' in doc
-        assert '<g class="rejected" data-height="3">' in doc
-        assert 'data-height="1">' not in doc.split("<svg")[1].split("</svg>")[0]
+        assert 'class="rejected" data-height="3"' not in doc, "an update the rule never ran on is not rejected"
     assert '<span class="badge bad">1 rejected</span>' in page
-    assert "2 update(s) rejected by krum" in page
+    assert '<span class="badge ok">3 accepted</span>' in page
+    assert "1 not applied</span>" in page
+    assert "1 update(s) rejected by median" in page
 
 
 @scenario
