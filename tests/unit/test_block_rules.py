@@ -60,12 +60,7 @@ AMOUNT = 1_000
 
 # Codes no block in this suite can provoke, each with the reason. Adding a
 # Reject member without a test and without an entry here fails the suite.
-NOT_TESTED: dict[Reject, str] = {
-    Reject.UPDATE_NOT_USEFUL: (
-        "the task's useful-update gate is not implemented in consensus/transition.py yet: "
-        "no rule raises it"
-    ),
-}
+NOT_TESTED: dict[Reject, str] = {}
 
 
 def addr(kp: KeyPair) -> bytes:
@@ -381,6 +376,19 @@ def norm_vector(size: int, last: np.float32) -> np.ndarray:
     values[0] = np.float32(12.0)  # 12-16-20: the norm is exactly the bound in every precision
     values[1] = last
     return values
+
+
+@covers(Reject.UPDATE_NOT_USEFUL)
+def test_update_that_raises_the_validation_loss_is_not_useful() -> None:
+    """With the task's gate on, an ascent step swapped in for an honest one fails the gate."""
+    from tests.unit.test_gate import descent_update, gated
+
+    gated_cb = ChainBuilder(gated(solo_task()))
+    gated_cb.extend(1)
+    valid = gated_cb.template([gated_cb.update(ALICE, descent_update(gated_cb, 0.5))])
+    useless = gated_cb.update(ALICE, descent_update(gated_cb, -2.0))
+    assert code_of(gated_cb, swap(valid, 1, useless)) is Reject.UPDATE_NOT_USEFUL
+    gated_cb.add(valid)
 
 
 @covers(Reject.UPDATE_NORM)
