@@ -43,6 +43,13 @@ Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
     nearly unpredictable: expect the model to roughly match the "tomorrow =
     today" baseline (``ml.evaluate.evaluate`` reports the ratio).
 
+Both keep the useful-update gate (``gate_examples`` 0, see :mod:`ml.gate`) off:
+with Dirichlet(1.0) shards a single honest local run raises the global
+validation loss more often than not, and updates based a few blocks back
+more so, so any tolerance that passes nearly every honest update lets a
+sign-flip of honest size through (docs/DESIGN-NOTES.md, "The useful-update
+gate", has the figures).
+
 ``to_dict``/``from_dict`` give the JSON/msgpack form: only str, int, float
 and lists, with ``from_dict`` strict (every key present, no extra key, exact
 types) so a genesis block cannot smuggle in an ambiguous task.
