@@ -36,6 +36,10 @@ from node import limits
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 ZERO_HASH = bytes(limits.HASH_BYTES)  # GetHeaders.stop when the sender wants as many as fit
+SESSION_BYTES = 32  # a per-peer session token: 256 random bits cannot be guessed
+# HandshakeReply.session when the replier has not verified the caller's claimed URL yet:
+# it grants nothing and calls that URL back to exchange tokens (see node/p2p/peers.py).
+NO_SESSION = bytes(SESSION_BYTES)
 
 # host: a DNS name or IPv4 (letters, digits, dots, dashes) or a bracketed IPv6 literal;
 # port: 1-65535 without leading zeros. Nothing else: no user info, path or query.
@@ -167,6 +171,7 @@ HASH = Bin(limits.HASH_BYTES, size=limits.HASH_BYTES)
 _MAGIC = Bin(limits.MAGIC_BYTES, size=limits.MAGIC_BYTES)
 _U32 = UInt(U32_MAX)
 _U64 = UInt(U64_MAX)
+_SESSION = Bin(SESSION_BYTES, size=SESSION_BYTES)
 
 
 class _Validated:
@@ -202,6 +207,9 @@ class Handshake(_Validated):
     listen_url: str = _spec(Url(optional=True))  # "" for a node that does not listen
     nonce: int = _spec(_U64)  # random per node start: a handshake carrying our own is a self-connection
     user_agent: str = _spec(Text(limits.MAX_USER_AGENT_CHARS))
+    # The token the sender issued to the receiver: "present this when you call me".
+    # Sent only to the URL the sender dialled, so only that URL's owner learns it.
+    session: bytes = _spec(_SESSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +227,9 @@ class HandshakeReply(_Validated):
     listen_url: str = _spec(Url(optional=True))
     nonce: int = _spec(_U64)
     user_agent: str = _spec(Text(limits.MAX_USER_AGENT_CHARS))
+    # The token the receiver issued to the caller, once the caller proved its URL;
+    # NO_SESSION before that (the receiver then calls the caller's URL back).
+    session: bytes = _spec(_SESSION)
     peers: tuple[str, ...] = _spec(ListOf(Url(), limits.MAX_ADDRS_IN_HANDSHAKE))
 
 
@@ -435,6 +446,8 @@ __all__ = [
     "Headers",
     "Message",
     "MessageError",
+    "NO_SESSION",
+    "SESSION_BYTES",
     "Txs",
     "ZERO_HASH",
     "decode",

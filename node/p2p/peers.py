@@ -2,17 +2,31 @@
 
 A peer is known by its listen URL. Either side may start a connection with
 ``POST /p2p/handshake``; after it, both know each other's URL and talk by
-plain HTTP requests in both directions. Every later /p2p/ request carries
-the sender's URL in the ``X-Gradchain-Peer`` header, which must belong to a
-handshaken peer. Peers given with ``--peer`` are retried with backoff
-whenever the connection drops, so a restarted peer is found again.
+plain HTTP requests in both directions. Peers given with ``--peer`` are
+retried with backoff whenever the connection drops, so a restarted peer is
+found again.
+
+Session tokens make the URL claim unspoofable. For each peer URL a node
+issues ``token_in`` (32 random bytes, per node start) and sends it only in a
+Handshake it POSTs *to that URL*, so only whoever listens there learns it.
+Every later /p2p/ request carries ``X-Gradchain-Peer: <url>`` and
+``X-Gradchain-Session: <hex of the token the receiver issued>``; a wrong or
+missing token is 403 and punishes nobody. A handshake proves its claimed URL
+the same way, by presenting the receiver's token in the session header; a
+handshake that cannot (first contact, or the receiver restarted) is answered
+with ``NO_SESSION`` and the receiver calls the claimed URL back, presenting
+the token the claimant just sent: the genuine owner recognises it and the
+exchange completes in that call. A stranger who names an honest peer's URL
+thus never receives a token for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import random
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +47,12 @@ from node.p2p.penalties import BanList, Misbehaviour, penalty
 log = logging.getLogger("gradchain.p2p")
 
 PEER_HEADER = "X-Gradchain-Peer"
+SESSION_HEADER = "X-Gradchain-Session"
+HANDSHAKE_AGAIN = "unknown or stale session token: handshake again"
+MAX_SESSIONS = limits.MAX_KNOWN_ADDRS  # one per URL we know or were told of: a handshake flood cannot grow memory
+# An unproven handshake makes us dial the URL it claims: bound how many such call-backs run at once,
+# so a flood of handshakes naming other hosts cannot turn the node into a request reflector.
+MAX_CALLBACKS_IN_FLIGHT = limits.MAX_OUTBOUND_PEERS
 CONTENT_TYPE = "application/msgpack"
 RETRY_MIN_S = 0.5  # first retry of a dropped --peer: quick, it may just be restarting
 RETRY_MAX_S = 30.0  # backoff ceiling: a long-dead peer costs one request per half minute
@@ -41,6 +61,26 @@ CONNECT_LOOP_S = 0.5  # how often the connector looks at seeds and the address b
 
 class PeerError(Exception):
     """A request to a peer failed (network, timeout, refusal, bad answer)."""
+
+
+def _new_token() -> bytes:
+    return secrets.token_bytes(m.SESSION_BYTES)
+
+
+@dataclass
+class Session:
+    """The tokens between this node and one peer URL.
+
+    ``token_in`` is what we issued and expect on the peer's requests;
+    ``token_out`` is what the peer issued and we present on ours, learnt
+    only from a source that proved to be the URL's owner; ``candidate`` is
+    a token offered by an unproven handshake claiming the URL, which we
+    present once when calling that URL back.
+    """
+
+    token_in: bytes = field(default_factory=_new_token)
+    token_out: bytes | None = None
+    candidate: bytes | None = None
 
 
 @dataclass
@@ -83,6 +123,8 @@ class PeerManager:
         self._connector: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._connecting: set[str] = set()
+        self._sessions: dict[str, Session] = {}
+        self._registered: dict[str, asyncio.Event] = {}
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,9 +160,9 @@ class PeerManager:
             "user_agent": limits.USER_AGENT,
         }
 
-    def handshake_reply(self) -> m.HandshakeReply:
+    def handshake_reply(self, session: bytes = m.NO_SESSION) -> m.HandshakeReply:
         sample = random.sample(sorted(self.peers), min(len(self.peers), limits.MAX_ADDRS_IN_HANDSHAKE))
-        return m.HandshakeReply(**self._hello(), peers=tuple(sample))
+        return m.HandshakeReply(**self._hello(), session=session, peers=tuple(sample))
 
     def check_hello(self, hello: m.Handshake | m.HandshakeReply) -> str | None:
         """Why a peer's handshake is refused, or None if it is welcome."""
@@ -134,6 +176,58 @@ class PeerManager:
         if hello.nonce == self.node.instance_nonce:
             return "that is this node itself"
         return None
+
+    # -- session tokens ----------------------------------------------------------------------
+    def session_for(self, url: str) -> Session:
+        """The tokens for ``url``, created (a fresh ``token_in``) on first use."""
+        session = self._sessions.get(url)
+        if session is None:
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._evict_session()
+            session = self._sessions[url] = Session()
+        return session
+
+    def _evict_session(self) -> None:
+        """Forget the oldest session of a URL that is neither a peer nor being dialled."""
+        for url in self._sessions:
+            if url not in self.peers and url not in self._connecting:
+                del self._sessions[url]
+                return
+
+    def authenticate(self, url: str | None, presented: str | None) -> bool:
+        """True if ``presented`` (hex) is the token we issued to ``url``: the caller owns that URL."""
+        if url is None or presented is None:
+            return False
+        session = self._sessions.get(url)
+        if session is None:
+            return False
+        try:
+            token = bytes.fromhex(presented)
+        except ValueError:
+            return False
+        return hmac.compare_digest(token, session.token_in)
+
+    def on_handshake(self, hello: m.Handshake, presented: str | None) -> m.HandshakeReply:
+        """Answer a handshake already checked by :meth:`check_hello`.
+
+        A caller that presents the token we issued to its URL is that URL's
+        owner: take its token, register it, and grant ours. Any other claim
+        gets ``NO_SESSION`` and a call-back to the claimed URL, whose owner
+        completes the exchange (an impostor learns nothing and its token is
+        never used).
+        """
+        url = hello.listen_url
+        if not url or url == self.node.url:
+            return self.handshake_reply()
+        if self.authenticate(url, presented):
+            session = self.session_for(url)
+            session.token_out, session.candidate = hello.session, None
+            self.register(hello, outbound=False)
+            return self.handshake_reply(session.token_in)
+        self.session_for(url).candidate = hello.session
+        if url not in self._connecting and len(self._connecting) < MAX_CALLBACKS_IN_FLIGHT:
+            self.spawn(self.connect(url))
+        return self.handshake_reply()
 
     # -- registering peers ---------------------------------------------------------------------
     def register(self, hello: m.Handshake | m.HandshakeReply, *, outbound: bool) -> Peer | None:
@@ -151,6 +245,9 @@ class PeerManager:
             peer.height, peer.tip, peer.last_seen = hello.height, hello.tip, time.time()
         self.known.add(url)
         self._retry.pop(url, None)
+        event = self._registered.get(url)
+        if event is not None:
+            event.set()
         if hello.height > self.node.chain.height:
             self.spawn(self.sync_from(url))
         return peer
@@ -169,23 +266,38 @@ class PeerManager:
             self.node.event("peer", f"banned peer {url} for {int(self.bans.duration_s)}s: {detail}")
             self.drop(url, "banned")
             self.known.discard(url)
+            self._sessions.pop(url, None)
 
     def is_banned(self, url: str) -> bool:
         return self.bans.is_banned(url, time.time())
 
     # -- outgoing requests ------------------------------------------------------------------------
-    async def request(self, url: str, route: str, msg: m.Message, reply_kind: str | None) -> m.Message | None:
-        """POST ``msg`` to ``url``/p2p/``route`` and decode the reply as ``reply_kind``."""
+    async def request(self, url: str, route: str, msg: m.Message, reply_kind: str | None,
+                      *, token: bytes | None = None) -> m.Message | None:
+        """POST ``msg`` to ``url``/p2p/``route`` and decode the reply as ``reply_kind``.
+
+        Presents ``token`` (default: the one ``url`` issued us) in the session
+        header. A 403 asking us to handshake again (the peer restarted, or
+        never knew us) raises ``PeerError``, which makes callers drop the
+        peer, and starts a fresh handshake that re-registers it.
+        """
         assert self._session is not None
         headers = {"Content-Type": CONTENT_TYPE, PEER_HEADER: self.node.url}
+        session = self._sessions.get(url)
+        token = token if token is not None or session is None else session.token_out
+        if token is not None:
+            headers[SESSION_HEADER] = token.hex()
         try:
             async with self._session.post(f"{url}/p2p/{route}", data=m.encode(msg), headers=headers) as resp:
+                if resp.status >= 400:
+                    text = (await resp.text())[:200]
+                    if resp.status == 403 and route != "handshake" and "handshake" in text:
+                        self.spawn(self.connect(url))
+                    raise PeerError(f"{route}: HTTP {resp.status} {text}")
                 if resp.status == 204 or reply_kind is None:
-                    if resp.status >= 400:
-                        raise PeerError(f"{route}: HTTP {resp.status} {(await resp.text())[:200]}")
                     return None
                 if resp.status != 200:
-                    raise PeerError(f"{route}: HTTP {resp.status} {(await resp.text())[:200]}")
+                    raise PeerError(f"{route}: HTTP {resp.status}")
                 cap = m.MESSAGES[reply_kind].MAX_BYTES
                 if resp.content_length is not None and resp.content_length > cap:
                     raise PeerError(f"{route}: reply of {resp.content_length} bytes > {cap}")
@@ -203,20 +315,58 @@ class PeerManager:
             self.punish(url, Misbehaviour.MALFORMED_MESSAGE, str(exc))
             raise PeerError(f"{route}: malformed reply ({exc})") from None
 
+    async def _handshake(self, url: str) -> m.HandshakeReply:
+        """POST our Handshake (with the token we issue ``url``) and take the token it grants, if any.
+
+        The proof presented is the token ``url``'s claimant offered us, else
+        the one ``url`` granted us before. The reply comes from the URL we
+        dialled, so a granted token is trusted as that owner's.
+        """
+        session = self.session_for(url)
+        proof = session.candidate if session.candidate is not None else session.token_out
+        hello = m.Handshake(**self._hello(), session=session.token_in)
+        reply = await self.request(url, "handshake", hello, "handshake_reply", token=proof)
+        assert isinstance(reply, m.HandshakeReply)
+        if reply.session != m.NO_SESSION:
+            session.token_out, session.candidate = reply.session, None
+        elif session.candidate is not None and session.candidate == proof:
+            session.candidate = None  # the URL's owner did not recognise it: an impostor's token
+        return reply
+
+    async def _await_registered(self, url: str) -> Peer | None:
+        """Wait for ``url``'s call-back handshake to register it, up to the handshake timeout."""
+        event = self._registered.setdefault(url, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), limits.HANDSHAKE_TIMEOUT_S)
+        except TimeoutError:
+            log.debug("no call-back from %s", url)
+        finally:
+            self._registered.pop(url, None)
+        return self.peers.get(url)
+
     async def connect(self, url: str) -> Peer | None:
-        """Handshake with ``url``; register it if it is on our chain."""
+        """Handshake with ``url``; register it if it is on our chain.
+
+        If ``url`` cannot yet grant us a token (first contact, or it
+        restarted) it calls our URL back, and that call registers it. If it
+        offered us a token while our first handshake was in flight (both
+        sides dialled at once), one more handshake presents that token.
+        """
         if url in self._connecting or self.is_banned(url):
             return None
         self._connecting.add(url)
         try:
-            reply = await self.request(url, "handshake", m.Handshake(**self._hello()), "handshake_reply")
+            offered = self.session_for(url).candidate
+            reply = await self._handshake(url)
+            candidate = self.session_for(url).candidate
+            if reply.session == m.NO_SESSION and candidate is not None and candidate != offered:
+                reply = await self._handshake(url)
         except PeerError as exc:
             self._schedule_retry(url)
             log.debug("handshake with %s failed: %s", url, exc)
             return None
         finally:
             self._connecting.discard(url)
-        assert isinstance(reply, m.HandshakeReply)
         refusal = self.check_hello(reply)
         if refusal is not None:
             log.info("not peering with %s: %s", url, refusal)
@@ -230,7 +380,12 @@ class PeerManager:
         if reply.listen_url != url:
             # A peer that lists itself under another URL is reachable where we asked.
             reply = m.HandshakeReply(**{**_fields(reply), "listen_url": url})
-        peer = self.register(reply, outbound=True)
+        if reply.session == m.NO_SESSION:
+            peer = self.peers.get(url) or await self._await_registered(url)
+            if peer is not None:
+                peer.outbound = True
+        else:
+            peer = self.register(reply, outbound=True)
         for addr in reply.peers:
             if addr != self.node.url and len(self.known) < limits.MAX_KNOWN_ADDRS:
                 self.known.add(addr)
@@ -280,13 +435,13 @@ class PeerManager:
 
     async def _ping(self, url: str) -> None:
         try:
-            reply = await self.request(url, "handshake", m.Handshake(**self._hello()), "handshake_reply")
+            reply = await self._handshake(url)
         except PeerError as exc:
             self.drop(url, str(exc))
             self._schedule_retry(url)
             return
-        assert isinstance(reply, m.HandshakeReply)
-        if self.check_hello(reply) is None:
+        # NO_SESSION: the peer restarted and forgot us; its call-back re-registers it.
+        if reply.session != m.NO_SESSION and self.check_hello(reply) is None:
             self.register(m.HandshakeReply(**{**_fields(reply), "listen_url": url}), outbound=True)
 
     # -- gossip ------------------------------------------------------------------------------------

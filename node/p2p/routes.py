@@ -1,4 +1,11 @@
-"""The /p2p/ routes: msgpack in, msgpack out, every body capped and decoded strictly."""
+"""The /p2p/ routes: msgpack in, msgpack out, every body capped and decoded strictly.
+
+Every route but the handshake serves only a caller that names a handshaken
+peer in ``X-Gradchain-Peer`` and presents the token we issued to it in
+``X-Gradchain-Session`` (see ``node/p2p/peers.py``). A wrong token is a 403
+that punishes nobody: the caller is not the peer it names, so a stranger
+cannot get an honest peer banned by sending garbage in its name.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from aiohttp import web
 
 from node.http import read_body
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE, PEER_HEADER
+from node.p2p.peers import CONTENT_TYPE, HANDSHAKE_AGAIN, PEER_HEADER, SESSION_HEADER
 from node.p2p.penalties import Misbehaviour
 
 # route -> (request kind, reply kind or None for 204)
@@ -29,6 +36,10 @@ def msgpack_reply(msg: m.Message) -> web.Response:
 def add_routes(app: web.Application, node: Any) -> None:
     peers = node.peers
 
+    def authentic(request: web.Request, sender: str | None) -> bool:
+        """True if the caller presents the token we issued to the peer it names."""
+        return sender in peers.peers and peers.authenticate(sender, request.headers.get(SESSION_HEADER))
+
     async def decode_request(request: web.Request, kind: str) -> tuple[m.Message, str | None]:
         sender = request.headers.get(PEER_HEADER)
         if sender is not None and peers.is_banned(sender):
@@ -37,14 +48,18 @@ def add_routes(app: web.Application, node: Any) -> None:
         try:
             msg = m.decode(kind, raw)
         except m.MessageError as exc:
-            if sender in peers.peers:
+            # Only a caller proven to be the peer is punished: a bad body "from" a URL is
+            # otherwise anyone's, and punishing the URL would let strangers ban honest peers.
+            if sender is not None and authentic(request, sender):
                 peers.punish(sender, Misbehaviour.MALFORMED_MESSAGE, str(exc))
             raise web.HTTPBadRequest(text=str(exc)) from None
         return msg, sender
 
-    def known_sender(sender: str | None) -> str:
+    def known_sender(request: web.Request, sender: str | None) -> str:
         if sender is None or sender not in peers.peers:
             raise web.HTTPForbidden(text=f"handshake first (send your URL in {PEER_HEADER})")
+        if not authentic(request, sender):
+            raise web.HTTPForbidden(text=HANDSHAKE_AGAIN)
         return sender
 
     async def handshake(request: web.Request) -> web.Response:
@@ -56,37 +71,35 @@ def add_routes(app: web.Application, node: Any) -> None:
         refusal = peers.check_hello(msg)
         if refusal is not None:
             raise web.HTTPConflict(text=f"refused: {refusal}")
-        if msg.listen_url:
-            peers.register(msg, outbound=False)
-        return msgpack_reply(peers.handshake_reply())
+        return msgpack_reply(peers.on_handshake(msg, request.headers.get(SESSION_HEADER)))
 
     async def announce(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "announce")
         assert isinstance(msg, m.Announce)
-        peers.spawn(peers.on_announce(known_sender(sender), msg))
+        peers.spawn(peers.on_announce(known_sender(request, sender), msg))
         return web.Response(status=204)
 
     async def headers(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "get_headers")
-        known_sender(sender)
+        known_sender(request, sender)
         assert isinstance(msg, m.GetHeaders)
         return msgpack_reply(await node.run_chain(peers.serve_headers, msg))
 
     async def blocks(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "get_blocks")
-        known_sender(sender)
+        known_sender(request, sender)
         assert isinstance(msg, m.GetBlocks)
         return msgpack_reply(await node.run_chain(peers.serve_blocks, msg))
 
     async def txs(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "get_txs")
-        known_sender(sender)
+        known_sender(request, sender)
         assert isinstance(msg, m.GetTxs)
         return msgpack_reply(await node.run_chain(peers.serve_txs, msg))
 
     async def addr(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "addr")
-        known_sender(sender)
+        known_sender(request, sender)
         assert isinstance(msg, m.Addr)
         peers.learn(msg.addrs)
         sample = sorted(peers.peers)[: 100]

@@ -45,6 +45,7 @@ def _hello(cls: type[Any], **extra: Any) -> Any:
         listen_url=st.one_of(st.just(""), urls),
         nonce=u64,
         user_agent=agents,
+        session=st.binary(min_size=m.SESSION_BYTES, max_size=m.SESSION_BYTES),
         **extra,
     )
 
@@ -74,7 +75,17 @@ def _hello_fields() -> dict[str, Any]:
     return dict(
         magic=b"gcrt", protocol_version=1, chain_id=7, genesis=b"\x01" * 32, height=12, tip=b"\x02" * 32,
         listen_url="http://127.0.0.1:18444", nonce=2**64 - 1, user_agent="gradchain/0.1",
+        session=b"\x03" * m.SESSION_BYTES,
     )
+
+
+def test_session_tokens_have_exactly_32_bytes() -> None:
+    """A short, long or non-bytes session token never builds or decodes."""
+    for bad in (b"\x03" * (m.SESSION_BYTES - 1), b"\x03" * (m.SESSION_BYTES + 1), "03" * m.SESSION_BYTES):
+        with pytest.raises(MessageError, match="session"):
+            m.Handshake(**{**_hello_fields(), "session": bad})
+        with pytest.raises(MessageError, match="session"):
+            m.HandshakeReply(**{**_hello_fields(), "session": bad}, peers=())
 
 
 def test_every_kind_has_a_strategy() -> None:
