@@ -30,7 +30,7 @@ import numpy as np
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
-from consensus.participation import COORDINATE_WISE, counted_by_share
+from consensus.participation import COORDINATE_WISE, counted_as_inliers
 from consensus.state import Account, Accounts, State
 from consensus.tx import (
     MAX_AMOUNT,
@@ -276,7 +276,7 @@ def aggregate_updates(
     except AggregationError as exc:  # a rule or parameters the task names but ml does not run
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
     if task.rule in COORDINATE_WISE:
-        mask = counted_by_share(task.rule, stacked, f)
+        mask = counted_as_inliers(stacked, result)
     return result, np.asarray(mask, dtype=bool)
 
 
