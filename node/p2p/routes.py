@@ -44,6 +44,8 @@ def add_routes(app: web.Application, node: Any) -> None:
         sender = request.headers.get(PEER_HEADER)
         if sender is not None and peers.is_banned(sender):
             raise web.HTTPForbidden(text="banned for misbehaviour")
+        if kind != "handshake" and sender in peers.peers and not authentic(request, sender):
+            raise web.HTTPForbidden(text=HANDSHAKE_AGAIN)  # someone naming a peer: not read, not punished
         raw = await read_body(request, m.MESSAGES[kind].MAX_BYTES)
         try:
             msg = m.decode(kind, raw)

@@ -18,15 +18,20 @@ import functools
 import hashlib
 import json
 import pathlib
+import secrets
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from consensus.header import hash_hex
+from node import limits
 from node.config import NodeConfig
 from node.mining import mine_blocks
+from node.p2p import messages as m
+from node.p2p.peers import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
 from node.service import Node
 from tests.conftest import until
 from wallet import KeyPair, keypair_from_seed
@@ -202,3 +207,81 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
             return resp.status, json.loads(text)
         except ValueError:
             return resp.status, text
+
+
+# -- a peer played by hand ---------------------------------------------------------------------------
+class FakePeer:
+    """A peer the test drives by hand: a tiny aiohttp server that speaks the token handshake.
+
+    It issues ``token_in`` to the node in its Handshake, answers the node's
+    call-back handshake (granting ``token_in`` to a caller that presents it),
+    and keeps the token the node granted as ``token_out``. ``routes`` adds
+    handlers for other /p2p/ routes (``{"blocks": handler}``).
+    """
+
+    def __init__(self, node: Node, routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]]
+                 | None = None) -> None:
+        self.node = node
+        self.token_in = secrets.token_bytes(m.SESSION_BYTES)
+        self.token_out: bytes | None = None
+        self.app = web.Application()
+        self.app.router.add_post("/p2p/handshake", self._handshake)
+        for route, handler in (routes or {}).items():
+            self.app.router.add_post(f"/p2p/{route}", handler)
+        self.runner = web.AppRunner(self.app, access_log=None)
+        self.url = ""
+
+    async def __aenter__(self) -> FakePeer:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    def hello(self, session: bytes | None = None) -> m.Handshake:
+        chain = self.node.chain
+        return m.Handshake(
+            magic=chain.network.magic, protocol_version=limits.PROTOCOL_VERSION, chain_id=chain.chain_id,
+            genesis=chain.genesis_hash, height=chain.height, tip=chain.tip.hash, listen_url=self.url,
+            nonce=secrets.randbits(64), user_agent="fake/0.1", session=session or self.token_in,
+        )
+
+    async def _handshake(self, request: web.Request) -> web.Response:
+        hello = m.decode_as(m.Handshake, await request.read())
+        proven = request.headers.get(SESSION_HEADER) == self.token_in.hex()
+        if proven:
+            self.token_out = hello.session
+        reply = m.HandshakeReply(**{f: getattr(self.hello(), f) for f in _HELLO_FIELDS},
+                                 session=self.token_in if proven else m.NO_SESSION, peers=())
+        return web.Response(body=m.encode(reply), content_type=CONTENT_TYPE)
+
+    def headers(self, token: bytes | None = None) -> dict[str, str]:
+        """The headers of a /p2p/ request from this peer (``token`` overrides the granted one)."""
+        headers = {"Content-Type": CONTENT_TYPE, PEER_HEADER: self.url}
+        presented = token or self.token_out
+        if presented is not None:
+            headers[SESSION_HEADER] = presented.hex()
+        return headers
+
+    async def handshake(self, session: aiohttp.ClientSession) -> int:
+        """Handshake with the node; on 200, wait for its call-back to register us and grant a token."""
+        async with session.post(f"{self.node.url}/p2p/handshake", data=m.encode(self.hello()),
+                                headers={"Content-Type": CONTENT_TYPE}) as resp:
+            await resp.read()
+            if resp.status != 200:
+                return resp.status
+        await until(lambda: self.url in self.node.peers.peers and self.token_out is not None,
+                    CONNECT_TIMEOUT_S, what=f"{self.node.url} to call the fake peer back")
+        return 200
+
+    async def post(self, session: aiohttp.ClientSession, route: str, body: bytes,
+                   token: bytes | None = None) -> tuple[int, str]:
+        async with session.post(f"{self.node.url}/p2p/{route}", data=body, headers=self.headers(token)) as resp:
+            return resp.status, (await resp.read()).decode("utf-8", "replace")
+
+
+_HELLO_FIELDS = ("magic", "protocol_version", "chain_id", "genesis", "height", "tip", "listen_url", "nonce",
+                 "user_agent")

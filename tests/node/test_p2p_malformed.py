@@ -18,11 +18,20 @@ import msgpack
 
 from node import limits
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE, PEER_HEADER
+from node.p2p.peers import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
 from node.p2p.routes import ROUTES
 from node.service import Node
 from tests.conftest import until
-from tests.node.harness import Cluster, connect, get_json, http, mine, scenario, wait_same_tip
+from tests.node.harness import (
+    Cluster,
+    FakePeer,
+    connect,
+    get_json,
+    http,
+    mine,
+    scenario,
+    wait_same_tip,
+)
 
 MIB = 1024 * 1024
 HUGE_BODY_BYTES = 64 * MIB  # declared by the client; the node must refuse before reading it
@@ -54,18 +63,27 @@ def _hello(node: Node, listen_url: str, **changes: object) -> bytes:
         "magic": chain.network.magic, "protocol_version": limits.PROTOCOL_VERSION, "chain_id": chain.chain_id,
         "genesis": chain.genesis_hash, "height": chain.height, "tip": chain.tip.hash,
         "listen_url": listen_url, "nonce": secrets.randbits(64), "user_agent": "fuzz/0.1",
+        "session": secrets.token_bytes(m.SESSION_BYTES),
     }
     fields.update(changes)
     return msgpack.packb(list(fields.values()), use_bin_type=True)
 
 
-async def post(session: aiohttp.ClientSession, node: Node, route: str, body: bytes,
-               sender: str | None = FAKE_PEER) -> tuple[int, str]:
+async def post_raw(session: aiohttp.ClientSession, node: Node, route: str, body: bytes,
+                   sender: str | None = FAKE_PEER, token: bytes | None = None) -> tuple[int, bytes]:
     headers = {"Content-Type": CONTENT_TYPE}
     if sender is not None:
         headers[PEER_HEADER] = sender
+    if token is not None:
+        headers[SESSION_HEADER] = token.hex()
     async with session.post(f"{node.url}/p2p/{route}", data=body, headers=headers) as resp:
-        return resp.status, (await resp.read()).decode("utf-8", "replace")
+        return resp.status, await resp.read()
+
+
+async def post(session: aiohttp.ClientSession, node: Node, route: str, body: bytes,
+               sender: str | None = FAKE_PEER, token: bytes | None = None) -> tuple[int, str]:
+    status, raw = await post_raw(session, node, route, body, sender, token)
+    return status, raw.decode("utf-8", "replace")
 
 
 async def still_serving(node: Node, peer: Node) -> None:
@@ -125,6 +143,7 @@ async def test_wrong_field_types_and_values_are_refused(cluster: Cluster) -> Non
         ("handshake", _hello(a, "http://user@host:1/path"), "handshake.listen_url"),
         ("handshake", _hello(a, "http://127.0.0.1:99999"), "handshake.listen_url"),
         ("handshake", _hello(a, FAKE_PEER, user_agent="bell\x07"), "handshake.user_agent"),
+        ("handshake", _hello(a, FAKE_PEER, session=HASH[:31]), "handshake.session"),
         ("announce", msgpack.packb([[HASH + b"x"], []]), "announce"),  # over max_bin_len at unpack
         ("announce", msgpack.packb([[12345], []]), "announce.blocks[0]"),
         ("announce", msgpack.packb([[], [HASH] * (limits.MAX_INV_PER_ANNOUNCE + 1)]), "announce"),
@@ -184,24 +203,56 @@ async def test_a_handshaken_peer_sending_garbage_is_banned(cluster: Cluster) -> 
 
     ::
 
-        fake (handshaken) --garbage x5--> a      a - b keep going
+        fake (handshaken, token granted) --garbage x5--> a      a - b keep going
     """
     a, b = await cluster.start_many(2)
     await connect(a, b)
     strikes = limits.BAN_THRESHOLD // (limits.BAN_THRESHOLD // 5)
-    async with http() as session:
-        status, _ = await post(session, a, "handshake", _hello(a, FAKE_PEER), sender=None)
-        assert status == 200 and FAKE_PEER in a.peers.peers
+    async with FakePeer(a) as fake, http() as session:
+        assert await fake.handshake(session) == 200 and fake.url in a.peers.peers
         for strike in range(strikes):
-            assert not a.peers.is_banned(FAKE_PEER), f"banned after only {strike} strikes"
-            status, _ = await post(session, a, "announce", GARBAGE)
+            assert not a.peers.is_banned(fake.url), f"banned after only {strike} strikes"
+            status, _ = await fake.post(session, "announce", GARBAGE)
             assert status == 400
-        assert a.peers.is_banned(FAKE_PEER) and FAKE_PEER not in a.peers.peers
-        status, reason = await post(session, a, "announce", m.encode(m.Announce(blocks=(), txs=())))
+        assert a.peers.is_banned(fake.url) and fake.url not in a.peers.peers
+        status, reason = await fake.post(session, "announce", m.encode(m.Announce(blocks=(), txs=())))
         assert status == 403 and "banned" in reason
         status, listing = await get_json(session, f"{a.url}/api/peers")
-        assert status == 200 and FAKE_PEER in listing["banned"]
+        assert status == 200 and fake.url in listing["banned"]
     assert not a.peers.is_banned(b.url)
+    await still_serving(a, b)
+
+
+SPOOF_ATTEMPTS = 10  # twice the strikes that would ban the named peer if the claim were believed
+
+
+@scenario
+async def test_a_spoofer_naming_an_honest_peer_cannot_get_it_banned(cluster: Cluster) -> None:
+    """Garbage and announces "from" b without b's token: 403 each time, b unpunished and syncing.
+
+    ::
+
+        spoofer --(X-Gradchain-Peer: b, no or a guessed token)--> a - b (honest)
+
+    The spoofer also handshakes naming b's URL: a answers without a token and
+    calls b back, which does not recognise the spoofer's token; b then calls a
+    and the honest pair completes its exchange. Nothing reaches the spoofer.
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    granted = a.peers.session_for(b.url).token_in
+    async with http() as session:
+        reply = m.decode_as(m.HandshakeReply, (await post_raw(session, a, "handshake", _hello(a, b.url)))[1])
+        assert reply.session == m.NO_SESSION, "a must not hand b's token to whoever names b"
+        announce = m.encode(m.Announce(blocks=(HASH,), txs=()))
+        for attempt in range(SPOOF_ATTEMPTS):
+            token = None if attempt % 2 else secrets.token_bytes(m.SESSION_BYTES)
+            for body in (GARBAGE, announce):
+                status, reason = await post(session, a, "announce", body, sender=b.url, token=token)
+                assert status == 403 and "handshake again" in reason, f"attempt {attempt}: {status} {reason}"
+    assert a.peers.bans.banned(0.0) == {}, "the claimed peer must not be punished"
+    assert a.peers.session_for(b.url).token_in == granted
+    await until(lambda: b.url in a.peers.peers and a.url in b.peers.peers, 10, what="a and b to stay peers")
     await still_serving(a, b)
 
 

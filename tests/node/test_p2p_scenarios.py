@@ -8,11 +8,9 @@ nodes end up (tips, state roots, peer and ban lists), never how fast.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import statistics
 import time
 
-import aiohttp
 import numpy as np
 from aiohttp import web
 
@@ -21,13 +19,14 @@ from consensus.tx import Transfer, encode_tx, sign_tx
 from node import limits
 from node.mining import make_template
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE, PEER_HEADER
+from node.p2p.peers import CONTENT_TYPE
 from node.service import Node
 from node.storage import BlockStatus
 from tests.chainbuilder import recommit
 from tests.conftest import until
 from tests.node.harness import (
     Cluster,
+    FakePeer,
     auth,
     connect,
     connect_line,
@@ -305,24 +304,6 @@ def served(node: Node, route: str) -> int:
     return int(value or 0)
 
 
-def _hello(node: Node, listen_url: str) -> m.Handshake:
-    chain = node.chain
-    return m.Handshake(
-        magic=chain.network.magic, protocol_version=1, chain_id=chain.chain_id, genesis=chain.genesis_hash,
-        height=chain.height, tip=chain.tip.hash, listen_url=listen_url, nonce=secrets.randbits(64),
-        user_agent="fake/0.1",
-    )
-
-
-async def _post(session: aiohttp.ClientSession, url: str, msg: m.Message, sender: str | None) -> int:
-    headers = {"Content-Type": CONTENT_TYPE}
-    if sender is not None:
-        headers[PEER_HEADER] = sender
-    async with session.post(url, data=m.encode(msg), headers=headers) as resp:
-        await resp.read()
-        return resp.status
-
-
 @scenario
 async def test_peer_serving_an_invalid_block_is_banned(cluster: Cluster) -> None:
     """A fake peer announces a block with a wrong state root; b bans it and goes on.
@@ -332,8 +313,8 @@ async def test_peer_serving_an_invalid_block_is_banned(cluster: Cluster) -> None
         genesis - 1 - 2 - 3 - 4 - 5       (a - b - c, honest)
                           \\ X           (the fake's block on 3: wrong state root)
 
-    The fake is a tiny aiohttp server of this test: it handshakes with b by
-    hand, announces X, and answers b's /p2p/blocks request with it. b must
+    The fake is a tiny aiohttp server of this test (``FakePeer``): it
+    handshakes with b by hand (answering b's call-back), announces X, and answers b's /p2p/blocks request with it. b must
     reject X (BAD_STATE_ROOT), list the fake in /api/peers ``banned``, refuse
     its next message (403), and keep following a's blocks 4 and 5.
     """
@@ -353,36 +334,24 @@ async def test_peer_serving_an_invalid_block_is_banned(cluster: Cluster) -> None
     async def headers(request: web.Request) -> web.Response:
         return web.Response(body=m.encode(m.Headers(headers=())), content_type=CONTENT_TYPE)
 
-    fake_app = web.Application()
-    fake_app.router.add_post("/p2p/blocks", blocks)
-    fake_app.router.add_post("/p2p/headers", headers)
-    runner = web.AppRunner(fake_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with http() as session:
-            assert await _post(session, f"{b.url}/p2p/handshake", _hello(b, fake_url), None) == 200
-            assert fake_url in b.peers.peers
-            announce = m.Announce(blocks=(bad.hash,), txs=())
-            assert await _post(session, f"{b.url}/p2p/announce", announce, fake_url) == 204
-            await until(lambda: b.peers.is_banned(fake_url), 15, what="b to ban the fake peer")
-            assert served == [bad.hash]
-            status, listing = await get_json(session, f"{b.url}/api/peers")
-            assert status == 200 and fake_url in listing["banned"]
-            assert fake_url not in [p["url"] for p in listing["peers"]]
-            assert b.metrics.blocks_rejected.labels(reason=Reject.BAD_STATE_ROOT.value)._value.get() == 1
-            # A banned peer is refused at the door, even with a well-formed message.
-            assert await _post(session, f"{b.url}/p2p/announce", announce, fake_url) == 403
-            assert await _post(session, f"{b.url}/p2p/handshake", _hello(b, fake_url), None) == 403
-        assert not b.chain.has_block(bad.hash) and b.chain.height == 3
-        # The honest nodes keep going, through b.
-        hashes = await mine(a, 2)
-        await wait_same_tip([a, b, c], target=hashes[-1])
-        assert not a.peers.is_banned(b.url) and not c.peers.is_banned(b.url)
-    finally:
-        await runner.cleanup()
+    async with FakePeer(b, {"blocks": blocks, "headers": headers}) as fake, http() as session:
+        assert await fake.handshake(session) == 200
+        announce = m.encode(m.Announce(blocks=(bad.hash,), txs=()))
+        assert (await fake.post(session, "announce", announce))[0] == 204
+        await until(lambda: b.peers.is_banned(fake.url), 15, what="b to ban the fake peer")
+        assert served == [bad.hash]
+        status, listing = await get_json(session, f"{b.url}/api/peers")
+        assert status == 200 and fake.url in listing["banned"]
+        assert fake.url not in [p["url"] for p in listing["peers"]]
+        assert b.metrics.blocks_rejected.labels(reason=Reject.BAD_STATE_ROOT.value)._value.get() == 1
+        # A banned peer is refused at the door, even with a well-formed message.
+        assert (await fake.post(session, "announce", announce))[0] == 403
+        assert await fake.handshake(session) == 403
+    assert not b.chain.has_block(bad.hash) and b.chain.height == 3
+    # The honest nodes keep going, through b.
+    hashes = await mine(a, 2)
+    await wait_same_tip([a, b, c], target=hashes[-1])
+    assert not a.peers.is_banned(b.url) and not c.peers.is_banned(b.url)
 
 
 @scenario
@@ -422,3 +391,30 @@ async def test_mempool_reaches_a_peer_that_connects_later(cluster: Cluster) -> N
     b = await cluster.start("b", byzantine_f=0)
     await connect(a, b)
     await until(lambda: tx_id in b.mempool, 15, what="b to learn a's pooled tx")
+
+
+@scenario
+async def test_a_restarted_peer_with_new_tokens_keeps_gossiping(cluster: Cluster) -> None:
+    """b restarts (same URL, new session tokens); a's stale token is refused, and both re-handshake.
+
+    ::
+
+        a - b            linked; b stops and starts again on its port with no --peer
+        a mines 1        a's announce carries b's old token: 403 "handshake first",
+                         a re-handshakes, b calls a back, b fetches the block
+        b mines 1        and gossip runs the other way too
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    old_token = a.peers.session_for(b.url).token_out
+    b_port = b.config.port
+    await cluster.stop_node(b)
+    b = await cluster.start("n1", port=b_port)
+    assert a.url not in b.peers.peers
+    (first,) = await mine(a, 1)
+    await wait_same_tip([a, b], target=first)
+    await until(lambda: b.url in a.peers.peers and a.url in b.peers.peers, 15, what="a and b to peer again")
+    assert a.peers.session_for(b.url).token_out not in (None, old_token)
+    (second,) = await mine(b, 1)
+    await wait_same_tip([a, b], target=second)
+    assert not a.peers.is_banned(b.url) and not b.peers.is_banned(a.url)
