@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "RULES": "ml.aggregation",
     "attack": "ml.attacks",
     "ATTACKS": "ml.attacks",
+    "validation_loss": "ml.gate",
+    "check_useful": "ml.gate",
     "SimConfig": "ml.simulation",
     "run_simulation": "ml.simulation",
 }

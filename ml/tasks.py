@@ -108,13 +108,15 @@ def _check_positive_float(field: str, value: object) -> None:
         raise _fail(field, "a finite float > 0", value)
 
 
-def _check_name(field: str, value: object) -> None:
+def _check_name(field: str, value: object, extra: str = "") -> None:
+    allowed = "_-" + extra
     if (
         not isinstance(value, str)
         or not 1 <= len(value) <= MAX_NAME_LEN
-        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
+        or not all(c.isascii() and (c.isalnum() or c in allowed) for c in value)
     ):
-        raise _fail(field, f"1-{MAX_NAME_LEN} ASCII letters, digits, '_' or '-'", value)
+        shown = ", ".join(f"'{c}'" for c in allowed)
+        raise _fail(field, f"1-{MAX_NAME_LEN} ASCII letters, digits, {shown}", value)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class TaskSpec:
         _check_int("local_steps", self.local_steps, 1, MAX_LOCAL_STEPS)
         _check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_positive_float("server_lr", self.server_lr)
-        _check_name("rule", self.rule)
+        _check_name("rule", self.rule, extra="+")  # composed rules: nnm+median, bucket+geomed
         _check_int("max_updates_per_block", self.max_updates_per_block, 1, MAX_UPDATES_PER_BLOCK)
         # Every robust rule we ship needs an honest majority among the updates.
         _check_int("f", self.f, 0, (self.max_updates_per_block - 1) // 2)

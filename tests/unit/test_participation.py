@@ -66,3 +66,17 @@ def test_the_chain_pays_only_counted_contributors() -> None:
     paid = {p.address for p in cb.tip.txs[0].payouts[1:]}  # type: ignore[union-attr]
     assert paid == {address_bytes(key(i + 1).public) for i in range(3)}
     assert cb.state.model_version == 1
+
+
+def test_a_task_may_name_a_composed_rule() -> None:
+    """``nnm+median`` is a valid task rule and the chain runs it."""
+    import dataclasses
+
+    from ml.tasks import TaskSpec, builtin_task
+
+    task = dataclasses.replace(builtin_task("digits"), rule="nnm+median")
+    assert TaskSpec.from_dict(task.to_dict()) == task
+    cb = ChainBuilder(task)
+    cb.extend(1)
+    cb.add(cb.template([cb.update(key(i + 1), seed=i) for i in range(3)]))
+    assert cb.state.model_version == 1
