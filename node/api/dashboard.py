@@ -29,12 +29,12 @@ import numpy as np
 from aiohttp import web
 
 from consensus.block import Block
-from consensus.header import hash_hex, hex_to_hash
+from consensus.header import hash_hex
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer
 from ml.codec import decode_update
 from ml.models import param_count, predict
 from node.api import dashboard_views as views
-from node.api.routes import block_summary
+from node.api.routes import block_summary, find_block
 
 RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
@@ -157,20 +157,6 @@ def rejected_heights(node: Any, low: int, state: DashboardState) -> dict[int, in
         if count:
             out[height] = count
     return out
-
-
-def find_block(node: Any, ident: str) -> tuple[Block, int] | None:
-    """The block at a height or with a hash (raises ValueError for a malformed hash)."""
-    chain = node.chain
-    if ident.isdigit():
-        block_hash = chain.hash_at(int(ident))
-        if block_hash is None:
-            return None
-    else:
-        block_hash = hex_to_hash(ident)
-    entry = chain.index.get(block_hash)
-    block = chain.get_block(block_hash) if entry is not None else None
-    return None if block is None or entry is None else (block, entry.height)
 
 
 # -- on the loop ----------------------------------------------------------------------------------

@@ -74,6 +74,24 @@ def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
     }
 
 
+def find_block(node: Any, ident: str) -> tuple[Block, int] | None:
+    """The block at a height or with a hash, with its height; None if this node has no such block.
+
+    Runs on the chain worker (it reads storage). Raises ValueError for an
+    ident that is neither a height nor a 64-digit hash, so callers answer 400.
+    """
+    chain = node.chain
+    if ident.isdigit():
+        block_hash = chain.hash_at(int(ident))
+        if block_hash is None:
+            return None
+    else:
+        block_hash = hex_to_hash(ident)
+    entry = chain.index.get(block_hash)
+    block = chain.get_block(block_hash) if entry is not None else None
+    return None if block is None or entry is None else (block, entry.height)
+
+
 def add_routes(app: web.Application, node: Any) -> None:
     chain = node.chain  # attributes read on the loop are atomic snapshots; storage goes via run_chain
 
@@ -88,21 +106,10 @@ def add_routes(app: web.Application, node: Any) -> None:
             "training": node.trainer is not None, "uptime_s": round(time.time() - node.started_at, 1),
         })
 
-    def find_block(ident: str) -> tuple[Block, int] | None:
-        if ident.isdigit():
-            block_hash = chain.hash_at(int(ident))
-            if block_hash is None:
-                return None
-        else:
-            block_hash = hex_to_hash(ident)
-        entry = chain.index.get(block_hash)
-        block = chain.get_block(block_hash) if entry else None
-        return None if block is None or entry is None else (block, entry.height)
-
     async def block(request: web.Request) -> web.Response:
         ident = request.match_info["ident"]
         try:
-            found = await node.run_chain(find_block, ident)
+            found = await node.run_chain(find_block, node, ident)
         except ValueError:
             return json_error(400, "give a height or a 64-digit block hash")
         if found is None:
