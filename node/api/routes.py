@@ -233,7 +233,7 @@ def add_routes(app: web.Application, node: Any) -> None:
         try:
             inputs = _json_field(body, "inputs", list)
             X = np.asarray(inputs, dtype=np.float32)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer beyond float range
             return json_error(422, f"expected {{\"inputs\": [[...], ...]}} of numbers: {exc}")
         task = chain.task
         if X.ndim != 2 or X.shape[1] != task.input_dim or not 0 < X.shape[0] <= MAX_PREDICT_ROWS:
@@ -319,6 +319,8 @@ def _json_field(body: bytes, name: str, kind: type) -> Any:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"body is not JSON ({exc})") from None
+    except RecursionError:  # a body of nothing but "[[[[…" within the size cap
+        raise ValueError("body nests too deeply to be a request") from None
     if not isinstance(data, dict) or name not in data:
         raise ValueError(f"missing field {name!r}")
     value = data[name]

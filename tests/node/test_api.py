@@ -219,7 +219,7 @@ async def test_predict_refuses_wrong_shapes(cluster: Cluster) -> None:
 
     ::
 
-        client --(rows of 63, a flat list, strings, NaN, ragged, 0 rows)--> a: 422
+        client --(rows of 63, a flat list, strings, NaN, ragged, 0 rows, 1e400 as an integer, deep nesting)--> a: 422
     """
     (a,) = await cluster.start_many(1)
     dim = a.chain.task.input_dim
@@ -234,6 +234,14 @@ async def test_predict_refuses_wrong_shapes(cluster: Cluster) -> None:
             assert "error" in body
         async with session.post(f"{a.url}/api/predict", data=b'{"inputs": [[NaN' + b", 0" * (dim - 1) + b"]]}") as resp:
             assert resp.status == 422
+        # An integer beyond float range, and JSON nested past Python's recursion limit: 422, not 500.
+        huge = b"1" + b"0" * 400
+        async with session.post(f"{a.url}/api/predict", data=b'{"inputs": [[' + huge + b"]]}") as resp:
+            assert resp.status == 422
+        async with session.post(f"{a.url}/api/predict", data=b"[" * 100_000 + b"]" * 100_000) as resp:
+            assert resp.status == 422
+        async with session.post(f"{a.url}/api/tx", data=b'{"tx": ' + b"[" * 100_000 + b"]" * 100_000 + b"}") as resp:
+            assert resp.status == 400
         status, body = await post_json(session, f"{a.url}/api/predict", {"inputs": [[0.0] * dim] * 3})
         assert status == 200 and len(body["predictions"]) == 3
         assert all(0 <= p < a.chain.task.output_dim for p in body["predictions"])
