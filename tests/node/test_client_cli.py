@@ -7,9 +7,7 @@ as an external participant would.
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,25 +19,9 @@ from node.cli.main import main
 from node.client import ApiError, NodeClient
 from node.config import NodeConfig
 from node.keystore_file import keystore_address
-from node.service import Node
+from tests.node.threaded import NodeThread
 
 PASSWORD = "pw"
-
-
-class NodeThread:
-    """A node on its own event loop in a daemon thread."""
-
-    def __init__(self, config: NodeConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.node = Node(config)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.node.start(), self.loop).result(timeout=60)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(timeout=60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture()

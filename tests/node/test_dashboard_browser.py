@@ -11,25 +11,21 @@ the test skips and says so.
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 import shutil
-import threading
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from node.config import NodeConfig
 from node.mining import mine_blocks
-from node.service import Node
-
-T = TypeVar("T")
+from tests.conftest import until
+from tests.node.threaded import NodeThread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "dashboard.png"
-NODE_TIMEOUT_S = 60.0  # node start/stop and on-demand mining, on a loaded 2-core box
 PAGE_TIMEOUT_S = 20.0  # a page load, or a few refresh periods of the page's live loop
 UPDATE_TIMEOUT_S = 20.0  # one local training run of the trainer
 WINDOW_W, WINDOW_H = 1360, 1000  # the screenshot's viewport before it grows to the page's height
@@ -50,42 +46,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class NodeThread:
-    """A node on its own event loop in a daemon thread, driven from the (blocking) test."""
-
-    def __init__(self, config: NodeConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="node-loop", daemon=True)
-        self.thread.start()
-        self.node = Node(config)
-        self.call(self.node.start())
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=NODE_TIMEOUT_S)
+class BrowserNode(NodeThread):
+    """The threaded node, plus mining on demand once the trainer's update is in."""
 
     def mine_after_update(self) -> None:
         """Wait for the trainer's update to reach the mempool, then mine one block on it."""
 
         async def go() -> None:
-            from tests.conftest import until
-
             await until(lambda: len(self.node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's update")
             await mine_blocks(self.node, 1)
 
         self.call(go())
 
-    def stop(self) -> None:
-        try:
-            self.call(self.node.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=NODE_TIMEOUT_S)
-            self.loop.close()
-
 
 @pytest.fixture()
-def running(tmp_path: pathlib.Path) -> Iterator[NodeThread]:
-    node = NodeThread(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False, byzantine_f=0))
+def running(tmp_path: pathlib.Path) -> Iterator[BrowserNode]:
+    node = BrowserNode(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False, byzantine_f=0))
     try:
         yield node
     finally:
@@ -154,7 +130,7 @@ def snapshot(driver: Any) -> dict[str, Any]:
     return result
 
 
-def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: NodeThread, browser: Any) -> None:
+def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: BrowserNode, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
