@@ -68,6 +68,21 @@ def key(i: int) -> KeyPair:
     return keypair_from_seed(hashlib.sha256(b"gradchain-test-key-%d" % i).digest())
 
 
+def addr(kp: KeyPair) -> bytes:
+    """The 21-byte account address of ``kp``."""
+    return address_bytes(kp.public)
+
+
+def assert_same_state(a: State, b: State) -> None:
+    """Equal bit for bit: root, accounts, parameter and aggregate bytes, version, height."""
+    assert a.root == b.root
+    assert a.height == b.height
+    assert dict(a.accounts) == dict(b.accounts)
+    assert a.params.tobytes() == b.params.tobytes()
+    assert a.last_aggregate.tobytes() == b.last_aggregate.tobytes()
+    assert a.model_version == b.model_version
+
+
 def mine(block: Block) -> Block:
     """Find a nonce for ``block`` (regtest: a few tries)."""
     raw = header_codec.encode(block.header)

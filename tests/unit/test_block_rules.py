@@ -48,8 +48,17 @@ from consensus.tx import (
     signing_digest,
 )
 from ml.codec import EncodedUpdate, encode_update
-from tests.chainbuilder import COVERED, ChainBuilder, covers, key, recommit, rejection, solo_task
-from wallet import KeyPair, address_bytes, sign
+from tests.chainbuilder import (
+    COVERED,
+    ChainBuilder,
+    addr,
+    covers,
+    key,
+    recommit,
+    rejection,
+    solo_task,
+)
+from wallet import KeyPair, sign
 
 MINER = key(0)
 ALICE = key(1)
@@ -61,10 +70,6 @@ AMOUNT = 1_000
 # Codes no block in this suite can provoke, each with the reason. Adding a
 # Reject member without a test and without an entry here fails the suite.
 NOT_TESTED: dict[Reject, str] = {}
-
-
-def addr(kp: KeyPair) -> bytes:
-    return address_bytes(kp.public)
 
 
 @pytest.fixture(scope="module")

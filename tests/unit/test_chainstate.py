@@ -21,8 +21,16 @@ from consensus.params import REGTEST
 from consensus.state import State
 from node.chainstate import MAX_LOCATOR_HASHES, ChainState, Connected
 from node.storage import BlockStatus
-from tests.chainbuilder import BLOCK_SPACING_S, ChainBuilder, key, mine, recommit, rejection
-from wallet import KeyPair, address_bytes
+from tests.chainbuilder import (
+    BLOCK_SPACING_S,
+    ChainBuilder,
+    addr,
+    assert_same_state,
+    key,
+    mine,
+    recommit,
+    rejection,
+)
 
 NOW = GENESIS_TIME + 10**6  # later than every block here, by far less than it matters
 MINER_A = key(0)
@@ -37,25 +45,12 @@ LONG_CHAIN = 30  # enough blocks for the locator to thin out past its dense firs
 DENSE_LOCATOR_HASHES = 10
 
 
-def addr(kp: KeyPair) -> bytes:
-    return address_bytes(kp.public)
-
-
 def new_node(tmp_path: pathlib.Path, name: str, cb: ChainBuilder) -> ChainState:
     return ChainState.create(tmp_path / name, REGTEST.name, cb.task)
 
 
 def feed(chain: ChainState, blocks: Iterable[Block]) -> list[Connected]:
     return [chain.accept_block(block, NOW) for block in blocks]
-
-
-def assert_same_state(a: State, b: State) -> None:
-    assert a.root == b.root
-    assert a.height == b.height
-    assert dict(a.accounts) == dict(b.accounts)
-    assert a.params.tobytes() == b.params.tobytes()
-    assert a.last_aggregate.tobytes() == b.last_aggregate.tobytes()
-    assert a.model_version == b.model_version
 
 
 def stored(chain: ChainState) -> State:

@@ -16,12 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from consensus.state import State
 from consensus.transition import apply_block, max_byzantine, undo_block
 from consensus.tx import Coinbase, Tx
 from ml.tasks import TaskSpec
-from tests.chainbuilder import ChainBuilder, det_vector, key, solo_task
-from wallet import KeyPair, address_bytes
+from tests.chainbuilder import ChainBuilder, addr, assert_same_state, det_vector, key, solo_task
+from wallet import KeyPair
 
 MINER = key(0)
 HONEST = [key(i) for i in range(1, 5)]
@@ -33,26 +32,12 @@ OUTLIER_VALUE = 0.3  # every coordinate 0.3: norm 7.6 < 10, far from every hones
 KRUM_UPDATES = 5  # Krum with f = 1 needs n >= 2f + 3
 
 
-def addr(kp: KeyPair) -> bytes:
-    return address_bytes(kp.public)
-
-
 def balance(cb: ChainBuilder, kp: KeyPair) -> int:
     return cb.state.account(addr(kp)).balance
 
 
 def krum_task() -> TaskSpec:
     return dataclasses.replace(ChainBuilder().task, rule="krum", f=1, max_updates_per_block=KRUM_UPDATES)
-
-
-def assert_same_state(a: State, b: State) -> None:
-    """Equal bit for bit: root, accounts, parameter and aggregate bytes, version, height."""
-    assert a.root == b.root
-    assert a.height == b.height
-    assert dict(a.accounts) == dict(b.accounts)
-    assert a.params.tobytes() == b.params.tobytes()
-    assert a.last_aggregate.tobytes() == b.last_aggregate.tobytes()
-    assert a.model_version == b.model_version
 
 
 @pytest.fixture
