@@ -11,11 +11,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from consensus.encoding import expect_bytes, expect_int, expect_list, pack, unpack
 from consensus.errors import BlockRejected, Reject
+from consensus.header import U32_MAX
 from ml.codec import EncodedUpdate
 from wallet import KeyPair, address_bytes, sign, verify
 
@@ -123,10 +124,15 @@ def _fields(tx: Tx, *, with_signature: bool) -> list[Any]:
     return fields
 
 
+def _pack_fields(tx: Tx, *, with_signature: bool) -> bytes:
+    """msgpack of ``_fields`` with the kind as a plain int (msgpack does not know the enum)."""
+    fields = _fields(tx, with_signature=with_signature)
+    return pack([int(fields[0]), *fields[1:]])
+
+
 def encode_tx(tx: Tx) -> bytes:
     """Canonical bytes of ``tx``; ``decode_tx(encode_tx(tx)) == tx``."""
-    fields = _fields(tx, with_signature=True)
-    return pack([int(fields[0]), *fields[1:]])
+    return _pack_fields(tx, with_signature=True)
 
 
 def txid(raw: bytes) -> bytes:
@@ -136,8 +142,7 @@ def txid(raw: bytes) -> bytes:
 
 def signing_digest(tx: SignedTx, chain_id: int) -> bytes:
     """What the sender signs: domain tag, chain id, every field but the signature."""
-    fields = _fields(tx, with_signature=False)
-    body = pack([int(fields[0]), *fields[1:]])
+    body = _pack_fields(tx, with_signature=False)
     return hashlib.sha256(SIGNING_DOMAIN + struct.pack("<I", chain_id) + body).digest()
 
 
@@ -145,12 +150,7 @@ def sign_tx(tx: SignedTx, keypair: KeyPair, chain_id: int) -> SignedTx:
     """Return ``tx`` signed by ``keypair`` (whose public key must be the sender)."""
     if tx.sender != keypair.public:
         raise ValueError("the keypair is not the transaction's sender")
-    signature = sign(keypair, signing_digest(tx, chain_id))
-    if isinstance(tx, Transfer):
-        return Transfer(tx.sender, tx.nonce, tx.to, tx.amount, tx.fee, signature)
-    return GradientUpdate(
-        tx.sender, tx.nonce, tx.fee, tx.base_height, tx.base_hash, tx.update, signature
-    )
+    return replace(tx, signature=sign(keypair, signing_digest(tx, chain_id)))
 
 
 def check_signature(tx: SignedTx, chain_id: int) -> None:
@@ -184,7 +184,7 @@ def decode_tx(raw: bytes) -> Tx:
         if not isinstance(payouts, list) or len(payouts) > MAX_PAYOUTS:
             raise BlockRejected(Reject.BAD_ENCODING, "coinbase payouts: expected a short array")
         tx = Coinbase(
-            height=expect_int(height, "coinbase height", hi=2**32 - 1),
+            height=expect_int(height, "coinbase height", hi=U32_MAX),
             payouts=tuple(
                 Payout(
                     expect_bytes(expect_list(p, 2, "payout")[0], "payout address", size=ADDRESS_SIZE),
@@ -210,7 +210,7 @@ def decode_tx(raw: bytes) -> Tx:
             sender=expect_bytes(sender, "sender", size=PUBLIC_KEY_SIZE),
             nonce=expect_int(nonce, "nonce"),
             fee=expect_int(fee, "fee", hi=MAX_AMOUNT),
-            base_height=expect_int(base_height, "base height", hi=2**32 - 1),
+            base_height=expect_int(base_height, "base height", hi=U32_MAX),
             base_hash=expect_bytes(base_hash, "base hash", size=HASH_SIZE),
             update=_decode_update(update),
             signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
