@@ -16,8 +16,8 @@ KIB = 1024
 MIB = 1024 * KIB
 
 # -- protocol -----------------------------------------------------------------------------
-PROTOCOL_VERSION = 1  # bumped on any incompatible change of a /p2p/ message
-MIN_PROTOCOL_VERSION = 1  # the oldest peer version this node still speaks to
+PROTOCOL_VERSION = 2  # bumped on any incompatible change of a /p2p/ message (2: session tokens)
+MIN_PROTOCOL_VERSION = 2  # the oldest peer version this node still speaks to (1 had no session)
 USER_AGENT = "gradchain/0.1"  # sent in the handshake; shows in peer lists and logs
 
 # -- message fields -------------------------------------------------------------------------
