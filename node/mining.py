@@ -35,6 +35,9 @@ FUTURE_MARGIN_S = 5  # keep our block times this far inside the peers' future li
 HASHRATE_WINDOW_S = 2.0  # the reported hashrate averages this long
 MAX_TEMPLATE_TXS = 2000  # transactions per mined block (policy)
 MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # template size (policy), below the consensus block cap
+MINER_RETRY_S = 1.0  # after a failed round (template, search or submit): log, pause, try again
+CLOCK_CATCH_UP_S = 1.0  # poll period while our next block's time would run ahead of the clock
+SUBMIT_TIMEOUT_S = 60.0  # validating our own block on a busy chain worker
 
 
 def solve(
@@ -154,38 +157,42 @@ class Miner:
             self._window_hashes, self._window_start = 0, time.monotonic()
 
     def _run(self) -> None:
-        node = self.node
+        """Mine until stopped; a failing round is logged and retried, never the end of the miner."""
         while not self._shutdown.is_set():
-            self._stop_search.clear()
-            drift = node.chain.params.max_future_block_time_s
             try:
-                earliest = node.call_chain(node.chain.min_next_time)
-                if earliest > time.time() + drift - FUTURE_MARGIN_S:
-                    # Blocks came faster than the clock: the median-time rule would push
-                    # our time past what peers accept. Let the clock catch up.
-                    self._shutdown.wait(1.0)
-                    continue
-                template = node.call_chain(make_template, node)
-            except RuntimeError:  # the chain worker shut down
-                return
-            self._template_updates = sum(isinstance(tx, GradientUpdate) for tx in template.txs)
-            block = solve(
-                template,
-                threads=node.config.threads,
-                stop=self._stop_search,
-                max_time=functools.partial(latest_block_time, drift),
-                on_progress=self._count,
-            )
-            if block is None or self._shutdown.is_set():
-                continue
-            future = asyncio.run_coroutine_threadsafe(
-                node.submit_block(block, source=None, mined=True), node.loop
-            )
-            try:
-                future.result(timeout=60)
-            except BlockRejected as exc:
-                log.error("own block rejected (%s); rebuilding the template", exc)
-            except Exception:  # never let the miner thread die silently
-                log.exception("submitting a mined block failed")
-            if node.config.min_block_interval_s > 0:
-                self._shutdown.wait(node.config.min_block_interval_s)
+                self._round()
+            except Exception:
+                if self._shutdown.is_set():  # e.g. the chain worker already shut down
+                    return
+                log.exception("mining round failed; retrying in %.0f s", MINER_RETRY_S)
+                self._shutdown.wait(MINER_RETRY_S)
+
+    def _round(self) -> None:
+        """One template, one search, and the submission of what it found."""
+        node = self.node
+        self._stop_search.clear()
+        drift = node.chain.params.max_future_block_time_s
+        earliest = node.call_chain(node.chain.min_next_time)
+        if earliest > time.time() + drift - FUTURE_MARGIN_S:
+            # Blocks came faster than the clock: the median-time rule would push
+            # our time past what peers accept. Let the clock catch up.
+            self._shutdown.wait(CLOCK_CATCH_UP_S)
+            return
+        template = node.call_chain(make_template, node)
+        self._template_updates = sum(isinstance(tx, GradientUpdate) for tx in template.txs)
+        block = solve(
+            template,
+            threads=node.config.threads,
+            stop=self._stop_search,
+            max_time=functools.partial(latest_block_time, drift),
+            on_progress=self._count,
+        )
+        if block is None or self._shutdown.is_set():
+            return
+        future = asyncio.run_coroutine_threadsafe(node.submit_block(block, source=None, mined=True), node.loop)
+        try:
+            future.result(timeout=SUBMIT_TIMEOUT_S)
+        except BlockRejected as exc:
+            log.error("own block rejected (%s); rebuilding the template", exc)
+        if node.config.min_block_interval_s > 0:
+            self._shutdown.wait(node.config.min_block_interval_s)
