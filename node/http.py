@@ -34,6 +34,11 @@ def json_error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
+def json_http_error(kind: type[web.HTTPError], reason: str) -> web.HTTPError:
+    """An aiohttp HTTP exception whose body is ``{"error": reason}`` like every /api/ error."""
+    return kind(text=json.dumps({"error": reason}), content_type="application/json")
+
+
 def json_reply(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data), status=status, content_type="application/json")
 

@@ -20,7 +20,7 @@ from consensus.header import hash_hex, hex_to_hash
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
 from ml.models import predict
 from node import limits
-from node.http import json_error, json_reply, read_body, require_local_token
+from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
 from wallet import AddressError, decode_address, encode_address
@@ -118,9 +118,11 @@ def add_routes(app: web.Application, node: Any) -> None:
 
     async def blocks(request: web.Request) -> web.Response:
         try:
-            count = min(int(request.query.get("count", "20")), 100)
+            count = int(request.query.get("count", "20"))
         except ValueError:
             return json_error(400, "count must be an integer")
+        if not 1 <= count <= 100:
+            return json_error(400, "count must be 1..100")
 
         def recent() -> list[dict[str, Any]]:
             out = []
@@ -188,9 +190,9 @@ def add_routes(app: web.Application, node: Any) -> None:
         try:
             height = int(raw)
         except ValueError:
-            raise web.HTTPBadRequest(text="height must be an integer") from None
+            raise json_http_error(web.HTTPBadRequest, "height must be an integer") from None
         if not 0 <= height <= chain.height:
-            raise web.HTTPNotFound(text=f"height {height} is not in 0..{chain.height}")
+            raise json_http_error(web.HTTPNotFound, f"height {height} is not in 0..{chain.height}")
         return height
 
     async def model(request: web.Request) -> web.Response:

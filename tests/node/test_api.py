@@ -109,8 +109,12 @@ async def test_blocks_by_height_and_by_hash_and_404s(cluster: Cluster) -> None:
         for junk in ("xyz", "-1", "ab" * 31):
             status, body = await get_json(session, f"{a.url}/api/blocks/{junk}")
             assert status == 400, junk
-        status, _ = await get_json(session, f"{a.url}/api/blocks?count=lots")
-        assert status == 400
+        for count in ("lots", "-3", "0", "101"):
+            status, body = await get_json(session, f"{a.url}/api/blocks?count={count}")
+            assert status == 400 and "count" in body["error"], count
+        for height in ("-1", "999", "x"):
+            status, body = await get_json(session, f"{a.url}/api/model?height={height}")
+            assert status in (400, 404) and "height" in body["error"], height
 
 
 @scenario
