@@ -320,8 +320,13 @@ def run(quick: bool = False) -> list[Headline]:
                  "same chain, rule mean", defended.final / undefended.final),
     ]
     clean_name = f"clean FedAvg (mean, {SIM_NODES} nodes, no attack)"
+    # A rule that never ran (Bulyan needs n >= 4f + 3 = 15 for 3 attackers of 10) has
+    # no figure of its own: its "accuracy" would only be the untrained model's.
+    ran = {rule: curve for rule, curve in attacked.items() if any(f >= 0 for f in curve.extra["f_used"])}
+    for rule in sorted(set(attacked) - set(ran)):
+        print(f"  {rule}: cannot run with f={attacked[rule].extra['f']} on {SIM_NODES} nodes; no headline")
     headlines += [Headline(f"learning_{rule}_30pct_accuracy", curve.final, "accuracy", clean_name,
-                           curve.final / clean.final) for rule, curve in attacked.items()]
+                           curve.final / clean.final) for rule, curve in ran.items()]
     for h in headlines:
         print(f"  {h.name}: {h.value:.3f}", flush=True)
     write_result("learning", {
