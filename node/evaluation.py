@@ -7,6 +7,7 @@ figures are never consensus (DESIGN.md): they only describe the model.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,14 @@ import numpy as np
 from ml.datasets import Dataset, load_dataset
 from ml.evaluate import evaluate
 
+log = logging.getLogger("gradchain.evaluation")
+
 MAX_CACHED = 5000  # heights whose figures are kept (the dashboard plots them all)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("evaluating the tip model failed", exc_info=task.exception())
 
 
 class Evaluator:
@@ -39,6 +47,7 @@ class Evaluator:
     def _schedule(self) -> None:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._follow_tip())
+            self._pending.add_done_callback(_log_failure)
 
     async def _follow_tip(self) -> None:
         """Evaluate tips until the one evaluated is still the tip (none is skipped for long)."""

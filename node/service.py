@@ -25,11 +25,11 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
-from consensus.tx import GradientUpdate, decode_tx
+from consensus.tx import GradientUpdate, Tx, decode_tx
 from ml.tasks import builtin_task, with_overrides
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
-from node.mempool import Mempool
+from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.storage import StorageError
 
@@ -279,13 +279,17 @@ class Node:
             callback()
 
     # -- transactions -----------------------------------------------------------------------------
+    def _pool_tx(self, raw: bytes) -> tuple[Tx, AddResult]:
+        """On the chain thread: decode (an update can be megabytes) and validate against the tip."""
+        tx = decode_tx(raw)
+        return tx, self.mempool.add(raw, tx, self.chain, time.time())
+
     async def submit_tx(self, raw: bytes, *, source: str | None) -> bytes:
         """Validate ``raw`` against the tip and pool it; announce it. Returns the txid.
 
         Raises ``BlockRejected`` (consensus) or ``PolicyRejected`` (our mempool's choice).
         """
-        tx = decode_tx(raw)
-        result = await self.run_chain(self.mempool.add, raw, tx, self.chain, time.time())
+        tx, result = await self.run_chain(self._pool_tx, raw)
         self.metrics.mempool_size.set(len(self.mempool))
         if result.added:
             self.metrics.txs_accepted.inc()

@@ -244,7 +244,7 @@ def add_routes(app: web.Application, node: Any) -> None:
         if not np.isfinite(X).all():
             return json_error(422, "inputs must be finite numbers")
         params, _ = await node.run_chain(chain.model_at, height)
-        out = predict(task, params, X)
+        out = await asyncio_run(predict, task, params, X)  # BLAS work stays off the event loop
         return json_reply({"predictions": out.tolist(), "height": height})
 
     async def mine(request: web.Request) -> web.Response:
