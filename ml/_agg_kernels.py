@@ -201,12 +201,17 @@ def _accumulate_rows(x: F32Matrix, rows: I64Vector, j0: int, acc: F64Vector) -> 
 
 
 @numba.njit(cache=True, fastmath=False)
+def _store_means(acc: F64Vector, count: int, out: F32Vector) -> None:
+    """``out[t] = float32(acc[t] / count)``: each float64 sum divided and rounded once."""
+    for t in range(out.shape[0]):
+        out[t] = np.float32(acc[t] / count)
+
+
+@numba.njit(cache=True, fastmath=False)
 def _mean_block(x: F32Matrix, rows: I64Vector, j0: int, out: F32Vector) -> None:
     acc = np.zeros(out.shape[0], dtype=np.float64)
     _accumulate_rows(x, rows, j0, acc)
-    count = rows.shape[0]
-    for t in range(out.shape[0]):
-        out[t] = np.float32(acc[t] / count)
+    _store_means(acc, rows.shape[0], out)
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -237,14 +242,22 @@ def mean_rows(x: F32Matrix, rows: I64Vector) -> F32Vector:
     return out
 
 
+# The three rules below share one driver: load a block of coordinates of
+# ``x[rows]``, sort it down the rows with a comparator network, then reduce
+# the sorted block per coordinate with the rule's own finisher. The rule is
+# an integer code tested once per block, not a function argument: a kernel
+# taking a function is typed by that function's identity, so numba's on-disk
+# cache would miss in every new process.
+
+NETWORK_MEDIAN = 0  # param unused
+NETWORK_TRIMMED = 1  # param = values cut from each end
+NETWORK_CLOSEST = 2  # param = beta, the values averaged around the median
+
+
 @numba.njit(cache=True, fastmath=False)
-def _median_block(
-    x: F32Matrix, j0: int, lo_wires: I64Vector, hi_wires: I64Vector, buf: F32Matrix, out: F32Vector
-) -> None:
+def _median_of_sorted(buf: F32Matrix, out: F32Vector) -> None:
     n = buf.shape[0]
     half = n // 2
-    _load_block(x, np.arange(n), j0, out.shape[0], buf)
-    _run_network(buf, lo_wires, hi_wires)
     upper = buf[half]
     if n % 2 == 1:
         for t in range(out.shape[0]):
@@ -256,133 +269,20 @@ def _median_block(
 
 
 @numba.njit(cache=True, fastmath=False)
-def _median_range(
-    x: F32Matrix,
-    lo_wires: I64Vector,
-    hi_wires: I64Vector,
-    tile: int,
-    out: F32Vector,
-    first: int,
-    stop: int,
-) -> None:
-    d = out.shape[0]
-    buf = np.empty((x.shape[0], tile), dtype=np.float32)
-    for blk in range(first, stop):
-        j0 = blk * tile
-        width = min(tile, d - j0)
-        _median_block(x, j0, lo_wires, hi_wires, buf, out[j0 : j0 + width])
-
-
-@numba.njit(cache=True, fastmath=False, parallel=True)
-def _median_parallel(
-    x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: int, out: F32Vector, n_chunks: int
-) -> None:
-    n_blocks = (out.shape[0] + tile - 1) // tile
-    for c in prange(n_chunks):
-        first = c * n_blocks // n_chunks
-        _median_range(x, lo_wires, hi_wires, tile, out, first, (c + 1) * n_blocks // n_chunks)
-
-
-def median_cols(x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: int) -> F32Vector:
-    """Per coordinate median; even n: float64 midpoint of the two middle values, rounded once."""
-    n, d = x.shape
-    out = np.empty(d, dtype=np.float32)
-    chunks = _chunks(n * d)
-    if chunks > 1:
-        _median_parallel(x, lo_wires, hi_wires, tile, out, chunks)
-    else:
-        _median_range(x, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
-    return out
-
-
-@numba.njit(cache=True, fastmath=False)
-def _trimmed_block(
-    x: F32Matrix,
-    j0: int,
-    trim: int,
-    lo_wires: I64Vector,
-    hi_wires: I64Vector,
-    buf: F32Matrix,
-    out: F32Vector,
-) -> None:
+def _trimmed_of_sorted(buf: F32Matrix, trim: int, out: F32Vector) -> None:
     n, tile = buf.shape
-    _load_block(x, np.arange(n), j0, out.shape[0], buf)
-    _run_network(buf, lo_wires, hi_wires)
     acc = np.zeros(tile, dtype=np.float64)
     for r in range(trim, n - trim):
         row = buf[r]
         for t in range(tile):
             acc[t] += np.float64(row[t])
-    kept = n - 2 * trim
-    for t in range(out.shape[0]):
-        out[t] = np.float32(acc[t] / kept)
+    _store_means(acc, n - 2 * trim, out)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _trimmed_range(
-    x: F32Matrix,
-    trim: int,
-    lo_wires: I64Vector,
-    hi_wires: I64Vector,
-    tile: int,
-    out: F32Vector,
-    first: int,
-    stop: int,
-) -> None:
-    d = out.shape[0]
-    buf = np.empty((x.shape[0], tile), dtype=np.float32)
-    for blk in range(first, stop):
-        j0 = blk * tile
-        width = min(tile, d - j0)
-        _trimmed_block(x, j0, trim, lo_wires, hi_wires, buf, out[j0 : j0 + width])
-
-
-@numba.njit(cache=True, fastmath=False, parallel=True)
-def _trimmed_parallel(
-    x: F32Matrix,
-    trim: int,
-    lo_wires: I64Vector,
-    hi_wires: I64Vector,
-    tile: int,
-    out: F32Vector,
-    n_chunks: int,
-) -> None:
-    n_blocks = (out.shape[0] + tile - 1) // tile
-    for c in prange(n_chunks):
-        first = c * n_blocks // n_chunks
-        stop = (c + 1) * n_blocks // n_chunks
-        _trimmed_range(x, trim, lo_wires, hi_wires, tile, out, first, stop)
-
-
-def trimmed_mean_cols(
-    x: F32Matrix, trim: int, lo_wires: I64Vector, hi_wires: I64Vector, tile: int
-) -> F32Vector:
-    """Per coordinate: sort, float64 sum of sorted positions trim..n-trim-1 ascending, / (n-2 trim)."""
-    n, d = x.shape
-    out = np.empty(d, dtype=np.float32)
-    chunks = _chunks(n * d)
-    if chunks > 1:
-        _trimmed_parallel(x, trim, lo_wires, hi_wires, tile, out, chunks)
-    else:
-        _trimmed_range(x, trim, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
-    return out
-
-
-@numba.njit(cache=True, fastmath=False)
-def _closest_block(
-    x: F32Matrix,
-    rows: I64Vector,
-    j0: int,
-    beta: int,
-    lo_wires: I64Vector,
-    hi_wires: I64Vector,
-    buf: F32Matrix,
-    out: F32Vector,
-) -> None:
+def _closest_of_sorted(buf: F32Matrix, beta: int, out: F32Vector) -> None:
     theta, tile = buf.shape
     half = theta // 2
-    _load_block(x, rows, j0, out.shape[0], buf)
-    _run_network(buf, lo_wires, hi_wires)
     med = np.empty(tile, dtype=np.float64)
     upper = buf[half]
     if theta % 2 == 1:
@@ -407,15 +307,15 @@ def _closest_block(
             inside = start[t] <= r and r < start[t] + beta
             total = acc[t] + np.float64(row[t])
             acc[t] = total if inside else acc[t]
-    for t in range(out.shape[0]):
-        out[t] = np.float32(acc[t] / beta)
+    _store_means(acc, beta, out)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _closest_range(
+def _network_range(
     x: F32Matrix,
     rows: I64Vector,
-    beta: int,
+    rule: int,
+    param: int,
     lo_wires: I64Vector,
     hi_wires: I64Vector,
     tile: int,
@@ -423,19 +323,29 @@ def _closest_range(
     first: int,
     stop: int,
 ) -> None:
+    """Blocks ``first .. stop-1`` of ``tile`` coordinates: load, sort, reduce by ``rule``."""
     d = out.shape[0]
     buf = np.empty((rows.shape[0], tile), dtype=np.float32)
     for blk in range(first, stop):
         j0 = blk * tile
         width = min(tile, d - j0)
-        _closest_block(x, rows, j0, beta, lo_wires, hi_wires, buf, out[j0 : j0 + width])
+        block_out = out[j0 : j0 + width]
+        _load_block(x, rows, j0, width, buf)
+        _run_network(buf, lo_wires, hi_wires)
+        if rule == NETWORK_MEDIAN:
+            _median_of_sorted(buf, block_out)
+        elif rule == NETWORK_TRIMMED:
+            _trimmed_of_sorted(buf, param, block_out)
+        else:
+            _closest_of_sorted(buf, param, block_out)
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
-def _closest_parallel(
+def _network_parallel(
     x: F32Matrix,
     rows: I64Vector,
-    beta: int,
+    rule: int,
+    param: int,
     lo_wires: I64Vector,
     hi_wires: I64Vector,
     tile: int,
@@ -446,7 +356,42 @@ def _closest_parallel(
     for c in prange(n_chunks):
         first = c * n_blocks // n_chunks
         stop = (c + 1) * n_blocks // n_chunks
-        _closest_range(x, rows, beta, lo_wires, hi_wires, tile, out, first, stop)
+        _network_range(x, rows, rule, param, lo_wires, hi_wires, tile, out, first, stop)
+
+
+def _network_cols(
+    x: F32Matrix,
+    rows: I64Vector,
+    rule: int,
+    param: int,
+    lo_wires: I64Vector,
+    hi_wires: I64Vector,
+    tile: int,
+) -> F32Vector:
+    """Run a sorting-network rule over every coordinate of ``x[rows]``, in parallel chunks if large."""
+    d = x.shape[1]
+    out = np.empty(d, dtype=np.float32)
+    chunks = _chunks(rows.shape[0] * d)
+    if chunks > 1:
+        _network_parallel(x, rows, rule, param, lo_wires, hi_wires, tile, out, chunks)
+    else:
+        last = _blocks(d, tile)
+        _network_range(x, rows, rule, param, lo_wires, hi_wires, tile, out, 0, last)
+    return out
+
+
+def median_cols(x: F32Matrix, lo_wires: I64Vector, hi_wires: I64Vector, tile: int) -> F32Vector:
+    """Per coordinate median; even n: float64 midpoint of the two middle values, rounded once."""
+    rows = np.arange(x.shape[0], dtype=np.int64)
+    return _network_cols(x, rows, NETWORK_MEDIAN, 0, lo_wires, hi_wires, tile)
+
+
+def trimmed_mean_cols(
+    x: F32Matrix, trim: int, lo_wires: I64Vector, hi_wires: I64Vector, tile: int
+) -> F32Vector:
+    """Per coordinate: sort, float64 sum of sorted positions trim..n-trim-1 ascending, / (n-2 trim)."""
+    rows = np.arange(x.shape[0], dtype=np.int64)
+    return _network_cols(x, rows, NETWORK_TRIMMED, trim, lo_wires, hi_wires, tile)
 
 
 def closest_to_median_cols(
@@ -466,14 +411,7 @@ def closest_to_median_cols(
     the run strictly nearer than its left end), so a tie in distance keeps
     the smaller value. The run is summed in float64 ascending, / beta.
     """
-    d = x.shape[1]
-    out = np.empty(d, dtype=np.float32)
-    chunks = _chunks(rows.shape[0] * d)
-    if chunks > 1:
-        _closest_parallel(x, rows, beta, lo_wires, hi_wires, tile, out, chunks)
-    else:
-        _closest_range(x, rows, beta, lo_wires, hi_wires, tile, out, 0, _blocks(d, tile))
-    return out
+    return _network_cols(x, rows, NETWORK_CLOSEST, beta, lo_wires, hi_wires, tile)
 
 
 # --------------------------------------------------------------------------
