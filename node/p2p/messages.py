@@ -193,11 +193,15 @@ class _Validated:
 
 # -- the messages -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Handshake(_Validated):
-    """POST /p2p/handshake: who I am, which chain, how far I am."""
+class _Hello(_Validated):
+    """The fields a Handshake and its reply share, in their wire order.
 
-    KIND: ClassVar[str] = "handshake"
-    MAX_BYTES: ClassVar[int] = limits.MAX_HANDSHAKE_BYTES
+    Each side states the same facts about itself; ``session`` is the token the
+    sender issued to the recipient (see the two subclasses for when it is sent).
+    Subclasses append fields after these, so the shared ones keep their place
+    on the wire.
+    """
+
     magic: bytes = _spec(_MAGIC)
     protocol_version: int = _spec(_U32)
     chain_id: int = _spec(_U32)
@@ -207,29 +211,33 @@ class Handshake(_Validated):
     listen_url: str = _spec(Url(optional=True))  # "" for a node that does not listen
     nonce: int = _spec(_U64)  # random per node start: a handshake carrying our own is a self-connection
     user_agent: str = _spec(Text(limits.MAX_USER_AGENT_CHARS))
-    # The token the sender issued to the receiver: "present this when you call me".
-    # Sent only to the URL the sender dialled, so only that URL's owner learns it.
     session: bytes = _spec(_SESSION)
 
 
 @dataclass(frozen=True, slots=True)
-class HandshakeReply(_Validated):
-    """The answer to a handshake: the same facts about the receiver, and a few peers."""
+class Handshake(_Hello):
+    """POST /p2p/handshake: who I am, which chain, how far I am.
+
+    ``session`` is the token the sender issued to the receiver: "present this
+    when you call me". Sent only to the URL the sender dialled, so only that
+    URL's owner learns it.
+    """
+
+    KIND: ClassVar[str] = "handshake"
+    MAX_BYTES: ClassVar[int] = limits.MAX_HANDSHAKE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeReply(_Hello):
+    """The answer to a handshake: the same facts about the receiver, and a few peers.
+
+    ``session`` is the token the receiver issued to the caller, once the caller
+    proved its URL; NO_SESSION before that (the receiver then calls the
+    caller's URL back).
+    """
 
     KIND: ClassVar[str] = "handshake_reply"
     MAX_BYTES: ClassVar[int] = limits.MAX_HANDSHAKE_BYTES
-    magic: bytes = _spec(_MAGIC)
-    protocol_version: int = _spec(_U32)
-    chain_id: int = _spec(_U32)
-    genesis: bytes = _spec(HASH)
-    height: int = _spec(_U32)
-    tip: bytes = _spec(HASH)
-    listen_url: str = _spec(Url(optional=True))
-    nonce: int = _spec(_U64)
-    user_agent: str = _spec(Text(limits.MAX_USER_AGENT_CHARS))
-    # The token the receiver issued to the caller, once the caller proved its URL;
-    # NO_SESSION before that (the receiver then calls the caller's URL back).
-    session: bytes = _spec(_SESSION)
     peers: tuple[str, ...] = _spec(ListOf(Url(), limits.MAX_ADDRS_IN_HANDSHAKE))
 
 
