@@ -9,9 +9,11 @@ cannot get an honest peer banned by sending garbage in its name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.http import read_body
 from node.p2p import messages as m
@@ -81,23 +83,16 @@ def add_routes(app: web.Application, node: Any) -> None:
         peers.spawn(peers.on_announce(known_sender(request, sender), msg))
         return web.Response(status=204)
 
-    async def headers(request: web.Request) -> web.Response:
-        msg, sender = await decode_request(request, "get_headers")
-        known_sender(request, sender)
-        assert isinstance(msg, m.GetHeaders)
-        return msgpack_reply(await node.run_chain(peers.serve_headers, msg))
+    def chain_data(route: str, serve: Callable[[Any], m.Message]) -> Handler:
+        """A route where a known peer asks for our chain's data: answered on the chain thread."""
+        kind = ROUTES[route][0]
 
-    async def blocks(request: web.Request) -> web.Response:
-        msg, sender = await decode_request(request, "get_blocks")
-        known_sender(request, sender)
-        assert isinstance(msg, m.GetBlocks)
-        return msgpack_reply(await node.run_chain(peers.serve_blocks, msg))
+        async def handler(request: web.Request) -> web.Response:
+            msg, sender = await decode_request(request, kind)
+            known_sender(request, sender)
+            return msgpack_reply(await node.run_chain(serve, msg))
 
-    async def txs(request: web.Request) -> web.Response:
-        msg, sender = await decode_request(request, "get_txs")
-        known_sender(request, sender)
-        assert isinstance(msg, m.GetTxs)
-        return msgpack_reply(await node.run_chain(peers.serve_txs, msg))
+        return handler
 
     async def addr(request: web.Request) -> web.Response:
         msg, sender = await decode_request(request, "addr")
@@ -107,7 +102,13 @@ def add_routes(app: web.Application, node: Any) -> None:
         sample = sorted(peers.peers)[: 100]
         return msgpack_reply(m.Addr(addrs=tuple(sample)))
 
-    handlers = {"handshake": handshake, "announce": announce, "headers": headers,
-                "blocks": blocks, "txs": txs, "addr": addr}
+    handlers: dict[str, Handler] = {
+        "handshake": handshake,
+        "announce": announce,
+        "headers": chain_data("headers", peers.serve_headers),
+        "blocks": chain_data("blocks", peers.serve_blocks),
+        "txs": chain_data("txs", peers.serve_txs),
+        "addr": addr,
+    }
     for route, handler in handlers.items():
         app.router.add_post(f"/p2p/{route}", handler)
