@@ -29,8 +29,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node.cli.errors import CliError
 
@@ -40,6 +41,8 @@ BAR_WIDTH = 20  # characters in the progress bar
 DEFAULT_ROUNDS = 100  # rounds of a single simulation
 FULL_TABLE_ROUNDS = 100  # the full-size worst-case table (the quick one runs 30)
 ALL = "all"  # --rule all / --attack all: the worst-case table
+
+T = TypeVar("T")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +179,14 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _run_or_usage_error(what: str, run: Callable[[], T]) -> T:
+    """Call ``run()``; a ValueError it raises (a configuration it refuses) is a usage error, exit 2."""
+    try:
+        return run()
+    except ValueError as exc:
+        raise CliError(f"{what} cannot run: {exc}", USAGE_EXIT_CODE) from None
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     """Run the worst-case table (``--rule all`` / ``--attack all``), print and write it."""
     from ml.tasks import builtin_task
@@ -227,10 +238,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    try:
-        table = run_table(config, progress=report)
-    except ValueError as exc:
-        raise CliError(f"the table cannot run: {exc}", USAGE_EXIT_CODE) from None
+    table = _run_or_usage_error("the table", lambda: run_table(config, progress=report))
     wall_time_s = time.perf_counter() - start
     print(format_table(table))
     print(f"{total} runs in {wall_time_s:.1f}s", flush=True)
@@ -307,10 +315,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    try:
-        result = run_simulation(config, progress=report)
-    except ValueError as exc:
-        raise CliError(f"the simulation cannot run: {exc}", USAGE_EXIT_CODE) from None
+    result = _run_or_usage_error("the simulation", lambda: run_simulation(config, progress=report))
     wall_time_s = time.perf_counter() - start
 
     summary: dict[str, Any] = {**result.summary(), "wall_time_s": wall_time_s}
