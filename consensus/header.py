@@ -27,10 +27,15 @@ from consensus.errors import BlockRejected, Reject
 HEADER_SIZE = 80  # bytes
 HASH_SIZE = 32  # bytes of prev, root and of a header hash
 HASH_HEX_SIZE = 2 * HASH_SIZE  # hex characters of a displayed hash
-U32_MAX = 0xFFFFFFFF
+U32_MAX = 0xFFFFFFFF  # the largest u32, for every u32 field of consensus
 _LAYOUT = struct.Struct("<I32s32sIII")
 _HEX_DIGITS = frozenset(string.hexdigits)
 assert _LAYOUT.size == HEADER_SIZE
+
+
+def is_u32(value: object) -> bool:
+    """True for an ``int`` in ``[0, U32_MAX]``; ``bool`` is refused although it subclasses ``int``."""
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= U32_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class Header:
     def __post_init__(self) -> None:
         for name in ("version", "time", "bits", "nonce"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U32_MAX:
+            if not is_u32(value):
                 raise BlockRejected(Reject.BAD_HEADER, f"{name} {value!r} is not a u32")
         for name in ("prev", "root"):
             value = getattr(self, name)

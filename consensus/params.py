@@ -36,7 +36,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-U32_MAX = 2**32 - 1
+from consensus.header import is_u32
+
 MAGIC_SIZE = 4  # bytes at the start of the p2p handshake
 TARGET_SPACE = 2**256  # targets are 256-bit numbers
 
@@ -113,7 +114,7 @@ class ChainParams:
 
 
 def _check_u32(field: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U32_MAX:
+    if not is_u32(value):
         raise ValueError(f"{field} must be a u32, got {value!r}")
 
 

@@ -21,6 +21,7 @@ match the spec's published test vectors.
 from __future__ import annotations
 
 from consensus.errors import BlockRejected, Reject
+from consensus.header import is_u32
 from consensus.params import ChainParams
 
 HASH_SIZE = 32  # bytes of a sha256d digest
@@ -31,7 +32,6 @@ BITS_SIZE_SHIFT = 24  # the size byte sits above the 3-byte mantissa
 BITS_MANTISSA_BYTES = 3
 BITS_SIGN_BIT = 0x00800000
 BITS_MANTISSA_MASK = 0x007FFFFF
-U32_MAX = 0xFFFFFFFF
 BITS_PER_BYTE = 8
 
 # aserti3-2d fixed point: exponents carry 16 fractional bits.
@@ -60,7 +60,7 @@ def bits_to_target(bits: int) -> int:
         ``Reject.BAD_BITS`` if ``bits`` is not a u32 or decodes to a
         negative, overflowing or zero target.
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= U32_MAX:
+    if not is_u32(bits):
         raise BlockRejected(Reject.BAD_BITS, f"bits {bits!r} is not a u32")
     size = bits >> BITS_SIZE_SHIFT
     mantissa = bits & BITS_MANTISSA_MASK
