@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,6 +23,7 @@ class NodeConfig:
     shard_scheme: str = "hash"  # or "dirichlet" (non-IID label skew)
     dirichlet_alpha: float = 0.5
     keystore: pathlib.Path | None = None
+    keypair: Any = None  # wallet.KeyPair given in-process (tests, benchmarks) instead of a keystore
     password: str | None = None  # from GRADCHAIN_PASSWORD or a prompt, never stored
     threads: int | None = 1  # mining threads
     # Seconds the miner waits between blocks it finds: regtest blocks take a

@@ -172,21 +172,24 @@ class Node:
         return token
 
     def _load_keypair(self) -> Any:
-        from node.keystore_file import read_keystore
-        from wallet import keypair_from_seed
+        """The node's wallet: given in-process, or read from an encrypted keystore.
 
+        Mining and training need one (rewards go to it, updates are signed by
+        it); a key is never kept unencrypted in the datadir.
+        """
+        from node.keystore_file import read_keystore
+
+        if self.config.keypair is not None:
+            return self.config.keypair
         if self.config.keystore is not None:
             if self.config.password is None:
                 raise ValueError("a keystore needs a password: set GRADCHAIN_PASSWORD")
             return read_keystore(self.config.keystore, self.config.password)
         if self.config.mine or self.config.train:
-            # No wallet given: a node key kept in the datadir (rewards still accrue to it).
-            path = self.config.datadir / "node.key"
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(secrets.token_bytes(32))
-            return keypair_from_seed(path.read_bytes())
+            raise ValueError(
+                "--mine and --train need a wallet for rewards and signatures: add --keystore FILE "
+                "(create one with `gradchain wallet new --keystore FILE`)"
+            )
         return None
 
     # -- the chain worker -----------------------------------------------------------------------

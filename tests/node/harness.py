@@ -53,7 +53,9 @@ def node_key(name: str) -> KeyPair:
 
 def config(base: pathlib.Path, name: str, **overrides: Any) -> NodeConfig:
     """A regtest NodeConfig with its own datadir ``base/name`` and an OS-chosen port."""
-    fields: dict[str, Any] = {"network": "regtest", "host": "127.0.0.1", "port": 0, **overrides}
+    fields: dict[str, Any] = {
+        "network": "regtest", "host": "127.0.0.1", "port": 0, "keypair": node_key(name), **overrides
+    }
     return NodeConfig(datadir=base / name, **fields)
 
 
@@ -72,8 +74,6 @@ class Cluster:
         await node.start()
         _SETTLED[node] = node.chain.tip.hash
         node.on_tip_change(lambda: _SETTLED.__setitem__(node, node.chain.tip.hash))
-        if node.keypair is None:
-            node.keypair = node_key(name)  # NodeConfig(mine=False) loads none; mine() needs one
         return node
 
     async def start_many(self, count: int, *, prefix: str = "n", **overrides: Any) -> list[Node]:

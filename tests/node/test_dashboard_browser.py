@@ -22,6 +22,7 @@ from node.config import NodeConfig
 from node.mining import mine_blocks
 from tests.conftest import until
 from tests.node.threaded import NodeThread
+from wallet import keypair_from_seed
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -61,7 +62,8 @@ class BrowserNode(NodeThread):
 
 @pytest.fixture()
 def running(tmp_path: pathlib.Path) -> Iterator[BrowserNode]:
-    node = BrowserNode(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False, byzantine_f=0))
+    node = BrowserNode(NodeConfig(datadir=tmp_path / "node", network="regtest", train=True, mine=False, byzantine_f=0,
+                   keypair=keypair_from_seed(bytes(32))))
     try:
         yield node
     finally:

@@ -188,3 +188,14 @@ async def test_second_node_on_the_same_datadir_is_refused(cluster: Cluster) -> N
         status, body = await get_json(session, f"{a.url}/api/status")
     assert status == 200 and body["height"] == 2
     await connect(a, await cluster.start("b"))
+
+
+def test_mining_without_a_wallet_is_refused_with_what_to_do(tmp_path: pathlib.Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Keys at rest are encrypted: the node never invents an unencrypted key file."""
+    from node.cli.main import main
+
+    assert main(["node", "run", "--datadir", str(tmp_path / "d"), "--mine"]) == 1
+    err = capsys.readouterr().err
+    assert "--keystore" in err and "wallet new" in err
+    assert not any(p.name.endswith(".key") for p in (tmp_path / "d").iterdir())
