@@ -241,6 +241,7 @@ class PeerManager:
             self.node.metrics.peers.set(len(self.peers))
             self.node.event("peer", f"connected peer {url} (height {hello.height}, {'out' if outbound else 'in'})")
             self.spawn(self._share_mempool(url))
+            self.spawn(self._gossip_address(url))
         else:
             peer.height, peer.tip, peer.last_seen = hello.height, hello.tip, time.time()
         self.known.add(url)
@@ -461,6 +462,18 @@ class PeerManager:
         for url in list(self.peers):
             if url != exclude:
                 self.spawn(self._send_announce(url, msg))
+
+    async def _gossip_address(self, new_url: str) -> None:
+        """Tell our other peers about a new one (and learn theirs): a node that knew only
+        a seed meets the rest of the network at once, not at the next ping."""
+        for url in [u for u in self.peers if u != new_url]:
+            try:
+                reply = await self.request(url, "addr", m.Addr(addrs=(new_url,)), "addr")
+            except PeerError as exc:
+                log.debug("addr to %s failed: %s", url, exc)
+                continue
+            assert isinstance(reply, m.Addr)
+            self.learn(reply.addrs)
 
     async def _share_mempool(self, url: str) -> None:
         """Tell a new peer what our mempool holds: updates made before it connected still spread."""

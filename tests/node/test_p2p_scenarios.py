@@ -8,6 +8,7 @@ nodes end up (tips, state roots, peer and ban lists), never how fast.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import time
 
@@ -418,3 +419,24 @@ async def test_a_restarted_peer_with_new_tokens_keeps_gossiping(cluster: Cluster
     (second,) = await mine(b, 1)
     await wait_same_tip([a, b], target=second)
     assert not a.peers.is_banned(b.url) and not b.peers.is_banned(a.url)
+
+
+@scenario
+async def test_nodes_given_one_seed_find_each_other(cluster: Cluster) -> None:
+    """b and c only know the seed a; address gossip connects them directly.
+
+        b -> a <- c      becomes      b - a - c
+                                       \\_____/
+    """
+    a = await cluster.start("a")
+    # The seed lists no peers in its handshake replies (as when b and c dial it at
+    # the same moment): only address gossip can introduce them.
+    plain_reply = a.peers.handshake_reply
+    a.peers.handshake_reply = lambda session=m.NO_SESSION: dataclasses.replace(  # type: ignore[method-assign]
+        plain_reply(session), peers=()
+    )
+    b = await cluster.start("b", peers=[a])
+    await until(lambda: a.url in b.peers.peers, 15, what="b to reach the seed")
+    c = await cluster.start("c", peers=[a])
+    await until(lambda: c.url in b.peers.peers and b.url in c.peers.peers, 20,
+                what="b and c to peer without being told about each other")
