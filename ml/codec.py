@@ -324,7 +324,9 @@ def _decode_int8(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
         raise UpdateCheckError(
             UpdateProblem.ENCODING, "int8 value -128 is outside the symmetric range"
         )
-    per_value = np.repeat(scales, enc.chunk)[: enc.size]
+    # A chunk may exceed the vector (one scale for all); repeating by more than
+    # ``size`` would only be cut off again, and a huge chunk would not fit intp.
+    per_value = np.repeat(scales, min(enc.chunk, enc.size))[: enc.size]
     if bool(((per_value == 0) & (q != 0)).any()):
         raise UpdateCheckError(
             UpdateProblem.ENCODING, "nonzero int8 value in a chunk whose scale is 0"
