@@ -6,14 +6,49 @@ The pinned examples at the top are regressions the fuzzers below found.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import msgpack
 import numpy as np
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from consensus.block import decode_block
-from consensus.tx import GradientUpdate, decode_tx, encode_tx, sign_tx
-from ml.codec import EncodedUpdate
-from tests.chainbuilder import ChainBuilder, key, solo_task
+from consensus.block import Block, decode_block
+from consensus.errors import BlockRejected
+from consensus.header import U32_MAX, Header
+from consensus.state import State, compute_state_root
+from consensus.transition import apply_block, undo_block
+from consensus.tx import (
+    MAX_AMOUNT,
+    GradientUpdate,
+    Payout,
+    Transfer,
+    Tx,
+    decode_tx,
+    encode_tx,
+    sign_tx,
+)
+from ml.checks import UpdateCheckError
+from ml.codec import EncodedUpdate, encode_update
+from ml.tasks import builtin_task
+from node.chainstate import ChainState
+from node.verify import verify_chain
+from tests.chainbuilder import (
+    ChainBuilder,
+    addr,
+    assert_same_state,
+    det_vector,
+    key,
+    recommit,
+    solo_task,
+)
+from wallet import KeyPair
 
+_T = TypeVar("_T")
 MINER = key(0)
 ALICE = key(1)
 
@@ -46,3 +81,345 @@ def test_int8_update_with_a_chunk_beyond_intp_is_rejected_or_accepted_never_cras
         block = cb.template([tx])
         assert decode_block(block.encode()).txs == block.txs
         assert cb.add(block).params.tobytes() == expected.params.tobytes()
+
+
+# -- fixtures shared by the fuzzers --------------------------------------------------------
+
+FUZZ_SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+KEYS = [key(i) for i in range(5)]  # 0 is the miner; 1..4 send updates
+EXTRA_BLOCKS = 10  # above digits' staleness window of 8, so both window edges exist
+RULES_FUZZED = (
+    "mean", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "geomed", "centered_clip",
+    "nnm+krum", "bucket+median",
+)
+MAX_FUZZ_UPDATES = 6
+HUGE_INTS = (2**64 - 1, 2**63, 2**63 - 1, 2**32, U32_MAX, -1, -(2**63), 0)
+
+
+def _topk(cb: ChainBuilder, sender: KeyPair, seed: int) -> GradientUpdate:
+    vector = det_vector(seed, cb.task.param_count)
+    tx = GradientUpdate(sender.public, cb.nonce_of(sender), 0, len(cb.blocks) - 1, cb.tip.hash,
+                        encode_update(vector, "topk", k=cb.task.param_count // 3))
+    signed = sign_tx(tx, sender, cb.params.chain_id)
+    assert isinstance(signed, GradientUpdate)
+    return signed
+
+
+@functools.cache
+def sample_chain() -> tuple[ChainBuilder, Block]:
+    """A chain at height 2 and a valid block 3 with a transfer and one update of each codec kind."""
+    cb = ChainBuilder(solo_task())
+    cb.extend(2)
+    txs: list[Tx] = [cb.transfer(MINER, ALICE, 1_000, fee=3)]
+    txs += [cb.update(KEYS[1], kind="f32", seed=1), cb.update(KEYS[2], kind="f16", seed=2),
+            cb.update(KEYS[3], kind="int8", seed=3), _topk(cb, KEYS[4], seed=4)]
+    return cb, cb.template(txs)
+
+
+@functools.cache
+def window_chain(rule: str, f: int) -> ChainBuilder:
+    """A chain with ``EXTRA_BLOCKS`` blocks of task ``rule`` / ``f`` taking up to six updates."""
+    task = dataclasses.replace(builtin_task("digits"), rule=rule, f=f, max_updates_per_block=MAX_FUZZ_UPDATES)
+    cb = ChainBuilder(task)
+    cb.extend(EXTRA_BLOCKS)
+    return cb
+
+
+def only_rejected(fn: Callable[[], _T]) -> _T | None:
+    """``fn()``, or None if it raised BlockRejected; any other exception fails the test."""
+    try:
+        result = fn()
+    except BlockRejected as exc:
+        event(f"rejected: {exc.code.value}")
+        return None
+    event("accepted")
+    return result
+
+
+# -- 1. byte level ------------------------------------------------------------------------
+
+def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths to every node of a decoded msgpack object (containers included)."""
+    paths = [path]
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            paths += _leaves(item, (*path, i))
+    elif isinstance(obj, dict):
+        for k, item in obj.items():
+            paths += _leaves(item, (*path, k))
+    return paths
+
+
+def _replace_at(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(obj, list):
+        return [_replace_at(item, rest, value) if i == head else item for i, item in enumerate(obj)]
+    return {k: _replace_at(item, rest, value) if k == head else item for k, item in obj.items()}
+
+
+msgpack_leaf = st.one_of(
+    st.sampled_from(HUGE_INTS), st.integers(-(2**63), 2**64 - 1), st.text(max_size=8), st.binary(max_size=40),
+    st.none(), st.booleans(), st.floats(), st.just([]), st.just({}), st.just({"kind": "f32"}),
+)
+
+
+@st.composite
+def byte_mutation(draw: st.DrawFn, raw: bytes) -> bytes:
+    """``raw`` flipped, truncated, extended or spliced with a msgpack fragment."""
+    how = draw(st.sampled_from(("flip", "truncate", "extend", "splice", "overwrite")))
+    at = draw(st.integers(0, len(raw) - 1))
+    if how == "flip":
+        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
+    if how == "truncate":
+        return raw[:at]
+    if how == "extend":
+        return raw + draw(st.binary(min_size=1, max_size=16))
+    fragment = bytes(msgpack.packb(draw(msgpack_leaf), use_bin_type=True))
+    if how == "splice":
+        return raw[:at] + fragment + raw[at:]
+    return raw[:at] + fragment + raw[at + len(fragment) :]
+
+
+@st.composite
+def leaf_mutation(draw: st.DrawFn, raw: bytes) -> bytes:
+    """``raw`` decoded, one node replaced by a hostile value, re-encoded."""
+    obj = msgpack.unpackb(raw, raw=False)
+    path = draw(st.sampled_from(_leaves(obj)))
+    return bytes(msgpack.packb(_replace_at(obj, path, draw(msgpack_leaf)), use_bin_type=True))
+
+
+def _apply_if_decodes(cb: ChainBuilder, raw_block: bytes) -> None:
+    block = only_rejected(lambda: decode_block(raw_block))
+    if isinstance(block, Block):
+        only_rejected(lambda: apply_block(cb.state, block, cb.context()))
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_mutated_block_bytes_are_rejected_or_applied_never_crash(data: st.DataObject) -> None:
+    cb, block = sample_chain()
+    raw = block.encode()
+    _apply_if_decodes(cb, data.draw(st.one_of(byte_mutation(raw), leaf_mutation(raw))))
+
+
+@FUZZ_SETTINGS
+@given(data=st.data(), index=st.integers(0, 5), resign=st.booleans())
+def test_mutated_transactions_are_rejected_or_applied_never_crash(
+    data: st.DataObject, index: int, resign: bool
+) -> None:
+    """A mutated tx that still decodes is put back in the block (re-signed, re-committed) and applied."""
+    cb, block = sample_chain()
+    raw_tx = block.tx_bytes[index]
+    mutated = data.draw(st.one_of(byte_mutation(raw_tx), leaf_mutation(raw_tx)))
+    tx = only_rejected(lambda: decode_tx(mutated))
+    if tx is None:
+        return
+    assert encode_tx(tx) == mutated  # decoding is canonical: what decodes re-encodes to itself
+    if resign and isinstance(tx, Transfer | GradientUpdate):
+        signer = next((k for k in KEYS if k.public == tx.sender), None)
+        if signer is not None:
+            tx = sign_tx(tx, signer, cb.params.chain_id)
+    txs = list(block.txs)
+    txs[index] = tx
+    rebuilt = recommit(block, txs)
+    only_rejected(lambda: apply_block(cb.state, rebuilt, cb.context()))
+    _apply_if_decodes(cb, rebuilt.encode())
+
+
+# -- 2. structure level ---------------------------------------------------------------------
+
+VECTOR_SHAPES = ("honest", "zeros", "huge", "tiny", "denormal", "at_bound", "above_bound", "constant")
+
+
+def _vector(kind: str, seed: int, size: int, bound: float) -> np.ndarray:
+    if kind == "honest":
+        return det_vector(seed, size)
+    if kind == "zeros":
+        return np.zeros(size, dtype=np.float32)
+    if kind == "huge":
+        return np.full(size, 3e38, dtype=np.float32)
+    if kind == "tiny":
+        return det_vector(seed, size, scale=1e-30)
+    if kind == "denormal":
+        return np.full(size, 1e-42, dtype=np.float32)
+    one_hot = np.zeros(size, dtype=np.float32)
+    if kind == "at_bound":  # l2 norm of a one-hot vector is |x| exactly
+        one_hot[seed % size] = np.float32(bound)
+        return one_hot
+    if kind == "above_bound":
+        one_hot[seed % size] = np.nextafter(np.float32(bound), np.float32(np.inf))
+        return one_hot
+    return np.full(size, np.float32(0.001), dtype=np.float32)
+
+
+update_spec = st.tuples(
+    st.integers(1, 4),  # sender
+    st.sampled_from(VECTOR_SHAPES),
+    st.integers(0, 3),  # seed
+    st.sampled_from(("f32", "f16", "int8", "topk")),
+    st.sampled_from(("parent", "parent", "parent", "oldest", "oldest", "too_old", "self", "genesis")),
+    st.sampled_from((0, 0, 0, 1, 2**63 - 1)),  # fee
+    st.sampled_from((0, 0, 0, 0, -1, 1)),  # nonce offset: mostly right
+)
+transfer_spec = st.tuples(
+    st.sampled_from((0, 0, 1)),  # sender: the miner holds the rewards
+    st.sampled_from((1, 1_000, 1_000, 2**62, 2**63 - 1, 2**63 - 10)),  # amount
+    st.sampled_from((0, 1, 9, 2**63 - 1)),  # fee
+    st.sampled_from((0, 0, 0, 0, -1, 1, 2)),  # nonce offset: mostly right
+)
+
+
+def _base_height(cb: ChainBuilder, where: str) -> int:
+    height = len(cb.blocks)
+    return {
+        "parent": height - 1,
+        "oldest": height - cb.task.staleness_window,
+        "too_old": height - cb.task.staleness_window - 1,
+        "self": height,
+        "genesis": 0,
+    }[where]
+
+
+def _make_update(cb: ChainBuilder, spec: tuple[Any, ...], nonces: dict[bytes, int], same: np.ndarray | None
+                 ) -> GradientUpdate:
+    sender_i, shape, seed, kind, where, fee, nonce_offset = spec
+    sender = KEYS[sender_i]
+    vector = same if same is not None else _vector(shape, seed, cb.task.param_count, cb.task.norm_bound)
+    try:
+        encoded = encode_update(vector, kind, k=cb.task.param_count // 2)
+    except UpdateCheckError:  # f16 overflow: keep the value, send it as f32
+        encoded = encode_update(vector, "f32")
+    base = _base_height(cb, where)
+    address = addr(sender)
+    nonce = max(0, nonces.get(address, cb.nonce_of(sender)) + nonce_offset)
+    nonces[address] = nonce + 1
+    base_hash = cb.blocks[base].hash if 0 <= base < len(cb.blocks) else bytes(32)
+    tx = GradientUpdate(sender.public, nonce, fee, base, base_hash, encoded)
+    signed = sign_tx(tx, sender, cb.params.chain_id)
+    assert isinstance(signed, GradientUpdate)
+    return signed
+
+
+def _make_transfer(cb: ChainBuilder, spec: tuple[Any, ...], nonces: dict[bytes, int]) -> Transfer:
+    sender_i, amount, fee, nonce_offset = spec
+    sender = KEYS[sender_i]
+    address = addr(sender)
+    nonce = max(0, nonces.get(address, cb.nonce_of(sender)) + nonce_offset)
+    nonces[address] = nonce + 1
+    return cb.transfer(sender, ALICE, amount, fee=fee, nonce=nonce)
+
+
+def _check_deterministic(cb: ChainBuilder, block: Block) -> None:
+    """Same root on every application and on a copied parent; undo restores the parent bit for bit."""
+    parent = cb.state
+    after, undo = apply_block(parent, block, cb.context())
+    again, _ = apply_block(parent, block, cb.context())
+    copied = State(parent.height, dict(parent.accounts), parent.params.copy(), parent.last_aggregate.copy(),
+                   parent.model_version)
+    on_copy, _ = apply_block(copied, decode_block(block.encode()), cb.context())
+    assert after.root == again.root == on_copy.root == block.state_root
+    assert_same_state(after, on_copy)
+    restored = undo_block(after, undo)
+    assert_same_state(restored, parent)
+    assert compute_state_root(restored) == parent.root
+
+
+@FUZZ_SETTINGS
+@given(
+    rule_f=st.sampled_from([(r, f) for r in RULES_FUZZED for f in (0, 1)]),
+    updates=st.lists(update_spec, max_size=MAX_FUZZ_UPDATES + 1),
+    transfers=st.lists(transfer_spec, max_size=2),
+    all_equal=st.booleans(),
+    duplicate=st.integers(0, 4).map(lambda i: i == 0),
+    updates_first=st.booleans(),
+)
+def test_fuzzed_blocks_are_rejected_or_deterministic(
+    rule_f: tuple[str, int],
+    updates: list[tuple[Any, ...]],
+    transfers: list[tuple[Any, ...]],
+    all_equal: bool,
+    duplicate: bool,
+    updates_first: bool,
+) -> None:
+    cb = window_chain(*rule_f)
+    nonces: dict[bytes, int] = {}
+    same = det_vector(99, cb.task.param_count) if all_equal else None
+    made_updates: list[Tx] = [_make_update(cb, spec, nonces, same) for spec in updates]
+    made_transfers: list[Tx] = [_make_transfer(cb, spec, nonces) for spec in transfers]
+    txs = made_updates + made_transfers if updates_first else made_transfers + made_updates
+    if duplicate and txs:
+        txs.append(txs[0])
+    block = only_rejected(lambda: cb.template(txs))
+    if isinstance(block, Block):
+        _check_deterministic(cb, block)
+    else:
+        # The coinbase as if all were valid (a sum of fees past MAX_AMOUNT could not be
+        # encoded: pay MAX_AMOUNT instead), the parent's state root.
+        fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | GradientUpdate))
+        payouts = None if cb.task.block_reward + fees <= MAX_AMOUNT else [Payout(addr(MINER), MAX_AMOUNT)]
+        forged = cb.forge(txs, payouts=payouts)
+        assert only_rejected(lambda: apply_block(cb.state, forged, cb.context())) is None
+
+
+# -- 3. chain state --------------------------------------------------------------------------
+
+CHAIN_SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+MAIN_BLOCKS = 4
+FORK_BLOCKS = 2
+NOW_MARGIN_S = 3600  # "now" well past every block time: no block is TIME_TOO_NEW
+
+
+@functools.cache
+def chain_inputs() -> tuple[ChainBuilder, list[Block], list[Block]]:
+    """A main chain of four blocks with updates and transfers, and a shorter fork from block 1."""
+    cb = ChainBuilder(solo_task())
+    cb.extend(1)
+    fork = cb.fork(1)
+    for i in range(MAIN_BLOCKS - 1):
+        cb.add(cb.template([cb.transfer(MINER, ALICE, 10 + i, fee=1), cb.update(KEYS[1 + i % 4], seed=i)]))
+    fork.extend(FORK_BLOCKS, lambda b: [b.update(KEYS[2], seed=50 + len(b.blocks))], extra=b"fork")
+    return cb, cb.blocks[1:], fork.blocks[2:]
+
+
+@CHAIN_SETTINGS
+@given(data=st.data())
+def test_chainstate_survives_a_random_mix_of_valid_and_mutated_blocks(data: st.DataObject) -> None:
+    cb, main_blocks, fork_blocks = chain_inputs()
+    now = main_blocks[-1].header.time + NOW_MARGIN_S
+    pool: list[Block | Header] = [*main_blocks, *fork_blocks]
+    pool += [b.header for b in data.draw(st.lists(st.sampled_from(main_blocks + fork_blocks), max_size=3))]
+    for victim in data.draw(st.lists(st.sampled_from(main_blocks + fork_blocks), max_size=4)):
+        mutated = only_rejected(functools.partial(decode_block, data.draw(byte_mutation(victim.encode()))))
+        if isinstance(mutated, Block):
+            pool.append(mutated)
+    order = data.draw(st.permutations(pool))
+    with tempfile.TemporaryDirectory() as tmp:
+        datadir = pathlib.Path(tmp)
+        chain = ChainState.create(datadir, cb.params.name, cb.task)
+        try:
+            for item in order:
+                if isinstance(item, Header):
+                    only_rejected(functools.partial(chain.accept_header, item, now))
+                else:
+                    only_rejected(functools.partial(chain.accept_block, item, now))
+            tip, root = chain.tip.hash, chain.state.root
+        finally:
+            chain.close()
+        reopened = ChainState.open(datadir)
+        try:
+            assert (reopened.tip.hash, reopened.state.root) == (tip, root)
+            report = verify_chain(reopened)
+            assert report.failed_height is None, report.error
+            # The valid chain, fed again in order, always ends on the builder's tip.
+            for block in main_blocks:
+                only_rejected(functools.partial(reopened.accept_block, block, now))
+            assert reopened.tip.hash == cb.tip.hash
+            assert reopened.state.root == cb.state.root
+        finally:
+            reopened.close()
