@@ -20,6 +20,7 @@ from consensus.header import hash_hex, hex_to_hash
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
 from ml.models import predict
 from node import limits
+from node.api.openapi import openapi_handler
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
@@ -305,6 +306,7 @@ def add_routes(app: web.Application, node: Any) -> None:
     app.router.add_post("/api/predict", predict_route)
     app.router.add_post("/api/mine", mine)
     app.router.add_get("/api/events", events)
+    app.router.add_get("/api/openapi.json", openapi_handler(node))
     app.router.add_get("/metrics", metrics)
 
 
