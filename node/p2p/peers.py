@@ -123,6 +123,7 @@ class PeerManager:
         self._connector: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._connecting: set[str] = set()
+        self._calling_back: set[str] = set()  # URLs being called back to verify an inbound claim
         self._sessions: dict[str, Session] = {}
         self._registered: dict[str, asyncio.Event] = {}
 
@@ -190,7 +191,7 @@ class PeerManager:
     def _evict_session(self) -> None:
         """Forget the oldest session of a URL that is neither a peer nor being dialled."""
         for url in self._sessions:
-            if url not in self.peers and url not in self._connecting:
+            if url not in self.peers and url not in self._connecting and url not in self._calling_back:
                 del self._sessions[url]
                 return
 
@@ -225,8 +226,12 @@ class PeerManager:
             self.register(hello, outbound=False)
             return self.handshake_reply(session.token_in)
         self.session_for(url).candidate = hello.session
-        if url not in self._connecting and len(self._connecting) < MAX_CALLBACKS_IN_FLIGHT:
-            self.spawn(self.connect(url))
+        if (
+            url not in self._connecting
+            and url not in self._calling_back
+            and len(self._calling_back) < MAX_CALLBACKS_IN_FLIGHT
+        ):
+            self.spawn(self.connect(url, outbound=False))
         return self.handshake_reply()
 
     # -- registering peers ---------------------------------------------------------------------
@@ -345,17 +350,20 @@ class PeerManager:
             self._registered.pop(url, None)
         return self.peers.get(url)
 
-    async def connect(self, url: str) -> Peer | None:
+    async def connect(self, url: str, *, outbound: bool = True) -> Peer | None:
         """Handshake with ``url``; register it if it is on our chain.
 
         If ``url`` cannot yet grant us a token (first contact, or it
         restarted) it calls our URL back, and that call registers it. If it
         offered us a token while our first handshake was in flight (both
         sides dialled at once), one more handshake presents that token.
+        ``outbound=False`` is the call-back that verifies a peer which dialled
+        us: it completes the session but takes no outbound slot.
         """
-        if url in self._connecting or self.is_banned(url):
+        in_flight = self._connecting if outbound else self._calling_back
+        if url in self._connecting or url in self._calling_back or self.is_banned(url):
             return None
-        self._connecting.add(url)
+        in_flight.add(url)
         try:
             offered = self.session_for(url).candidate
             reply = await self._handshake(url)
@@ -367,7 +375,7 @@ class PeerManager:
             log.debug("handshake with %s failed: %s", url, exc)
             return None
         finally:
-            self._connecting.discard(url)
+            in_flight.discard(url)
         refusal = self.check_hello(reply)
         if refusal is not None:
             log.info("not peering with %s: %s", url, refusal)
@@ -383,10 +391,10 @@ class PeerManager:
             reply = m.HandshakeReply(**{**_fields(reply), "listen_url": url})
         if reply.session == m.NO_SESSION:
             peer = self.peers.get(url) or await self._await_registered(url)
-            if peer is not None:
+            if peer is not None and outbound:
                 peer.outbound = True
         else:
-            peer = self.register(reply, outbound=True)
+            peer = self.register(reply, outbound=outbound)
         for addr in reply.peers:
             if addr != self.node.url and len(self.known) < limits.MAX_KNOWN_ADDRS:
                 self.known.add(addr)
@@ -422,7 +430,7 @@ class PeerManager:
         def due(url: str) -> bool:
             retry = self._retry.get(url)
             return (
-                url not in self.peers and url not in self._connecting
+                url not in self.peers and url not in self._connecting and url not in self._calling_back
                 and (retry is None or retry.next_at <= now) and not self.is_banned(url)
             )
 

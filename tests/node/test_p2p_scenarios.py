@@ -268,6 +268,11 @@ async def test_learned_addresses_fill_only_the_outbound_slots(cluster: Cluster) 
     more dials than there are free outbound slots.
     """
     hub = await cluster.start("hub")
+
+    async def no_gossip(new_url: str) -> None:
+        """The hub does not introduce x to the others: they would dial x first."""
+
+    hub.peers._gossip_address = no_gossip  # type: ignore[method-assign]
     others = await cluster.start_many(LEARNED_PEERS, prefix="o")
     for other in others:
         await connect(other, hub)
@@ -440,3 +445,16 @@ async def test_nodes_given_one_seed_find_each_other(cluster: Cluster) -> None:
     c = await cluster.start("c", peers=[a])
     await until(lambda: c.url in b.peers.peers and b.url in c.peers.peers, 20,
                 what="b and c to peer without being told about each other")
+
+
+@scenario
+async def test_peers_that_dialled_us_stay_inbound(cluster: Cluster) -> None:
+    """The call-back that verifies a dialler's session takes no outbound slot.
+
+        o0 ... o8 ──> hub      the hub has 9 inbound peers and 0 outbound
+    """
+    hub = await cluster.start("hub")
+    others = await cluster.start_many(9, prefix="o", peers=[hub])
+    await until(lambda: all(o.url in hub.peers.peers for o in others), 30, what="9 peers at the hub")
+    assert not any(p.outbound for p in hub.peers.peers.values())
+    assert len(hub.peers.dial_candidates(time.time())) == 0  # nothing to dial: its slots are free, no seeds
