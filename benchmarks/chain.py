@@ -78,11 +78,11 @@ QUICK = Sizes(blocks=30, verify_repeats=2, scaling_blocks=5)
 # every call the replay makes. None of them calls another.
 PHASES: dict[str, tuple[tuple[Any, str], ...]] = {
     "signatures": ((consensus.transition, "check_signature"),),
-    "update_checks": ((consensus.transition, "_check_update"),),
+    "update_checks": ((consensus.transition, "check_update"),),
     "aggregation": ((consensus.transition, "aggregate_updates"),),
     "state_root": ((consensus.state, "compute_state_root"),),
     "storage_read_decode": ((ChainState, "get_raw_block"), (node.verify, "decode_block")),
-    "header_checks": ((node.verify, "validate_header"),),
+    "header_checks": ((consensus.transition, "validate_header"),),
 }
 
 

@@ -1,27 +1,32 @@
-"""The state transition: ``apply_block(state, block, ctx) -> (new_state, undo)``.
+"""The state transition: a block arrives; is it valid, and what is the new state?
 
-For each block, in this order: check the body's shape (coinbase first, limits,
-no duplicates), then each transaction (signature, nonce, funds; for gradient
-updates the ml checks: encoding, shape, finiteness, norm bound, staleness and
-base hash, and when the task commits a validation set the useful-update
-gate of :mod:`ml.gate`), then aggregate the block's updates with the task's rule, apply
-the aggregate to the model, pay the miner and the contributors whose updates
-the rule accepted, and compare the computed state root with the block's.
+:func:`state_transition` is the one entry point, read top to bottom like
+ethereum/execution-specs' ``fork.py``:
 
-Everything here is a pure function of its arguments and bit-reproducible.
+1. header rules (:func:`consensus.validation.validate_header`): version,
+   parent, bits, proof of work, time;
+2. body rules (:func:`validate_block`): the header commits to this body,
+   the coinbase comes first and only there, no duplicates, the caps;
+3. each transaction (:func:`apply_transfer`, :func:`apply_update`):
+   signature, nonce, funds, and for a gradient update the ml checks
+   (encoding, shape, finiteness, norm bound, staleness and base hash, and the
+   useful-update gate when the task commits a validation set);
+4. aggregation (:func:`aggregate_updates`): the task's rule over the
+   block's updates, applied to the model;
+5. payouts (:func:`payouts`): the miner, and the contributors the rule
+   counted; the coinbase must list exactly these;
+6. the state root: the computed post-state must be the one the block names.
 
-The useful-update gate (``task.gate_examples > 0``) checks each update
-against the parent state's parameters: ``params - server_lr * update`` may
-raise the mean loss on the task's committed validation set by at most
-``gate_tolerance`` (relative), else ``UPDATE_NOT_USEFUL``. The parent's loss
-is computed once per block (:func:`useful_gate`, cached per parameter bytes
-so the mempool, which checks updates one at a time against the tip, shares
-it), and the validation set once per process and task (``ml.gate``).
+Steps 3-5 are :func:`apply_body`, which the miner's template runs too, so a
+block is built and checked by the same code. Everything here is a pure,
+bit-reproducible function of its arguments: the chain comes in as a
+:class:`~consensus.view.ChainView`, the time as ``now``, and anything read
+from disk (the gate's validation set) inside the view's
+:class:`~consensus.view.ChainRules`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +47,12 @@ from consensus.tx import (
     Tx,
     check_signature,
 )
+from consensus.validation import validate_header
+from consensus.view import ChainRules, ChainView, hash_at_height
 from ml.aggregation import AggregationError, aggregate, bucket_seed, inner_count
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
 from ml.codec import decode_update
-from ml.gate import check_useful, validation_loss, validation_set
+from ml.gate import check_useful, validation_loss
 from ml.tasks import TaskSpec
 
 _UPDATE_REJECTS = {
@@ -57,20 +64,6 @@ _UPDATE_REJECTS = {
     UpdateProblem.BAD_BASE: Reject.UPDATE_BAD_BASE,
     UpdateProblem.NOT_USEFUL: Reject.UPDATE_NOT_USEFUL,
 }
-_GATE_CACHE_ENTRIES = 4  # parent models whose validation loss is kept (tip and a few forks)
-
-
-@dataclass(frozen=True)
-class BlockContext:
-    """What the transition needs besides the parent state and the block.
-
-    ``recent_hashes`` maps each height in the staleness window below the
-    block to the hash of the block at that height on this block's branch.
-    """
-
-    chain_id: int
-    task: TaskSpec
-    recent_hashes: Mapping[int, bytes]
 
 
 @dataclass(frozen=True)
@@ -84,29 +77,54 @@ class Undo:
     accepted: tuple[bool, ...] = ()  # per gradient update in block order: did the rule count it
 
 
-def max_byzantine(rule: str, n: int) -> int:
-    """The largest f ``rule`` can run with on ``n`` updates; -1 if it cannot run.
+@dataclass(frozen=True)
+class Execution:
+    """The result of running a block's transactions on a parent state."""
 
-    The task's f is the bound the chain keeps: a block whose updates are too
-    few for the rule to run with it leaves the model unchanged (see
-    :func:`aggregate_updates`).
+    state: State
+    undo: Undo
+    payouts: list[Payout]
+    accepted: np.ndarray  # one flag per gradient update, in block order
+
+
+# -- the entry point -----------------------------------------------------------------------
+
+
+def state_transition(view: ChainView, state: State, block: Block, now: int) -> tuple[State, Undo]:
+    """Check ``block`` on the branch ``view`` and its parent's ``state``; return the post-state and undo.
+
+    Raises
+    ------
+    BlockRejected
+        With the code of the first rule the block breaks, in the order of the
+        module docstring; nothing is changed.
     """
-    base = rule.split("+")[-1]
-    if n <= 0:
-        return -1
-    if base == "mean":
-        return 0
-    if base in ("median", "trimmed_mean", "geomed", "centered_clip"):
-        return (n - 1) // 2
-    if base in ("krum", "multi_krum"):
-        return (n - 3) // 2 if n >= 3 else -1
-    if base == "bulyan":
-        return (n - 3) // 4 if n >= 3 else -1
-    raise BlockRejected(Reject.BAD_AGGREGATION, f"unknown aggregation rule {rule!r}")
+    validate_header(view, block.header, now)
+    coinbase = validate_block(view.rules, block, view.height + 1)
+    run = apply_body(view, state, coinbase.payouts[0].address, block.txs[1:])
+    if list(coinbase.payouts) != run.payouts:
+        raise BlockRejected(
+            Reject.BAD_COINBASE,
+            f"coinbase pays {[p.amount for p in coinbase.payouts]}, "
+            f"the block earns {[p.amount for p in run.payouts]}",
+        )
+    if run.state.root != block.state_root:
+        raise BlockRejected(
+            Reject.BAD_STATE_ROOT,
+            f"computed {run.state.root[::-1].hex()[:16]}, block has {block.state_root[::-1].hex()[:16]}",
+        )
+    return run.state, run.undo
 
 
-def validate_block(block: Block, height: int, ctx: BlockContext) -> Coinbase:
-    """Checks on the body alone (no state): commitment, coinbase, limits, duplicates."""
+# -- body rules ----------------------------------------------------------------------------
+
+
+def validate_block(rules: ChainRules, block: Block, height: int) -> Coinbase:
+    """Checks on the body alone (no state): commitment, coinbase, limits, duplicates.
+
+    The node runs these before it stores a body, so a body that breaks one
+    is refused without touching the state.
+    """
     block.check_commitment()
     if not block.txs or not isinstance(block.txs[0], Coinbase):
         raise BlockRejected(Reject.BAD_COINBASE, "the first transaction must be the coinbase")
@@ -121,14 +139,16 @@ def validate_block(block: Block, height: int, ctx: BlockContext) -> Coinbase:
     if len(set(block.txids)) != len(block.txids):
         raise BlockRejected(Reject.DUPLICATE_TX, "a transaction appears twice")
     n_updates = sum(isinstance(tx, GradientUpdate) for tx in block.txs)
-    if n_updates > ctx.task.max_updates_per_block:
-        raise BlockRejected(
-            Reject.TOO_MANY_UPDATES, f"{n_updates} updates > {ctx.task.max_updates_per_block} per block"
-        )
+    limit = rules.task.max_updates_per_block
+    if n_updates > limit:
+        raise BlockRejected(Reject.TOO_MANY_UPDATES, f"{n_updates} updates > {limit} per block")
     return coinbase
 
 
-class _Ledger:
+# -- each transaction ----------------------------------------------------------------------
+
+
+class Ledger:
     """Copy-on-write accounts that remember what they overwrote."""
 
     def __init__(self, accounts: Mapping[bytes, Account]) -> None:
@@ -147,6 +167,7 @@ class _Ledger:
         self.changed[address] = account
 
     def debit(self, address: bytes, nonce: int, amount: int) -> None:
+        """Spend ``amount`` with the account's next ``nonce``; BAD_NONCE or INSUFFICIENT_FUNDS."""
         account = self.get(address)
         if nonce != account.nonce:
             raise BlockRejected(Reject.BAD_NONCE, f"nonce {nonce}, account expects {account.nonce}")
@@ -175,54 +196,46 @@ class _Ledger:
 
 @dataclass(frozen=True)
 class UsefulGate:
-    """The gate for one block: the parent's parameters and their validation loss."""
+    """The useful-update gate for one block: the parent's parameters, their loss, and the set."""
 
     params: np.ndarray
     base_loss: float
+    X: np.ndarray
+    y: np.ndarray
 
 
-@functools.lru_cache(maxsize=_GATE_CACHE_ENTRIES)
-def _parent_loss(task: TaskSpec, params_bytes: bytes) -> float:
-    gate_set = validation_set(task)
-    return validation_loss(task, np.frombuffer(params_bytes, dtype=np.float32), gate_set.X, gate_set.y)
-
-
-def useful_gate(task: TaskSpec, params: np.ndarray) -> UsefulGate | None:
-    """The useful-update gate on parent ``params``, or None when the task has it off.
-
-    Raises
-    ------
-    ValueError
-        If this node's copy of the validation set does not hash to the task's
-        commitment: the node cannot validate the chain (not the block's fault).
-    """
-    if task.gate_examples == 0:
+def useful_gate(rules: ChainRules, params: np.ndarray) -> UsefulGate | None:
+    """The useful-update gate on parent ``params``, or None when the task has it off."""
+    if rules.gate_set is None:
         return None
     flat = np.ascontiguousarray(params, dtype=np.float32).reshape(-1)
-    return UsefulGate(flat, _parent_loss(task, flat.tobytes()))
+    gate_set = rules.gate_set
+    loss = validation_loss(rules.task, flat, gate_set.X, gate_set.y)
+    return UsefulGate(flat, loss, gate_set.X, gate_set.y)
 
 
-def _check_update(
-    tx: GradientUpdate,
-    height: int,
-    ctx: BlockContext,
-    param_count: int | None = None,
-    *,
-    gate: UsefulGate | None = None,
+def check_update(
+    view: ChainView, tx: GradientUpdate, *, gate: UsefulGate | None, param_count: int | None = None
 ) -> np.ndarray:
-    """The decoded update of ``tx`` after the ml checks; raises BlockRejected.
+    """The decoded update of ``tx`` for the block after ``view``'s parent, after the ml checks.
 
     ``gate`` is :func:`useful_gate` of the parent state; it must be given
     when the task has the gate on (the mempool passes the tip's).
+
+    Raises
+    ------
+    BlockRejected
+        With the code of the first check the update fails.
     """
-    task = ctx.task
+    task = view.rules.task
+    height = view.height + 1
     if param_count is None:
         param_count = task.param_count
-    if gate is None and task.gate_examples > 0:
-        raise ValueError("the task has a useful-update gate: pass useful_gate(task, parent params)")
+    if gate is None and view.rules.gate_set is not None:
+        raise ValueError("the task has a useful-update gate: pass useful_gate(rules, parent params)")
     try:
         check_staleness(tx.base_height, height, task.staleness_window)
-        if ctx.recent_hashes.get(tx.base_height) != tx.base_hash:
+        if hash_at_height(view, tx.base_height) != tx.base_hash:
             raise UpdateCheckError(
                 UpdateProblem.BAD_BASE, f"base hash is not the block at height {tx.base_height}"
             )
@@ -230,11 +243,53 @@ def _check_update(
         check_finite(vector)
         check_norm(vector, task.norm_bound)
         if gate is not None:
-            gate_set = validation_set(task)
-            check_useful(task, gate.params, vector, gate_set.X, gate_set.y, gate.base_loss)
+            check_useful(task, gate.params, vector, gate.X, gate.y, gate.base_loss)
     except UpdateCheckError as exc:
         raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
     return vector
+
+
+def apply_transfer(ledger: Ledger, tx: Transfer, chain_id: int) -> int:
+    """Move ``tx.amount`` from the sender to the recipient; return the fee it pays the miner."""
+    check_signature(tx, chain_id)
+    ledger.debit(tx.sender_address, tx.nonce, tx.amount + tx.fee)
+    ledger.credit(tx.to, tx.amount)
+    return tx.fee
+
+
+def apply_update(
+    ledger: Ledger, view: ChainView, tx: GradientUpdate, gate: UsefulGate | None, param_count: int
+) -> tuple[bytes, np.ndarray]:
+    """Check a gradient update and charge its fee; return its sender's address and its vector."""
+    check_signature(tx, view.rules.chain_id)
+    vector = check_update(view, tx, gate=gate, param_count=param_count)
+    sender = tx.sender_address  # a hash of the key: derive it once
+    ledger.debit(sender, tx.nonce, tx.fee)
+    return sender, vector
+
+
+# -- aggregation ---------------------------------------------------------------------------
+
+
+def max_byzantine(rule: str, n: int) -> int:
+    """The largest f ``rule`` can run with on ``n`` updates; -1 if it cannot run.
+
+    The task's f is the bound the chain keeps: a block whose updates are too
+    few for the rule to run with it leaves the model unchanged (see
+    :func:`aggregate_updates`).
+    """
+    base = rule.split("+")[-1]
+    if n <= 0:
+        return -1
+    if base == "mean":
+        return 0
+    if base in ("median", "trimmed_mean", "geomed", "centered_clip"):
+        return (n - 1) // 2
+    if base in ("krum", "multi_krum"):
+        return (n - 3) // 2 if n >= 3 else -1
+    if base == "bulyan":
+        return (n - 3) // 4 if n >= 3 else -1
+    raise BlockRejected(Reject.BAD_AGGREGATION, f"unknown aggregation rule {rule!r}")
 
 
 def aggregate_updates(
@@ -280,44 +335,42 @@ def aggregate_updates(
     return result, np.asarray(mask, dtype=bool)
 
 
-@dataclass(frozen=True)
-class Execution:
-    """The result of running a block's transactions on a parent state."""
-
-    state: State
-    undo: Undo
-    payouts: list[Payout]
-    accepted: np.ndarray  # one flag per gradient update, in block order
+# -- payouts -------------------------------------------------------------------------------
 
 
-def execute(
-    state: State, miner: bytes, txs: Sequence[Tx], ctx: BlockContext
-) -> Execution:
-    """Run the non-coinbase ``txs`` on ``state`` and pay ``miner``; no root checks.
+def payouts(task: TaskSpec, miner: bytes, fees: int, senders: Sequence[bytes], accepted: np.ndarray) -> list[Payout]:
+    """The coinbase's payouts: the miner first (reward and fees), then each counted update's sender."""
+    paid = [Payout(miner, task.block_reward + fees)]
+    paid += [Payout(sender, task.contributor_reward) for sender, ok in zip(senders, accepted, strict=True) if ok]
+    return paid
 
-    Shared by block validation and the miner's template, so both compute the
-    payouts and the post-state in exactly the same way.
+
+# -- the body: steps 3 to 5 ------------------------------------------------------------------
+
+
+def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -> Execution:
+    """Run the non-coinbase ``txs`` on ``state``, aggregate, and pay ``miner``; no root checks.
+
+    Shared by :func:`state_transition` and the miner's template, so both
+    compute the payouts and the post-state in exactly the same way.
     """
-    height = state.height + 1
-    task = ctx.task
-    ledger = _Ledger(state.accounts)
+    if state.height != view.height:
+        raise ValueError(f"the state is at height {state.height}, the view's parent at {view.height}")
+    rules = view.rules
+    task = rules.task
+    ledger = Ledger(state.accounts)
     param_count = task.param_count  # computed from the layer sizes on each access
     fees = 0
     updates: list[np.ndarray] = []
     senders: list[bytes] = []
-    gate = useful_gate(task, state.params) if any(isinstance(tx, GradientUpdate) for tx in txs) else None
+    gate = useful_gate(rules, state.params) if any(isinstance(tx, GradientUpdate) for tx in txs) else None
     for tx in txs:
         if isinstance(tx, Transfer):
-            check_signature(tx, ctx.chain_id)
-            ledger.debit(tx.sender_address, tx.nonce, tx.amount + tx.fee)
-            ledger.credit(tx.to, tx.amount)
-            fees += tx.fee
+            fees += apply_transfer(ledger, tx, rules.chain_id)
         elif isinstance(tx, GradientUpdate):
-            check_signature(tx, ctx.chain_id)
-            updates.append(_check_update(tx, height, ctx, param_count, gate=gate))
-            sender = tx.sender_address  # a hash of the key: derive it once
-            ledger.debit(sender, tx.nonce, tx.fee)
+            sender, vector = apply_update(ledger, view, tx, gate, param_count)
             senders.append(sender)
+            updates.append(vector)
             fees += tx.fee
         else:
             raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
@@ -327,23 +380,18 @@ def execute(
     version = state.model_version
     accepted = np.zeros(len(updates), dtype=bool)
     if updates:
-        result, accepted = aggregate_updates(
-            task, updates, state.last_aggregate, ctx.recent_hashes.get(height - 1)
-        )
+        result, accepted = aggregate_updates(task, updates, state.last_aggregate, hash_at_height(view, view.height))
         if result is not None:
             step = np.float32(task.server_lr) * result.astype(np.float32, copy=False)
             params = (state.params - step).astype(np.float32, copy=False)
             last_aggregate = result.astype(np.float32, copy=True)
             version += 1
 
-    payouts = [Payout(miner, task.block_reward + fees)]
-    payouts += [
-        Payout(sender, task.contributor_reward) for sender, ok in zip(senders, accepted, strict=True) if ok
-    ]
-    for payout in payouts:
+    paid = payouts(task, miner, fees, senders, accepted)
+    for payout in paid:
         ledger.credit(payout.address, payout.amount)
     new_state = State(
-        height=height,
+        height=state.height + 1,
         accounts=ledger.merged(),
         params=np.array(params, dtype=np.float32),
         last_aggregate=np.array(last_aggregate, dtype=np.float32),
@@ -356,25 +404,7 @@ def execute(
         model_version_before=state.model_version,
         accepted=tuple(bool(a) for a in accepted),
     )
-    return Execution(new_state, undo, payouts, accepted)
-
-
-def apply_block(state: State, block: Block, ctx: BlockContext) -> tuple[State, Undo]:
-    """Validate ``block`` on top of ``state`` and return the post-state and its undo."""
-    coinbase = validate_block(block, state.height + 1, ctx)
-    run = execute(state, coinbase.payouts[0].address, block.txs[1:], ctx)
-    if list(coinbase.payouts) != run.payouts:
-        raise BlockRejected(
-            Reject.BAD_COINBASE,
-            f"coinbase pays {[p.amount for p in coinbase.payouts]}, "
-            f"the block earns {[p.amount for p in run.payouts]}",
-        )
-    if run.state.root != block.state_root:
-        raise BlockRejected(
-            Reject.BAD_STATE_ROOT,
-            f"computed {run.state.root[::-1].hex()[:16]}, block has {block.state_root[::-1].hex()[:16]}",
-        )
-    return run.state, run.undo
+    return Execution(new_state, undo, paid, accepted)
 
 
 def undo_block(state: State, undo: Undo) -> State:

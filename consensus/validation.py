@@ -1,30 +1,22 @@
-"""Header rules: version, difficulty, proof of work, and time.
+"""Header rules: version, parent, difficulty, proof of work, and time.
 
-``validate_header`` checks a header against its parent alone, so a node can
-run it on headers before it has their bodies (headers-first sync).
+``validate_header`` checks a header against the branch it extends alone (a
+:class:`~consensus.view.ChainView`), so a node can run it on headers before it
+has their bodies (headers-first sync); :func:`consensus.transition.state_transition`
+runs it again as the first step of every block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from consensus.errors import BlockRejected, Reject
 from consensus.header import Header, header_hash
 from consensus.params import ChainParams
 from consensus.pow import check_proof_of_work, next_bits
+from consensus.view import ChainView, ancestor_times, anchor_time, parent_hash
 
 HEADER_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ParentInfo:
-    """The parent header, its height, and the times of the blocks ending at it."""
-
-    header: Header
-    height: int
-    hash: bytes
-    recent_times: Sequence[int]  # up to median_time_span times, oldest first, the parent's last
 
 
 def median_time_past(times: Sequence[int]) -> int:
@@ -49,26 +41,31 @@ def required_bits(params: ChainParams, *, anchor_time: int | None, parent_height
     return next_bits(params, anchor_time=anchor_time, parent_height=parent_height - 1, parent_time=parent_time)
 
 
-def validate_header(
-    header: Header, parent: ParentInfo, params: ChainParams, now: int, *, anchor_time: int | None
-) -> None:
-    """Raise ``BlockRejected`` unless ``header`` may extend ``parent`` at time ``now``.
+def expected_bits(view: ChainView) -> int:
+    """The bits the block after ``view``'s parent must carry (:func:`required_bits` on this branch)."""
+    parent = view.header_at(view.height)
+    return required_bits(
+        view.rules.params, anchor_time=anchor_time(view), parent_height=view.height, parent_time=parent.time
+    )
 
-    ``anchor_time`` is the time of block 1 on the parent's branch (None while
-    the parent is genesis): see :func:`required_bits`.
-    """
+
+def earliest_time(view: ChainView) -> int:
+    """The smallest time the block after ``view``'s parent may carry: one past the median time past."""
+    return median_time_past(ancestor_times(view, view.rules.params.median_time_span)) + 1
+
+
+def validate_header(view: ChainView, header: Header, now: int) -> None:
+    """Raise ``BlockRejected`` unless ``header`` may extend ``view``'s parent at time ``now``."""
+    params = view.rules.params
     if header.version != HEADER_VERSION:
         raise BlockRejected(Reject.BAD_VERSION, f"version {header.version}, expected {HEADER_VERSION}")
-    if header.prev != parent.hash:
+    if header.prev != parent_hash(view):
         raise BlockRejected(Reject.UNKNOWN_PARENT, "prev is not the given parent")
-    expected_bits = required_bits(
-        params, anchor_time=anchor_time, parent_height=parent.height, parent_time=parent.header.time
-    )
-    if header.bits != expected_bits:
-        raise BlockRejected(Reject.BAD_BITS, f"bits {header.bits:#010x}, retarget says {expected_bits:#010x}")
+    bits = expected_bits(view)
+    if header.bits != bits:
+        raise BlockRejected(Reject.BAD_BITS, f"bits {header.bits:#010x}, retarget says {bits:#010x}")
     check_proof_of_work(header_hash(header), header.bits, params)
-    window = list(parent.recent_times)[-params.median_time_span :]
-    mtp = median_time_past(window)
+    mtp = earliest_time(view) - 1
     if header.time <= mtp:
         raise BlockRejected(Reject.TIME_TOO_OLD, f"time {header.time} <= median time past {mtp}")
     if header.time > now + params.max_future_block_time_s:

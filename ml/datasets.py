@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ml.gate import GateSet, committed_gate_set
 from ml.tasks import TaskSpec
 
 TEST_FRACTION = 0.25
@@ -84,6 +85,22 @@ def load_dataset(spec: TaskSpec, *, csv_text: str | None = None) -> Dataset:
         return _load_digits(spec)
     closes = parse_price_csv(csv_text) if csv_text is not None else synthetic_prices(spec.data_seed)
     return price_dataset(spec.name, closes, spec.window)
+
+
+def load_gate_set(spec: TaskSpec) -> GateSet:
+    """The task's committed useful-update validation set, from its training split.
+
+    The node loads it once per chain and hands it to consensus
+    (:class:`consensus.view.ChainRules`), which reads no file itself.
+
+    Raises
+    ------
+    ValueError
+        If the task has no gate, or this copy of the data does not hash to the
+        task's commitment (:func:`ml.gate.committed_gate_set`).
+    """
+    dataset = load_dataset(spec)
+    return committed_gate_set(spec, dataset.X_train, dataset.y_train)
 
 
 def _load_digits(spec: TaskSpec) -> Dataset:

@@ -19,9 +19,10 @@ The validation set
     chronological split (stock) as well as a shuffled one (digits), and that
     depends on SHA-256 alone, not on numpy's random streams. The task commits
     the digest of the set (``gate_data_sha256``, see :func:`gate_digest`);
-    :func:`validation_set` refuses to build a set with another digest, so a
-    node whose sklearn copy or split drifted stops with a clear error instead
-    of forking.
+    :func:`committed_gate_set` refuses a set with another digest, so a node
+    whose sklearn copy or split drifted stops with a clear error instead of
+    forking. The node loads the split (:func:`ml.datasets.load_gate_set`)
+    and hands the set to consensus; nothing here reads a file.
 
 Bit-reproducible loss
     :func:`validation_loss` is a numba loop compiled with ``fastmath=False``
@@ -41,7 +42,6 @@ ml never imports consensus; ``consensus/transition.py`` maps
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import struct
@@ -57,10 +57,10 @@ from ml.tasks import TaskSpec
 __all__ = [
     "GateSet",
     "check_useful",
+    "committed_gate_set",
     "gate_digest",
     "gate_indices",
     "validation_loss",
-    "validation_set",
 ]
 
 GATE_DOMAIN = b"gradchain-gate-v1"  # prefix of the committed digest
@@ -273,39 +273,32 @@ def gate_digest(X: npt.NDArray[np.float32], y: npt.NDArray[np.float64]) -> str:
     return h.hexdigest()
 
 
-def build_gate_set(spec: TaskSpec) -> GateSet:
-    """The sample of the training split for ``spec.gate_examples``, unchecked against the commitment."""
-    from ml.datasets import load_dataset
+def committed_gate_set(
+    spec: TaskSpec, X_train: npt.NDArray[np.floating], y_train: npt.NDArray[np.generic]
+) -> GateSet:
+    """The task's gate set taken from its training split, checked against the commitment.
 
-    dataset = load_dataset(spec)
-    idx = gate_indices(dataset.X_train.shape[0], spec.gate_examples)
-    X = np.ascontiguousarray(dataset.X_train[idx], dtype=np.float32)
-    y = np.ascontiguousarray(np.asarray(dataset.y_train)[idx], dtype=np.float64)
-    X.setflags(write=False)
-    y.setflags(write=False)
-    return GateSet(X, y)
+    The caller loads the split (the node, through :func:`ml.datasets.load_gate_set`):
+    consensus reads no file. Read-only arrays, so a set shared by every check
+    cannot be changed by one of them.
 
-
-@functools.lru_cache(maxsize=8)
-def _cached_set(spec: TaskSpec) -> GateSet:
-    gate = build_gate_set(spec)
-    digest = gate_digest(gate.X, gate.y)
+    Raises
+    ------
+    ValueError
+        If the gate is off, or the sample does not hash to ``spec.gate_data_sha256``:
+        this copy of the data differs and cannot validate the chain.
+    """
+    if spec.gate_examples == 0:
+        raise ValueError(f"task {spec.name!r} has no useful-update gate")
+    idx = gate_indices(X_train.shape[0], spec.gate_examples)
+    X = np.ascontiguousarray(X_train[idx], dtype=np.float32)
+    y = np.ascontiguousarray(np.asarray(y_train)[idx], dtype=np.float64)
+    digest = gate_digest(X, y)
     if digest != spec.gate_data_sha256:
         raise ValueError(
             f"task {spec.name!r}: the gate's validation set hashes to {digest}, the task commits "
             f"{spec.gate_data_sha256}; this node's copy of the data differs and cannot validate the chain"
         )
-    return gate
-
-
-def validation_set(spec: TaskSpec) -> GateSet:
-    """The task's committed validation set, built once per process and task.
-
-    Raises
-    ------
-    ValueError
-        If the gate is off, or the built set does not hash to ``spec.gate_data_sha256``.
-    """
-    if spec.gate_examples == 0:
-        raise ValueError(f"task {spec.name!r} has no useful-update gate")
-    return _cached_set(spec)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return GateSet(X, y)

@@ -24,16 +24,30 @@ from consensus.header import Header, hash_hex
 from consensus.params import ChainParams, get_params
 from consensus.pow import work
 from consensus.state import State
-from consensus.transition import BlockContext, Undo, apply_block, undo_block, validate_block
+from consensus.transition import Undo, state_transition, undo_block, validate_block
 from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
-from consensus.validation import ParentInfo, required_bits, validate_header
-from ml.tasks import TaskSpec, builtin_task
+from consensus.validation import earliest_time, validate_header
+from consensus.view import BranchView, ChainRules
+from ml.datasets import load_gate_set
+from ml.tasks import TaskSpec
+from node.limits import MAX_LOCATOR_HASHES
 from node.storage import BlockStatus, IndexRow, Storage, StorageError
 
 log = logging.getLogger("gradchain.chain")
 
 DB_NAME = "chain.sqlite"
-MAX_LOCATOR_HASHES = 64  # enough to locate a fork anywhere in 2**50 blocks
+
+
+def chain_rules(network: ChainParams, task: TaskSpec) -> ChainRules:
+    """The rules of ``task``'s chain on ``network``, with the data they read loaded from disk.
+
+    The one place the node turns a genesis into consensus inputs: the
+    network's parameters with the task's block time, the task, and its
+    committed validation set when the useful-update gate is on (a
+    ``ValueError`` if this node's copy of the data does not match).
+    """
+    gate_set = load_gate_set(task) if task.gate_examples > 0 else None
+    return ChainRules(chain_params_for(network, task), task, gate_set)
 
 
 @dataclass
@@ -74,7 +88,8 @@ class ChainState:
         self.storage = storage
         self.network = network
         self.task = task
-        self.params = chain_params_for(network, task)
+        self.rules = chain_rules(network, task)
+        self.params = self.rules.params
         self.genesis = genesis
         self.chain_id = network.chain_id
         self.index: dict[bytes, IndexEntry] = {}
@@ -199,44 +214,24 @@ class ChainState:
                 break
         return [self.index[h].header for h in self.main[start + 1 : start + 1 + limit]]
 
-    def recent_hashes(self, chain: list[bytes], height: int) -> dict[int, bytes]:
-        """Hashes of the staleness window below ``height`` on ``chain``."""
-        lo = max(0, height - self.task.staleness_window)
-        return {h: chain[h] for h in range(lo, min(height, len(chain)))}
-
-    def context(self, chain: list[bytes], height: int) -> BlockContext:
-        return BlockContext(self.chain_id, self.task, self.recent_hashes(chain, height))
-
-    def parent_info(self, parent: IndexEntry) -> ParentInfo:
-        times: list[int] = []
-        entry: IndexEntry | None = parent
-        while entry is not None and len(times) < self.params.median_time_span:
-            times.append(entry.header.time)
-            entry = self.index.get(entry.prev) if entry.height > 0 else None
-        return ParentInfo(parent.header, parent.height, parent.hash, list(reversed(times)))
-
-    def anchor_time(self, parent: IndexEntry) -> int | None:
-        """Time of block 1 on ``parent``'s branch (the retarget's anchor)."""
-        if parent.height == 0:
-            return None
+    def view_of(self, parent: IndexEntry) -> BranchView:
+        """The branch from genesis to ``parent``, which a block on ``parent`` extends."""
         if self.is_main(parent.hash):
-            return self.index[self.main[1]].header.time
-        entry = parent
-        while entry.height > 1:
-            entry = self.index[entry.prev]
-        return entry.header.time
+            return BranchView(self.rules, parent.height, self.main, self._header_of)
+        fork_height, branch = self._branch_to(parent)
+        hashes = [*self.main[: fork_height + 1], *(e.hash for e in branch)]
+        return BranchView(self.rules, parent.height, hashes, self._header_of)
 
-    def next_bits(self) -> int:
-        tip = self.tip
-        return required_bits(
-            self.params, anchor_time=self.anchor_time(tip), parent_height=tip.height, parent_time=tip.header.time
-        )
+    def tip_view(self) -> BranchView:
+        """The main chain, which the next block on the tip extends."""
+        return BranchView(self.rules, self.height, self.main, self._header_of)
+
+    def _header_of(self, block_hash: bytes) -> Header:
+        return self.index[block_hash].header
 
     def min_next_time(self) -> int:
         """The smallest time a block on the current tip may carry."""
-        info = self.parent_info(self.tip)
-        ordered = sorted(info.recent_times)
-        return ordered[len(ordered) // 2] + 1
+        return earliest_time(self.tip_view())
 
     # -- accepting headers and blocks --------------------------------------------------
     def accept_header(self, header: Header, now: int) -> IndexEntry:
@@ -252,7 +247,7 @@ class ChainState:
             raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
         if parent.status == BlockStatus.INVALID:
             raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
-        validate_header(header, self.parent_info(parent), self.params, now, anchor_time=self.anchor_time(parent))
+        validate_header(self.view_of(parent), header, now)
         entry = IndexEntry(
             block_hash, header, parent.height + 1, parent.chain_work + work(header.bits), BlockStatus.HEADER
         )
@@ -278,7 +273,7 @@ class ChainState:
         with self.storage.group():
             entry = self.accept_header(block.header, now)
             try:
-                validate_block(block, entry.height, self.context(self.main, entry.height))
+                validate_block(self.rules, block, entry.height)
             except BlockRejected as exc:
                 if exc.code in (Reject.BAD_TX_ROOT,):
                     # The body does not match the header: the header may still be fine.
@@ -293,14 +288,14 @@ class ChainState:
             if best.chain_work <= self.tip.chain_work:
                 return Connected(block_hash, entry.height, "side")
             if best is entry:
-                result = self._activate(entry, block)
+                result = self._activate(entry, block, now)
             else:
                 # This body completes a branch whose later bodies came first (a block
                 # announced before sync fetched its ancestors): connect up to the best.
                 body = self.get_block(best.hash)
                 assert body is not None
                 try:
-                    result = self._activate(best, body)
+                    result = self._activate(best, body, now)
                 except BlockRejected:
                     if entry.status == BlockStatus.INVALID:
                         raise  # the block we were given is itself at fault
@@ -317,7 +312,7 @@ class ChainState:
                 body = self.get_block(child.hash)
                 assert body is not None
                 try:
-                    more = self._activate(child, body)
+                    more = self._activate(child, body, now)
                 except BlockRejected:  # the child is now marked invalid; our block stands
                     break
                 if more.status not in ("connected", "reorg"):
@@ -390,7 +385,7 @@ class ChainState:
         branch.reverse()
         return cursor.height, branch
 
-    def _activate(self, entry: IndexEntry, new_block: Block) -> Connected:
+    def _activate(self, entry: IndexEntry, new_block: Block, now: int) -> Connected:
         """Make ``entry`` the tip: disconnect to the fork, connect the branch."""
         fork_height, branch = self._branch_to(entry)
         for item in branch:
@@ -421,7 +416,8 @@ class ChainState:
             block = new_block if item.hash == entry.hash else self.get_block(item.hash)
             assert block is not None
             try:
-                new_state, undo = apply_block(state, block, self.context(chain, item.height))
+                view = BranchView(self.rules, item.height - 1, chain, self._header_of)
+                new_state, undo = state_transition(view, state, block, now)
             except BlockRejected as exc:
                 # The block and everything built on it can never connect.
                 for invalid in branch[branch.index(item) :]:
@@ -483,9 +479,3 @@ def _outcomes(block: Block, undo: Undo, after: State) -> list[tuple[bytes, bool 
     if after.model_version == undo.model_version_before:
         return [(sender, None) for sender in senders]
     return list(zip(senders, undo.accepted, strict=True))
-
-
-def open_or_create(datadir: pathlib.Path, network: str, task_name: str) -> ChainState:
-    if (datadir / DB_NAME).exists():
-        return ChainState.open(datadir)
-    return ChainState.create(datadir, network, builtin_task(task_name))

@@ -36,28 +36,19 @@ from typing import Protocol
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.state import Account, State
-from consensus.transition import BlockContext, _check_update, useful_gate
+from consensus.transition import check_update, useful_gate
 from consensus.tx import GradientUpdate, SignedTx, Transfer, Tx, check_signature, txid
-from ml.tasks import TaskSpec
+from consensus.view import ChainView
 from node import limits
 
 
-class ChainView(Protocol):
+class PoolChain(Protocol):
     """What the mempool reads of the chain; ``node.chainstate.ChainState`` is one."""
 
     @property
     def state(self) -> State: ...
 
-    @property
-    def chain_id(self) -> int: ...
-
-    @property
-    def task(self) -> TaskSpec: ...
-
-    @property
-    def main(self) -> list[bytes]: ...
-
-    def context(self, chain: list[bytes], height: int) -> BlockContext: ...
+    def tip_view(self) -> ChainView: ...
 
 
 class PolicyReason(enum.Enum):
@@ -121,11 +112,12 @@ def _priority(entry: PoolEntry) -> tuple[Fraction, float, bytes]:
 
 
 def _check_against_tip(
-    tx: SignedTx, account: Account, pending: Sequence[PoolEntry], chain: ChainView, *, signature: bool
+    tx: SignedTx, account: Account, pending: Sequence[PoolEntry], chain: PoolChain, *, signature: bool
 ) -> None:
     """The consensus rules for ``tx`` as the next of ``pending`` on the tip; raises BlockRejected."""
+    view = chain.tip_view()  # the branch the next block extends
     if signature:
-        check_signature(tx, chain.chain_id)
+        check_signature(tx, view.rules.chain_id)
     expected = account.nonce + len(pending)
     if tx.nonce != expected:
         raise BlockRejected(Reject.BAD_NONCE, f"nonce {tx.nonce}, the pool expects {expected}")
@@ -135,9 +127,8 @@ def _check_against_tip(
             Reject.INSUFFICIENT_FUNDS, f"pooled spends {spend} exceed the balance {account.balance}"
         )
     if isinstance(tx, GradientUpdate):
-        height = chain.state.height + 1  # the block this update could go into
-        gate = useful_gate(chain.task, chain.state.params)  # the tip is the next block's parent
-        _check_update(tx, height, chain.context(chain.main, height), gate=gate)
+        gate = useful_gate(view.rules, chain.state.params)  # the tip is the next block's parent
+        check_update(view, tx, gate=gate)
 
 
 class Mempool:
@@ -184,12 +175,12 @@ class Mempool:
         """The sender's pooled transactions (by address), in nonce order."""
         return list(self._by_sender.get(sender, ()))
 
-    def next_nonce(self, sender: builtins.bytes, chain: ChainView) -> int:
+    def next_nonce(self, sender: builtins.bytes, chain: PoolChain) -> int:
         """The nonce the sender's next transaction needs, counting its pooled ones."""
         return chain.state.account(sender).nonce + len(self._by_sender.get(sender, ()))
 
     # -- adding -----------------------------------------------------------------------------
-    def add(self, raw: builtins.bytes, tx: Tx, chain: ChainView, now: float) -> AddResult:
+    def add(self, raw: builtins.bytes, tx: Tx, chain: PoolChain, now: float) -> AddResult:
         """Validate ``tx`` (decoded from ``raw``) on the tip and pool it.
 
         Raises
@@ -202,7 +193,7 @@ class Mempool:
         """
         return self._admit(raw, tx, chain, now, signature=True)
 
-    def _admit(self, raw: builtins.bytes, tx: Tx, chain: ChainView, now: float, *, signature: bool) -> AddResult:
+    def _admit(self, raw: builtins.bytes, tx: Tx, chain: PoolChain, now: float, *, signature: bool) -> AddResult:
         tx_id = txid(raw)
         if tx_id in self._entries:
             return AddResult(tx_id, added=False)
@@ -334,7 +325,7 @@ class Mempool:
                 chain_ = self._by_sender.get(sender)
         return removed
 
-    def revalidate(self, chain: ChainView) -> list[builtins.bytes]:
+    def revalidate(self, chain: PoolChain) -> list[builtins.bytes]:
         """Re-check every pooled tx on the current tip; drop what no longer fits.
 
         Signatures do not depend on the tip and are not re-checked; nonces,
@@ -360,7 +351,7 @@ class Mempool:
                     break
         return removed
 
-    def readd(self, blocks: Iterable[Block], chain: ChainView, now: float) -> list[builtins.bytes]:
+    def readd(self, blocks: Iterable[Block], chain: PoolChain, now: float) -> list[builtins.bytes]:
         """Return the txs of blocks a reorg disconnected to the pool, on the new tip.
 
         The pool is rebuilt from those txs and the pooled ones, in nonce
@@ -392,7 +383,7 @@ class Mempool:
         return [t for t in readded if t in self._entries]
 
     def update_tip(
-        self, chain: ChainView, *, connected: Sequence[Block], disconnected: Sequence[Block], now: float
+        self, chain: PoolChain, *, connected: Sequence[Block], disconnected: Sequence[Block], now: float
     ) -> None:
         """Follow a tip change (``ChainState.accept_block``'s ``Connected``) in the right order."""
         for block in connected:

@@ -80,20 +80,18 @@ def latest_block_time(drift_s: int) -> int:
 def make_template(node: Any) -> Block:
     """On the chain thread: a block on the tip with the best mempool txs, paying this node."""
     chain = node.chain
-    tip = chain.tip
     miner = address_bytes(node.keypair.public)
     picked = node.mempool.select(
         max_updates=chain.task.max_updates_per_block, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES
     )
     txs = [tx for _, tx in picked]
     block_time = max(int(time.time()), chain.min_next_time())
-    ctx = chain.context(chain.main, tip.height + 1)
-    bits = chain.next_bits()
+    view = chain.tip_view()
     try:
-        block, _ = build_block(chain.state, tip.hash, txs, ctx, miner=miner, time=block_time, bits=bits)
+        block, _ = build_block(view, chain.state, txs, miner=miner, time=block_time)
     except BlockRejected as exc:
         log.warning("template without mempool txs: %s", exc)
-        block, _ = build_block(chain.state, tip.hash, [], ctx, miner=miner, time=block_time, bits=bits)
+        block, _ = build_block(view, chain.state, [], miner=miner, time=block_time)
     return block
 
 

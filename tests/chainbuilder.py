@@ -2,8 +2,11 @@
 
 ``ChainBuilder`` keeps the states of one branch and mines blocks on top of
 any of them, so a test can build forks, valid blocks and blocks that break
-exactly one rule (``tamper`` re-commits the header so only the intended rule
-fails).
+exactly one rule (``recommit`` re-commits the header so only the intended rule
+fails). It judges blocks with the node's own glue: the rules come from
+:func:`node.chainstate.chain_rules`, the branch is a
+:class:`consensus.view.BranchView`, and every block goes through
+:func:`consensus.transition.state_transition`, header rules included.
 """
 
 from __future__ import annotations
@@ -18,18 +21,19 @@ import numpy as np
 from consensus import header as header_codec
 from consensus.block import Block, commitment
 from consensus.errors import BlockRejected, Reject
-from consensus.genesis import GENESIS_TIME, chain_params_for, make_genesis
+from consensus.genesis import GENESIS_TIME, make_genesis
 from consensus.hashing import search_nonce
 from consensus.merkle import merkle_root
 from consensus.params import REGTEST, ChainParams
 from consensus.pow import bits_to_target
 from consensus.state import State
 from consensus.template import build_block
-from consensus.transition import BlockContext, apply_block
+from consensus.transition import state_transition
 from consensus.tx import Coinbase, GradientUpdate, Payout, Transfer, Tx, encode_tx, sign_tx, txid
-from consensus.validation import ParentInfo
+from consensus.view import BranchView
 from ml.codec import encode_update
 from ml.tasks import TaskSpec, builtin_task
+from node.chainstate import chain_rules
 from wallet import KeyPair, address_bytes, keypair_from_seed
 
 BLOCK_SPACING_S = 5
@@ -104,11 +108,13 @@ class ChainBuilder:
     """A regtest chain kept in memory: ``states[h]`` and ``blocks[h]`` on one branch."""
 
     def __init__(self, task: TaskSpec | None = None, params: ChainParams = REGTEST) -> None:
-        self.task = task or builtin_task("digits")
-        self.params = chain_params_for(params, self.task)
+        self.rules = chain_rules(params, task or builtin_task("digits"))
+        self.task = self.rules.task
+        self.params = self.rules.params
         genesis, state = make_genesis(self.params, self.task)
         self.blocks: list[Block] = [genesis]
         self.states: list[State] = [state]
+        self.headers: dict[bytes, header_codec.Header] = {genesis.hash: genesis.header}  # every branch's
         self.miner = key(0)
 
     @property
@@ -119,22 +125,15 @@ class ChainBuilder:
     def state(self) -> State:
         return self.states[-1]
 
-    def context(self, height: int | None = None) -> BlockContext:
-        height = len(self.blocks) if height is None else height
-        lo = max(0, height - self.task.staleness_window)
-        hashes = {h: self.blocks[h].hash for h in range(lo, height)}
-        return BlockContext(self.params.chain_id, self.task, hashes)
-
-    def parent_info(self) -> ParentInfo:
-        """The tip as the parent of the next header, with its last median-time-span times."""
-        span = self.params.median_time_span
-        times = [b.header.time for b in self.blocks[-span:]]
-        return ParentInfo(self.tip.header, len(self.blocks) - 1, self.tip.hash, times)
+    def view(self) -> BranchView:
+        """This branch as the next block sees it: the rules and every block up to the tip."""
+        return BranchView(self.rules, len(self.blocks) - 1, [b.hash for b in self.blocks], self.headers.__getitem__)
 
     def fork(self, height: int) -> ChainBuilder:
         """A copy of this builder cut back to ``height``."""
         other = ChainBuilder.__new__(ChainBuilder)
-        other.task, other.params, other.miner = self.task, self.params, self.miner
+        other.rules, other.task, other.params, other.miner = self.rules, self.task, self.params, self.miner
+        other.headers = self.headers
         other.blocks = self.blocks[: height + 1]
         other.states = self.states[: height + 1]
         return other
@@ -146,22 +145,21 @@ class ChainBuilder:
                  extra: bytes = b"") -> Block:
         """A valid, mined next block with ``txs``, not yet added."""
         block, _ = build_block(
+            self.view(),
             self.state,
-            self.tip.hash,
             list(txs),
-            self.context(),
             miner=address_bytes((miner or self.miner).public),
             time=self.next_time() if time is None else time,
-            bits=self.params.genesis_bits,
             extra=extra,
         )
         return mine(block)
 
-    def add(self, block: Block) -> State:
-        """Validate ``block`` on the tip and append it."""
-        state, _ = apply_block(self.state, block, self.context())
+    def add(self, block: Block, now: int | None = None) -> State:
+        """Validate ``block`` on the tip (at time ``now``, default the block's own) and append it."""
+        state, _ = state_transition(self.view(), self.state, block, block.header.time if now is None else now)
         self.blocks.append(block)
         self.states.append(state)
+        self.headers[block.hash] = block.header
         return state
 
     def extend(

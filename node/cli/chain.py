@@ -147,10 +147,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
             txs.append(sign_tx(update, keypair, chain.chain_id))
         now = int(time.time())
         block_time = max(now, chain.min_next_time())
-        template, _ = build_block(
-            chain.state, tip.hash, txs, chain.context(chain.main, tip.height + 1),
-            miner=miner, time=block_time, bits=chain.next_bits(),
-        )
+        template, _ = build_block(chain.tip_view(), chain.state, txs, miner=miner, time=block_time)
         started = time.perf_counter()
         block = solve(template, threads=args.threads)
         assert block is not None

@@ -33,7 +33,7 @@ from consensus.encoding import pack
 from consensus.errors import BlockRejected, Reject
 from consensus.params import TESTNET
 from consensus.state import State
-from consensus.transition import apply_block
+from consensus.transition import state_transition
 from consensus.tx import (
     MAX_AMOUNT,
     MAX_TX_BYTES,
@@ -135,7 +135,7 @@ def test_wrong_state_root_is_bad_state_root(cb: ChainBuilder) -> None:
 def test_state_root_differing_by_one_ulp_of_one_parameter_is_rejected(cb: ChainBuilder) -> None:
     """The root commits to the model's bits: one parameter one ULP off is a different state."""
     valid = cb.template([cb.update(ALICE)])
-    right, _ = apply_block(cb.state, valid, cb.context())
+    right, _ = state_transition(cb.view(), cb.state, valid, valid.header.time)
     params = right.params.copy()
     params[0] = np.nextafter(params[0], np.float32(np.inf))
     nudged = State(right.height, right.accounts, params, right.last_aggregate.copy(), right.model_version)
@@ -228,10 +228,9 @@ def test_one_update_above_the_task_limit_is_too_many_updates() -> None:
     relaxed = ChainBuilder(dataclasses.replace(ChainBuilder().task, max_updates_per_block=limit + 1))
     relaxed.extend(1)
     block = relaxed.template([relaxed.update(key(10 + i), seed=i) for i in range(limit + 1)])
-    strict_ctx = dataclasses.replace(
-        relaxed.context(), task=dataclasses.replace(relaxed.task, max_updates_per_block=limit)
-    )
-    code = rejection(lambda: apply_block(relaxed.state, block, strict_ctx))
+    strict_task = dataclasses.replace(relaxed.task, max_updates_per_block=limit)
+    strict = dataclasses.replace(relaxed.view(), rules=dataclasses.replace(relaxed.rules, task=strict_task))
+    code = rejection(lambda: state_transition(strict, relaxed.state, block, block.header.time))
     assert code is Reject.TOO_MANY_UPDATES
     relaxed.add(block)
 

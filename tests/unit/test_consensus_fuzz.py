@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from consensus.block import Block, decode_block
 from consensus.errors import BlockRejected
+from consensus.genesis import GENESIS_TIME
 from consensus.header import U32_MAX, Header
 from consensus.state import State, compute_state_root
-from consensus.transition import apply_block, undo_block
+from consensus.transition import state_transition, undo_block
 from consensus.tx import (
     MAX_AMOUNT,
     GradientUpdate,
@@ -51,6 +52,7 @@ from wallet import KeyPair
 _T = TypeVar("_T")
 MINER = key(0)
 ALICE = key(1)
+NOW = GENESIS_TIME + 10**6  # the clock of the node judging the blocks: after every block built here
 
 
 def _int8_with_chunk(cb: ChainBuilder, chunk: int) -> GradientUpdate:
@@ -195,7 +197,7 @@ def leaf_mutation(draw: st.DrawFn, raw: bytes) -> bytes:
 def _apply_if_decodes(cb: ChainBuilder, raw_block: bytes) -> None:
     block = only_rejected(lambda: decode_block(raw_block))
     if isinstance(block, Block):
-        only_rejected(lambda: apply_block(cb.state, block, cb.context()))
+        only_rejected(lambda: state_transition(cb.view(), cb.state, block, NOW))
 
 
 @FUZZ_SETTINGS
@@ -226,7 +228,7 @@ def test_mutated_transactions_are_rejected_or_applied_never_crash(
     txs = list(block.txs)
     txs[index] = tx
     rebuilt = recommit(block, txs)
-    only_rejected(lambda: apply_block(cb.state, rebuilt, cb.context()))
+    only_rejected(lambda: state_transition(cb.view(), cb.state, rebuilt, NOW))
     _apply_if_decodes(cb, rebuilt.encode())
 
 
@@ -316,11 +318,11 @@ def _make_transfer(cb: ChainBuilder, spec: tuple[Any, ...], nonces: dict[bytes, 
 def _check_deterministic(cb: ChainBuilder, block: Block) -> None:
     """Same root on every application and on a copied parent; undo restores the parent bit for bit."""
     parent = cb.state
-    after, undo = apply_block(parent, block, cb.context())
-    again, _ = apply_block(parent, block, cb.context())
+    after, undo = state_transition(cb.view(), parent, block, NOW)
+    again, _ = state_transition(cb.view(), parent, block, NOW)
     copied = State(parent.height, dict(parent.accounts), parent.params.copy(), parent.last_aggregate.copy(),
                    parent.model_version)
-    on_copy, _ = apply_block(copied, decode_block(block.encode()), cb.context())
+    on_copy, _ = state_transition(cb.view(), copied, decode_block(block.encode()), NOW)
     assert after.root == again.root == on_copy.root == block.state_root
     assert_same_state(after, on_copy)
     restored = undo_block(after, undo)
@@ -362,7 +364,7 @@ def test_fuzzed_blocks_are_rejected_or_deterministic(
         fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | GradientUpdate))
         payouts = None if cb.task.block_reward + fees <= MAX_AMOUNT else [Payout(addr(MINER), MAX_AMOUNT)]
         forged = cb.forge(txs, payouts=payouts)
-        assert only_rejected(lambda: apply_block(cb.state, forged, cb.context())) is None
+        assert only_rejected(lambda: state_transition(cb.view(), cb.state, forged, NOW)) is None
 
 
 # -- 3. chain state --------------------------------------------------------------------------

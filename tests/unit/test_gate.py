@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 
 from consensus.errors import Reject
+from consensus.params import REGTEST
 from consensus.state import State
-from consensus.transition import BlockContext
 from consensus.tx import encode_tx
+from consensus.view import BranchView, ChainRules
 from ml import gate
 from ml.checks import UpdateCheckError, UpdateProblem
+from ml.datasets import load_dataset, load_gate_set
 from ml.models import init_params, loss_and_grad
 from ml.tasks import TaskSpec, builtin_task
 from node.mempool import Mempool
@@ -35,11 +37,19 @@ NOW = 1_700_000_000.0
 ALICE = key(1)
 
 
+def gate_sample(task: TaskSpec, examples: int) -> gate.GateSet:
+    """The gate's sample of ``task``'s training split, not checked against any commitment."""
+    data = load_dataset(task)
+    idx = gate.gate_indices(data.X_train.shape[0], examples)
+    return gate.GateSet(data.X_train[idx].astype(np.float32), np.asarray(data.y_train)[idx].astype(np.float64))
+
+
 def gated(task: TaskSpec, examples: int = GATE_EXAMPLES, tolerance: float = TOLERANCE) -> TaskSpec:
     """``task`` with the gate on, committing the digest of the set it builds."""
-    probe = dataclasses.replace(task, gate_examples=examples, gate_tolerance=tolerance, gate_data_sha256="0" * 64)
-    built = gate.build_gate_set(probe)
-    return dataclasses.replace(probe, gate_data_sha256=gate.gate_digest(built.X, built.y))
+    built = gate_sample(task, examples)
+    return dataclasses.replace(
+        task, gate_examples=examples, gate_tolerance=tolerance, gate_data_sha256=gate.gate_digest(built.X, built.y)
+    )
 
 
 def oracle_loss(spec: TaskSpec, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
@@ -71,7 +81,7 @@ def digits_gated() -> TaskSpec:
 @pytest.mark.parametrize("name", ["digits", "stock"])
 def test_validation_loss_matches_a_numpy_oracle(name: str) -> None:
     spec = gated(builtin_task(name))
-    gs = gate.validation_set(spec)
+    gs = load_gate_set(spec)
     rng = np.random.default_rng(3)
     for params in (init_params(spec), init_params(spec) + rng.normal(0, 0.1, spec.param_count).astype(np.float32)):
         ours = gate.validation_loss(spec, params, gs.X, gs.y)
@@ -81,7 +91,7 @@ def test_validation_loss_matches_a_numpy_oracle(name: str) -> None:
 
 
 def test_validation_loss_has_the_same_bits_every_call(digits_gated: TaskSpec) -> None:
-    gs = gate.validation_set(digits_gated)
+    gs = load_gate_set(digits_gated)
     params = init_params(digits_gated)
     first = gate.validation_loss(digits_gated, params, gs.X, gs.y).hex()
     copies = (params.copy(), np.asfortranarray(params), params[::-1].copy()[::-1])
@@ -101,7 +111,7 @@ def test_hand_written_exp_and_log_stay_within_a_few_ulps() -> None:
 
 
 def test_validation_loss_refuses_shapes_that_do_not_fit(digits_gated: TaskSpec) -> None:
-    gs = gate.validation_set(digits_gated)
+    gs = load_gate_set(digits_gated)
     params = init_params(digits_gated)
     with pytest.raises(ValueError, match="params"):
         gate.validation_loss(digits_gated, params[:-1], gs.X, gs.y)
@@ -112,7 +122,7 @@ def test_validation_loss_refuses_shapes_that_do_not_fit(digits_gated: TaskSpec) 
 
 
 def test_check_useful_passes_a_descent_step_and_refuses_its_reverse(digits_gated: TaskSpec) -> None:
-    gs = gate.validation_set(digits_gated)
+    gs = load_gate_set(digits_gated)
     params = init_params(digits_gated)
     base = gate.validation_loss(digits_gated, params, gs.X, gs.y)
     _, grad = loss_and_grad(digits_gated, params, gs.X, gs.y)
@@ -124,7 +134,7 @@ def test_check_useful_passes_a_descent_step_and_refuses_its_reverse(digits_gated
 
 
 def test_check_useful_limit_is_inclusive_and_relative(digits_gated: TaskSpec) -> None:
-    gs = gate.validation_set(digits_gated)
+    gs = load_gate_set(digits_gated)
     params = init_params(digits_gated)
     zero = np.zeros_like(params)
     loss = gate.validation_loss(digits_gated, params, gs.X, gs.y)
@@ -147,9 +157,27 @@ def test_gate_set_is_a_fixed_hash_ranked_sample() -> None:
 def test_a_set_that_does_not_match_the_commitment_is_a_clear_error() -> None:
     wrong = dataclasses.replace(gated(builtin_task("digits"), examples=30), gate_data_sha256="ab" * 32)
     with pytest.raises(ValueError, match="hashes to .* commits"):
-        gate.validation_set(wrong)
+        load_gate_set(wrong)
     with pytest.raises(ValueError, match="no useful-update gate"):
-        gate.validation_set(builtin_task("digits"))
+        load_gate_set(builtin_task("digits"))
+
+
+def test_the_rules_carry_the_set_exactly_when_the_gate_is_on(digits_gated: TaskSpec) -> None:
+    """Consensus reads the set from the rules the node loaded; a mismatch is refused up front."""
+    loaded = load_gate_set(digits_gated)
+    assert ChainRules(REGTEST, digits_gated, loaded).gate_set is loaded
+    with pytest.raises(ValueError, match="gate is on"):
+        ChainRules(REGTEST, digits_gated, None)
+    with pytest.raises(ValueError, match="gate is on"):
+        ChainRules(REGTEST, builtin_task("digits"), loaded)
+
+
+def test_the_loaded_set_is_read_only(digits_gated: TaskSpec) -> None:
+    gs = load_gate_set(digits_gated)
+    with pytest.raises(ValueError):
+        gs.X[0, 0] = 1.0
+    with pytest.raises(ValueError):
+        gs.y[0] = 1.0
 
 
 def test_task_round_trips_with_the_gate_fields(digits_gated: TaskSpec) -> None:
@@ -181,10 +209,7 @@ def test_invalid_gate_fields_raise_naming_the_field(
 
 def descent_update(cb: ChainBuilder, scale: float) -> np.ndarray:
     """``scale`` times the gradient of the gate set's loss at the tip: helpful for scale > 0."""
-    probe = dataclasses.replace(
-        cb.task, gate_examples=GATE_EXAMPLES, gate_tolerance=TOLERANCE, gate_data_sha256="0" * 64
-    )
-    gs = gate.build_gate_set(probe)
+    gs = gate_sample(cb.task, GATE_EXAMPLES)
     _, grad = loss_and_grad(cb.task, cb.state.params, gs.X, gs.y)
     return (np.float32(scale) * grad).astype(np.float32)
 
@@ -206,7 +231,7 @@ def test_with_the_gate_off_a_useless_update_is_applied() -> None:
 
 @dataclass
 class BuilderView:
-    """The builder's tip seen as the mempool's ChainView."""
+    """The builder's tip seen as the mempool's PoolChain."""
 
     cb: ChainBuilder
 
@@ -214,20 +239,8 @@ class BuilderView:
     def state(self) -> State:
         return self.cb.state
 
-    @property
-    def chain_id(self) -> int:
-        return self.cb.params.chain_id
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.cb.task
-
-    @property
-    def main(self) -> list[bytes]:
-        return [b.hash for b in self.cb.blocks]
-
-    def context(self, chain: list[bytes], height: int) -> BlockContext:
-        return self.cb.context(height)
+    def tip_view(self) -> BranchView:
+        return self.cb.view()
 
 
 def test_the_mempool_applies_the_gate_on_the_tip(digits_gated: TaskSpec) -> None:

@@ -1,9 +1,9 @@
 """Header rules: each test builds a header that breaks exactly one rule.
 
-The header rules need only the parent (headers-first sync runs them before a
-body arrives), so most tests call ``validate_header`` with the builder's tip
-as the parent; the rules that need the node's block index (unknown parent,
-known-invalid parent) go through ``ChainState``.
+The header rules need only the branch up to the parent (headers-first sync
+runs them before a body arrives), so most tests call ``validate_header`` with
+the builder's view of its tip; the rules that need the node's block index
+(unknown parent, known-invalid parent) go through ``ChainState``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from consensus.genesis import GENESIS_TIME
 from consensus.header import Header, header_hash
 from consensus.params import REGTEST
 from consensus.pow import bits_to_target, hash_to_int
-from consensus.validation import HEADER_VERSION, ParentInfo, median_time_past, validate_header
+from consensus.validation import HEADER_VERSION, median_time_past, validate_header
 from node.chainstate import ChainState
 from node.storage import BlockStatus
 from tests.chainbuilder import BLOCK_SPACING_S, ChainBuilder, covers, mine, recommit, rejection
@@ -49,8 +49,8 @@ def next_header(cb: ChainBuilder, **changes: Any) -> Header:
     return passing_nonce(header, passes=True)
 
 
-def check(cb: ChainBuilder, header: Header, now: int = NOW, parent: ParentInfo | None = None) -> None:
-    validate_header(header, parent or cb.parent_info(), cb.params, now, anchor_time=GENESIS_TIME)
+def check(cb: ChainBuilder, header: Header, now: int = NOW) -> None:
+    validate_header(cb.view(), header, now)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +81,9 @@ def test_bits_other_than_the_retarget_are_bad_bits(cb: ChainBuilder) -> None:
 
 def test_bits_easier_than_the_pow_limit_are_bad_bits(cb: ChainBuilder) -> None:
     params = dataclasses.replace(cb.params, genesis_bits=EASIER_THAN_LIMIT_BITS)
+    view = dataclasses.replace(cb.view(), rules=dataclasses.replace(cb.rules, params=params))
     header = next_header(cb, bits=EASIER_THAN_LIMIT_BITS)
-    code = rejection(
-        lambda: validate_header(header, cb.parent_info(), params, NOW, anchor_time=GENESIS_TIME)
-    )
+    code = rejection(lambda: validate_header(view, header, NOW))
     assert code is Reject.BAD_BITS
 
 

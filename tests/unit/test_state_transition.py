@@ -1,6 +1,6 @@
 """The state transition: who is paid, when the model moves, and undo.
 
-Each test states a fact about ``apply_block`` / ``undo_block`` that a
+Each test states a fact about ``state_transition`` / ``undo_block`` that a
 regression in consensus/transition.py would break: the miner earns the
 reward plus every fee; a contributor is paid only when the task's rule
 counted their update; the model and its version move only when an aggregate
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from consensus.transition import apply_block, max_byzantine, undo_block
+from consensus.transition import max_byzantine, state_transition, undo_block
 from consensus.tx import Coinbase, Tx
 from ml.tasks import TaskSpec
 from tests.chainbuilder import ChainBuilder, addr, assert_same_state, det_vector, key, solo_task
@@ -169,8 +169,8 @@ def test_too_few_updates_for_the_rule_leave_the_model_unchanged() -> None:
 
 def test_applying_the_same_block_twice_gives_the_same_bits(cb: ChainBuilder) -> None:
     block = cb.template([cb.update(kp, seed=i) for i, kp in enumerate(HONEST)])
-    first, _ = apply_block(cb.state, block, cb.context())
-    second, _ = apply_block(cb.state, block, cb.context())
+    first, _ = state_transition(cb.view(), cb.state, block, block.header.time)
+    second, _ = state_transition(cb.view(), cb.state, block, block.header.time)
     assert_same_state(first, second)
 
 
@@ -184,7 +184,7 @@ def test_undo_restores_the_parent_state_bit_for_bit(cb: ChainBuilder) -> None:
     for make in makers:
         parent = cb.state
         block = cb.template(make())
-        child, undo = apply_block(parent, block, cb.context())
+        child, undo = state_transition(cb.view(), parent, block, block.header.time)
         assert child.root != parent.root
         restored = undo_block(child, undo)
         assert_same_state(restored, parent)
@@ -197,7 +197,7 @@ def test_undo_of_a_chain_of_blocks_walks_back_to_genesis() -> None:
     for i in range(4):
         txs = [cb.update(HONEST[i % len(HONEST)], seed=i)] if i % 2 else []
         block = cb.template(txs)
-        _, undo = apply_block(cb.state, block, cb.context())
+        _, undo = state_transition(cb.view(), cb.state, block, block.header.time)
         undos.append(undo)
         cb.add(block)
     state = cb.state
