@@ -19,7 +19,16 @@ Decoding is strict, because it runs on bytes from strangers inside
 consensus: every length is checked against the kind and size *before*
 ``np.frombuffer`` sees it, every non-canonical form (a ``-128`` int8, a
 negative scale, an unsorted or repeated index, a field the kind does not use)
-is an ``ENCODING`` error, and non-finite values are ``NOT_FINITE``. Decoding
+is an ``ENCODING`` error, and non-finite values are ``NOT_FINITE``.
+
+Subnormal float32 numbers (nonzero, below ``2**-126`` in magnitude) are a
+non-canonical form too, by consensus: a CPU told to flush them to zero (the
+FTZ/DAZ modes a library built with ``-ffast-math`` switches on) computes
+other bits from them than one that keeps them, so no update may carry one
+(f32 and top-k values, int8 scales; an f16 value widens to a normal float32).
+The encoder flushes them to a signed zero, so an honest update never has
+one; the node also refuses to start on a CPU in such a mode
+(``ml.floatenv``). Decoding
 uses only elementwise float32 operations (a widening cast and, for int8, one
 multiply per value), so every machine gets the same bits.
 """
@@ -61,6 +70,7 @@ _F32 = np.dtype("<f4")
 _F16 = np.dtype("<f2")
 _I8 = np.dtype("i1")
 _U32 = np.dtype("<u4")
+_F32_TINY = np.finfo(np.float32).tiny  # 2**-126, the least normal float32
 
 # The order of the keys in to_wire(); the chain core writes them in this order.
 WIRE_KEYS: tuple[str, ...] = ("kind", "size", "chunk", "data", "scales", "indices")
@@ -181,7 +191,22 @@ def _as_update_vector(vec: npt.ArrayLike) -> npt.NDArray[np.float32]:
         raise UpdateCheckError(
             UpdateProblem.NOT_FINITE, "cannot encode a vector with NaN or infinity"
         )
-    return out
+    return _flush_subnormals(out)
+
+
+def _subnormal(values: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Which values are subnormal: nonzero and smaller in magnitude than the least normal float32."""
+    mask: npt.NDArray[np.bool_] = (values != 0) & (np.abs(values) < _F32_TINY)
+    return mask
+
+
+def _flush_subnormals(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``values`` with every subnormal replaced by a zero of its sign (what the decoder requires)."""
+    mask = _subnormal(values)
+    if bool(mask.any()):
+        values = values.copy()
+        values[mask] = np.copysign(np.float32(0), values[mask])
+    return values
 
 
 def _int8_scales(x: npt.NDArray[np.float32], chunk: int) -> npt.NDArray[np.float32]:
@@ -191,7 +216,7 @@ def _int8_scales(x: npt.NDArray[np.float32], chunk: int) -> npt.NDArray[np.float
     padded[: x.shape[0]] = np.abs(x)
     largest = padded.reshape(n_chunks, chunk).max(axis=1)  # max is exact in any order
     scales: npt.NDArray[np.float32] = largest / np.float32(INT8_MAX)
-    return scales
+    return _flush_subnormals(scales)  # a chunk of tiny values encodes as zeros
 
 
 def _encode_int8(x: npt.NDArray[np.float32], chunk: int) -> EncodedUpdate:
@@ -296,12 +321,24 @@ def _require_finite(values: npt.NDArray[np.floating], what: str) -> None:
         raise UpdateCheckError(UpdateProblem.NOT_FINITE, f"{what} {first} is {values[first]!r}")
 
 
+def _require_normal(values: npt.NDArray[np.float32], what: str) -> None:
+    """Refuse subnormal float32 values (module docstring): ``ENCODING``."""
+    mask = _subnormal(values)
+    if bool(mask.any()):
+        first = int(np.argmax(mask))
+        raise UpdateCheckError(
+            UpdateProblem.ENCODING, f"{what} {first} is subnormal ({float(values[first])!r}); send 0 instead"
+        )
+
+
 def _decode_dense(enc: EncodedUpdate, dtype: np.dtype[Any]) -> npt.NDArray[np.float32]:
     _require_unused(enc, scales=False, indices=False, chunk=False)
     _require_len("data", enc.data, enc.size * dtype.itemsize)
     values = np.frombuffer(enc.data, dtype=dtype)
     _require_finite(values, "value")
-    return values.astype(np.float32)  # a copy: exact for f32 and for f16 -> f32 widening
+    out = values.astype(np.float32)  # a copy: exact for f32 and for f16 -> f32 widening
+    _require_normal(out, "value")
+    return out
 
 
 def _decode_int8(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
@@ -316,6 +353,7 @@ def _decode_int8(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
     q = np.frombuffer(enc.data, dtype=_I8)
     scales = np.frombuffer(enc.scales, dtype=_F32)
     _require_finite(scales, "scale")
+    _require_normal(scales, "scale")
     if bool(np.signbit(scales).any()):
         raise UpdateCheckError(
             UpdateProblem.ENCODING, "int8 scales must be non-negative (+0.0 or more)"
@@ -356,6 +394,7 @@ def _decode_topk(enc: EncodedUpdate) -> npt.NDArray[np.float32]:
     if k > 1 and not bool((np.diff(idx) > 0).all()):
         raise UpdateCheckError(UpdateProblem.ENCODING, "topk indices must be strictly increasing")
     _require_finite(values, "value")
+    _require_normal(values, "value")
     out = np.zeros(enc.size, dtype=np.float32)
     out[idx] = values
     return out
@@ -368,7 +407,7 @@ def decode_update(enc: EncodedUpdate, expected_size: int) -> npt.NDArray[np.floa
     ------
     UpdateCheckError
         ``SHAPE`` if the declared size is not ``expected_size``; ``ENCODING`` for
-        an unknown kind, a wrong byte length, a non-canonical field or index;
+        an unknown kind, a wrong byte length, a non-canonical field or index, a subnormal value or scale;
         ``NOT_FINITE`` for NaN/inf in values or scales.
     """
     _check_framing(enc)

@@ -81,12 +81,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# A temp file is always new (O_EXCL) and never reached through a link (O_NOFOLLOW): a
+# symlink planted where the temp file goes cannot redirect the secret, or truncate its target.
+_NEW_PRIVATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+
 def _write_private_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` to a fresh 0600 temp file beside ``path``, fsynced."""
     for attempt in range(100):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{attempt}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            fd = os.open(tmp, _NEW_PRIVATE_FILE, FILE_MODE)
         except FileExistsError:
             continue
         try:
@@ -127,6 +132,22 @@ def _publish(tmp: Path, path: Path, *, overwrite: bool) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable by this user only (0600).
+
+    The bytes go to a fresh temp file beside ``path`` (created exclusively,
+    never through a symlink), which is then renamed over ``path``: a link
+    planted at either name is replaced, never followed. For the node's
+    cookie and other small secrets that are rewritten at every start.
+    """
+    tmp = _write_private_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def write_keystore(

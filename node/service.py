@@ -26,6 +26,7 @@ from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
 from consensus.tx import GradientUpdate, Tx, decode_tx
+from ml.floatenv import float_environment
 from ml.tasks import builtin_task, with_overrides
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
@@ -50,6 +51,10 @@ class Event:
 
 class DatadirLocked(Exception):
     """Another node already runs on this datadir."""
+
+
+class FloatEnvironmentError(ValueError):
+    """The CPU flushes subnormal floats: this node would compute other state roots."""
 
 
 class Node:
@@ -87,6 +92,10 @@ class Node:
         from node.training import Trainer
 
         self.loop = asyncio.get_running_loop()
+        # Consensus runs on the chain thread: its floating-point mode must keep subnormals.
+        env = await self.run_chain(float_environment)
+        if not env.ieee:
+            raise FloatEnvironmentError(env.describe())
         self.config.datadir.mkdir(parents=True, exist_ok=True)
         self._lock_datadir()
         self.chain = await self.run_chain(self._open_chain)
@@ -145,7 +154,10 @@ class Node:
         import fcntl
 
         path = self.config.datadir / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:  # ELOOP: a symlink where the lock file goes
+            raise DatadirLocked(f"cannot open {path} ({exc.strerror}); remove it and start again") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -162,13 +174,10 @@ class Node:
 
     def _write_cookie(self) -> str:
         """A fresh token for local control routes, readable only by this user."""
+        from node.keystore_file import write_private_file
+
         token = secrets.token_hex(32)
-        path = self.config.cookie_path
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
-        os.replace(tmp, path)
+        write_private_file(self.config.cookie_path, token.encode())
         return token
 
     def _load_keypair(self) -> Any:

@@ -26,6 +26,7 @@ from ml.datasets import load_dataset
 from ml.shards import decrypt_shard, derive_shard_key, encrypt_shard, shard
 from ml.tasks import TaskSpec
 from ml.trainer import clip_to_norm, train_update
+from node.keystore_file import write_private_file
 from node.mempool import PolicyRejected
 from wallet import address_bytes
 
@@ -45,12 +46,7 @@ def load_or_create_shard(
         X, y = decrypt_shard(path.read_bytes(), key)
         return np.asarray(X, dtype=np.float32), np.asarray(y)
     X, y = shard(load_dataset(task), index, total, scheme, alpha=alpha)
-    blob = encrypt_shard(X, y, key, os.urandom(12))
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(blob)
-    os.replace(tmp, path)
+    write_private_file(path, encrypt_shard(X, y, key, os.urandom(12)))
     return X, y
 
 

@@ -51,7 +51,45 @@ def sample(n: int = 1000, seed: int = 0) -> np.ndarray:
 def test_f32_round_trip_is_bit_exact(x: np.ndarray) -> None:
     out = decode_update(encode_update(x, "f32"), x.size)
     assert out.dtype == np.float32 and out.shape == x.shape
-    assert np.array_equal(bits(out), bits(x))  # -0.0 and subnormals survive too
+    # -0.0 survives; a subnormal becomes a zero of its sign (consensus refuses subnormals).
+    tiny = np.finfo(np.float32).tiny
+    expected = np.where((x != 0) & (np.abs(x) < tiny), np.copysign(np.float32(0), x), x).astype(np.float32)
+    assert np.array_equal(bits(out), bits(expected))
+
+
+SUBNORMAL = np.float32(1e-40)
+
+
+def _with_subnormal(kind: str) -> EncodedUpdate:
+    """A valid update of ``kind`` whose bytes are then edited to carry one subnormal float32."""
+    x = np.array([0.5, -0.25, 0.0, 0.125], dtype=np.float32)
+    enc = encode_update(x, kind, chunk=2, k=2)
+    if kind == "int8":
+        scales = np.frombuffer(enc.scales, dtype="<f4").copy()
+        scales[1] = SUBNORMAL
+        q = np.frombuffer(enc.data, dtype="i1").copy()
+        return dataclasses.replace(enc, scales=scales.tobytes(), data=q.tobytes())
+    values = np.frombuffer(enc.data, dtype="<f4").copy()
+    values[-1] = -SUBNORMAL
+    return dataclasses.replace(enc, data=values.tobytes())
+
+
+@pytest.mark.parametrize("kind", ["f32", "int8", "topk"])
+def test_a_subnormal_value_or_scale_is_a_non_canonical_encoding(kind: str) -> None:
+    """Consensus refuses subnormals: a node that flushes them to zero would compute other bits."""
+    with pytest.raises(UpdateCheckError) as info:
+        decode_update(_with_subnormal(kind), 4)
+    assert info.value.problem is UpdateProblem.ENCODING
+    assert "subnormal" in str(info.value)
+
+
+def test_the_encoder_flushes_subnormals_so_honest_updates_stay_valid() -> None:
+    x = np.array([SUBNORMAL, -SUBNORMAL, 1.0, np.float32(2.0**-126)], dtype=np.float32)
+    for kind in ("f32", "topk", "int8"):
+        out = decode_update(encode_update(x, kind, k=4, chunk=1), 4)
+        assert out[0] == 0 and out[1] == 0, kind
+        if kind != "int8":  # an int8 chunk of tiny values has a subnormal scale: it becomes zeros
+            assert np.signbit(out[1]) and out[3] == np.float32(2.0**-126), kind
 
 
 @settings(max_examples=60, deadline=None)

@@ -138,3 +138,101 @@ def test_mismatched_public_key_is_refused() -> None:
     a, b = keypair_from_seed(SEED_A), keypair_from_seed(SEED_B)
     with pytest.raises(ValueError, match="does not belong"):
         KeyPair(public=b.public, seed=a.seed, _private=a._private)
+
+
+# -- strict verification: small-order and non-canonical points (libsodium's rules) -------------
+FIELD_P = 2**255 - 19
+CURVE_D = (-121665 * pow(121666, FIELD_P - 2, FIELD_P)) % FIELD_P
+IDENTITY_KEY = (1).to_bytes(32, "little")  # y = 1, x = 0: the neutral element
+# The identity key and R = identity, S = 0: [0]B == identity + [k]identity for every message.
+IDENTITY_SIGNATURE = IDENTITY_KEY + bytes(32)
+
+
+def _x_for(y: int, sign: int) -> int | None:
+    """The x of the curve point with this y and sign of x (RFC 8032 5.1.3), or None."""
+    xx = (y * y - 1) * pow(CURVE_D * y * y + 1, FIELD_P - 2, FIELD_P) % FIELD_P
+    x = pow(xx, (FIELD_P + 3) // 8, FIELD_P)
+    if (x * x - xx) % FIELD_P:
+        x = x * pow(2, (FIELD_P - 1) // 4, FIELD_P) % FIELD_P
+    if (x * x - xx) % FIELD_P:
+        return None
+    return FIELD_P - x if x % 2 != sign else x
+
+
+def _add(p: tuple[int, int], q: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = p, q
+    t = CURVE_D * x1 * x2 * y1 * y2 % FIELD_P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, FIELD_P - 2, FIELD_P) % FIELD_P,
+            (y1 * y2 + x1 * x2) * pow(1 - t, FIELD_P - 2, FIELD_P) % FIELD_P)
+
+
+def _times_8(point: tuple[int, int]) -> tuple[int, int]:
+    for _ in range(3):
+        point = _add(point, point)
+    return point
+
+
+def _encodings_of(y: int) -> list[bytes]:
+    """Both sign variants of y's encoding (x = 0 has only the canonical one on the curve)."""
+    return [(y | (sign << 255)).to_bytes(32, "little") for sign in (0, 1)]
+
+
+def test_the_small_order_list_is_exactly_the_torsion_points() -> None:
+    """Every y in SMALL_ORDER_Y is a curve point that 8 * P sends to the identity (a pure-Python oracle)."""
+    from wallet.keys import SMALL_ORDER_Y
+
+    assert SMALL_ORDER_Y == set(TORSION_Y.values())
+    for y in SMALL_ORDER_Y:
+        for x_sign in (0, 1):
+            x = _x_for(y, x_sign)
+            assert x is not None, y
+            assert _times_8((x, y)) == (0, 1), y
+
+
+def test_the_identity_key_forges_nothing() -> None:
+    """OpenSSL's cofactorless check alone accepts this pair for any message; we do not."""
+    for message in (b"", MESSAGE, b"pay everything to the attacker"):
+        assert not verify(IDENTITY_KEY, message, IDENTITY_SIGNATURE)
+
+
+ORDER_8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+TORSION_Y = {"identity": 1, "order 2": FIELD_P - 1, "order 4": 0, "order 8": ORDER_8_Y,
+             "order 8 negated": FIELD_P - ORDER_8_Y}
+
+
+@pytest.mark.parametrize("name", sorted(TORSION_Y))
+def test_small_order_keys_and_r_values_never_verify(name: str) -> None:
+    from wallet.keys import SMALL_ORDER_Y
+
+    y = TORSION_Y[name]
+    assert y in SMALL_ORDER_Y
+    pair = keypair_from_seed(SEED_A)
+    good = sign(pair, MESSAGE)
+    for encoding in _encodings_of(y):
+        assert not verify(encoding, MESSAGE, good)
+        assert not verify(pair.public, MESSAGE, encoding + good[32:])
+        assert not verify(encoding, MESSAGE, encoding + bytes(32))
+
+
+def test_non_canonical_encodings_and_large_s_are_refused() -> None:
+    from wallet.keys import GROUP_ORDER, is_strict_point
+
+    pair = keypair_from_seed(SEED_A)
+    good = sign(pair, MESSAGE)
+    assert verify(pair.public, MESSAGE, good)
+    # y = p + 2 encodes the same y as 2 (if 2 were on the curve) but is not canonical.
+    assert not is_strict_point((FIELD_P + 2).to_bytes(32, "little"))
+    assert not is_strict_point((2**255 - 1).to_bytes(32, "little"))
+    s = int.from_bytes(good[32:], "little")
+    malleated = good[:32] + (s + GROUP_ORDER).to_bytes(32, "little")
+    assert not verify(pair.public, MESSAGE, malleated)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_real_keys_are_strict_points(seed: bytes) -> None:
+    from wallet.keys import is_strict_point
+
+    pair = keypair_from_seed(seed)
+    assert is_strict_point(pair.public)
+    assert is_strict_point(sign(pair, MESSAGE)[:32])
