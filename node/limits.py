@@ -52,11 +52,20 @@ MAX_GET_TXS_BYTES = MAX_TXS_PER_REQUEST * (HASH_BYTES + 2) + 64  # a full announ
 MAX_TXS_BYTES = 16 * MIB  # two of the largest updates; the responder trims, the requester re-asks
 MAX_ADDR_BYTES = MAX_ADDRS_PER_MESSAGE * (MAX_URL_CHARS + 2) + 64  # 1000 URLs of the longest form
 MAX_API_BODY_BYTES = MAX_TX_BYTES + 64 * KIB  # POST /api/ tx submission: one max tx plus JSON framing
+# Predict bodies parsed at once: each parse holds ~10x its body in Python floats for a moment.
+MAX_CONCURRENT_PREDICT_PARSES = 2
 
 # The largest body aiohttp must accept on any route (``client_max_size``).
 MAX_REQUEST_BODY_BYTES = max(MAX_BLOCKS_BYTES, MAX_TXS_BYTES, MAX_API_BODY_BYTES)
 assert MAX_BLOCKS_BYTES >= MAX_BLOCK_BYTES + 64, "a Blocks response must fit one max-size block"
 assert MAX_TXS_BYTES >= MAX_TX_BYTES + 64, "a Txs response must fit one max-size transaction"
+
+# -- inbound HTTP connections (node/listener.py) ---------------------------------------------
+MAX_CONNECTIONS = 512  # all open inbound connections: far below a 1024 fd limit, room for peers and storage
+MAX_CONNECTIONS_PER_HOST = 32  # one address: a browser (6), a peer's client pool (16), a CLI; not a flood
+HEADER_TIMEOUT_S = 20.0  # a request head arrives in milliseconds; > aiohttp clients' 15 s pooled keep-alive
+BODY_TIMEOUT_BASE_S = 10.0  # any body may take this long, plus the time below per byte
+MIN_BODY_BYTES_PER_S = 64 * KIB  # 0.5 Mbit/s: a 32 MiB body has ~9 minutes; a trickle is cut off
 
 # -- peers ----------------------------------------------------------------------------------
 MAX_OUTBOUND_PEERS = 8  # Bitcoin's full-relay outbound count: enough to resist eclipse on a testnet

@@ -28,8 +28,10 @@ from consensus.header import hash_hex
 from consensus.tx import GradientUpdate, Tx, decode_tx
 from ml.floatenv import float_environment
 from ml.tasks import builtin_task, with_overrides
+from node import limits
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
+from node.listener import ConnectionGuard, GuardedSite, runner_options
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.storage import StorageError
@@ -104,9 +106,10 @@ class Node:
         self.evaluator = Evaluator(self)
         self.peers = PeerManager(self)
         app = make_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        self.connections = ConnectionGuard(limits.MAX_CONNECTIONS, limits.MAX_CONNECTIONS_PER_HOST)
+        site = GuardedSite(self._runner, self.config.host, self.config.port, self.connections)
         await site.start()
         port = self._runner.addresses[0][1]
         self.config.port = port

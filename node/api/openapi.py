@@ -307,7 +307,7 @@ def openapi_document(node: Any) -> dict[str, Any]:
         A started ``node.service.Node``: its URL becomes the server and its
         chain's task fixes the width of a predict row.
     """
-    from node.api.routes import MAX_PREDICT_ROWS  # routes imports this module: bind at call time
+    from node.api.predict_input import MAX_PREDICT_ROWS
 
     json_errors = {code: reason for code, reason in ERROR_REASONS.items() if code not in PLAIN_TEXT_ERRORS}
     return {

@@ -8,6 +8,7 @@ DATADIR/.cookie.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -20,14 +21,12 @@ from consensus.header import hash_hex, hex_to_hash
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
 from ml.models import predict
 from node import limits
+from node.api import predict_input
 from node.api.openapi import openapi_handler
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
 from wallet import AddressError, decode_address, encode_address
-
-MAX_PREDICT_ROWS = 10_000  # one request classifies at most this many inputs
-
 
 OUTCOME_NAMES = {True: "accepted", False: "rejected", None: "not applied"}
 
@@ -230,20 +229,19 @@ def add_routes(app: web.Application, node: Any) -> None:
                      "X-Gradchain-Dtype": "float32-le", "X-Gradchain-Shape": str(params.size)},
         )
 
+    predict_parses = asyncio.Semaphore(limits.MAX_CONCURRENT_PREDICT_PARSES)
+
     async def predict_route(request: web.Request) -> web.Response:
+        """Cheap checks first, the parse off the loop (see ``node.api.predict_input``)."""
         height = height_param(request)
-        body = await read_body(request, limits.MAX_API_BODY_BYTES)
-        try:
-            inputs = _json_field(body, "inputs", list)
-            X = np.asarray(inputs, dtype=np.float32)
-        except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer beyond float range
-            return json_error(422, f"expected {{\"inputs\": [[...], ...]}} of numbers: {exc}")
         task = chain.task
-        if X.ndim != 2 or X.shape[1] != task.input_dim or not 0 < X.shape[0] <= MAX_PREDICT_ROWS:
-            return json_error(422, f"inputs must be 1..{MAX_PREDICT_ROWS} rows of {task.input_dim} numbers, "
-                                   f"got shape {list(X.shape)}")
-        if not np.isfinite(X).all():
-            return json_error(422, "inputs must be finite numbers")
+        body = await read_body(request, min(limits.MAX_API_BODY_BYTES, predict_input.body_cap(task.input_dim)))
+        try:
+            predict_input.sniff_shape(body, task.input_dim)
+            async with predict_parses:
+                X = await asyncio_run(predict_input.parse_inputs, body, task.input_dim)
+        except predict_input.PredictInputError as exc:
+            return json_error(422, str(exc))
         params, _ = await node.run_chain(chain.model_at, height)
         out = await asyncio_run(predict, task, params, X)  # BLAS work stays off the event loop
         return json_reply({"predictions": out.tolist(), "height": height})
