@@ -86,6 +86,10 @@ BAN_THRESHOLD = 100  # Bitcoin's: one invalid block bans, a few malformed messag
 BAN_DURATION_S = 24 * 60 * 60  # Bitcoin's default -bantime: long enough to outlast a restart loop
 MAX_BANNED_PEERS = 10_000  # the ban list's bound; the soonest-expiring ban is forgotten first
 
+# Relayed txs refused for tip-dependent reasons (forgiven) before the relayer is charged:
+RELAY_WASTE_BURST_BYTES = 4 * MAX_TX_BYTES  # four of the largest updates, or thousands of transfers, after a reorg
+RELAY_WASTE_BYTES_PER_S = 64 * KIB  # a peer may keep relaying stale txs at 0.5 Mbit/s, not faster
+
 # -- mempool --------------------------------------------------------------------------------
 MEMPOOL_MAX_TXS = 5000  # hundreds of blocks' worth of transfers; keeps select() fast in Python
 MEMPOOL_MAX_BYTES = 256 * MIB  # ~30 full-size updates of a large model, or thousands of small ones

@@ -36,9 +36,12 @@ from typing import Protocol
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.state import Account, State
-from consensus.transition import check_update, useful_gate
+from consensus.transition import _UPDATE_REJECTS, check_update, useful_gate
 from consensus.tx import GradientUpdate, SignedTx, Transfer, Tx, check_signature, txid
 from consensus.view import ChainView
+from ml.checks import UpdateCheckError, check_finite, check_norm
+from ml.codec import decode_update
+from ml.tasks import TaskSpec
 from node import limits
 
 
@@ -111,13 +114,30 @@ def _priority(entry: PoolEntry) -> tuple[Fraction, float, bytes]:
     return (-entry.fee_rate, entry.added_at, entry.txid)
 
 
+def _check_update_alone(tx: GradientUpdate, task: TaskSpec) -> None:
+    """The update's checks that need no chain: encoding, shape, finiteness, norm (cheap, stateless)."""
+    try:
+        vector = decode_update(tx.update, task.param_count)
+        check_finite(vector)
+        check_norm(vector, task.norm_bound)
+    except UpdateCheckError as exc:
+        raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
+
+
 def _check_against_tip(
     tx: SignedTx, account: Account, pending: Sequence[PoolEntry], chain: PoolChain, *, signature: bool
 ) -> None:
-    """The consensus rules for ``tx`` as the next of ``pending`` on the tip; raises BlockRejected."""
+    """The consensus rules for ``tx`` as the next of ``pending`` on the tip; raises BlockRejected.
+
+    Cheapest first, so junk costs the node little: an update's stateless
+    checks (its shape is one comparison), then nonce and funds (lookups),
+    then the signature (a hash of the whole transaction, megabytes for an
+    update), and last an update's checks against the tip, whose useful-update
+    gate evaluates the model.
+    """
     view = chain.tip_view()  # the branch the next block extends
-    if signature:
-        check_signature(tx, view.rules.chain_id)
+    if isinstance(tx, GradientUpdate):
+        _check_update_alone(tx, view.rules.task)
     expected = account.nonce + len(pending)
     if tx.nonce != expected:
         raise BlockRejected(Reject.BAD_NONCE, f"nonce {tx.nonce}, the pool expects {expected}")
@@ -126,6 +146,8 @@ def _check_against_tip(
         raise BlockRejected(
             Reject.INSUFFICIENT_FUNDS, f"pooled spends {spend} exceed the balance {account.balance}"
         )
+    if signature:
+        check_signature(tx, view.rules.chain_id)
     if isinstance(tx, GradientUpdate):
         gate = useful_gate(view.rules, chain.state.params)  # the tip is the next block's parent
         check_update(view, tx, gate=gate)

@@ -42,7 +42,7 @@ from consensus.tx import txid
 from node import limits
 from node.mempool import PolicyRejected
 from node.p2p import messages as m
-from node.p2p.penalties import BanList, Misbehaviour, penalty
+from node.p2p.penalties import TIP_DEPENDENT, BanList, Misbehaviour, RelayAllowance, penalty
 
 log = logging.getLogger("gradchain.p2p")
 
@@ -92,6 +92,7 @@ class Peer:
     outbound: bool
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
+    relay_allowance: RelayAllowance = field(default_factory=RelayAllowance)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -569,6 +570,10 @@ class PeerManager:
             except BlockRejected as exc:
                 self.node.metrics.txs_rejected.labels(reason=exc.code.value).inc()
                 self.punish(url, exc.code, f"invalid tx: {exc}", relayed_tx=True)
+                peer = self.peers.get(url)
+                if exc.code in TIP_DEPENDENT and peer is not None:
+                    if not peer.relay_allowance.spend(len(raw), time.time()):
+                        self.punish(url, Misbehaviour.WASTED_RELAY, f"relayed txs refused on our tip: {exc}")
             except PolicyRejected as exc:
                 self.node.metrics.txs_rejected.labels(reason=exc.reason.value).inc()
 

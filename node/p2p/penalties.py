@@ -14,6 +14,11 @@ Two kinds of fault cost nothing:
   funds, staleness, base hash): after a block or a reorg an honest peer may
   relay a tx that was valid on its tip a moment ago. The same codes inside a
   block are fatal, because the block claims to be valid on its own parent.
+
+Forgiven is not free, though: each such refusal spends the relaying peer's
+:class:`RelayAllowance` by the transaction's size, and a peer that runs it
+dry (a flood of bad-nonce updates, each costing us a decode) is charged
+``WASTED_RELAY``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Misbehaviour(enum.Enum):
     MALFORMED_MESSAGE = "malformed-message"  # a body that does not decode (MessageError)
     PROTOCOL_VIOLATION = "protocol-violation"  # well-formed but out of order or over a limit
     UNREQUESTED_DATA = "unrequested-data"  # blocks or txs we never asked this peer for
+    WASTED_RELAY = "wasted-relay"  # relayed txs refused on our tip, beyond the peer's RelayAllowance
 
 
 BAN = limits.BAN_THRESHOLD  # one fault of this weight bans at once
@@ -42,6 +48,8 @@ _MISBEHAVIOUR_SCORES: dict[Misbehaviour, int] = {
     Misbehaviour.PROTOCOL_VIOLATION: BAN // 2,
     # Ten unrequested deliveries ban: a response racing a timeout may arrive once or twice.
     Misbehaviour.UNREQUESTED_DATA: BAN // 10,
+    # Four times over its allowance bans: an honest peer's stale relays never get that far.
+    Misbehaviour.WASTED_RELAY: BAN // 4,
 }
 
 # Tx rejects that depend on the receiver's tip, not on the tx alone (see the module docstring).
@@ -78,6 +86,31 @@ def penalty(code: Reject | Misbehaviour, *, relayed_tx: bool = False) -> int:
     # Every other consensus code means the sender offered data that is invalid
     # whatever its tip: an invalid proof of work, root, signature or update.
     return BAN
+
+
+@dataclass
+class RelayAllowance:
+    """A token bucket of bytes: how much relayed data may be refused, forgiven, before it costs.
+
+    Starts full at ``capacity`` and refills at ``rate`` bytes a second.
+    """
+
+    capacity: float = field(default_factory=lambda: float(limits.RELAY_WASTE_BURST_BYTES))
+    rate: float = field(default_factory=lambda: float(limits.RELAY_WASTE_BYTES_PER_S))
+    tokens: float = field(default=-1.0)
+    updated: float = 0.0
+
+    def spend(self, size: int, now: float) -> bool:
+        """Take ``size`` bytes; False (and the bucket emptied) if they were not there."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.capacity, now
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if size > self.tokens:
+            self.tokens = 0.0
+            return False
+        self.tokens -= size
+        return True
 
 
 @dataclass

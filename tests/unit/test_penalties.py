@@ -116,3 +116,22 @@ def test_forget_drops_a_score_but_keeps_bans() -> None:
     bans.forget("b")
     assert bans.score("a") == 0
     assert bans.is_banned("b", T0)
+
+
+def test_relay_allowance_forgives_up_to_its_capacity_then_refills() -> None:
+    from node.p2p.penalties import RelayAllowance
+
+    allowance = RelayAllowance(capacity=1000, rate=100)
+    assert allowance.spend(600, now=10.0)
+    assert allowance.spend(400, now=10.0)
+    assert not allowance.spend(1, now=10.0), "empty: the next refusal costs the peer"
+    assert not allowance.spend(200, now=11.0), "one second refills 100 bytes, not 200"
+    assert allowance.spend(100, now=12.0)
+    assert allowance.spend(1000, now=100.0), "a long quiet spell refills it to capacity, no further"
+    assert not allowance.spend(1, now=100.0)
+
+
+def test_wasted_relay_costs_a_quarter_of_a_ban() -> None:
+    from node.p2p.penalties import Misbehaviour, penalty
+
+    assert penalty(Misbehaviour.WASTED_RELAY) * 4 == limits.BAN_THRESHOLD
