@@ -13,8 +13,9 @@ ethereum/execution-specs' ``fork.py``:
    useful-update gate when the task commits a validation set);
 4. aggregation (:func:`aggregate_updates`): the task's rule over the
    block's updates, applied to the model;
-5. payouts (:func:`payouts`): the miner, and the contributors the rule
-   counted; the coinbase must list exactly these;
+5. payouts (:func:`consensus.participation.payouts`, the one file that
+   says who gets paid): the miner, and the contributors the rule counted;
+   the coinbase must list exactly these;
 6. the state root: the computed post-state must be the one the block names.
 
 Steps 3-5 are :func:`apply_body`, which the miner's template runs too, so a
@@ -35,7 +36,7 @@ import numpy as np
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
-from consensus.participation import COORDINATE_WISE, counted_as_inliers
+from consensus.participation import counted, payouts
 from consensus.state import Account, Accounts, State
 from consensus.tx import (
     MAX_AMOUNT,
@@ -49,7 +50,7 @@ from consensus.tx import (
 )
 from consensus.validation import validate_header
 from consensus.view import ChainRules, ChainView, hash_at_height
-from ml.aggregation import AggregationError, aggregate, bucket_seed, inner_count
+from ml.aggregation import AggregationError, Pipeline, bucket_seed
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
 from ml.codec import decode_update
 from ml.gate import check_useful, validation_loss
@@ -271,25 +272,21 @@ def apply_update(
 # -- aggregation ---------------------------------------------------------------------------
 
 
-def max_byzantine(rule: str, n: int) -> int:
-    """The largest f ``rule`` can run with on ``n`` updates; -1 if it cannot run.
+def chain_inputs(pipeline: Pipeline, last_aggregate: np.ndarray, parent_hash: bytes | None) -> dict[str, Any]:
+    """The parameters the chain supplies per block, for the ones ``pipeline`` takes.
 
-    The task's f is the bound the chain keeps: a block whose updates are too
-    few for the rule to run with it leaves the model unchanged (see
-    :func:`aggregate_updates`).
+    Centered clipping clips around the previous applied aggregate
+    (``reference``); bucketing shuffles with a seed from the parent block's
+    hash (``seed``), unknown to a submitter before the parent is mined.
     """
-    base = rule.split("+")[-1]
-    if n <= 0:
-        return -1
-    if base == "mean":
-        return 0
-    if base in ("median", "trimmed_mean", "geomed", "centered_clip"):
-        return (n - 1) // 2
-    if base in ("krum", "multi_krum"):
-        return (n - 3) // 2 if n >= 3 else -1
-    if base == "bulyan":
-        return (n - 3) // 4 if n >= 3 else -1
-    raise BlockRejected(Reject.BAD_AGGREGATION, f"unknown aggregation rule {rule!r}")
+    inputs: dict[str, Any] = {}
+    if "reference" in pipeline.params:
+        inputs["reference"] = np.asarray(last_aggregate, dtype=np.float32)
+    if "seed" in pipeline.params:
+        if parent_hash is None:
+            raise BlockRejected(Reject.BAD_AGGREGATION, "bucketing needs the parent block's hash")
+        inputs["seed"] = bucket_seed(parent_hash)
+    return inputs
 
 
 def aggregate_updates(
@@ -298,51 +295,25 @@ def aggregate_updates(
     last_aggregate: np.ndarray,
     parent_hash: bytes | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """The block's aggregate (None: model unchanged) and the accepted mask.
+    """The block's aggregate (None: model unchanged) and which updates counted (:mod:`consensus.participation`).
 
-    Besides the task's parameters, ``centered_clip`` clips around
-    ``last_aggregate`` (the previous applied aggregate) and a ``bucket+``
-    rule shuffles with a seed from ``parent_hash``; a bucketed rule's bound
-    is checked against its bucket count.
+    The rule runs with the task's f or not at all: a block with too few
+    updates for that bound (one update against median with f=1) could be a
+    single attacker's, so it leaves the model unchanged. A rule that
+    tolerates no attacker (plain mean) runs with f=0 whatever the task says.
     """
     n = len(updates)
-    params: dict[str, Any] = dict(task.rule_params)
-    *stages, base = task.rule.split("+")
-    if base == "centered_clip":
-        params["reference"] = np.asarray(last_aggregate, dtype=np.float32)
-    if "bucket" in stages:
-        if parent_hash is None:
-            raise BlockRejected(Reject.BAD_AGGREGATION, "bucketing needs the parent block's hash")
-        params["seed"] = bucket_seed(parent_hash)
+    pipeline = task.pipeline
+    params: dict[str, Any] = {**task.rule_kwargs(), **chain_inputs(pipeline, last_aggregate, parent_hash)}
+    f = pipeline.f_for(task.f)
     try:
-        n_rule = inner_count(task.rule, n, **params) if stages else n
-    except AggregationError as exc:
+        if pipeline.max_f(n, **params) < f:
+            return None, np.zeros(n, dtype=bool)
+        stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
+        result, mask = pipeline.run(stacked, f, **params)
+    except AggregationError as exc:  # parameters the task names but the rule refuses for this block
         raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
-    # The rule runs with the task's f or not at all: a block with too few
-    # updates for that bound (one update against median with f=1) could be
-    # a single attacker's, so it leaves the model unchanged. Plain mean
-    # tolerates no attacker whatever f says, so it always runs with f=0.
-    f = 0 if base == "mean" else task.f
-    if max_byzantine(task.rule, n_rule) < f:
-        return None, np.zeros(n, dtype=bool)
-    stacked = np.ascontiguousarray(np.stack(updates), dtype=np.float32)
-    try:
-        result, mask = aggregate(task.rule, stacked, f=f, **params)
-    except AggregationError as exc:  # a rule or parameters the task names but ml does not run
-        raise BlockRejected(Reject.BAD_AGGREGATION, str(exc)) from None
-    if task.rule in COORDINATE_WISE:
-        mask = counted_as_inliers(stacked, result)
-    return result, np.asarray(mask, dtype=bool)
-
-
-# -- payouts -------------------------------------------------------------------------------
-
-
-def payouts(task: TaskSpec, miner: bytes, fees: int, senders: Sequence[bytes], accepted: np.ndarray) -> list[Payout]:
-    """The coinbase's payouts: the miner first (reward and fees), then each counted update's sender."""
-    paid = [Payout(miner, task.block_reward + fees)]
-    paid += [Payout(sender, task.contributor_reward) for sender, ok in zip(senders, accepted, strict=True) if ok]
-    return paid
+    return result, counted(pipeline, stacked, result, mask)
 
 
 # -- the body: steps 3 to 5 ------------------------------------------------------------------

@@ -38,6 +38,14 @@ rule needs besides the task's parameters: ``reference`` (the previous
 block's applied aggregate) to ``centered_clip`` and ``seed``
 (:func:`bucket_seed` of the parent block's hash) to ``bucket``.
 
+The registry (:data:`RULES`, :data:`STAGES`) holds one record per rule:
+its function, its Byzantine bound (:class:`Bound`), whose updates the chain
+pays when it ran (:class:`Pays`) and its paper. Task validation, the chain's
+"run or leave the model unchanged" decision, payouts, the API and the docs
+all read it; :func:`parse_rule` turns a composed name into a
+:class:`Pipeline` once. A new rule is one function, one record and one
+oracle test.
+
 Compared with Flower (``flwr.server.strategy.aggregate``) on equal weights,
 each rule gives Flower's result up to float32 rounding (Flower sums in
 float32); Flower's ``aggregate_trimmed_avg`` takes a proportion ``p`` and cuts
@@ -48,12 +56,13 @@ here by a fixed rule that each function documents.
 
 from __future__ import annotations
 
-import functools
+import enum
 import hashlib
 import inspect
 import math
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -66,7 +75,13 @@ from ml import _agg_robust as robust
 __all__ = [
     "PRE_AGGREGATORS",
     "RULES",
+    "STAGES",
     "AggregationError",
+    "Bound",
+    "Pays",
+    "Pipeline",
+    "RuleRecord",
+    "Stage",
     "aggregate",
     "bucket",
     "bucket_order",
@@ -81,6 +96,7 @@ __all__ = [
     "median",
     "multi_krum",
     "nnm",
+    "parse_rule",
     "trimmed_mean",
 ]
 
@@ -91,9 +107,6 @@ Result = tuple[Aggregate, Mask]
 Rule = Callable[..., Result]
 
 UPDATE_DTYPE = np.dtype(np.float32)
-KRUM_EXTRA_HONEST = 3  # Krum needs n >= 2f + 3 (Blanchard et al. 2017, Prop. 1)
-BULYAN_EXTRA_HONEST = 3  # Bulyan needs n >= 4f + 3 (El Mhamdi et al. 2018)
-KRUM_NEIGHBOUR_SLACK = 2  # a Krum score sums the n - f - 2 nearest distances
 GEOMED_DEFAULT_ITERS = 32  # Weiszfeld steps from the mean: enough to leave far outliers behind
 GEOMED_DEFAULT_NU = 1e-6  # smoothing: distances below this (L2, update units) count as this
 CCLIP_DEFAULT_TAU = 1.0  # clipping radius in L2 update units; a task sets its own
@@ -106,6 +119,41 @@ U64_MAX = 2**64 - 1
 
 class AggregationError(ValueError):
     """Bad input to an aggregation rule: unknown rule, wrong array, ``f`` or parameter."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A Byzantine bound: a rule runs with ``f`` faulty inputs among ``n`` iff ``n >= factor * f + extra``.
+
+    ``f_cap`` caps ``f`` whatever ``n`` is (plain mean tolerates none).
+    """
+
+    factor: int
+    extra: int
+    f_cap: int | None = None
+
+    def max_f(self, n: int) -> int:
+        """The largest ``f`` the rule runs with on ``n`` inputs; -1 if it cannot run at all."""
+        if n < self.extra:
+            return -1
+        f = (n - self.extra) // self.factor
+        return f if self.f_cap is None else min(f, self.f_cap)
+
+    def needs(self, f: int) -> int:
+        """The fewest inputs the rule needs for ``f``."""
+        return self.factor * f + self.extra
+
+    def __str__(self) -> str:
+        if self.f_cap == 0:
+            return f"f = 0 (n >= {self.extra})"
+        text = f"n >= {self.factor}f + {self.extra}"
+        return text if self.f_cap is None else f"{text}, f <= {self.f_cap}"
+
+
+MAJORITY = Bound(2, 1)  # an honest majority: median, trimmed mean, geomed, centered clipping, nnm
+KRUM_BOUND = Bound(2, 3)  # Blanchard et al. 2017, Prop. 1: n >= 2f + 3
+BULYAN_BOUND = Bound(4, 3)  # El Mhamdi et al. 2018: n >= 4f + 3
+NO_BYZANTINE = Bound(1, 1, f_cap=0)  # plain mean: any one input moves it arbitrarily far
 
 
 # --------------------------------------------------------------------------
@@ -134,15 +182,17 @@ def _check_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _check_f(rule: str, f: object, n: int, *, factor: int, extra: int) -> int:
-    """Check ``0 <= f`` and ``n >= factor * f + extra``, the rule's Byzantine bound."""
+def _check_f(rule: str, f: object, n: int, bound: Bound) -> int:
+    """Check ``0 <= f`` and that ``n`` inputs meet the rule's Byzantine ``bound`` for ``f``."""
     f = _check_int("f", f)
     if f < 0:
         raise AggregationError(f"f must be >= 0, got {f}")
-    needed = factor * f + extra
+    if bound.f_cap is not None and f > bound.f_cap:
+        raise AggregationError(f"{rule} tolerates at most f = {bound.f_cap} Byzantine updates, got f={f}")
+    needed = bound.needs(f)
     if n < needed:
         raise AggregationError(
-            f"{rule} needs n >= {factor}f+{extra} = {needed} updates for f={f}, got n={n}"
+            f"{rule} needs n >= {bound.factor}f+{bound.extra} = {needed} updates for f={f}, got n={n}"
         )
     return f
 
@@ -189,8 +239,7 @@ def mean(updates: Updates, *, f: int = 0) -> Result:
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    if _check_int("f", f) != 0:
-        raise AggregationError(f"mean tolerates no Byzantine updates: f must be 0, got {f}")
+    _check_f("mean", f, n, NO_BYZANTINE)
     rows = np.arange(n, dtype=np.int64)
     return kernels.mean_rows(updates, rows), _all_counted(n)
 
@@ -214,13 +263,13 @@ def median(updates: Updates, *, f: int = 0) -> Result:
     (aggregate, mask)
         The (d,) float32 median; for even n the float64 midpoint of the two
         middle values rounded once to float32 (``np.median`` up to rounding).
-        The mask is all True: every update shaped the result, since which
-        value is the median depends on all of them, so every contributor is
-        counted (and paid) alike.
+        The mask is all True: which value is the median depends on every
+        update. The chain does not pay by this mask: the record says
+        ``Pays.INLIERS`` (see :mod:`consensus.participation`).
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    _check_f("median", f, n, factor=2, extra=1)
+    _check_f("median", f, n, MAJORITY)
     half = n // 2
     lo, hi = kernels.sorting_network(n, half - 1 + n % 2, half + 1)
     tile = kernels.network_tile_coords(n)
@@ -250,11 +299,11 @@ def trimmed_mean(updates: Updates, *, f: int) -> Result:
         The (d,) float32 trimmed mean (kept values summed in float64 in
         ascending order, divided by n - 2f, rounded once) and an all-True
         mask: which values are cut differs per coordinate, so no update is
-        excluded as a whole.
+        excluded as a whole (the chain pays ``Pays.INLIERS``, as for the median).
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    f = _check_f("trimmed_mean", f, n, factor=2, extra=1)
+    f = _check_f("trimmed_mean", f, n, MAJORITY)
     lo, hi = kernels.sorting_network(n, f, n - f)
     tile = kernels.network_tile_coords(n)
     return kernels.trimmed_mean_cols(updates, f, lo, hi, tile), _all_counted(n)
@@ -294,7 +343,7 @@ def krum(updates: Updates, *, f: int) -> Result:
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    f = _check_f("krum", f, n, factor=2, extra=KRUM_EXTRA_HONEST)
+    f = _check_f("krum", f, n, KRUM_BOUND)
     best = _krum_order(updates, f)[:1]
     return updates[best[0]].copy(), _mask_of(best, n)
 
@@ -325,7 +374,7 @@ def multi_krum(updates: Updates, *, f: int, m: int | None = None) -> Result:
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    f = _check_f("multi_krum", f, n, factor=2, extra=KRUM_EXTRA_HONEST)
+    f = _check_f("multi_krum", f, n, KRUM_BOUND)
     keep = n - f if m is None else _check_int("m", m)
     if not 1 <= keep <= n:
         raise AggregationError(f"multi_krum needs 1 <= m <= n = {n}, got m={keep}")
@@ -378,7 +427,7 @@ def bulyan(updates: Updates, *, f: int) -> Result:
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    f = _check_f("bulyan", f, n, factor=4, extra=BULYAN_EXTRA_HONEST)
+    f = _check_f("bulyan", f, n, BULYAN_BOUND)
     theta = n - 2 * f
     beta = theta - 2 * f
     picked = _bulyan_picks(updates, f, theta)
@@ -443,7 +492,7 @@ def geomed(
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    _check_f("geomed", f, n, factor=2, extra=1)
+    _check_f("geomed", f, n, MAJORITY)
     iters = _check_iters("geomed", iters)
     smoothing = _check_positive("geomed", "nu", nu)
     return robust.weiszfeld(updates, iters, smoothing), _all_counted(n)
@@ -503,23 +552,11 @@ def centered_clip(
     """
     updates = _check_updates(updates)
     n, d = updates.shape
-    _check_f("centered_clip", f, n, factor=2, extra=1)
+    _check_f("centered_clip", f, n, MAJORITY)
     radius = _check_positive("centered_clip", "tau", tau)
     iters = _check_iters("centered_clip", iters)
     start = _check_reference(reference, d)
     return robust.centered_clip(updates, start, radius, iters), _all_counted(n)
-
-
-RULES: dict[str, Rule] = {
-    "mean": mean,
-    "median": median,
-    "trimmed_mean": trimmed_mean,
-    "krum": krum,
-    "multi_krum": multi_krum,
-    "bulyan": bulyan,
-    "geomed": geomed,
-    "centered_clip": centered_clip,
-}
 
 
 # --------------------------------------------------------------------------
@@ -545,7 +582,7 @@ def nnm(updates: Updates, *, f: int) -> Updates:
     """
     updates = _check_updates(updates)
     n = updates.shape[0]
-    f = _check_f("nnm", f, n, factor=2, extra=1)
+    f = _check_f("nnm", f, n, MAJORITY)
     dist = kernels.pairwise_sq_distances(updates, numba.get_num_threads())
     return robust.nearest_neighbour_mix(updates, dist, n - f)
 
@@ -604,89 +641,210 @@ def bucket(
     return robust.bucket_means(updates, order, size), owner
 
 
-PRE_AGGREGATORS: tuple[str, ...] = ("nnm", "bucket")
-_BUCKET_PARAMS = ("seed", "bucket_size")
+# --------------------------------------------------------------------------
+# The registry: one record per rule, composed rules parsed into a pipeline
+# --------------------------------------------------------------------------
 
 
-def _split_rule(rule: object) -> tuple[tuple[str, ...], str]:
-    """``"bucket+nnm+krum"`` -> ``(("bucket", "nnm"), "krum")``, or raise for an unknown name."""
-    if not isinstance(rule, str):
-        raise AggregationError(f"a rule is a name, got {rule!r}")
-    *stages, base = rule.split("+")
-    if base not in RULES or any(stage not in PRE_AGGREGATORS for stage in stages):
+class Pays(enum.Enum):
+    """Whose update the chain counts, and pays, when a rule has run (:mod:`consensus.participation`)."""
+
+    SELECTED = "selected"  # the updates the rule picked: its own mask
+    INLIERS = "inliers"  # every update that is not an outlier to the aggregate (the chain's distance filter)
+    ALL = "all"  # every update: each has a weighted share in the result
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    """Everything the project knows about one aggregation rule, in one place.
+
+    ``fn`` computes it; ``bound`` is the Byzantine bound it keeps (task
+    validation and the chain's "run or leave the model" decision read it);
+    ``pays`` says whose updates count when it ran; ``paper`` is the source;
+    ``supplied`` names the parameters the chain fills in per block rather
+    than the task (``reference`` for centered clipping).
+    """
+
+    name: str
+    fn: Rule
+    bound: Bound
+    pays: Pays
+    paper: str
+    supplied: tuple[str, ...] = ()
+    signature: inspect.Signature = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # inspect.signature costs 15-30 us a call: bind against one built here, once.
+        object.__setattr__(self, "signature", inspect.signature(self.fn))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The keyword parameters the rule takes besides the updates and ``f``."""
+        return tuple(name for name in list(self.signature.parameters)[1:] if name != "f")
+
+    def run(self, updates: Updates, f: int, params: dict[str, Any]) -> Result:
+        try:
+            self.signature.bind(updates, f=f, **params)
+        except TypeError as exc:
+            raise AggregationError(f"bad parameters for {self.name}: {exc}") from None
+        return self.fn(updates, f=f, **params)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pre-aggregation step that may precede any rule (``nnm+median``, ``bucket+geomed``)."""
+
+    name: str
+    bound: Bound | None  # the bound its own input count must meet for f; None: any f
+    paper: str
+    params: tuple[str, ...] = ()
+    supplied: tuple[str, ...] = ()
+
+
+RULES: dict[str, RuleRecord] = {
+    record.name: record
+    for record in (
+        RuleRecord("mean", mean, NO_BYZANTINE, Pays.ALL,
+                   "McMahan et al. 2017, https://arxiv.org/abs/1602.05629"),
+        RuleRecord("median", median, MAJORITY, Pays.INLIERS,
+                   "Yin et al. 2018, https://arxiv.org/abs/1803.01498"),
+        RuleRecord("trimmed_mean", trimmed_mean, MAJORITY, Pays.INLIERS,
+                   "Yin et al. 2018, https://arxiv.org/abs/1803.01498"),
+        RuleRecord("krum", krum, KRUM_BOUND, Pays.SELECTED,
+                   "Blanchard et al. 2017, https://arxiv.org/abs/1703.02757"),
+        RuleRecord("multi_krum", multi_krum, KRUM_BOUND, Pays.SELECTED,
+                   "Blanchard et al. 2017, https://arxiv.org/abs/1703.02757"),
+        RuleRecord("bulyan", bulyan, BULYAN_BOUND, Pays.SELECTED,
+                   "El Mhamdi et al. 2018, https://arxiv.org/abs/1802.07927"),
+        RuleRecord("geomed", geomed, MAJORITY, Pays.ALL,
+                   "Pillutla et al. 2022, https://arxiv.org/abs/1912.13445"),
+        RuleRecord("centered_clip", centered_clip, MAJORITY, Pays.ALL,
+                   "Karimireddy et al. 2021, https://arxiv.org/abs/2012.10333", supplied=("reference",)),
+    )
+}
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("nnm", MAJORITY, "Allouah et al. 2023, https://arxiv.org/abs/2302.01772"),
+        Stage("bucket", None, "Karimireddy et al. 2022, https://arxiv.org/abs/2006.09365",
+              params=("seed", "bucket_size"), supplied=("seed",)),
+    )
+}
+PRE_AGGREGATORS: tuple[str, ...] = tuple(STAGES)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A rule name parsed once: the pre-aggregation stages left to right, then the rule.
+
+    ``"bucket+nnm+krum"`` buckets the updates, mixes the bucket means with
+    their nearest neighbours, and runs Krum on the mixes. Who is paid is the
+    final rule's :class:`Pays`, applied to the original updates.
+    """
+
+    name: str
+    stages: tuple[Stage, ...]
+    rule: RuleRecord
+
+    @property
+    def pays(self) -> Pays:
+        return self.rule.pays
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Every parameter the pipeline takes (its stages' and its rule's)."""
+        return (*(p for stage in self.stages for p in stage.params), *self.rule.params)
+
+    @property
+    def task_params(self) -> tuple[str, ...]:
+        """The parameters a task may set: all but those the chain supplies per block."""
+        supplied = {*self.rule.supplied, *(p for stage in self.stages for p in stage.supplied)}
+        return tuple(p for p in self.params if p not in supplied)
+
+    def f_for(self, f: int) -> int:
+        """The ``f`` the rule runs with for a task's ``f``: capped where the rule tolerates fewer."""
+        cap = self.rule.bound.f_cap
+        return f if cap is None else min(f, cap)
+
+    def inner_count(self, n: int, **params: Any) -> int:
+        """How many vectors the rule itself sees for ``n`` updates (fewer after bucketing)."""
+        size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
+        if size < 1:
+            raise AggregationError(f"bucket_size must be >= 1, got {size}")
+        for stage in self.stages:
+            if stage.name == "bucket":
+                n = (n + size - 1) // size
+        return n
+
+    def max_f(self, n: int, **params: Any) -> int:
+        """The largest ``f`` the pipeline runs with on ``n`` updates; -1 if it cannot run."""
+        if n <= 0:
+            return -1
+        size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
+        if size < 1:
+            raise AggregationError(f"bucket_size must be >= 1, got {size}")
+        best = n
+        for stage in self.stages:
+            if stage.name == "bucket":
+                n = (n + size - 1) // size
+            if stage.bound is not None:
+                best = min(best, stage.bound.max_f(n))
+        return min(best, self.rule.bound.max_f(n))
+
+    def run(self, updates: Updates, f: int, **params: Any) -> Result:
+        """Run the stages, then the rule; the mask marks an update whose row counted in the rule.
+
+        An update's row is its own mix after nnm and its bucket after bucketing.
+        """
+        if not self.stages:
+            return self.rule.run(updates, f, dict(params))
+        updates = _check_updates(updates)
+        f = _check_int("f", f)
+        n = updates.shape[0]
+        owner = np.arange(n, dtype=np.int64)  # which current row each original update feeds
+        bucket_params = {k: v for k, v in params.items() if k in STAGES["bucket"].params}
+        rule_params = {k: v for k, v in params.items() if k not in bucket_params}
+        bucketed = any(stage.name == "bucket" for stage in self.stages)
+        if bucketed and "seed" not in bucket_params:
+            raise AggregationError("bucket needs a seed (the chain derives it from the parent hash)")
+        if not bucketed and bucket_params:
+            raise AggregationError(f"{sorted(bucket_params)} only apply to a bucket+ rule")
+        rows = updates
+        for stage in self.stages:
+            if stage.name == "nnm":
+                rows = nnm(rows, f=f)
+            else:
+                rows, step = bucket(rows, **bucket_params)
+                owner = step[owner]
+        result, mask = self.rule.run(rows, f, rule_params)
+        return result, np.asarray(mask[owner], dtype=np.bool_)
+
+
+def parse_rule(name: object) -> Pipeline:
+    """``"bucket+nnm+krum"`` as a :class:`Pipeline`, or AggregationError naming the valid choices."""
+    if not isinstance(name, str):
+        raise AggregationError(f"a rule is a name, got {name!r}")
+    *stages, base = name.split("+")
+    if base not in RULES or any(stage not in STAGES for stage in stages):
         raise AggregationError(
-            f"unknown aggregation rule {rule!r}; valid rules: {', '.join(sorted(RULES))}, "
+            f"unknown aggregation rule {name!r}; valid rules: {', '.join(sorted(RULES))}, "
             f"each optionally after one or more of {', '.join(p + '+' for p in PRE_AGGREGATORS)}"
         )
-    return tuple(stages), base
+    return Pipeline(name, tuple(STAGES[stage] for stage in stages), RULES[base])
 
 
 def is_rule(name: str) -> bool:
     """True for a rule :func:`aggregate` runs: a key of RULES, optionally with ``+`` stages."""
     try:
-        _split_rule(name)
+        parse_rule(name)
     except AggregationError:
         return False
     return True
 
 
 def inner_count(rule: str, n: int, **params: Any) -> int:
-    """How many vectors the base rule of ``rule`` sees for ``n`` updates.
-
-    ``n`` except after bucketing, which leaves ``ceil(n / bucket_size)``; the
-    chain checks the base rule's Byzantine bound against this count.
-    """
-    stages, _ = _split_rule(rule)
-    size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
-    if size < 1:
-        raise AggregationError(f"bucket_size must be >= 1, got {size}")
-    for stage in stages:
-        if stage == "bucket":
-            n = (n + size - 1) // size
-    return n
-
-
-@functools.cache
-def _signature(fn: Rule) -> inspect.Signature:
-    """A rule's signature, built once: ``inspect.signature`` costs 15-30 us per call."""
-    return inspect.signature(fn)
-
-
-def _run_rule(rule: str, updates: Updates, f: int, params: dict[str, Any]) -> Result:
-    fn = RULES[rule]
-    try:
-        _signature(fn).bind(updates, f=f, **params)
-    except TypeError as exc:
-        raise AggregationError(f"bad parameters for {rule}: {exc}") from None
-    return fn(updates, f=f, **params)
-
-
-def _composed(
-    stages: tuple[str, ...], base: str, updates: Updates, f: int, params: dict[str, Any]
-) -> Result:
-    """Run the pre-aggregation stages left to right, then ``base``; map its mask back.
-
-    The mask marks an update when the row it became (its own mix for nnm,
-    its bucket for bucket) counted in the base rule.
-    """
-    updates = _check_updates(updates)
-    n = updates.shape[0]
-    owner = np.arange(n, dtype=np.int64)  # which current row each original update feeds
-    base_params = {k: v for k, v in params.items() if k not in _BUCKET_PARAMS}
-    bucket_params = {k: v for k, v in params.items() if k in _BUCKET_PARAMS}
-    if "bucket" in stages and "seed" not in bucket_params:
-        raise AggregationError("bucket needs a seed (the chain derives it from the parent hash)")
-    if "bucket" not in stages and bucket_params:
-        raise AggregationError(f"{sorted(bucket_params)} only apply to a bucket+ rule")
-    rows = updates
-    for stage in stages:
-        if stage == "nnm":
-            rows = nnm(rows, f=f)
-        else:
-            rows, step = bucket(rows, **bucket_params)
-            owner = step[owner]
-    result, mask = _run_rule(base, rows, f, base_params)
-    return result, np.asarray(mask[owner], dtype=np.bool_)
+    """How many vectors the base rule of ``rule`` sees for ``n`` updates (see :meth:`Pipeline.inner_count`)."""
+    return parse_rule(rule).inner_count(n, **params)
 
 
 def aggregate(rule: str, updates: Updates, *, f: int = 0, **params: Any) -> Result:
@@ -719,7 +877,4 @@ def aggregate(rule: str, updates: Updates, *, f: int = 0, **params: Any) -> Resu
         Unknown rule or parameter, wrong dtype or shape, n == 0, or f outside
         the rule's bound.
     """
-    stages, base = _split_rule(rule)
-    if stages:
-        return _composed(stages, base, updates, _check_int("f", f), dict(params))
-    return _run_rule(base, updates, f, dict(params))
+    return parse_rule(rule).run(updates, f, **params)

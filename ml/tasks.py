@@ -60,8 +60,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ml.aggregation import Pipeline
 
 MODELS = ("softmax", "mlp")
 HEADS = ("classify", "regress")
@@ -175,6 +179,7 @@ class TaskSpec:
         # Every robust rule we ship needs an honest majority among the updates.
         _check_int("f", self.f, 0, (self.max_updates_per_block - 1) // 2)
         self._check_rule_params()
+        self._check_rule()
         _check_positive_float("norm_bound", self.norm_bound)
         _check_int("staleness_window", self.staleness_window, 0, MAX_STALENESS_WINDOW_BLOCKS)
         _check_int("block_reward", self.block_reward, 0, REWARD_MAX)
@@ -238,6 +243,26 @@ class TaskSpec:
             keys.append(item[0])
         if keys != sorted(set(keys)):
             raise _fail("rule_params", allowed, self.rule_params)
+
+    def _check_rule(self) -> None:
+        """The rule is in the registry and every parameter the task sets is one it takes."""
+        from ml.aggregation import AggregationError
+
+        try:
+            pipeline = self.pipeline
+        except AggregationError as exc:
+            raise _fail("rule", "a registered rule (ml.aggregation.RULES), optionally after nnm+ / bucket+", self.rule) from exc
+        allowed = pipeline.task_params
+        unknown = [key for key, _ in self.rule_params if key not in allowed]
+        if unknown:
+            raise _fail("rule_params", f"parameters {self.rule} takes: {list(allowed) or 'none'}", self.rule_params)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        """The task's rule parsed once (:func:`ml.aggregation.parse_rule`): its stages and its record."""
+        from ml.aggregation import parse_rule
+
+        return parse_rule(self.rule)
 
     def _check_window(self) -> None:
         if self.head == "classify":

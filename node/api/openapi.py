@@ -85,6 +85,7 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
             "base_height": NAT, "base_hash": HASH, "encoding": STR, "values": NAT,
             "accepted": _nullable("boolean", description="the rule's verdict; null when it did not run"),
             "outcome": {"type": "string", "enum": ["accepted", "rejected", "not applied"]},
+            "reason": {"type": "string", "description": "why the rule counted the update or not, in words"},
             "task": {"description": "the task a task transaction announces"},
         },
         ["txid", "size", "type"],

@@ -18,8 +18,10 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
+from consensus.participation import verdict
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
 from ml.models import predict
+from ml.tasks import TaskSpec
 from node import limits
 from node.api import predict_input
 from node.api.openapi import openapi_handler
@@ -31,12 +33,15 @@ from wallet import AddressError, decode_address, encode_address
 OUTCOME_NAMES = {True: "accepted", False: "rejected", None: "not applied"}
 
 
-def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool = False) -> dict[str, Any]:
+def tx_summary(
+    tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool = False, task: TaskSpec | None = None
+) -> dict[str, Any]:
     """JSON of a tx. For an update of a connected block: the rule's verdict.
 
     ``outcome`` is "accepted" or "rejected" by the rule, or "not applied"
     when the block's updates were too few for the rule to run with the
-    task's Byzantine bound (``accepted`` is then null).
+    task's Byzantine bound (``accepted`` is then null); ``reason`` says why
+    in words, from the rule's record (:func:`consensus.participation.verdict`).
     """
     out: dict[str, Any] = {"txid": hash_hex(txid(raw)), "size": len(raw)}
     if isinstance(tx, Coinbase):
@@ -52,6 +57,8 @@ def tx_summary(tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool
         if connected:
             out["accepted"] = accepted
             out["outcome"] = OUTCOME_NAMES[accepted]
+            if task is not None:
+                out["reason"] = verdict(task.pipeline, task.pipeline.f_for(task.f), accepted)
     elif isinstance(tx, TaskTx):
         out |= {"type": "task", "task": tx.task}
     return out
@@ -64,7 +71,7 @@ def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
     txs = []
     for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
         accepted = next(accepted_iter, None) if isinstance(tx, GradientUpdate) else None
-        txs.append(tx_summary(tx, raw, accepted, connected))
+        txs.append(tx_summary(tx, raw, accepted, connected, node.chain.task))
     h = block.header
     return {
         "height": height, "hash": hash_hex(block.hash), "prev": hash_hex(h.prev), "time": h.time,

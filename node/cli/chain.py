@@ -127,9 +127,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     except (KeystoreFileError, KeystoreError) as exc:
         raise CliError(str(exc)) from None
     task = chain.task
-    from consensus.transition import max_byzantine
-
-    if not args.no_update and task.rule != "mean" and max_byzantine(task.rule, 1) < task.f:
+    if not args.no_update and task.pipeline.max_f(1) < task.pipeline.f_for(task.f):
         print(f"note: the task's rule {task.rule} with f={task.f} moves the model only for blocks of "
               f"several updates; this solo miner's blocks carry one, so the model will not change. "
               f"For a chain mined alone, init it with --f 0.", file=sys.stderr)

@@ -13,6 +13,7 @@ import numpy as np
 
 from consensus.header import hash_hex
 from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
+from ml.codec import encode_update
 from ml.datasets import load_dataset
 from ml.tasks import builtin_task
 from node.service import Node
@@ -115,6 +116,38 @@ async def test_blocks_by_height_and_by_hash_and_404s(cluster: Cluster) -> None:
         for height in ("-1", "999", "x"):
             status, body = await get_json(session, f"{a.url}/api/model?height={height}")
             assert status in (400, 404) and "height" in body["error"], height
+
+
+@scenario
+async def test_a_block_says_which_updates_the_rule_counted_and_why(cluster: Cluster) -> None:
+    """GET /api/blocks/2: three honest updates counted and paid, a sign-flipped one an outlier.
+
+    ::
+
+        genesis - 1 - 2[3 honest updates + 1 sign flip]     (a, digits: median, f=1)
+    """
+    (a,) = await cluster.start_many(1)
+    (first,) = await mine(a, 1)
+    rng = np.random.default_rng(4)
+    direction = (0.05 * rng.standard_normal(a.chain.task.param_count)).astype(np.float32)
+    vectors = [(direction + 0.01 * rng.standard_normal(direction.size)).astype(np.float32) for _ in range(3)]
+    vectors.append((-direction).astype(np.float32))
+    senders = [node_key(f"updater-{i}") for i in range(4)]
+    for kp, vector in zip(senders, vectors, strict=True):
+        tx = GradientUpdate(kp.public, 0, 0, 1, first, encode_update(vector))
+        await a.submit_tx(encode_tx(sign_tx(tx, kp, a.chain.chain_id)), source=None)
+    await mine(a, 1)
+    async with http() as session:
+        status, block = await get_json(session, f"{a.url}/api/blocks/2")
+    assert status == 200
+    updates = [tx for tx in block["txs"] if tx["type"] == "update"]
+    by_sender = {tx["from"]: tx for tx in updates}
+    assert len(by_sender) == 4
+    for kp in senders[:3]:
+        honest = by_sender[encode_address(address_bytes(kp.public))]
+        assert honest["outcome"] == "accepted" and "paid" in honest["reason"]
+    attacker = by_sender[encode_address(address_bytes(senders[3].public))]
+    assert attacker["outcome"] == "rejected" and "outlier" in attacker["reason"]
 
 
 @scenario

@@ -291,10 +291,7 @@ def test_chain_clips_around_the_last_aggregate() -> None:
 
 
 def test_chain_seeds_bucketing_from_the_parent_hash() -> None:
-    # TaskSpec names admit no '+' yet (ml/tasks.py); build the spec around the check
-    base = builtin_task("digits")
-    task = dataclasses.replace(base, rule="median", rule_params=(("bucket_size", 1),))
-    object.__setattr__(task, "rule", "bucket+median")
+    task = dataclasses.replace(builtin_task("digits"), rule="bucket+median", rule_params=(("bucket_size", 1),))
     d = task.param_count
     x = [updates(10, 4, d)[i] for i in range(4)]
     parent = hashlib.sha256(b"parent").digest()

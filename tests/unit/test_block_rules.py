@@ -441,18 +441,20 @@ def test_update_whose_base_hash_is_not_the_ancestor_is_bad_base(cb: ChainBuilder
 
 
 @covers(Reject.BAD_AGGREGATION)
-def test_task_with_an_unknown_rule_is_bad_aggregation() -> None:
-    task = dataclasses.replace(ChainBuilder().task, rule="no_such_rule")
-    cb = ChainBuilder(task)
-    update = cb.update(ALICE)
-    assert code_of(cb, cb.forge([update])) is Reject.BAD_AGGREGATION
+def test_rule_parameter_the_rule_refuses_for_this_block_is_bad_aggregation() -> None:
+    """A parameter the task may name but the rule refuses when it runs is a code, not an escaping error.
 
-
-def test_rule_parameter_the_aggregator_refuses_is_bad_aggregation() -> None:
-    """A rule parameter ml refuses is a code, not an AggregationError escaping."""
-    task = dataclasses.replace(solo_task(), rule="median", rule_params=(("no_such_param", 1),))
+    (An unknown rule or parameter name cannot get this far: the task itself is
+    refused, see test_rule_registry.)
+    """
+    task = dataclasses.replace(solo_task(), rule="geomed", rule_params=(("iters", 0),))
     cb = ChainBuilder(task)
     assert code_of(cb, cb.forge([cb.update(ALICE)])) is Reject.BAD_AGGREGATION
+    many = dataclasses.replace(solo_task(), rule="multi_krum", f=0, rule_params=(("m", 4),))
+    cb = ChainBuilder(many)
+    three = [cb.update(key(10 + i), seed=i) for i in range(3)]
+    assert code_of(cb, cb.forge(three)) is Reject.BAD_AGGREGATION  # m = 4 of 3 updates
+    cb.add(cb.template([*three, cb.update(key(20), seed=9)]))  # with four it runs
 
 
 # -- encoding ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from consensus.transition import max_byzantine, state_transition, undo_block
+from consensus.transition import state_transition, undo_block
 from consensus.tx import Coinbase, Tx
 from ml.tasks import TaskSpec
 from tests.chainbuilder import ChainBuilder, addr, assert_same_state, det_vector, key, solo_task
@@ -155,7 +155,7 @@ def test_too_few_updates_for_the_rule_leave_the_model_unchanged() -> None:
     """
     cb = ChainBuilder(krum_task())
     cb.extend(1)
-    assert max_byzantine(cb.task.rule, 2) < 0
+    assert cb.task.pipeline.max_f(2) < 0
     before = cb.state
     updates = [cb.update(HONEST[0], seed=0), cb.update(MINER, seed=1, fee=UPDATE_FEE)]
     cb.add(cb.template(updates, miner=HONEST[3]))

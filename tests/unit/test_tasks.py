@@ -53,11 +53,11 @@ def test_to_dict_holds_only_plain_types() -> None:
             return all(plain(x) for x in v)
         return type(v) in (str, int, float)
 
-    spec = dataclasses.replace(digits(), rule="trimmed_mean", rule_params=(("beta", 0.1), ("k", 2)))
+    spec = dataclasses.replace(digits(), rule="geomed", rule_params=(("iters", 8), ("nu", 0.01)))
     d = spec.to_dict()
     assert all(plain(v) for v in d.values())
-    assert d["rule_params"] == [["beta", 0.1], ["k", 2]]
-    assert TaskSpec.from_dict(d).rule_kwargs() == {"beta": 0.1, "k": 2}
+    assert d["rule_params"] == [["iters", 8], ["nu", 0.01]]
+    assert TaskSpec.from_dict(d).rule_kwargs() == {"iters": 8, "nu": 0.01}
 
 
 @pytest.mark.parametrize(
@@ -103,8 +103,10 @@ def test_from_dict_rejects_missing_and_extra_keys() -> None:
         ({"server_lr": float("nan")}, "server_lr"),
         ({"norm_bound": -1.0}, "norm_bound"),
         ({"f": 2}, "f"),  # needs 2f < max_updates_per_block = 4
-        ({"rule_params": (("b", 1), ("a", 2))}, "rule_params"),
-        ({"rule_params": (("a", 1), ("a", 2))}, "rule_params"),
+        ({"rule": "geomed", "rule_params": (("nu", 1.0), ("iters", 2))}, "rule_params"),  # unsorted
+        ({"rule": "geomed", "rule_params": (("iters", 1), ("iters", 2))}, "rule_params"),  # repeated
+        ({"rule_params": (("iters", 1),)}, "rule_params"),  # median takes no parameter
+        ({"rule": "avg"}, "rule"),
         ({"block_reward": -1}, "block_reward"),
         ({"init_seed": 2**32}, "init_seed"),
         ({"window": 5}, "window"),
