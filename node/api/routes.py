@@ -25,6 +25,7 @@ from ml.tasks import TaskSpec
 from node import limits
 from node.api import predict_input
 from node.api.openapi import openapi_handler
+from node.api.status import take_status
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
@@ -103,15 +104,7 @@ def add_routes(app: web.Application, node: Any) -> None:
     chain = node.chain  # attributes read on the loop are atomic snapshots; storage goes via run_chain
 
     async def status(request: web.Request) -> web.Response:
-        miner = node.miner
-        return json_reply({
-            "chain_id": chain.chain_id, "network": chain.network.name, "task": chain.task.name,
-            "height": chain.height, "tip": hash_hex(chain.tip.hash), "state_root": hash_hex(chain.state.root),
-            "model_version": chain.state.model_version, "peers": len(node.peers.peers),
-            "mining": miner is not None, "hashrate": round(miner.hashrate, 1) if miner else 0.0,
-            "mempool": len(node.mempool), "syncing": node.syncing, "url": node.url,
-            "training": node.trainer is not None, "uptime_s": round(time.time() - node.started_at, 1),
-        })
+        return json_reply(take_status(node).to_json())
 
     async def block(request: web.Request) -> web.Response:
         ident = request.match_info["ident"]

@@ -1,0 +1,94 @@
+"""The node's status at one moment: one typed snapshot that ``GET /api/status`` and the dashboard render.
+
+Both used to gather the same facts separately (and could drift: the API
+rounded the hashrate, the dashboard counted peers its own way). Now
+:func:`take_status` is the one place that reads the node for them, and
+:meth:`StatusSnapshot.to_json` is the API's answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from consensus.header import hash_hex
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+JSON_DECIMALS = 1  # the API rounds hashrate and uptime to a tenth
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """The chain tip, the task and this node's activity, read together on the event loop."""
+
+    chain_id: int
+    network: str
+    task: str  # the task's name
+    head: str  # "classify" or "regress"
+    rule: str  # the task's aggregation rule
+    f: int  # the Byzantine bound the rule runs with
+    height: int
+    tip: str  # hex
+    state_root: str  # hex
+    model_version: int
+    peers: int  # connected
+    known_peers: int  # addresses in the address book
+    banned_peers: int  # bans in force
+    mining: bool
+    hashrate: float  # H/s, 0 when not mining
+    mempool: int  # transactions waiting
+    syncing: bool
+    url: str
+    training: bool
+    uptime_s: float
+    taken_at: float  # unix time of the snapshot
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``GET /api/status`` (node/api/openapi.py documents each field)."""
+        return {
+            "chain_id": self.chain_id, "network": self.network, "task": self.task, "head": self.head,
+            "rule": self.rule, "f": self.f, "height": self.height, "tip": self.tip,
+            "state_root": self.state_root, "model_version": self.model_version, "peers": self.peers,
+            "known_peers": self.known_peers, "banned_peers": self.banned_peers, "mining": self.mining,
+            "hashrate": round(self.hashrate, JSON_DECIMALS), "mempool": self.mempool, "syncing": self.syncing,
+            "url": self.url, "training": self.training, "uptime_s": round(self.uptime_s, JSON_DECIMALS),
+        }
+
+
+def take_status(node: Node, now: float | None = None) -> StatusSnapshot:
+    """Read the node's status on the event loop.
+
+    The chain thread swaps the tip and the state as whole objects, so each is
+    read once: height and tip always belong together (state root and model
+    version can lag them for the instant between the two swaps).
+    """
+    now = time.time() if now is None else now
+    chain = node.chain
+    tip, state, task = chain.tip, chain.state, chain.task
+    miner, peers = node.miner, node.peers
+    return StatusSnapshot(
+        chain_id=chain.chain_id,
+        network=chain.network.name,
+        task=task.name,
+        head=task.head,
+        rule=task.rule,
+        f=task.f,
+        height=tip.height,
+        tip=hash_hex(tip.hash),
+        state_root=hash_hex(state.root),
+        model_version=state.model_version,
+        peers=len(peers.peers) if peers is not None else 0,
+        known_peers=len(peers.known) if peers is not None else 0,
+        banned_peers=len(peers.bans.banned(now)) if peers is not None else 0,
+        mining=miner is not None,
+        hashrate=float(miner.hashrate) if miner is not None else 0.0,
+        mempool=len(node.mempool),
+        syncing=bool(node.syncing),
+        url=node.url,
+        training=node.trainer is not None,
+        uptime_s=now - node.started_at,
+        taken_at=now,
+    )
