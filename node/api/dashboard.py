@@ -14,14 +14,16 @@ Routes
     The model plot on its own (image/svg+xml).
 
 Anything that reads storage runs on the chain thread (``node.run_chain``);
-in-memory snapshots (tip, height, evaluator history, events, peers) are
-read on the loop. Rendering lives in :mod:`node.api.dashboard_views`.
+in-memory snapshots (the status, evaluator history, events, peers) are read
+on the loop. The values shown are typed view models
+(:mod:`node.api.dashboard_views`) around the same status snapshot
+``/api/status`` serves; :mod:`node.api.dashboard_render` turns them into
+HTML and SVG through autoescaped templates.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +31,24 @@ import numpy as np
 from aiohttp import web
 
 from consensus.block import Block
-from consensus.header import hash_hex
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer
 from ml.codec import decode_update
 from ml.models import param_count, predict
 from node.api import dashboard_views as views
+from node.api import plot
+from node.api.dashboard_render import (
+    CONTENT_SECURITY_POLICY,
+    LIVE_PATH,
+    number,
+    render_block_page,
+    render_error_page,
+    render_figure,
+    render_live,
+    render_page,
+    short_address,
+)
 from node.api.routes import block_summary, find_block
+from node.api.status import take_status
 
 RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
@@ -68,7 +82,7 @@ def block_view(node: Any, block: Block, height: int) -> views.BlockView:
         sender: str | None = info.get("from")
         if isinstance(tx, Coinbase):
             miner = info["payouts"][0]["address"] if info["payouts"] else None
-            paid = ", ".join(f"{views.short_address(p['address'])} {p['amount']:,}" for p in info["payouts"])
+            paid = ", ".join(f"{short_address(p['address'])} {p['amount']:,}" for p in info["payouts"])
             detail = f"height {tx.height}; pays {paid or 'nobody'}"
         elif isinstance(tx, GradientUpdate):
             update = views.UpdateView(
@@ -82,10 +96,10 @@ def block_view(node: Any, block: Block, height: int) -> views.BlockView:
                 accepted=info.get("accepted"),
                 outcome=info.get("outcome", ""),
             )
-            norm = views.number(update.norm) if update.norm is not None else "—"
+            norm = number(update.norm) if update.norm is not None else "—"
             detail = f"base {tx.base_height}; {tx.update.kind}, {tx.update.size} values; norm {norm}; fee {tx.fee}"
         elif isinstance(tx, Transfer):
-            detail = f"{tx.amount:,} to {views.short_address(info['to'])}; fee {tx.fee}; nonce {tx.nonce}"
+            detail = f"{tx.amount:,} to {short_address(info['to'])}; fee {tx.fee}; nonce {tx.nonce}"
         elif isinstance(tx, TaskTx):
             detail = f"task {tx.task.get('name', '?')} (rule {tx.task.get('rule', '?')})"
         else:
@@ -226,33 +240,14 @@ async def page_view(node: Any, state: DashboardState) -> views.PageView:
     low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
     blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS, state)
     rejected = await node.run_chain(rejected_heights, node, low, state)
-    miner, peers = node.miner, node.peers
-    task = chain.task
     return views.PageView(
-        network=chain.network.name,
-        task=task.name,
-        head=task.head,
-        rule=task.rule,
-        f=task.f,
-        height=chain.height,
-        tip_hash=hash_hex(chain.tip.hash),
-        model_version=chain.state.model_version,
-        mining=miner is not None,
-        hashrate=float(miner.hashrate) if miner is not None else 0.0,
-        training=node.trainer is not None,
-        mempool=len(node.mempool),
-        syncing=bool(node.syncing),
-        url=node.url,
-        uptime_s=time.time() - node.started_at,
-        now=time.time(),
+        status=take_status(node),
         blocks=blocks,
         peers=_peers(node),
         events=_events(node),
         history=history,
         rejected=rejected,
         prediction=await _prediction(node, state),
-        banned=len(peers.bans.banned(time.time())) if peers is not None else 0,
-        known=len(peers.known) if peers is not None else 0,
     )
 
 
@@ -263,7 +258,7 @@ def _html(text: str, status: int = 200) -> web.Response:
         content_type=HTML,
         charset="utf-8",
         headers={
-            "Content-Security-Policy": views.CONTENT_SECURITY_POLICY,
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
         },
@@ -274,17 +269,18 @@ def add_routes(app: web.Application, node: Any) -> None:
     state = DashboardState()
 
     async def index(request: web.Request) -> web.Response:
-        return _html(views.render_page(await page_view(node, state)))
+        return _html(render_page(await page_view(node, state)))
 
     async def live(request: web.Request) -> web.Response:
-        return _html(views.render_live(await page_view(node, state)))
+        return _html(render_live(await page_view(node, state)))
 
     async def block(request: web.Request) -> web.Response:
         chain = node.chain
         ident = request.match_info["ident"]
 
         def error(status: int, message: str) -> web.Response:
-            return _html(views.render_error_page(status, message, chain.network.name, chain.task.name), status)
+            page = views.ErrorView(status, message, chain.network.name, chain.task.name)
+            return _html(render_error_page(page), status)
 
         try:
             found = await node.run_chain(find_block, node, ident)
@@ -293,22 +289,22 @@ def add_routes(app: web.Application, node: Any) -> None:
         if found is None:
             return error(404, f"no block {ident}")
         view = await node.run_chain(block_view, node, *found)
-        return _html(views.render_block_page(view, chain.network.name, chain.task.name, chain.height))
+        return _html(render_block_page(views.BlockPageView(view, chain.network.name, chain.task.name, chain.height)))
 
-    async def plot(request: web.Request) -> web.Response:
+    async def plot_svg(request: web.Request) -> web.Response:
         chain = node.chain
         history = await _history(node)
         low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
         rejected = await node.run_chain(rejected_heights, node, low, state)
-        svg = views.history_svg(history, rejected, chain.task.head, chain.height)
+        figure = plot.history_figure(history, rejected, chain.task.head, chain.height)
         return web.Response(
-            text=svg,
+            text=render_figure(figure),
             content_type="image/svg+xml",
             charset="utf-8",
             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
         )
 
     app.router.add_get("/", index)
-    app.router.add_get(views.LIVE_PATH, live)
+    app.router.add_get(LIVE_PATH, live)
     app.router.add_get("/blocks/{ident}", block)
-    app.router.add_get("/plot.svg", plot)
+    app.router.add_get("/plot.svg", plot_svg)
