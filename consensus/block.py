@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from consensus import header as header_codec
+from consensus.caps import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, block_size
 from consensus.encoding import expect_bytes, expect_list, pack, unpack
 from consensus.errors import BlockRejected, Reject
 from consensus.header import Header
 from consensus.merkle import merkle_root
 from consensus.tx import Tx, decode_tx, encode_tx, txid
-
-MAX_BLOCK_BYTES = 24 * 1024 * 1024  # a handful of updates of a large model
-MAX_BLOCK_TXS = 10_000
 
 
 def commitment(tx_root: bytes, state_root: bytes) -> bytes:
@@ -50,6 +48,11 @@ class Block:
     @cached_property
     def tx_root(self) -> bytes:
         return merkle_root(self.txids)
+
+    @cached_property
+    def size(self) -> int:
+        """``len(self.encode())``, computed from the transactions' sizes without encoding."""
+        return block_size([len(raw) for raw in self.tx_bytes])
 
     def encode(self) -> bytes:
         return pack([header_codec.encode(self.header), self.state_root, list(self.tx_bytes)])

@@ -13,11 +13,8 @@ from typing import Any
 
 import msgpack
 
+from consensus.caps import MAX_ARRAY_LEN, MAX_MAP_LEN, MAX_STR_BYTES
 from consensus.errors import BlockRejected, Reject
-
-# The largest single object we ever decode here (a block of 64 MiB is far
-# beyond any honest block: updates are at most a few MiB each).
-MAX_OBJECT_BYTES = 32 * 1024 * 1024
 
 
 def pack(obj: Any) -> bytes:
@@ -30,8 +27,8 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise BlockRejected(Reject.BAD_ENCODING, f"msgpack ext type {code} is not allowed")
 
 
-def unpack(raw: bytes, *, max_bytes: int = MAX_OBJECT_BYTES, what: str = "object") -> Any:
-    """Decode canonical msgpack or raise ``BlockRejected(BAD_ENCODING)``."""
+def unpack(raw: bytes, *, max_bytes: int, what: str = "object") -> Any:
+    """Decode canonical msgpack of at most ``max_bytes`` or raise ``BlockRejected`` (OVERSIZE, BAD_ENCODING)."""
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise BlockRejected(Reject.BAD_ENCODING, f"{what}: expected bytes")
     raw = bytes(raw)
@@ -45,9 +42,9 @@ def unpack(raw: bytes, *, max_bytes: int = MAX_OBJECT_BYTES, what: str = "object
             strict_map_key=True,
             ext_hook=_no_ext,
             max_bin_len=max_bytes,
-            max_str_len=64 * 1024,
-            max_array_len=1_000_000,
-            max_map_len=1024,
+            max_str_len=MAX_STR_BYTES,
+            max_array_len=MAX_ARRAY_LEN,
+            max_map_len=MAX_MAP_LEN,
             max_ext_len=0,
         )
     except BlockRejected:

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from consensus.block import Block, commitment
+from consensus.caps import check_task_fits
 from consensus.header import Header
 from consensus.merkle import merkle_root
 from consensus.params import ChainParams
@@ -42,7 +43,14 @@ def genesis_state(task: TaskSpec) -> State:
 
 
 def make_genesis(params: ChainParams, task: TaskSpec) -> tuple[Block, State]:
-    """The genesis block carrying ``task`` and the state it commits to."""
+    """The genesis block carrying ``task`` and the state it commits to.
+
+    Raises
+    ------
+    ValueError
+        If the task's full blocks would break a consensus cap (:func:`consensus.caps.check_task_fits`).
+    """
+    check_task_fits(task)
     state = genesis_state(task)
     tx = TaskTx(task.to_dict())
     tx_root = merkle_root([txid(encode_tx(tx))])

@@ -5,8 +5,9 @@ ethereum/execution-specs' ``fork.py``:
 
 1. header rules (:func:`consensus.validation.validate_header`): version,
    parent, bits, proof of work, time;
-2. body rules (:func:`validate_block`): the header commits to this body,
-   the coinbase comes first and only there, no duplicates, the caps;
+2. body rules (:func:`validate_block`): the caps of :mod:`consensus.caps`
+   on the encoded sizes, the header commits to this body, the coinbase
+   comes first and only there, no duplicates, the task's update limit;
 3. each transaction (:func:`apply_transfer`, :func:`apply_update`):
    signature, nonce, funds, and for a gradient update the ml checks
    (encoding, shape, finiteness, norm bound, staleness and base hash, and the
@@ -35,11 +36,18 @@ from typing import Any
 import numpy as np
 
 from consensus.block import Block
+from consensus.caps import (
+    MAX_AMOUNT,
+    MAX_BLOCK_BYTES,
+    MAX_BLOCK_TXS,
+    MAX_COINBASE_EXTRA,
+    MAX_PAYOUTS,
+    MAX_TX_BYTES,
+)
 from consensus.errors import BlockRejected, Reject
 from consensus.participation import counted, payouts
 from consensus.state import Account, Accounts, State
 from consensus.tx import (
-    MAX_AMOUNT,
     Coinbase,
     GradientUpdate,
     Payout,
@@ -121,15 +129,24 @@ def state_transition(view: ChainView, state: State, block: Block, now: int) -> t
 
 
 def validate_block(rules: ChainRules, block: Block, height: int) -> Coinbase:
-    """Checks on the body alone (no state): commitment, coinbase, limits, duplicates.
+    """Checks on the body alone (no state): the caps, commitment, coinbase, limits, duplicates.
 
     The node runs these before it stores a body, so a body that breaks one
-    is refused without touching the state.
+    is refused without touching the state. The caps (:mod:`consensus.caps`)
+    are the decoder's, checked again on the encoded size: a block built in
+    this process that its peers' decoders would refuse is refused here too.
     """
+    check_caps(block)
     block.check_commitment()
     if not block.txs or not isinstance(block.txs[0], Coinbase):
         raise BlockRejected(Reject.BAD_COINBASE, "the first transaction must be the coinbase")
     coinbase = block.txs[0]
+    if len(coinbase.payouts) > MAX_PAYOUTS or len(coinbase.extra) > MAX_COINBASE_EXTRA:
+        raise BlockRejected(
+            Reject.BAD_ENCODING,
+            f"coinbase: {len(coinbase.payouts)} payouts (at most {MAX_PAYOUTS}), "
+            f"{len(coinbase.extra)} extra bytes (at most {MAX_COINBASE_EXTRA})",
+        )
     if coinbase.height != height:
         raise BlockRejected(Reject.BAD_COINBASE, f"coinbase height {coinbase.height}, block height {height}")
     if not coinbase.payouts:
@@ -144,6 +161,17 @@ def validate_block(rules: ChainRules, block: Block, height: int) -> Coinbase:
     if n_updates > limit:
         raise BlockRejected(Reject.TOO_MANY_UPDATES, f"{n_updates} updates > {limit} per block")
     return coinbase
+
+
+def check_caps(block: Block) -> None:
+    """The block and each transaction within :mod:`consensus.caps`, on their encoded sizes."""
+    if block.size > MAX_BLOCK_BYTES:
+        raise BlockRejected(Reject.OVERSIZE, f"block: {block.size} bytes > limit {MAX_BLOCK_BYTES}")
+    if len(block.tx_bytes) > MAX_BLOCK_TXS:
+        raise BlockRejected(Reject.TOO_MANY_TXS, f"{len(block.tx_bytes)} transactions > {MAX_BLOCK_TXS}")
+    largest = max((len(raw) for raw in block.tx_bytes), default=0)
+    if largest > MAX_TX_BYTES:
+        raise BlockRejected(Reject.OVERSIZE, f"transaction: {largest} bytes > limit {MAX_TX_BYTES}")
 
 
 # -- each transaction ----------------------------------------------------------------------
@@ -215,13 +243,35 @@ def useful_gate(rules: ChainRules, params: np.ndarray) -> UsefulGate | None:
     return UsefulGate(flat, loss, gate_set.X, gate_set.y)
 
 
+def check_update_payload(task: TaskSpec, tx: GradientUpdate, param_count: int | None = None) -> np.ndarray:
+    """The checks of an update that need no chain: encoding, shape, finiteness, norm bound.
+
+    Returns the decoded vector. The mempool runs these first, since they are
+    cheap and need no state; :func:`check_update` runs them after the base.
+
+    Raises
+    ------
+    BlockRejected
+        With the code of the first check the update fails.
+    """
+    try:
+        vector = decode_update(tx.update, task.param_count if param_count is None else param_count)
+        check_finite(vector)
+        check_norm(vector, task.norm_bound)
+    except UpdateCheckError as exc:
+        raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
+    return vector
+
+
 def check_update(
     view: ChainView, tx: GradientUpdate, *, gate: UsefulGate | None, param_count: int | None = None
 ) -> np.ndarray:
     """The decoded update of ``tx`` for the block after ``view``'s parent, after the ml checks.
 
-    ``gate`` is :func:`useful_gate` of the parent state; it must be given
-    when the task has the gate on (the mempool passes the tip's).
+    In order: staleness and base hash on this branch, then
+    :func:`check_update_payload`, then the useful-update gate. ``gate`` is
+    :func:`useful_gate` of the parent state; it must be given when the task
+    has the gate on (the mempool passes the tip's).
 
     Raises
     ------
@@ -229,24 +279,22 @@ def check_update(
         With the code of the first check the update fails.
     """
     task = view.rules.task
-    height = view.height + 1
-    if param_count is None:
-        param_count = task.param_count
     if gate is None and view.rules.gate_set is not None:
         raise ValueError("the task has a useful-update gate: pass useful_gate(rules, parent params)")
     try:
-        check_staleness(tx.base_height, height, task.staleness_window)
+        check_staleness(tx.base_height, view.height + 1, task.staleness_window)
         if hash_at_height(view, tx.base_height) != tx.base_hash:
             raise UpdateCheckError(
                 UpdateProblem.BAD_BASE, f"base hash is not the block at height {tx.base_height}"
             )
-        vector = decode_update(tx.update, param_count)
-        check_finite(vector)
-        check_norm(vector, task.norm_bound)
-        if gate is not None:
-            check_useful(task, gate.params, vector, gate.X, gate.y, gate.base_loss)
     except UpdateCheckError as exc:
         raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
+    vector = check_update_payload(task, tx, param_count)
+    if gate is not None:
+        try:
+            check_useful(task, gate.params, vector, gate.X, gate.y, gate.base_loss)
+        except UpdateCheckError as exc:
+            raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
     return vector
 
 

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
+from consensus.caps import MAX_AMOUNT, MAX_COINBASE_EXTRA, MAX_PAYOUTS, MAX_TX_BYTES
 from consensus.encoding import expect_bytes, expect_int, expect_list, pack, unpack
 from consensus.errors import BlockRejected, Reject
 from consensus.header import U32_MAX
@@ -25,10 +26,6 @@ PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 ADDRESS_SIZE = 21
 HASH_SIZE = 32
-MAX_COINBASE_EXTRA = 32  # room for an extra-nonce and a short tag
-MAX_PAYOUTS = 1024  # miner + one per accepted update; far above any block's updates
-MAX_TX_BYTES = 8 * 1024 * 1024  # one update of a large model, encoded
-MAX_AMOUNT = 2**63 - 1  # balances stay within a signed 64-bit column in storage
 
 
 class TxKind(enum.IntEnum):

@@ -119,13 +119,6 @@ def forward(
     return _forward_cache(spec, params, X)[1]
 
 
-def _softmax(logits: NDArray[np.floating]) -> NDArray[np.floating]:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    out: NDArray[np.floating] = e / e.sum(axis=1, keepdims=True)
-    return out
-
-
 def _output_error(
     spec: TaskSpec, out: NDArray[np.floating], y: NDArray[np.generic]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -8,9 +8,8 @@ each kind fits its cap), so the two can never disagree.
 
 from __future__ import annotations
 
-from consensus.block import MAX_BLOCK_BYTES
+from consensus.caps import MAX_BLOCK_BYTES, MAX_TX_BYTES
 from consensus.header import HEADER_SIZE
-from consensus.tx import MAX_TX_BYTES
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -51,7 +50,7 @@ MAX_BLOCKS_BYTES = 32 * MIB
 MAX_GET_TXS_BYTES = MAX_TXS_PER_REQUEST * (HASH_BYTES + 2) + 64  # a full announce's txids
 MAX_TXS_BYTES = 16 * MIB  # two of the largest updates; the responder trims, the requester re-asks
 MAX_ADDR_BYTES = MAX_ADDRS_PER_MESSAGE * (MAX_URL_CHARS + 2) + 64  # 1000 URLs of the longest form
-MAX_API_BODY_BYTES = MAX_TX_BYTES + 64 * KIB  # POST /api/ tx submission: one max tx plus JSON framing
+MAX_API_BODY_BYTES = 2 * MAX_TX_BYTES + 64 * KIB  # POST /api/tx: one max tx in hex (two characters a byte) plus JSON
 # Predict bodies parsed at once: each parse holds ~10x its body in Python floats for a moment.
 MAX_CONCURRENT_PREDICT_PARSES = 2
 

@@ -36,12 +36,9 @@ from typing import Protocol
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
 from consensus.state import Account, State
-from consensus.transition import _UPDATE_REJECTS, check_update, useful_gate
+from consensus.transition import check_update, check_update_payload, useful_gate
 from consensus.tx import GradientUpdate, SignedTx, Transfer, Tx, check_signature, txid
 from consensus.view import ChainView
-from ml.checks import UpdateCheckError, check_finite, check_norm
-from ml.codec import decode_update
-from ml.tasks import TaskSpec
 from node import limits
 
 
@@ -114,16 +111,6 @@ def _priority(entry: PoolEntry) -> tuple[Fraction, float, bytes]:
     return (-entry.fee_rate, entry.added_at, entry.txid)
 
 
-def _check_update_alone(tx: GradientUpdate, task: TaskSpec) -> None:
-    """The update's checks that need no chain: encoding, shape, finiteness, norm (cheap, stateless)."""
-    try:
-        vector = decode_update(tx.update, task.param_count)
-        check_finite(vector)
-        check_norm(vector, task.norm_bound)
-    except UpdateCheckError as exc:
-        raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
-
-
 def _check_against_tip(
     tx: SignedTx, account: Account, pending: Sequence[PoolEntry], chain: PoolChain, *, signature: bool
 ) -> None:
@@ -137,7 +124,7 @@ def _check_against_tip(
     """
     view = chain.tip_view()  # the branch the next block extends
     if isinstance(tx, GradientUpdate):
-        _check_update_alone(tx, view.rules.task)
+        check_update_payload(view.rules.task, tx)
     expected = account.nonce + len(pending)
     if tx.nonce != expected:
         raise BlockRejected(Reject.BAD_NONCE, f"nonce {tx.nonce}, the pool expects {expected}")

@@ -202,7 +202,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def read_records(stream: Any) -> Any:
     import struct
 
-    from consensus.block import MAX_BLOCK_BYTES
+    from consensus.caps import MAX_BLOCK_BYTES
 
     while True:
         head = stream.read(8)

@@ -28,9 +28,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
-from consensus.block import MAX_BLOCK_BYTES
+from consensus.caps import MAX_BLOCK_BYTES, MAX_TX_BYTES
 from consensus.header import HEADER_SIZE
-from consensus.tx import MAX_TX_BYTES
 from node import limits
 
 U32_MAX = 2**32 - 1

@@ -28,15 +28,14 @@ import numpy as np
 import pytest
 
 from consensus import header as header_codec
-from consensus.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, Block, decode_block
+from consensus.block import Block, decode_block
+from consensus.caps import MAX_AMOUNT, MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_TX_BYTES
 from consensus.encoding import pack
 from consensus.errors import BlockRejected, Reject
 from consensus.params import TESTNET
 from consensus.state import State
 from consensus.transition import state_transition
 from consensus.tx import (
-    MAX_AMOUNT,
-    MAX_TX_BYTES,
     Coinbase,
     GradientUpdate,
     Payout,

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from consensus.block import Block, decode_block
+from consensus.caps import MAX_AMOUNT
 from consensus.errors import BlockRejected
 from consensus.genesis import GENESIS_TIME
 from consensus.header import U32_MAX, Header
 from consensus.state import State, compute_state_root
 from consensus.transition import state_transition, undo_block
 from consensus.tx import (
-    MAX_AMOUNT,
     GradientUpdate,
     Payout,
     Transfer,

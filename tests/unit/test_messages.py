@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consensus.block import MAX_BLOCK_BYTES
+from consensus.caps import MAX_BLOCK_BYTES, MAX_TX_BYTES
 from consensus.header import HEADER_SIZE
-from consensus.tx import MAX_TX_BYTES
 from node import limits
 from node.p2p import messages as m
 from node.p2p.messages import MESSAGES, MessageError, decode, encode

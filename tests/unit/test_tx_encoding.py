@@ -22,14 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consensus.block import Block, commitment, decode_block
+from consensus.caps import MAX_AMOUNT, MAX_COINBASE_EXTRA
 from consensus.errors import BlockRejected
 from consensus.header import Header
 from consensus.merkle import merkle_root
 from consensus.tx import (
     ADDRESS_SIZE,
     HASH_SIZE,
-    MAX_AMOUNT,
-    MAX_COINBASE_EXTRA,
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
     Coinbase,

@@ -1,0 +1,161 @@
+"""Every consensus cap, named once, with the reason for its number.
+
+A block or transaction over one of these is invalid on every node, so each
+is checked twice by the same constant: by the decoders before they parse a
+peer's bytes (:func:`consensus.block.decode_block`,
+:func:`consensus.tx.decode_tx`), and by
+:func:`consensus.transition.validate_block` on the encoded size of every
+block, including one this node built itself, which therefore never connects
+a block its peers would refuse.
+
+A few caps belong to ml, which sits below consensus and validates tasks and
+update encodings on its own (:data:`MAX_UPDATES_PER_BLOCK`,
+:data:`MAX_UPDATE_BYTES`, :data:`MAX_UPDATE_PARAMS`); they are imported here
+so this file lists every number a block is judged by. Policy caps (what one
+node relays, pools or mines) live in ``node/limits.py`` and are derived from
+these; ``tests/unit/test_caps.py`` walks every task bound against every cap.
+"""
+
+from __future__ import annotations
+
+from ml.codec import MAX_UPDATE_BYTES as MAX_UPDATE_BYTES
+from ml.codec import MAX_UPDATE_PARAMS as MAX_UPDATE_PARAMS
+from ml.tasks import MAX_UPDATES_PER_BLOCK as MAX_UPDATES_PER_BLOCK
+from ml.tasks import TaskSpec
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# -- blocks ---------------------------------------------------------------------------------
+MAX_BLOCK_BYTES = 24 * MIB  # an encoded block: a few full-size updates of a large model
+MAX_BLOCK_TXS = 10_000  # transactions in one block: thousands of transfers, far above any update count
+# -- transactions ---------------------------------------------------------------------------
+MAX_TX_BYTES = 8 * MIB  # an encoded transaction: one update of the largest model a task may declare
+MAX_PAYOUTS = MAX_UPDATES_PER_BLOCK + 1  # the coinbase pays the miner and at most every update
+MAX_COINBASE_EXTRA = 32  # coinbase bytes of the miner's own: an extra-nonce and a short tag
+MAX_AMOUNT = 2**63 - 1  # any amount or balance: fits the state root's u64 and storage's signed i64
+# -- canonical msgpack (consensus/encoding.py) ------------------------------------------------
+MAX_STR_BYTES = 64 * KIB  # a text field: a task's rule and names, an update's kind
+MAX_ARRAY_LEN = 1_000_000  # an array's items before the field checks run
+MAX_MAP_LEN = 1024  # a map's keys: the task (25) and an update's wire form (6) need far fewer
+
+# -- the largest encodings, for the checks above and the task's fit -------------------------------
+_HEADER_BYTES = 80
+_HASH_BYTES = 32
+_ADDRESS_BYTES = 21
+_PUBLIC_KEY_BYTES = 32
+_SIGNATURE_BYTES = 64
+_U64_BYTES = 9  # msgpack uint64: marker and 8 bytes, the widest integer
+_U32_BYTES = 5
+_SMALL_INT_BYTES = 1  # positive fixint: a transaction kind, a zero chunk
+_UPDATE_WIRE_KEYS = ("chunk", "data", "indices", "kind", "scales", "size")
+_F32_KIND = "f32"
+
+
+def bin_size(length: int) -> int:
+    """Bytes of a msgpack bin of ``length`` bytes: its header and the bytes."""
+    if length < 2**8:
+        return 2 + length
+    if length < 2**16:
+        return 3 + length
+    return 5 + length
+
+
+def uint_size(value: int) -> int:
+    """Bytes of the shortest msgpack encoding of the unsigned ``value`` (canonical form)."""
+    return 1 if value < 2**7 else 2 if value < 2**8 else 3 if value < 2**16 else 5 if value < 2**32 else 9
+
+
+def array_header_size(count: int) -> int:
+    """Bytes of a msgpack array header for ``count`` items."""
+    return 1 if count < 16 else 3 if count < 2**16 else 5
+
+
+def block_size(tx_sizes: list[int]) -> int:
+    """The exact encoded size of a block whose transactions encode to ``tx_sizes`` bytes.
+
+    ``[header, state_root, [tx, ...]]``: the same bytes as ``len(block.encode())``
+    without building them (``tests/unit/test_caps.py`` checks that).
+    """
+    return (
+        array_header_size(3)
+        + bin_size(_HEADER_BYTES)
+        + bin_size(_HASH_BYTES)
+        + array_header_size(len(tx_sizes))
+        + sum(bin_size(size) for size in tx_sizes)
+    )
+
+
+def max_update_tx_size(param_count: int) -> int:
+    """An upper bound on the encoded size of a gradient update of ``param_count`` values in f32.
+
+    f32 is the dense form an honest trainer sends: the nonce, fee and base
+    height at their widest integer encodings, the data ``4 * param_count`` bytes.
+    """
+    keys = sum(1 + len(key) for key in _UPDATE_WIRE_KEYS)  # fixstr keys
+    wire = (
+        1  # fixmap of 6
+        + keys
+        + 1 + len(_F32_KIND)  # kind
+        + uint_size(param_count)  # size
+        + _SMALL_INT_BYTES  # chunk 0
+        + bin_size(4 * param_count)  # data
+        + bin_size(0) * 2  # scales, indices
+    )
+    return (
+        array_header_size(8)
+        + _SMALL_INT_BYTES  # kind
+        + bin_size(_PUBLIC_KEY_BYTES)  # sender
+        + _U64_BYTES * 2  # nonce, fee
+        + _U32_BYTES  # base height
+        + bin_size(_HASH_BYTES)  # base hash
+        + wire
+        + bin_size(_SIGNATURE_BYTES)
+    )
+
+
+def max_coinbase_size(payouts: int) -> int:
+    """An upper bound on the encoded size of a coinbase with ``payouts`` payouts and the longest extra."""
+    payout = array_header_size(2) + bin_size(_ADDRESS_BYTES) + _U64_BYTES
+    return (
+        array_header_size(4)
+        + _SMALL_INT_BYTES
+        + _U32_BYTES
+        + array_header_size(payouts)
+        + payouts * payout
+        + bin_size(MAX_COINBASE_EXTRA)
+    )
+
+
+def max_full_block_size(task: TaskSpec) -> int:
+    """An upper bound on a block of ``task``'s most updates, each a full f32 update, paying each."""
+    n = task.max_updates_per_block
+    return block_size([max_coinbase_size(n + 1), *[max_update_tx_size(task.param_count)] * n])
+
+
+def check_task_fits(task: TaskSpec) -> None:
+    """Refuse a task whose full blocks the caps would refuse: its model could never train at full speed.
+
+    A task is checked when a chain is created on it (:func:`consensus.genesis.make_genesis`).
+
+    Raises
+    ------
+    ValueError
+        Naming the cap and the task field that break it.
+    """
+    if task.param_count > MAX_UPDATE_PARAMS:
+        raise ValueError(
+            f"task {task.name!r}: {task.param_count} parameters, an update carries at most {MAX_UPDATE_PARAMS}"
+        )
+    update = max_update_tx_size(task.param_count)
+    if update > MAX_TX_BYTES:
+        raise ValueError(
+            f"task {task.name!r}: an f32 update of {task.param_count} parameters takes {update} bytes, "
+            f"a transaction at most {MAX_TX_BYTES}"
+        )
+    full = max_full_block_size(task)
+    if full > MAX_BLOCK_BYTES:
+        raise ValueError(
+            f"task {task.name!r}: {task.max_updates_per_block} full f32 updates make a {full}-byte block, "
+            f"a block holds at most {MAX_BLOCK_BYTES}; lower max_updates_per_block or the model size"
+        )
