@@ -8,22 +8,37 @@
     split so accuracy figures are comparable.
 
 ``stock``
-    A daily closing-price series: by default synthetic (geometric Brownian
-    motion whose drift and volatility switch between regimes at seeded random
-    times), generated from ``spec.data_seed`` so it runs offline and every
-    node sees the same series; or the user's own ``date,close`` CSV text.
-    One example is ``spec.window`` consecutive closes divided by the last of
-    them, minus one, in percent; its target is the next day's return in
-    percent. The split is chronological (first 75 % train, last 25 % test) so
-    no test day ever informs training (no look-ahead).
+    A daily closing-price series: by default synthetic, generated from
+    ``spec.data_seed`` so it runs offline and every node sees the same series;
+    or the user's own ``date,close`` CSV text, used as it is. One example is
+    the ``spec.window`` most recent daily returns (in percent); its target is
+    the next day's return in percent. The split is chronological (first 75 %
+    train, last 25 % test) so no test day ever informs training (no
+    look-ahead).
+
+    The synthetic series has structure a model can learn and whose optimum
+    is known in closed form: daily returns follow an AR(1) process,
+    ``r_t = AR_PHI * r_{t-1} + AR_SIGMA_PERCENT * e_t`` with ``e_t`` standard
+    normal (mean zero), and ``close_t = close_{t-1} * (1 + r_t / 100)``. The
+    naive forecast "tomorrow = today" predicts a zero return, so its mean
+    squared error is the variance of the returns, ``sigma^2 / (1 - phi^2)``;
+    the best predictor of ``r_{t+1}`` given the past is ``phi * r_t``, whose
+    error is the innovation variance ``sigma^2``. The best achievable MSE
+    ratio (model / naive) is therefore ``1 - phi^2`` (0.75 for phi 0.5).
+    :func:`optimum_predictions` gives that predictor on the test days, so a
+    report compares the model with the optimum on the same days as well as
+    with the closed form.
 
 Percent units keep features and targets near 1 so the same SGD learning
 rates work for both tasks; :func:`naive_baseline_error` reports the
-"tomorrow = today" predictor in the same units.
+"tomorrow = today" predictor in the same units. Tasks other than these two
+have no built-in data: their participants train on their own files
+(:mod:`ml.datafile`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from dataclasses import dataclass
@@ -39,14 +54,16 @@ SPLIT_RANDOM_STATE = 0
 DIGITS_PIXEL_MAX = 16.0
 PERCENT = 100.0
 
-# Synthetic stock series: about eight years of trading days.
-SYNTHETIC_DAYS = 2000
+# Synthetic stock series: sixteen years of trading days, so the chronological
+# test split (a quarter) holds a thousand days and its error ratio is measured
+# to about +-0.03 (the ratio's sampling spread at 1000 days).
+SYNTHETIC_DAYS = 4000
 SYNTHETIC_START_PRICE = 100.0
-# Mean regime length in trading days (durations are exponential).
-MEAN_REGIME_DAYS = 120.0
-# (daily drift, daily volatility) of the regimes a series switches between:
-# calm bull, volatile bear, sideways chop.
-REGIMES: tuple[tuple[float, float], ...] = ((0.0006, 0.008), (-0.0008, 0.022), (0.0, 0.013))
+# AR(1) daily returns in percent: r_t = phi * r_{t-1} + sigma * N(0, 1). phi 0.5
+# leaves a learnable quarter of the variance (best MSE ratio 1 - phi^2 = 0.75);
+# sigma 1 % a day is a typical single stock's daily volatility.
+AR_PHI = 0.5
+AR_SIGMA_PERCENT = 1.0
 # Too few examples and a chronological 75/25 split leaves no test set worth the name.
 MIN_STOCK_EXAMPLES = 40
 
@@ -60,31 +77,43 @@ class Dataset:
     y_train: NDArray[np.generic]
     X_test: NDArray[np.float32]
     y_test: NDArray[np.generic]
+    # The best possible forecast of each test example, when the data is synthetic
+    # and that optimum is known (the AR(1) stock series); None otherwise.
+    optimum_test: NDArray[np.float64] | None = None
 
 
 def load_dataset(spec: TaskSpec, *, csv_text: str | None = None) -> Dataset:
-    """The dataset for ``spec``: digits for classify tasks, prices for regress tasks.
+    """The built-in data for ``spec``: digits for the classify task, prices for price-series tasks.
 
     Parameters
     ----------
     spec
-        The task; ``spec.head`` picks the data, ``spec.window`` and
-        ``spec.data_seed`` shape the stock series.
+        The task; ``spec.head`` and ``spec.window`` pick the data,
+        ``spec.data_seed`` seeds the synthetic stock series.
     csv_text
         Optional ``date,close`` rows (header optional) replacing the synthetic
-        series of a regress task.
+        series of a price-series task.
 
     Raises
     ------
     ValueError
-        If ``csv_text`` is given for a classify task, malformed, or too short.
+        If the task has no built-in data (a feature table: its participants
+        bring their own files), or ``csv_text`` is given for a classify task,
+        malformed, or too short.
     """
     if spec.head == "classify":
         if csv_text is not None:
             raise ValueError("csv_text only applies to regress (price series) tasks")
         return _load_digits(spec)
-    closes = parse_price_csv(csv_text) if csv_text is not None else synthetic_prices(spec.data_seed)
-    return price_dataset(spec.name, closes, spec.window)
+    if spec.window == 0:
+        raise ValueError(
+            f"task {spec.name!r} is a regression on a feature table and has no built-in data; "
+            "its participants train on their own files (--data FILE)"
+        )
+    if csv_text is not None:
+        return price_dataset(spec.name, parse_price_csv(csv_text), spec.window)
+    data = price_dataset(spec.name, synthetic_prices(spec.data_seed), spec.window)
+    return dataclasses.replace(data, optimum_test=optimum_predictions(data.X_test))
 
 
 def load_gate_set(spec: TaskSpec) -> GateSet:
@@ -121,26 +150,36 @@ def _load_digits(spec: TaskSpec) -> Dataset:
     return Dataset(spec.name, X_train, y_train, X_test, y_test)
 
 
-def synthetic_prices(seed: int, days: int = SYNTHETIC_DAYS) -> NDArray[np.float64]:
-    """Daily closes from regime-switching geometric Brownian motion.
+def synthetic_returns(seed: int, days: int = SYNTHETIC_DAYS) -> NDArray[np.float64]:
+    """Daily returns in percent from the AR(1) process of the module docstring.
 
-    Regimes last an exponential number of days (mean ``MEAN_REGIME_DAYS``);
-    each picks a (drift, volatility) pair from ``REGIMES``. Log returns are
-    ``mu - sigma^2 / 2 + sigma * N(0, 1)``, the exact GBM step over one day.
+    The first return is drawn from the stationary distribution (variance
+    ``sigma^2 / (1 - phi^2)``), so the series has no warm-up transient.
     """
     rng = np.random.default_rng(seed)
-    mu = np.empty(days)
-    sigma = np.empty(days)
-    day = 0
-    while day < days:
-        length = max(1, int(rng.exponential(MEAN_REGIME_DAYS)))
-        drift, vol = REGIMES[int(rng.integers(len(REGIMES)))]
-        mu[day : day + length] = drift
-        sigma[day : day + length] = vol
-        day += length
-    log_returns = mu - 0.5 * sigma**2 + sigma * rng.standard_normal(days)
-    log_returns[0] = 0.0
-    return SYNTHETIC_START_PRICE * np.exp(np.cumsum(log_returns))
+    shocks = AR_SIGMA_PERCENT * rng.standard_normal(days)
+    returns = np.empty(days)
+    returns[0] = shocks[0] / math.sqrt(1.0 - AR_PHI**2)
+    for t in range(1, days):
+        returns[t] = AR_PHI * returns[t - 1] + shocks[t]
+    return returns
+
+
+def synthetic_prices(seed: int, days: int = SYNTHETIC_DAYS) -> NDArray[np.float64]:
+    """Daily closes whose returns are :func:`synthetic_returns` (the first close is the start price)."""
+    returns = synthetic_returns(seed, days - 1)
+    growth = np.concatenate([[1.0], 1.0 + returns / PERCENT])
+    return SYNTHETIC_START_PRICE * np.cumprod(growth)
+
+
+def optimum_mse_ratio(phi: float = AR_PHI) -> float:
+    """The closed-form best MSE ratio (model / naive) on an AR(1) return series: ``1 - phi^2``."""
+    return 1.0 - phi * phi
+
+
+def optimum_predictions(X: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The best forecast of the synthetic series for each example: ``AR_PHI`` times its last return."""
+    return AR_PHI * np.asarray(X, dtype=np.float64)[:, -1]
 
 
 def parse_price_csv(text: str) -> NDArray[np.float64]:
@@ -186,24 +225,31 @@ def parse_price_csv(text: str) -> NDArray[np.float64]:
     return np.asarray(closes, dtype=np.float64)
 
 
-def price_dataset(name: str, closes: NDArray[np.float64], window: int) -> Dataset:
-    """Windowed examples from a price series, split chronologically.
+def price_examples(
+    closes: NDArray[np.float64], window: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Every windowed example of a price series, oldest first.
 
-    Example ``t`` holds closes ``t .. t+window-1`` divided by close
-    ``t+window-1``, minus one, in percent; its target is the return from that
-    close to the next one, in percent.
+    Example ``t`` holds the ``window`` daily returns (percent) up to day
+    ``t + window`` and its target is the return of the day after.
     """
-    n_examples = closes.shape[0] - window
+    returns = (closes[1:] / closes[:-1] - 1.0) * PERCENT
+    n_examples = returns.shape[0] - window
+    if n_examples < 1:
+        return np.empty((0, window), dtype=np.float32), np.empty(0, dtype=np.float32)
+    idx = np.arange(n_examples)[:, None] + np.arange(window)[None, :]
+    return returns[idx].astype(np.float32), returns[window:].astype(np.float32)
+
+
+def price_dataset(name: str, closes: NDArray[np.float64], window: int) -> Dataset:
+    """Windowed examples from a price series (:func:`price_examples`), split chronologically."""
+    X, y = price_examples(closes, window)
+    n_examples = X.shape[0]
     if n_examples < MIN_STOCK_EXAMPLES:
         raise ValueError(
-            f"need at least {window + MIN_STOCK_EXAMPLES} closes for window {window}, "
+            f"need at least {window + 1 + MIN_STOCK_EXAMPLES} closes for window {window}, "
             f"got {closes.shape[0]}"
         )
-    idx = np.arange(n_examples)[:, None] + np.arange(window)[None, :]
-    windows = closes[idx]
-    last = windows[:, -1]
-    X = ((windows / last[:, None] - 1.0) * PERCENT).astype(np.float32)
-    y = ((closes[window:] / last - 1.0) * PERCENT).astype(np.float32)
     cut = n_examples - int(math.ceil(n_examples * TEST_FRACTION))
     return Dataset(name, X[:cut], y[:cut], X[cut:], y[cut:])
 

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ml.checks import UpdateCheckError, UpdateProblem
+from ml.models import standardise_inputs, standardise_targets
 from ml.tasks import TaskSpec
 
 __all__ = [
@@ -205,7 +206,8 @@ def validation_loss(
     inputs = np.ascontiguousarray(X, dtype=np.float32)
     if inputs.ndim != 2 or inputs.shape[1] != spec.input_dim or inputs.shape[0] == 0:
         raise ValueError(f"X must have shape (n >= 1, {spec.input_dim}), got {inputs.shape}")
-    targets = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    inputs = np.ascontiguousarray(standardise_inputs(spec, inputs), dtype=np.float32)
+    targets = np.ascontiguousarray(standardise_targets(spec, y), dtype=np.float64).reshape(-1)
     if targets.shape[0] != inputs.shape[0]:
         raise ValueError(f"y must have {inputs.shape[0]} values, got {targets.shape[0]}")
     head = _HEAD_CLASSIFY if spec.head == "classify" else _HEAD_REGRESS

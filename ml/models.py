@@ -8,6 +8,16 @@ it. Two kinds of model share the code:
   classify head, linear regression for a regress head);
 * ``mlp``: one or two ReLU hidden layers before the output layer.
 
+A task may carry the standardisation of its inputs (``input_shift``,
+``input_scale``; ``gradchain task init`` computes them from the data) and,
+for regression, of its label (``label_shift``, ``label_scale``). The model
+applies them itself, in training and in inference, so callers always pass
+raw columns and get predictions in the label's own units: the layers see
+``(x - shift) / scale`` (float32, elementwise, so the same bits everywhere,
+as the consensus gate needs), and a regress head's output ``o`` is reported
+as ``o * label_scale + label_shift``; its loss is taken on the standardised
+label.
+
 Layer ``i`` owns ``W{i}`` of shape ``(fan_in, fan_out)`` followed by ``b{i}``
 of shape ``(fan_out,)``; the flat vector concatenates them in that order.
 
@@ -69,6 +79,28 @@ def init_params(spec: TaskSpec) -> FloatArray:
     return np.concatenate([p.ravel() for p in parts]).astype(F32)
 
 
+def standardise_inputs(spec: TaskSpec, X: NDArray[np.floating]) -> NDArray[np.floating]:
+    """``(X - input_shift) / input_scale`` in float32, or ``X`` untouched if the task has none.
+
+    Elementwise IEEE float32 arithmetic: every machine gets the same bits.
+    """
+    if not spec.standardised:
+        return X
+    shift = np.asarray(spec.input_shift, dtype=F32)
+    scale = np.asarray(spec.input_scale, dtype=F32)
+    out: NDArray[np.float32] = (np.asarray(X, dtype=F32) - shift) / scale
+    return out
+
+
+def standardise_targets(spec: TaskSpec, y: NDArray[np.generic]) -> NDArray[np.float64]:
+    """A regress task's labels in the units the model is trained in (float64, elementwise)."""
+    values = np.asarray(y, dtype=np.float64)
+    if spec.head != "regress" or (spec.label_shift, spec.label_scale) == (0.0, 1.0):
+        return values
+    out: NDArray[np.float64] = (values - spec.label_shift) / spec.label_scale
+    return out
+
+
 def _check_params(spec: TaskSpec, params: NDArray[np.floating]) -> None:
     expected = spec.param_count
     if params.ndim != 1 or params.shape[0] != expected:
@@ -104,7 +136,9 @@ def _forward_cache(
         raise ValueError(f"X must have shape (n, {spec.input_dim}), got {X.shape}")
     layers = _layers(spec, params)
     inputs: list[NDArray[np.floating]] = []
-    h = X
+    h = standardise_inputs(spec, X)
+    if h is not X:
+        h = h.astype(params.dtype, copy=False)
     for i, (W, b) in enumerate(layers):
         inputs.append(h)
         z = h @ W + b
@@ -138,7 +172,7 @@ def _output_error(
         err = np.exp(shifted - log_norm[:, None])
         err[rows, labels] -= 1.0
         return losses, err
-    resid = out64[:, 0] - y.astype(np.float64)
+    resid = out64[:, 0] - standardise_targets(spec, y)
     return resid**2, (2.0 * resid)[:, None]
 
 
@@ -213,4 +247,6 @@ def predict(
         labels: NDArray[np.int64] = np.argmax(out, axis=1).astype(np.int64)
         return labels
     values: NDArray[np.float32] = out[:, 0].astype(F32)
+    if (spec.label_shift, spec.label_scale) != (0.0, 1.0):
+        values = (values * F32(spec.label_scale) + F32(spec.label_shift)).astype(F32)
     return values

@@ -45,6 +45,10 @@ number (on the chain, from the parent block's hash). A rule other than the
 task's gets :func:`default_rule_params` (``centered_clip``'s radius scales
 with the task's norm bound).
 
+A federation on the participants' own data (issue 19) passes
+``own_data``: the task, one table per node and the evaluation set, in place
+of a built-in task's shards.
+
 Everything is seeded from ``SimConfig.seed``; this module reads no clock (the
 CLI times the run) and no file beyond the task's package data.
 """
@@ -65,13 +69,14 @@ from ml.attacks import ATTACKS, attack, flip_labels, is_data_attack
 from ml.checks import UpdateCheckError, check_update
 from ml.codec import KINDS, decode_update, encode_update
 from ml.datasets import Dataset, load_dataset
-from ml.evaluate import evaluate
+from ml.evaluate import evaluate, headline
 from ml.models import init_params
 from ml.shards import SCHEMES, shard
 from ml.tasks import TaskSpec, builtin_task
 from ml.trainer import NORM_MARGIN, train_update
 
 __all__ = [
+    "OwnData",
     "RoundRecord",
     "SimConfig",
     "SimResult",
@@ -188,6 +193,15 @@ def n_attackers(config: SimConfig) -> int:
 
 
 @dataclass(frozen=True)
+class OwnData:
+    """A task trained on its participants' own tables: one ``(X, y)`` per node, and the test set."""
+
+    spec: TaskSpec
+    shards: tuple[tuple[npt.NDArray[np.float32], npt.NDArray[np.generic]], ...]
+    test: Dataset
+
+
+@dataclass(frozen=True)
 class RoundRecord:
     """What one round did: test figures after it, updates kept and dropped, the f used.
 
@@ -219,8 +233,8 @@ class SimResult:
 
     @property
     def metric_name(self) -> str:
-        """The headline figure: ``accuracy`` for classify tasks, ``mse_ratio`` for regression."""
-        return "accuracy" if self.spec.head == "classify" else "mse_ratio"
+        """The headline figure of the task (:func:`ml.evaluate.headline`)."""
+        return headline(self.spec)
 
     @property
     def curve(self) -> list[float]:
@@ -308,11 +322,12 @@ def _make_nodes(
     n_bad: int,
     seeds: list[np.random.SeedSequence],
     regress: bool,
+    own: OwnData | None = None,
 ) -> list[_Node]:
     key = SHARD_KEY_PREFIX + str(config.seed).encode()
     nodes = []
     for i in range(config.nodes):
-        X, y = shard(
+        X, y = own.shards[i] if own is not None else shard(
             dataset, i, config.nodes, config.scheme, alpha=config.alpha, seed=config.seed, key=key
         )
         if i < n_bad and is_data_attack(config.attack):
@@ -376,7 +391,10 @@ def _aggregate_with_bound(
 
 
 def run_simulation(
-    config: SimConfig, progress: Callable[[RoundRecord], None] | None = None
+    config: SimConfig,
+    progress: Callable[[RoundRecord], None] | None = None,
+    *,
+    own_data: OwnData | None = None,
 ) -> SimResult:
     """Run ``config.rounds`` federated rounds and return every round's record.
 
@@ -386,13 +404,18 @@ def run_simulation(
         What to simulate.
     progress
         Called with each round's record as soon as it is done (the CLI prints it).
+    own_data
+        The task and each node's own table (``config.task`` and ``scheme``
+        are then unused); ``config.nodes`` must equal the number of tables.
 
     Raises
     ------
     ValueError
         For a config the task cannot run (for example a rule parameter it lacks).
     """
-    spec = builtin_task(config.task)
+    if own_data is not None and len(own_data.shards) != config.nodes:
+        raise ValueError(f"{len(own_data.shards)} tables for {config.nodes} nodes")
+    spec = own_data.spec if own_data is not None else builtin_task(config.task)
     if config.local_steps is not None:
         # only the local trainer reads local_steps; the on-chain contract is untouched
         train_steps: int | None = config.local_steps
@@ -401,11 +424,11 @@ def run_simulation(
     rule = config.rule if config.rule is not None else spec.rule
     n_bad = n_attackers(config)
     f = n_bad if config.f is None else config.f
-    dataset = load_dataset(spec)
+    dataset = own_data.test if own_data is not None else load_dataset(spec)
     root = np.random.SeedSequence(config.seed)
     node_seeds = root.spawn(config.nodes)
     attack_rng = np.random.default_rng(root.spawn(1)[0])
-    nodes = _make_nodes(config, dataset, n_bad, node_seeds, spec.head == "regress")
+    nodes = _make_nodes(config, dataset, n_bad, node_seeds, spec.head == "regress", own_data)
     norm_bound = spec.norm_bound if config.norm_bound is None else config.norm_bound
     rule_params = default_rule_params(rule, spec, norm_bound)
     attack_params = _attack_params(config, spec, norm_bound, n_bad)

@@ -9,12 +9,20 @@ import numpy as np
 import pytest
 
 from ml.datasets import (
+    AR_PHI,
+    AR_SIGMA_PERCENT,
     load_dataset,
     naive_baseline_error,
     naive_baseline_mae,
+    optimum_mse_ratio,
+    optimum_predictions,
     parse_price_csv,
     price_dataset,
+    synthetic_prices,
+    synthetic_returns,
 )
+from ml.evaluate import evaluate
+from ml.models import init_params
 from ml.tasks import builtin_task
 
 DIGITS_TOTAL = 1797
@@ -40,13 +48,50 @@ def test_stock_series_is_seeded_windowed_and_chronological() -> None:
     assert d.X_train.shape[1] == spec.window and d.y_train.dtype == np.float32
     n = d.X_train.shape[0] + d.X_test.shape[0]
     assert d.X_test.shape[0] == int(np.ceil(n * 0.25))
-    # Last feature is the last price over itself: exactly zero.
-    assert np.all(d.X_train[:, -1] == 0.0)
-    # No look-ahead: each target reappears as the window of the next example.
+    # No look-ahead: each target is the newest return of the next example's window,
+    # and each window is the previous one shifted by a day.
     X = np.concatenate([d.X_train, d.X_test])
-    y = np.concatenate([d.y_train, d.y_test]).astype(np.float64)
-    implied = (1.0 / (X[1:, -2].astype(np.float64) / 100.0 + 1.0) - 1.0) * 100.0
-    np.testing.assert_allclose(implied, y[:-1], rtol=1e-3, atol=1e-3)
+    y = np.concatenate([d.y_train, d.y_test])
+    assert np.array_equal(X[1:, -1], y[:-1])
+    assert np.array_equal(X[1:, :-1], X[:-1, 1:])
+
+
+def test_synthetic_returns_are_ar1_with_the_documented_coefficient() -> None:
+    returns = synthetic_returns(seed=3, days=200_000)
+    phi_hat = float(np.dot(returns[1:], returns[:-1]) / np.dot(returns[:-1], returns[:-1]))
+    assert phi_hat == pytest.approx(AR_PHI, abs=0.01)
+    innovations = returns[1:] - AR_PHI * returns[:-1]
+    assert float(np.std(innovations)) == pytest.approx(AR_SIGMA_PERCENT, rel=0.01)
+    # Stationary from day one: the variance is sigma^2 / (1 - phi^2) throughout.
+    assert float(np.var(returns)) == pytest.approx(AR_SIGMA_PERCENT**2 / (1 - AR_PHI**2), rel=0.02)
+
+
+def test_prices_compound_the_synthetic_returns() -> None:
+    closes = synthetic_prices(seed=5, days=50)
+    returns = synthetic_returns(seed=5, days=49)
+    assert closes[0] == 100.0
+    np.testing.assert_allclose((closes[1:] / closes[:-1] - 1) * 100, returns, rtol=1e-9)
+
+
+def test_the_known_optimum_beats_naive_by_the_closed_form_ratio() -> None:
+    """On the synthetic series, phi * last return is the best forecast: ratio ~ 1 - phi^2."""
+    spec = builtin_task("stock")
+    d = load_dataset(spec)
+    assert d.optimum_test is not None
+    np.testing.assert_array_equal(d.optimum_test, optimum_predictions(d.X_test))
+    assert optimum_mse_ratio() == pytest.approx(1 - AR_PHI**2)
+    figures = evaluate(spec, init_params(spec), d)
+    # ~1000 test days: the empirical ratio lies within sampling noise of the closed form.
+    assert figures["optimum_ratio"] == pytest.approx(optimum_mse_ratio(), abs=0.06)
+    # A user's CSV has no known optimum.
+    closes = list(100.0 + np.cumsum(np.random.default_rng(0).normal(size=120)))
+    assert load_dataset(spec, csv_text=make_csv(closes)).optimum_test is None
+
+
+def test_a_feature_table_regression_has_no_builtin_data() -> None:
+    spec = dataclasses.replace(builtin_task("stock"), window=0, input_dim=3, name="houses")
+    with pytest.raises(ValueError, match="own files"):
+        load_dataset(spec)
 
 
 def test_stock_seed_changes_the_series() -> None:
@@ -68,7 +113,7 @@ def test_csv_text_replaces_the_synthetic_series() -> None:
     with_header = load_dataset(spec, csv_text=make_csv(closes))
     without = load_dataset(spec, csv_text=make_csv(closes, header=False))
     assert np.array_equal(with_header.y_test, without.y_test)
-    assert with_header.X_train.shape[0] + with_header.X_test.shape[0] == 120 - spec.window
+    assert with_header.X_train.shape[0] + with_header.X_test.shape[0] == 120 - 1 - spec.window
     assert with_header.y_test[-1] == pytest.approx((closes[-1] / closes[-2] - 1) * 100, rel=1e-5)
 
 

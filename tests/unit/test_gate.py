@@ -252,3 +252,20 @@ def test_the_mempool_applies_the_gate_on_the_tip(digits_gated: TaskSpec) -> None
     pool = Mempool()
     helpful = cb.update(ALICE, descent_update(cb, 0.5))
     assert pool.add(encode_tx(helpful), helpful, view, NOW).added
+
+
+@pytest.mark.parametrize("head", ["classify", "regress"])
+def test_the_gate_loss_standardises_like_the_model(head: str) -> None:
+    """A task's input (and regression label) standardisation is part of the consensus loss."""
+    base = dataclasses.replace(builtin_task("digits"), input_dim=3, output_dim=2, name="t")
+    if head == "regress":
+        base = dataclasses.replace(base, head="regress", output_dim=1, label_shift=50.0, label_scale=4.0)
+    spec = dataclasses.replace(base, input_shift=(1.0, -2.0, 300.0), input_scale=(0.5, 3.0, 100.0))
+    rng = np.random.default_rng(5)
+    X = (rng.normal(size=(40, 3)) * [0.5, 3.0, 100.0] + [1.0, -2.0, 300.0]).astype(np.float32)
+    y = rng.integers(0, 2, 40) if head == "classify" else rng.normal(50.0, 4.0, 40)
+    params = init_params(spec)
+    ours = gate.validation_loss(spec, params, X, y)
+    assert ours == pytest.approx(loss_and_grad(spec, params, X, y)[0], rel=1e-9)
+    unscaled = dataclasses.replace(spec, input_shift=(), input_scale=())
+    assert ours != pytest.approx(gate.validation_loss(unscaled, params, X, y), rel=1e-3)

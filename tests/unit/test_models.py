@@ -24,7 +24,7 @@ FD_STEP = 1e-6
 
 def variants() -> list[TaskSpec]:
     digits = dataclasses.replace(builtin_task("digits"), input_dim=5, output_dim=3)
-    stock = dataclasses.replace(builtin_task("stock"), input_dim=4, window=4, hidden=(3,))
+    stock = dataclasses.replace(builtin_task("stock"), input_dim=4, window=4, model="mlp", hidden=(3,))
     return [
         digits,
         dataclasses.replace(digits, model="mlp", hidden=(6,)),
@@ -137,3 +137,42 @@ def test_cross_entropy_is_stable_for_huge_logits() -> None:
         spec, params, np.array([[1.0, 0.0]], dtype=np.float32), np.array([1])
     )
     assert np.isfinite(loss) and loss == pytest.approx(2e4) and np.all(np.isfinite(grad))
+
+
+# -- standardisation carried by the task (issue 19) --------------------------------------------
+
+
+def scaled_pair() -> tuple[TaskSpec, TaskSpec, np.ndarray]:
+    """The same task on unit columns and on columns 1024x larger and shifted, with matching stats."""
+    base = dataclasses.replace(builtin_task("digits"), input_dim=4, output_dim=3)
+    unit = dataclasses.replace(base, input_shift=(0.0,) * 4, input_scale=(1.0,) * 4)
+    big = dataclasses.replace(base, input_shift=(512.0,) * 4, input_scale=(1024.0,) * 4)
+    # Multiples of 1/64: scaling by 1024 and shifting by 512 stay exact in float32.
+    X = (np.random.default_rng(1).integers(-128, 128, size=(9, 4)) / 64.0).astype(np.float32)
+    return unit, big, X
+
+
+def test_the_model_applies_the_tasks_standardisation_in_training_and_inference() -> None:
+    """Raw columns on another scale train and predict exactly like unit columns."""
+    unit, big, X = scaled_pair()
+    raw = (X * np.float32(1024.0) + np.float32(512.0)).astype(np.float32)  # exact: powers of two
+    params = init_params(unit)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(forward(unit, params, X), forward(big, params, raw))
+    np.testing.assert_array_equal(predict(unit, params, X), predict(big, params, raw))
+    loss_a, grad_a = loss_and_grad(unit, params, X, y)
+    loss_b, grad_b = loss_and_grad(big, params, raw, y)
+    assert loss_a == loss_b and np.array_equal(grad_a, grad_b)
+
+
+def test_a_regression_predicts_in_the_labels_own_units() -> None:
+    base = dataclasses.replace(builtin_task("stock"), window=0, input_dim=2)
+    scaled = dataclasses.replace(base, label_shift=1000.0, label_scale=8.0)
+    params = init_params(base)
+    X = np.array([[1.0, 2.0], [-1.0, 0.5]], dtype=np.float32)
+    np.testing.assert_allclose(predict(scaled, params, X), predict(base, params, X) * 8.0 + 1000.0, rtol=1e-6)
+    # The loss is taken on the standardised label: the same as the unscaled task on (y - 1000) / 8.
+    y = np.array([1008.0, 984.0], dtype=np.float32)
+    assert loss_and_grad(scaled, params, X, y)[0] == pytest.approx(
+        loss_and_grad(base, params, X, (y - 1000.0) / 8.0)[0]
+    )

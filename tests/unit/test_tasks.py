@@ -153,3 +153,80 @@ def test_digits_defaults_train_three_non_iid_participants_to_95_percent() -> Non
             reached = block
             break
     assert reached is not None, "digits defaults did not reach 95% in 60 blocks"
+
+
+# -- the data-schema group (issue 19) ---------------------------------------------------------
+
+
+def table_task(**changes: Any) -> TaskSpec:
+    """A three-feature classify task with column names and standardisation."""
+    base = dataclasses.replace(
+        digits(),
+        name="table",
+        input_dim=3,
+        output_dim=2,
+        features=("a", "b c", "d"),
+        input_shift=(0.0, 10.0, -1.5),
+        input_scale=(1.0, 0.5, 1000.0),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_schema_fields_at_their_defaults_are_left_out_of_the_dict() -> None:
+    """Tasks without a schema encode exactly as before it existed (same genesis bytes)."""
+    assert not {"features", "input_shift", "input_scale", "label_shift", "label_scale"} & set(
+        digits().to_dict()
+    )
+    d = table_task().to_dict()
+    assert d["features"] == ["a", "b c", "d"] and d["input_scale"] == [1.0, 0.5, 1000.0]
+    assert "label_shift" not in d
+    assert TaskSpec.from_dict(json.loads(json.dumps(d))) == table_task()
+
+
+def test_a_regression_on_a_table_has_window_zero_and_may_scale_its_label() -> None:
+    spec = table_task(head="regress", output_dim=1, label_shift=2.5, label_scale=4.0)
+    assert spec.window == 0
+    d = spec.to_dict()
+    assert (d["label_shift"], d["label_scale"]) == (2.5, 4.0)
+    assert TaskSpec.from_dict(d) == spec
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"features": ("a", "b")}, "features"),
+        ({"features": ("a", "a", "d")}, "features"),
+        ({"features": ("a", "b,c", "d")}, "features"),
+        ({"features": ("a", "label", "d")}, "features"),
+        ({"features": ("a", " b", "d")}, "features"),
+        ({"features": ("a", "", "d")}, "features"),
+        ({"input_shift": (0.0, 1.0)}, "input_shift"),
+        ({"input_shift": ()}, "input_shift/input_scale"),
+        ({"input_scale": (1.0, 0.0, 1.0)}, "input_scale"),
+        ({"input_scale": (1.0, -2.0, 1.0)}, "input_scale"),
+        ({"input_shift": (0.0, float("nan"), 1.0)}, "input_shift"),
+        ({"input_shift": (0.0, 1e39, 1.0)}, "input_shift"),  # inf as float32
+        ({"input_scale": (1.0, 1e-40, 1.0)}, "input_scale"),  # subnormal as float32
+        ({"label_shift": 1.0}, "label_shift/label_scale"),  # a classify task
+        ({"head": "regress", "output_dim": 1, "label_scale": 0.0}, "label_scale"),
+    ],
+)
+def test_invalid_schema_fields_raise_naming_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        table_task(**changes)
+
+
+def test_a_price_series_has_no_column_names() -> None:
+    with pytest.raises(ValueError, match="features"):
+        dataclasses.replace(builtin_task("stock"), features=tuple(f"r{i}" for i in range(20)))
+
+
+def test_from_dict_names_the_unknown_key_and_lists_the_known_ones() -> None:
+    d = table_task().to_dict()
+    d["colour"] = "red"
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\].*known keys are name, model"):
+        TaskSpec.from_dict(d)
+    d = table_task().to_dict()
+    d["input_scale"] = [1, 2, 3]  # ints where floats belong
+    with pytest.raises(ValueError, match="input_scale"):
+        TaskSpec.from_dict(d)
