@@ -20,6 +20,7 @@ class NodeConfig:
     mine: bool = False
     train: bool = False
     shard: tuple[int, int] = (0, 1)  # this node's data shard i/n
+    data_file: pathlib.Path | None = None  # the participant's own CSV/npz, instead of a built-in shard
     shard_scheme: str = "hash"  # or "dirichlet" (non-IID label skew)
     dirichlet_alpha: float = 0.5
     keystore: pathlib.Path | None = None

@@ -1,8 +1,10 @@
-"""The trainer of a node: a fresh gradient update on its private shard per tip.
+"""The trainer of a node: a fresh gradient update on its private data per tip.
 
 When the tip advances, the trainer takes the model at the tip, runs the
-task's local steps on this node's encrypted shard, signs the update and
-submits it like any transaction, so it reaches peers by gossip. An attacker
+task's local steps on this node's encrypted shard (or on the participant's
+own file given with ``--data``, followed as rows are appended:
+node/datafile.py), signs the update and submits it like any transaction,
+so it reaches peers by gossip. An attacker
 node (testnet demos) runs the same trainer with a poisoned step, so the
 chain's aggregation rule has to defend against it.
 """
@@ -26,6 +28,7 @@ from ml.datasets import load_dataset
 from ml.shards import decrypt_shard, derive_shard_key, encrypt_shard, shard
 from ml.tasks import TaskSpec
 from ml.trainer import clip_to_norm, train_update
+from node.datafile import LocalData
 from node.keystore_file import write_private_file
 from node.mempool import PolicyRejected
 from wallet import address_bytes
@@ -70,28 +73,42 @@ class Trainer:
         seed = int.from_bytes(node.keypair.public[:8], "little")
         self.rng = np.random.default_rng(seed)
         self.submitted = 0
+        self.data: LocalData | None = None
 
     async def start(self) -> None:
         config = self.node.config
         index, total = config.shard
-        self.X, self.y = await asyncio.get_running_loop().run_in_executor(
-            None,
-            load_or_create_shard,
-            config.datadir,
-            self.node.keypair.seed,
-            self.task,
-            index,
-            total,
-            config.shard_scheme,
-            config.dirichlet_alpha,
-        )
-        if config.attack and is_data_attack(config.attack):
-            self.y = flip_labels(self.y, self.task.output_dim)
+        loop = asyncio.get_running_loop()
+        if config.data_file is not None:  # the participant's own file, followed as it grows
+            self.data = await loop.run_in_executor(
+                None, LocalData.open, config.data_file, config.datadir, self.node.keypair.seed, self.task
+            )
+            self._use(self.data.X, self.data.y)
+            source = f"from {config.data_file}"
+        else:
+            self._use(*await loop.run_in_executor(
+                None, load_or_create_shard, config.datadir, self.node.keypair.seed, self.task,
+                index, total, config.shard_scheme, config.dirichlet_alpha,
+            ))
+            source = f"shard {index}/{total}"
         role = f"attacker ({config.attack})" if config.attack else "honest"
-        self.node.event("trainer", f"trainer ready: {len(self.y)} private examples, shard {index}/{total}, {role}")
+        self.node.event("trainer", f"trainer ready: {len(self.y)} private examples, {source}, {role}")
         self.node.on_tip_change(self._wake.set)
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="trainer")
+
+    def _use(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Train on ``(X, y)`` from now on (a label-flip attacker flips the labels)."""
+        attack_name = self.node.config.attack
+        if attack_name and is_data_attack(attack_name):
+            y = flip_labels(y, self.task.output_dim)
+        self.X, self.y = X, y
+
+    def _follow_data(self) -> None:
+        """Before a step: take the rows appended to the participant's file since the last one."""
+        if self.data is not None and (added := self.data.refresh()) != 0:
+            self._use(self.data.X, self.data.y)
+            self.node.event("data", f"{added:+d} rows from {self.data.source}: training on {self.data.rows}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -121,6 +138,7 @@ class Trainer:
         return _Job(np.array(chain.state.params), tip.height, tip.hash, mempool.next_nonce(sender, chain), honest)
 
     def _train(self, job: _Job) -> GradientUpdate:
+        self._follow_data()
         delta = train_update(self.task, job.params, self.X, self.y, rng=self.rng)
         name = self.node.config.attack
         if name and not is_data_attack(name):

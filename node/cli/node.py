@@ -21,7 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--peer", action="append", default=[], metavar="URL", help="a peer's URL (repeatable)")
     p.add_argument("--mine", action="store_true", help="mine blocks")
     p.add_argument("--train", action="store_true", help="train on this node's shard and submit updates")
-    p.add_argument("--shard", default="0/1", help="this node's data shard i/n")
+    p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
+                   help="train on your own CSV or .npz (feature columns, then 'label'; checked against "
+                        "the task, kept encrypted in the datadir; rows appended later are picked up)")
+    p.add_argument("--shard", default="0/1", help="this node's data shard i/n of the built-in task's data")
     p.add_argument("--shard-scheme", choices=("hash", "dirichlet"), default="hash")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for non-IID shards")
     p.add_argument("--keystore", type=pathlib.Path, default=None, help="wallet for rewards and signing")
@@ -57,6 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for url in args.peer:
         if not is_listen_url(url):
             raise CliError(f"--peer must look like http://host:port, got {url!r}")
+    if args.data is not None and not args.train:
+        raise CliError("--data is the file this node trains on: add --train")
     if args.attack is not None and args.attack not in ATTACKS:
         raise CliError(f"--attack must be one of {', '.join(ATTACKS)}")
     password = None
@@ -68,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     interval = args.block_interval if args.block_interval is not None else (1.0 if args.network == "regtest" else 0.0)
     config = NodeConfig(
         datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, byzantine_f=args.byzantine_f, host=host, port=port,
-        peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard),
+        peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard), data_file=args.data,
         shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
         password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,
     )

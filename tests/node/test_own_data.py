@@ -1,0 +1,52 @@
+"""A node trains on the participant's own file (``node run --train --data FILE``) and
+follows rows appended to it while it runs, with no restart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.datafile import Table
+from ml.datasets import load_dataset
+from ml.tabular import table_csv
+from ml.tasks import builtin_task
+from node.datafile import SEALED_FILE, DataSourceError
+from tests.conftest import until
+from tests.node.harness import Cluster, mine, scenario
+
+UPDATE_TIMEOUT_S = 30.0  # one local training run of 20 steps, on a loaded CI box
+
+
+def digits_csv(rows: slice) -> str:
+    data = load_dataset(builtin_task("digits"))
+    return table_csv(Table(data.X_train[rows], data.y_train[rows]))
+
+
+@scenario
+async def test_appended_rows_reach_the_next_updates_without_a_restart(cluster: Cluster) -> None:
+    path = cluster.base / "mine.csv"
+    path.write_text(digits_csv(slice(0, 40)))
+    node = await cluster.start("a", train=True, byzantine_f=0, data_file=path)
+    trainer = node.trainer
+    assert trainer.data is not None and trainer.data.rows == 40 and len(trainer.y) == 40
+    assert (node.config.datadir / SEALED_FILE).exists()
+    await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="the first update")
+
+    more = digits_csv(slice(40, 70)).split("\n", 1)[1]  # the rows without the header
+    with path.open("a") as handle:
+        handle.write(more)
+    await mine(node, 1)  # a new tip: the trainer's next step reads the file again
+    await until(lambda: len(trainer.y) == 70, UPDATE_TIMEOUT_S, what="the appended rows")
+    assert any(e.kind == "data" and "+30 rows" in e.message for e in node.events)
+    np.testing.assert_array_equal(trainer.X[40:], load_dataset(builtin_task("digits")).X_train[40:70])
+    await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="an update on the grown data")
+
+
+@scenario
+async def test_a_file_that_does_not_fit_the_task_stops_the_start(cluster: Cluster) -> None:
+    path = cluster.base / "bad.csv"
+    text = digits_csv(slice(0, 3)).splitlines()
+    text[2] = text[2].rsplit(",", 1)[0]  # the second example loses its label
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(DataSourceError, match=r"bad.csv: line 3: 64 values, expected 65.*label missing"):
+        await cluster.start("a", train=True, byzantine_f=0, data_file=path)
