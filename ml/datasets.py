@@ -183,7 +183,12 @@ def optimum_predictions(X: NDArray[np.floating]) -> NDArray[np.float64]:
 
 
 def parse_price_csv(text: str) -> NDArray[np.float64]:
-    """Closing prices from ``date,close`` CSV text, oldest row first.
+    """Closing prices from ``date,close`` CSV text, oldest row first (see :func:`parse_price_rows`)."""
+    return parse_price_rows(text)[1]
+
+
+def parse_price_rows(text: str) -> tuple[list[datetime.date], NDArray[np.float64]]:
+    """Dates and closing prices from ``date,close`` CSV text, oldest row first.
 
     The first row may be a header (a row whose close is not a number). Dates
     must be ISO ``YYYY-MM-DD`` and strictly increasing; closes finite and > 0.
@@ -194,6 +199,7 @@ def parse_price_csv(text: str) -> NDArray[np.float64]:
         Naming the line of the first malformed row.
     """
     closes: list[float] = []
+    dates: list[datetime.date] = []
     previous: datetime.date | None = None
     first_row = True
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -221,8 +227,9 @@ def parse_price_csv(text: str) -> NDArray[np.float64]:
         if previous is not None and date <= previous:
             raise ValueError(f"CSV line {lineno}: dates must increase (sort rows oldest first)")
         previous = date
+        dates.append(date)
         closes.append(close)
-    return np.asarray(closes, dtype=np.float64)
+    return dates, np.asarray(closes, dtype=np.float64)
 
 
 def price_examples(

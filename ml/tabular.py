@@ -25,8 +25,6 @@ from ml.tasks import LABEL_COLUMN
 SKLEARN_TABLES = ("wine", "breast_cancer")
 # A regression is skewed over this many label quantile bins.
 REGRESS_SKEW_BINS = 4
-# Digits a CSV cell keeps: float32 round-trips through 9 significant digits.
-CSV_SIGNIFICANT_DIGITS = 9
 # sklearn's column names hold spaces ("mean radius"); underscores read better in a shell.
 _NAME_REPLACEMENTS = {" ": "_", ",": "_", '"': ""}
 
@@ -98,8 +96,9 @@ def table_csv(table: Table) -> str:
     lines = [",".join((*names, LABEL_COLUMN))]
     whole = table.y.dtype.kind in "iu"
     for x, label in zip(table.X, table.y, strict=True):
-        cells = [f"{float(v):.{CSV_SIGNIFICANT_DIGITS}g}" for v in x]
-        cells.append(str(int(label)) if whole else f"{float(label):.{CSV_SIGNIFICANT_DIGITS}g}")
+        # numpy prints a float32 with the fewest digits that read back as the same float32.
+        cells = [str(v) for v in np.asarray(x, dtype=np.float32)]
+        cells.append(str(int(label)) if whole else str(np.float32(label)))
         lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 

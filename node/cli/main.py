@@ -26,6 +26,7 @@ NOUNS: tuple[tuple[str, str, str], ...] = (
     ("model", "node.cli.model", "fetch the shared model or run inference on it"),
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),
     ("sim", "node.cli.sim", "simulate federated rounds in-process, no chain"),
+    ("task", "node.cli.task", "training tasks for your own data: init, split, example, feed"),
 )
 
 

@@ -1,0 +1,253 @@
+"""`gradchain task ...`: training tasks for your own data.
+
+``init``     a complete task spec for a CSV/npz (what to deploy, then edit)
+``split``    one table dealt out as an evaluation set and N participants' files
+``example``  a bundled table (wine, breast_cancer) or a synthetic price series as a file
+``feed``     append one day's close at a time to a node's price file and score its forecasts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import sys
+from typing import Any
+
+from node.cli.errors import CliError
+
+EXAMPLES = ("wine", "breast_cancer", "stock")
+DEFAULT_EXAMPLE_DAYS = 1000  # four years of closes: enough windows for a first run
+PRICE_HEADER = ("date", "close")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
+
+    p = verbs.add_parser("init", help="write a complete task spec for a data file (then edit it)",
+                         description="Read FILE (CSV: feature columns, then 'label'; or .npz with X and y), "
+                                     "check it, and write a valid task spec for it: feature count and names, "
+                                     "head and classes from the label column, the standardisation of every "
+                                     "column, and the defaults a first run needs.")
+    p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE", help="your CSV or .npz")
+    p.add_argument("--name", default=None, help="task name (default: from the file name)")
+    p.add_argument("--head", choices=("classify", "regress"), default=None,
+                   help="override the head inferred from the label column")
+    p.add_argument("--out", required=True, type=pathlib.Path, metavar="SPEC.json")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    p.set_defaults(handler=cmd_init)
+
+    p = verbs.add_parser("split", help="deal one CSV out as eval.csv and node0.csv .. node{N-1}.csv",
+                         description="Split a table the way a federation holds it: a stratified evaluation "
+                                     "set and N participants whose label mix is skewed (Dirichlet), for "
+                                     "`gradchain testnet up --task SPEC.json --data DIR`.")
+    p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--eval-fraction", type=float, default=0.25, help="share of rows held out for evaluation")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR")
+    p.set_defaults(handler=cmd_split)
+
+    p = verbs.add_parser("example", help="write an example data file: wine, breast_cancer or stock",
+                         description="wine and breast_cancer ship with scikit-learn (no download); stock is "
+                                     "the synthetic AR(1) price series of the built-in task, as date,close.")
+    p.add_argument("name", choices=EXAMPLES)
+    p.add_argument("--days", type=int, default=DEFAULT_EXAMPLE_DAYS, help="closes to write (stock)")
+    p.add_argument("--seed", type=int, default=7, help="series seed (stock)")
+    p.add_argument("--out", required=True, type=pathlib.Path, metavar="FILE")
+    p.set_defaults(handler=cmd_example)
+
+    p = verbs.add_parser("feed", help="append one day's close at a time to a node's price file, "
+                                      "scoring the model's forecast of each day")
+    p.add_argument("--node", required=True, metavar="URL", help="the node that trains on --data")
+    p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE", help="its date,close file")
+    p.add_argument("--days", type=int, default=None, help="stop after this many days (default: Ctrl-C)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between days (about a block)")
+    p.add_argument("--from", dest="source", type=pathlib.Path, default=None, metavar="CSV",
+                   help="replay the later days of this date,close file (default: continue the AR(1) series)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the continued series")
+    p.add_argument("--json", action="store_true", help="print one JSON object per day")
+    p.set_defaults(handler=cmd_feed)
+
+
+# -- init --------------------------------------------------------------------------------------
+
+
+def _read(path: pathlib.Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _is_price_file(blob: bytes) -> bool:
+    first = blob.decode("utf-8-sig", errors="replace").lstrip().split("\n", 1)[0]
+    return tuple(c.strip().lower() for c in first.split(",")) == PRICE_HEADER
+
+
+def task_name(path: pathlib.Path) -> str:
+    """A valid task name from a file name: ``my data (v2).csv`` -> ``my_data_v2``."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:64]
+    return name or "task"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ml.datafile import DataFileError, infer_spec, parse_data
+    from ml.tasks import builtin_task
+
+    if args.out.exists() and not args.force:
+        raise CliError(f"{args.out} already exists; add --force to overwrite it")
+    blob = _read(args.data)
+    name = args.name or task_name(args.data)
+    try:
+        if _is_price_file(blob):  # a date,close series: the stock task's model, on this series
+            spec = dataclasses.replace(builtin_task("stock"), name=name)
+            rows = parse_data(blob, spec, npz=False).rows
+        else:
+            table = parse_data(blob, npz=args.data.suffix.lower() == ".npz")
+            spec = infer_spec(table, name=name, head=args.head)
+            rows = table.rows
+    except DataFileError as exc:
+        raise CliError(f"{args.data}: {exc}") from None
+    except ValueError as exc:  # an invalid --name
+        raise CliError(str(exc)) from None
+    args.out.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    summary = _describe(spec, rows)
+    if args.json:
+        print(json.dumps({"spec": str(args.out), **summary}))
+    else:
+        print(f"wrote {args.out}: task {spec.name!r}, {summary['what']}, from {rows} rows of {args.data}")
+        print("edit it to change the defaults (docs/tasks.md says what each field does); "
+              f"deploy it with `gradchain task deploy --spec {args.out} ...`", file=sys.stderr)
+    return 0
+
+
+def _describe(spec: Any, rows: int) -> dict[str, Any]:
+    if spec.window:
+        what = f"next-day return from {spec.window} daily returns"
+    elif spec.head == "classify":
+        what = f"{spec.output_dim} classes from {spec.input_dim} features (standardised)"
+    else:
+        what = f"a number from {spec.input_dim} features (standardised, label too)"
+    return {"name": spec.name, "head": spec.head, "input_dim": spec.input_dim,
+            "output_dim": spec.output_dim, "rows": rows, "what": what}
+
+
+# -- split and example -------------------------------------------------------------------------
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from ml.datafile import DataFileError, parse_data
+    from ml.tabular import split_table, table_csv
+
+    if not 1 <= args.nodes <= 64:
+        raise CliError("--nodes must be 1..64")
+    blob = _read(args.data)
+    try:
+        table = parse_data(blob, npz=args.data.suffix.lower() == ".npz")
+        evaluation, parts = split_table(table, args.nodes, eval_fraction=args.eval_fraction,
+                                        alpha=args.alpha, seed=args.seed)
+    except DataFileError as exc:
+        raise CliError(f"{args.data}: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"cannot split {args.data}: {exc}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval.csv").write_text(table_csv(evaluation))
+    for index, part in enumerate(parts):
+        (args.out / f"node{index}.csv").write_text(table_csv(part))
+    sizes = ", ".join(f"node{i} {p.rows}" for i, p in enumerate(parts))
+    print(f"wrote {args.out}/eval.csv ({evaluation.rows} rows) and {sizes}")
+    return 0
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    if args.name == "stock":
+        import datetime
+
+        from ml.datasets import synthetic_prices
+        from node.stockfeed import next_trading_day
+
+        if args.days < 2:
+            raise CliError("--days must be at least 2")
+        day = datetime.date(2020, 1, 1)
+        lines = ["date,close"]
+        for close in synthetic_prices(args.seed, args.days):
+            day = next_trading_day(day)
+            lines.append(f"{day.isoformat()},{close:.6f}")
+        args.out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}: {args.days} daily closes (AR(1) returns, seed {args.seed})")
+        return 0
+    from ml.tabular import sklearn_table, table_csv
+
+    table = sklearn_table(args.name)
+    args.out.write_text(table_csv(table))
+    print(f"wrote {args.out}: {table.rows} rows, {len(table.features)} features and 'label'")
+    return 0
+
+
+# -- feed --------------------------------------------------------------------------------------
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    import time
+
+    from node.client import ApiError, NodeClient
+    from node.stockfeed import (
+        Day,
+        FeedScore,
+        ar1_days,
+        latest_returns,
+        read_series,
+        replay_days,
+        run_feed,
+    )
+
+    client = NodeClient(args.node)
+    try:
+        task = client.model()["task"]
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    window = int(task.get("window", 0))
+    if task.get("head") != "regress" or window < 2:
+        raise CliError(f"the node's task {task.get('name')!r} is not a price series; "
+                       "start the node with --task stock --train --data FILE")
+    try:
+        dates, closes = read_series(args.data)
+        latest_returns(closes, window)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{args.data}: {exc}") from None
+    last_return = float((closes[-1] / closes[-2] - 1.0) * 100.0)
+    days = (replay_days(args.source, dates[-1], float(closes[-1])) if args.source is not None
+            else ar1_days(dates[-1], float(closes[-1]), last_return, args.seed))
+
+    def forecast(row: list[float]) -> float:
+        try:
+            return float(client.predict([row])[0])
+        except ApiError as exc:
+            raise CliError(f"the node refused the forecast: {exc.message}") from None
+
+    def report(day: Day, predicted: float, score: FeedScore) -> None:
+        best = score.optimum_ratio
+        if args.json:
+            print(json.dumps({"date": day.date.isoformat(), "close": day.close, "forecast": predicted,
+                              "actual": day.ret, "days": score.days, "mse_ratio": score.ratio,
+                              "optimum_ratio": best}), flush=True)
+            return
+        floor = f" (best possible {best:.3f})" if best is not None else ""
+        print(f"{day.date}  close {day.close:10.4f}  forecast {predicted:+6.2f} %  actual {day.ret:+6.2f} %"
+              f"  | {score.days:4d} days: model/naive MSE {score.ratio:.3f}{floor}", flush=True)
+
+    try:
+        score = run_feed(args.data, days, forecast, window, count=args.days,
+                         wait=lambda: time.sleep(args.interval), report=report)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{args.data}: {exc}") from None
+    if not args.json:
+        print(f"{score.days} days fed; the model's forecasts scored {score.ratio:.3f} of the naive error",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,145 @@
+"""`gradchain task init|split|example|feed`: from a user's CSV to a task spec, a
+testnet's data directory, and a price feed a live node learns from."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+from ml.datafile import parse_csv
+from ml.tasks import TaskSpec, builtin_task
+from node.cli.main import main
+from node.cli.task import task_name
+from node.config import NodeConfig
+from node.mining import mine_blocks
+from tests.node.threaded import NodeThread
+
+UPDATE_TIMEOUT_S = 30.0  # a node's trainer picks appended rows up at its next step
+POLL_S = 0.05
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_init_writes_a_complete_valid_spec_for_a_csv(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv, spec_path = tmp_path / "wine.csv", tmp_path / "wine.json"
+    assert run(capsys, "task", "example", "wine", "--out", str(csv))[0] == 0
+    code, out, _ = run(capsys, "task", "init", "--data", str(csv), "--out", str(spec_path))
+    assert code == 0 and "task 'wine', 3 classes from 13 features" in out
+    spec = TaskSpec.from_dict(json.loads(spec_path.read_text()))
+    assert (spec.name, spec.head, spec.output_dim, spec.input_dim) == ("wine", "classify", 3, 13)
+    assert spec.features[0] == "alcohol" and len(spec.input_scale) == 13
+    assert parse_csv(csv.read_text(), spec).rows == 178  # the file fits the spec made from it
+
+    code, _, err = run(capsys, "task", "init", "--data", str(csv), "--out", str(spec_path))
+    assert code == 1 and "already exists; add --force" in err
+    code, out, _ = run(capsys, "task", "init", "--data", str(csv), "--out", str(spec_path), "--force",
+                       "--name", "grapes", "--head", "regress", "--json")
+    assert code == 0 and json.loads(out)["head"] == "regress"
+    assert TaskSpec.from_dict(json.loads(spec_path.read_text())).name == "grapes"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a,b,label\n1,2,0\n3,x,1\n", "bad.csv: line 3, column 2 ('b'): 'x' is not a number"),
+        ("a,b,label\n1,2,0\n3,4\n", "bad.csv: line 3: 2 values, expected 3"),
+        ("a,b,y\n1,2,0\n", "must be named 'label'"),
+        ("a,b,label\n1,2,3\n1,2,3\n", "the same"),
+    ],
+)
+def test_init_refuses_a_bad_file_with_its_line_and_column(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    (tmp_path / "bad.csv").write_text(text)
+    code, _, err = run(capsys, "task", "init", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "s.json"))
+    assert code == 1 and words in err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_init_reads_npz_and_price_series(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, X=np.random.default_rng(0).normal(size=(20, 4)), y=np.linspace(0, 1, 20))
+    (tmp_path / "t.npz").write_bytes(buffer.getvalue())
+    assert run(capsys, "task", "init", "--data", str(tmp_path / "t.npz"), "--out", str(tmp_path / "t.json"))[0] == 0
+    assert TaskSpec.from_dict(json.loads((tmp_path / "t.json").read_text())).head == "regress"
+
+    assert run(capsys, "task", "example", "stock", "--days", "300", "--out", str(tmp_path / "p.csv"))[0] == 0
+    code, out, _ = run(capsys, "task", "init", "--data", str(tmp_path / "p.csv"), "--out", str(tmp_path / "p.json"))
+    assert code == 0 and "next-day return from 20 daily returns, from 279 rows" in out
+    spec = TaskSpec.from_dict(json.loads((tmp_path / "p.json").read_text()))
+    assert spec.window == 20 and spec.name == "p"
+
+
+def test_task_names_come_from_file_names() -> None:
+    assert task_name(pathlib.Path("dir/my data (v2).csv")) == "my_data_v2"
+    assert task_name(pathlib.Path("...csv")) == "task"
+
+
+def test_split_writes_a_testnet_data_directory(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "bc.csv"
+    assert run(capsys, "task", "example", "breast_cancer", "--out", str(csv))[0] == 0
+    code, out, _ = run(capsys, "task", "split", "--data", str(csv), "--nodes", "3", "--out", str(tmp_path / "d"))
+    assert code == 0 and "eval.csv (143 rows)" in out
+    parts = [parse_csv((tmp_path / "d" / f"{n}.csv").read_text()) for n in ("eval", "node0", "node1", "node2")]
+    assert sum(p.rows for p in parts) == 569
+    assert len({p.features for p in parts}) == 1
+    code, _, err = run(capsys, "task", "split", "--data", str(csv), "--eval-fraction", "1.5", "--out", str(tmp_path / "e"))
+    assert code == 1 and "evaluation share" in err
+
+
+def test_feed_appends_days_that_the_node_trains_on(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stock example: a node trains on a price file; the feed adds a day at a time and scores forecasts."""
+    prices = tmp_path / "prices.csv"
+    assert run(capsys, "task", "example", "stock", "--days", "200", "--out", str(prices))[0] == 0
+    monkeypatch.setenv("GRADCHAIN_PASSWORD", "pw")
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "me.json")]) == 0
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node", task="stock", byzantine_f=0, train=True,
+                                    data_file=prices, keystore=tmp_path / "me.json", password="pw"))
+    try:
+        trainer = running.node.trainer
+        start_rows = trainer.data.rows
+        code, out, _ = run(capsys, "task", "feed", "--node", running.node.url, "--data", str(prices),
+                           "--days", "3", "--interval", "0", "--json")
+        assert code == 0
+        days = [json.loads(line) for line in out.splitlines()]
+        assert [d["days"] for d in days] == [1, 2, 3]
+        assert all(isinstance(d["forecast"], float) and d["optimum_ratio"] is not None for d in days)
+        lines = prices.read_text().splitlines()
+        assert len(lines) == 1 + 200 + 3 and lines[-1].startswith(days[-1]["date"])
+        # A new tip wakes the trainer, whose next step reads the file again.
+        running.call(mine_blocks(running.node, 1))
+        deadline = time.monotonic() + UPDATE_TIMEOUT_S
+        while trainer.data.rows < start_rows + 3:
+            assert time.monotonic() < deadline, "the node never picked up the fed days"
+            time.sleep(POLL_S)
+        assert trainer.data.rows == start_rows + 3
+    finally:
+        running.stop()
+
+
+def test_feed_needs_a_price_series_task(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node"))  # digits
+    try:
+        (tmp_path / "p.csv").write_text("date,close\n2020-01-01,1\n")
+        code, _, err = run(capsys, "task", "feed", "--node", running.node.url, "--data", str(tmp_path / "p.csv"))
+        assert code == 1 and "not a price series" in err
+    finally:
+        running.stop()
+
+
+def test_builtin_stock_is_what_example_writes(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "task", "example", "stock", "--days", "50", "--seed", "7", "--out", str(tmp_path / "s.csv"))[0] == 0
+    table = parse_csv((tmp_path / "s.csv").read_text(), builtin_task("stock"))
+    assert table.X.shape == (50 - 1 - 20, 20)
