@@ -15,6 +15,7 @@ QUICK ?=
 RULE ?=
 FRESH ?=
 DIR ?= .testnet
+DATA ?=
 
 .PHONY: install test lint bench testnet clean browser
 
@@ -47,7 +48,8 @@ lint: install
 # A local testnet in the foreground: Ctrl-C stops every node (data stays in $(DIR)).
 testnet: install
 	$(BIN)/gradchain testnet up --dir $(DIR) --nodes $(NODES) --task $(TASK) \
-		--attackers $(ATTACKERS) --attack $(ATTACK) $(if $(RULE),--rule $(RULE),) $(if $(FRESH),--fresh,)
+		--attackers $(ATTACKERS) --attack $(ATTACK) $(if $(RULE),--rule $(RULE),) $(if $(FRESH),--fresh,) \
+		$(if $(DATA),--data $(DATA),)
 
 bench: install
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)

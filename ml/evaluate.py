@@ -22,6 +22,15 @@ def headline(spec: TaskSpec) -> str:
     return "r2" if spec.window == 0 else "mse_ratio"
 
 
+def headline_label(spec: TaskSpec, figures: dict[str, float]) -> str:
+    """The headline figure as a few words for logs and terminals, e.g. ``acc 0.953``."""
+    key = headline(spec)
+    if key not in figures:
+        return "no figures"
+    short = {"accuracy": "acc", "r2": "r2", "mse_ratio": "mse/naive"}[key]
+    return f"{short} {figures[key]:.3f}"
+
+
 def accuracy(
     spec: TaskSpec, params: NDArray[np.floating], X: NDArray[np.floating], y: NDArray[np.generic]
 ) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 class NodeConfig:
     datadir: pathlib.Path
     network: str = "regtest"
-    task: str = "digits"  # only used when the datadir is new
+    task: str = "digits"  # built-in name or spec file; only used when the datadir is new
     rule: str | None = None  # override the task's aggregation rule (a new datadir only: a new chain)
     byzantine_f: int | None = None  # override the task's f (a new datadir only); 0 for a solo chain
     host: str = "127.0.0.1"
@@ -21,6 +21,7 @@ class NodeConfig:
     train: bool = False
     shard: tuple[int, int] = (0, 1)  # this node's data shard i/n
     data_file: pathlib.Path | None = None  # the participant's own CSV/npz, instead of a built-in shard
+    eval_file: pathlib.Path | None = None  # what the model is scored on, for a task without built-in data
     shard_scheme: str = "hash"  # or "dirichlet" (non-IID label skew)
     dirichlet_alpha: float = 0.5
     keystore: pathlib.Path | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.datafile import parse_data
 from ml.datasets import Dataset, load_dataset
 from ml.evaluate import evaluate
 
@@ -36,13 +37,30 @@ class Evaluator:
         self._pending: asyncio.Task[None] | None = None  # the task following the tip
 
     @property
-    def dataset(self) -> Dataset:
+    def dataset(self) -> Dataset | None:
+        """What the model is scored on: ``--eval FILE``, else the task's built-in test split.
+
+        None for a task without built-in data when no file was given: the
+        node then reports no figures (it still validates, mines and trains).
+        """
         if self._dataset is None:
-            self._dataset = load_dataset(self.task)
+            self._dataset = self._load()
         return self._dataset
 
+    def _load(self) -> Dataset | None:
+        path = self.node.config.eval_file
+        if path is None:
+            try:
+                return load_dataset(self.task)
+            except ValueError as exc:
+                log.warning("no figures for task %r: %s; give the node --eval FILE", self.task.name, exc)
+                return None
+        table = parse_data(path.read_bytes(), self.task, npz=path.suffix.lower() == ".npz")
+        return Dataset(self.task.name, table.X[:0], table.y[:0], table.X, table.y)
+
     def figures(self, params: np.ndarray) -> dict[str, float]:
-        return evaluate(self.task, params, self.dataset)
+        dataset = self.dataset
+        return {} if dataset is None else evaluate(self.task, params, dataset)
 
     def _schedule(self) -> None:
         if self._pending is None or self._pending.done():
@@ -80,7 +98,7 @@ class Evaluator:
         if "accuracy" in figures:
             metrics.model_accuracy.set(figures["accuracy"])
             metrics.model_loss.set(figures["loss"])
-        else:
+        elif "mse" in figures:
             metrics.model_loss.set(figures["mse"])
         return figures
 

@@ -27,7 +27,7 @@ from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
 from consensus.tx import GradientUpdate, Tx, decode_tx
 from ml.floatenv import float_environment
-from ml.tasks import builtin_task, with_overrides
+from ml.tasks import with_overrides
 from node import limits
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
@@ -35,6 +35,7 @@ from node.listener import ConnectionGuard, GuardedSite, runner_options
 from node.mempool import AddResult, Mempool
 from node.metrics import NodeMetrics
 from node.storage import StorageError
+from node.taskfile import load_task
 
 log = logging.getLogger("gradchain.node")
 T = TypeVar("T")
@@ -150,7 +151,7 @@ class Node:
                     f"{self.config.datadir} holds a {chain.network.name} chain, not {self.config.network}"
                 )
             return chain
-        task = with_overrides(builtin_task(self.config.task), rule=self.config.rule, f=self.config.byzantine_f)
+        task = with_overrides(load_task(self.config.task), rule=self.config.rule, f=self.config.byzantine_f)
         return ChainState.create(self.config.datadir, self.config.network, task)
 
     def _lock_datadir(self) -> None:

@@ -204,8 +204,8 @@ async def _history(node: Any) -> dict[int, dict[str, float]]:
 async def _prediction(node: Any, state: DashboardState) -> views.Prediction | None:
     """The tip model on the last test days of a regress task (cached per tip)."""
     chain = node.chain
-    if chain.task.head != "regress":
-        return None
+    if chain.task.head != "regress" or chain.task.window == 0 or node.evaluator.dataset is None:
+        return None  # the plot is of a price series' days
     tip = chain.tip.hash
     if state.prediction is not None and state.prediction_tip == tip:
         return state.prediction

@@ -20,6 +20,7 @@ from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
 from consensus.participation import verdict
 from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
+from ml.evaluate import headline_label
 from ml.models import predict
 from ml.tasks import TaskSpec
 from node import limits
@@ -214,11 +215,7 @@ def add_routes(app: web.Application, node: Any) -> None:
             return json_reply({"height": None, "label": "…"})
         height = max(history)
         figures = history[height]
-        if "accuracy" in figures:
-            label = f"acc {figures['accuracy']:.3f}"
-        else:
-            label = f"mse/naive {figures['mse_ratio']:.3f}"
-        return json_reply({"height": height, **figures, "label": label})
+        return json_reply({"height": height, **figures, "label": headline_label(chain.task, figures)})
 
     async def model_params(request: web.Request) -> web.Response:
         height = height_param(request)

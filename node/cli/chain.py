@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("init", help="create a datadir holding the genesis block of a network and task")
     _datadir(p)
     p.add_argument("--network", choices=NETWORKS, default="regtest")
-    p.add_argument("--task", default="digits", help="built-in task name (digits, stock)")
+    p.add_argument("--task", default="digits", help="built-in task (digits, stock) or a spec file (task init)")
     p.add_argument("--rule", default=None, help="aggregation rule (default: the task's)")
     p.add_argument("--f", type=int, default=None, dest="byzantine_f",
                    help="Byzantine bound (default: the task's). A chain mined alone needs 0: with f the "
@@ -35,6 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, required=True, help="how many blocks to mine")
     p.add_argument("--keystore", required=True, help="wallet file that receives rewards and signs updates")
     p.add_argument("--shard", default="0/1", help="this node's data shard i/n (default 0/1: all data)")
+    p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
+                   help="train on your own CSV/npz instead of the built-in data")
     p.add_argument("--threads", type=int, default=None, help="mining threads (default: all cores)")
     p.add_argument("--no-update", action="store_true", help="mine empty blocks (no training)")
     p.set_defaults(handler=cmd_mine)
@@ -74,12 +76,13 @@ def _open(datadir: pathlib.Path) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ml.tasks import builtin_task, with_overrides
+    from ml.tasks import with_overrides
     from node.chainstate import ChainState
     from node.storage import StorageError
+    from node.taskfile import load_task
 
     try:
-        task = with_overrides(builtin_task(args.task), rule=args.rule, f=args.byzantine_f)
+        task = with_overrides(load_task(args.task), rule=args.rule, f=args.byzantine_f)
         chain = ChainState.create(args.datadir, args.network, task)
     except (ValueError, StorageError) as exc:
         raise CliError(str(exc)) from None
@@ -100,6 +103,33 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, total
 
 
+def _training_rows(
+    task: Any, data: pathlib.Path | None, index: int, total: int, *, needed: bool
+) -> tuple[Any, tuple[Any, Any]]:
+    """(the built-in dataset or None, this miner's rows): its shard, or the ``--data`` file."""
+    from ml.datafile import DataFileError, parse_data
+    from ml.datasets import load_dataset
+    from ml.shards import shard
+
+    try:
+        dataset = load_dataset(task)
+    except ValueError:
+        dataset = None
+    if data is None:
+        if dataset is None and not needed:
+            return None, (None, None)
+        if dataset is None:
+            raise CliError(f"task {task.name!r} has no built-in data: train it on your own file with --data FILE")
+        return dataset, shard(dataset, index, total)
+    try:
+        table = parse_data(data.read_bytes(), task, npz=data.suffix.lower() == ".npz")
+    except OSError as exc:
+        raise CliError(f"cannot read {data}: {exc.strerror or exc}") from None
+    except DataFileError as exc:
+        raise CliError(f"{data}: {exc}") from None
+    return dataset, (table.X, table.y)
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
     import time
 
@@ -110,9 +140,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from consensus.template import build_block
     from consensus.tx import GradientUpdate, sign_tx
     from ml.codec import encode_update
-    from ml.datasets import load_dataset
-    from ml.evaluate import evaluate
-    from ml.shards import shard
+    from ml.evaluate import evaluate, headline_label
     from ml.trainer import train_update
     from node.keystore_file import KeystoreFileError, read_keystore, read_password
     from node.mining import solve
@@ -131,8 +159,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         print(f"note: the task's rule {task.rule} with f={task.f} moves the model only for blocks of "
               f"several updates; this solo miner's blocks carry one, so the model will not change. "
               f"For a chain mined alone, init it with --f 0.", file=sys.stderr)
-    dataset = load_dataset(task)
-    X, y = shard(dataset, index, total)
+    dataset, (X, y) = _training_rows(task, args.data, index, total, needed=not args.no_update)
     rng = np.random.default_rng(int.from_bytes(keypair.public[:8], "little") ^ chain.height)
     miner = address_bytes(keypair.public)
     for _ in range(args.blocks):
@@ -153,10 +180,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
             chain.accept_block(block, int(time.time()))
         except BlockRejected as exc:
             raise CliError(f"the node rejected its own block ({exc}); run `gradchain chain verify`") from None
-        figures = evaluate(task, chain.state.params, dataset)
-        quality = (
-            f"acc {figures['accuracy']:.3f}" if "accuracy" in figures else f"mse/naive {figures['mse_ratio']:.3f}"
-        )
+        quality = headline_label(task, evaluate(task, chain.state.params, dataset)) if dataset else "no figures"
         print(
             f"mined block {chain.height} {hash_hex(block.hash)[:16]}… "
             f"({len(txs)} update{'s' * (len(txs) != 1)}, {quality}, {time.perf_counter() - started:.2f}s)",

@@ -13,7 +13,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("run", help="run a node until Ctrl-C / SIGTERM")
     p.add_argument("--datadir", required=True, type=pathlib.Path, help="data directory (created if new)")
     p.add_argument("--network", choices=("main", "testnet", "regtest"), default="regtest")
-    p.add_argument("--task", default="digits", help="task for a new datadir (digits, stock)")
+    p.add_argument("--task", default="digits",
+                   help="task for a new datadir: digits, stock, or a spec file (gradchain task init)")
     p.add_argument("--rule", default=None, help="aggregation rule for a new datadir (default: the task's)")
     p.add_argument("--f", type=int, default=None, dest="byzantine_f",
                    help="Byzantine bound for a new datadir (default: the task's; 0 lets single updates train)")
@@ -24,6 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
                    help="train on your own CSV or .npz (feature columns, then 'label'; checked against "
                         "the task, kept encrypted in the datadir; rows appended later are picked up)")
+    p.add_argument("--eval", type=pathlib.Path, default=None, metavar="FILE", dest="eval_file",
+                   help="CSV/npz the dashboard and API score the model on (a task without built-in data)")
     p.add_argument("--shard", default="0/1", help="this node's data shard i/n of the built-in task's data")
     p.add_argument("--shard-scheme", choices=("hash", "dirichlet"), default="hash")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for non-IID shards")
@@ -74,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = NodeConfig(
         datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, byzantine_f=args.byzantine_f, host=host, port=port,
         peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard), data_file=args.data,
+        eval_file=args.eval_file,
         shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
         password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,
     )

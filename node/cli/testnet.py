@@ -17,7 +17,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--attackers", type=int, default=0, help="how many of the nodes poison their updates")
     p.add_argument("--attack", choices=ATTACKS, default="sign-flip")
-    p.add_argument("--task", default="digits", help="digits or stock")
+    p.add_argument("--task", default="digits", help="digits, stock, or a spec file (gradchain task init)")
+    p.add_argument("--data", type=pathlib.Path, default=None, metavar="DIR",
+                   help="the participants' own files: DIR/eval.csv and DIR/node0.csv .. node{N-1}.csv")
     p.add_argument("--rule", default=None, help="aggregation rule (default: the task's); e.g. mean to compare")
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label skew of the shards (non-IID)")
     p.add_argument("--network", choices=("testnet", "regtest"), default="testnet")
@@ -46,8 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError("--nodes must be 1..16 (the machine has few cores)")
     if not 0 <= args.attackers < args.nodes:
         raise CliError("--attackers must be fewer than --nodes (someone has to be honest)")
-    plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, task=args.task,
-                       rule=args.rule, network=args.network, alpha=args.alpha)
+    task, data = _task_and_data(args)
+    plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, task=task,
+                       rule=args.rule, network=args.network, alpha=args.alpha, data=data)
     print(f"starting {args.nodes} nodes in {args.dir} ({args.task}, {args.attackers} attacker(s))…", flush=True)
     try:
         entries = up(args.dir, plan, fresh=args.fresh)
@@ -88,6 +91,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     stopped = down(args.dir)
     print(f"stopped {stopped} node(s); data kept in {args.dir} (run `make testnet` again to resume)")
     return 0
+
+
+def _task_and_data(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The ``--task`` and ``--data`` a node is given: a spec file and DIR as absolute paths, checked."""
+    from ml.datasets import load_dataset
+    from node.taskfile import is_spec_path, load_task
+    from node.testnet.owndata import check_data_dir
+
+    try:
+        spec = load_task(args.task)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    task = str(pathlib.Path(args.task).resolve()) if is_spec_path(args.task) else args.task
+    if args.data is None:
+        try:
+            load_dataset(spec)
+        except ValueError:
+            raise CliError(f"task {spec.name!r} has no built-in data: give each node its file with --data DIR "
+                           "(`gradchain task split` makes one)") from None
+        return task, None
+    try:
+        rows = check_data_dir(spec, args.data, args.nodes)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print("data: " + ", ".join(f"{name} {count} rows" for name, count in rows.items()), flush=True)
+    return task, str(args.data.resolve())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from node.keystore_file import write_keystore
+from node.testnet.owndata import EVAL_FILE, node_file
 from wallet import keypair_from_seed
 
 MANIFEST = "testnet.json"
@@ -50,6 +51,7 @@ class TestnetPlan:
     network: str = "testnet"
     alpha: float = 1.0  # Dirichlet label skew of the shards (non-IID)
     threads: int = 1
+    data: str | None = None  # a directory of the participants' own files (node/testnet/owndata.py)
 
 
 def free_port(start: int) -> int:
@@ -122,6 +124,9 @@ def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, s
         "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
         "--keystore", str(datadir / "wallet.json"), "--threads", str(plan.threads),
     ]
+    if plan.data:
+        argv += ["--data", str(node_file(pathlib.Path(plan.data), index)),
+                 "--eval", str(pathlib.Path(plan.data) / EVAL_FILE)]
     if plan.rule:
         argv += ["--rule", plan.rule]
     if seed_url:

@@ -1,0 +1,52 @@
+"""A task named on the command line: a built-in name (digits, stock) or a spec file.
+
+``gradchain task init`` writes spec files; ``--task SPEC.json`` on ``chain
+init``, ``node run`` and ``testnet up`` reads one back. Reading is strict
+(``TaskSpec.from_dict``): an unknown or missing field, a wrong type or an
+invalid value is an error that names the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from ml.tasks import BUILTIN_TASKS, TaskSpec, builtin_task
+
+MAX_SPEC_FILE_BYTES = 8 * 1024 * 1024  # 65 536 column names of 64 characters and their statistics fit
+
+
+class TaskFileError(ValueError):
+    """A ``--task`` value that is neither a built-in task nor a readable, valid spec file."""
+
+
+def is_spec_path(value: str) -> bool:
+    """True when ``value`` names a file rather than a built-in task."""
+    return value not in BUILTIN_TASKS and (value.endswith(".json") or "/" in value)
+
+
+def read_spec(path: pathlib.Path) -> TaskSpec:
+    """The task in a JSON spec file, checked field by field."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_FILE_BYTES:
+            raise TaskFileError(f"{path} is {size} bytes; a task spec is at most {MAX_SPEC_FILE_BYTES}")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TaskFileError(f"cannot read task spec {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TaskFileError(f"{path} is not a JSON task spec: {exc}") from None
+    try:
+        return TaskSpec.from_dict(data)
+    except ValueError as exc:
+        raise TaskFileError(f"{path}: {exc}") from None
+
+
+def load_task(value: str) -> TaskSpec:
+    """A built-in task by name, or the spec in the file ``value``."""
+    if is_spec_path(value) or pathlib.Path(value).is_file():
+        return read_spec(pathlib.Path(value))
+    try:
+        return builtin_task(value)
+    except ValueError as exc:
+        raise TaskFileError(f"{exc}, or a task spec file (gradchain task init writes one)") from None
