@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.datasets import parse_price_csv, price_examples
+from ml.datasets import latest_returns, parse_price_csv, price_examples
 from ml.tasks import LABEL_COLUMN, MAX_NAME_LEN, TaskSpec
 
 NPZ_ARRAYS = frozenset({"X", "y"})
@@ -163,6 +163,31 @@ def _check_features(
                 )
 
 
+def parse_matrix(
+    lines: list[str], names: tuple[str, ...], *, first_line: int
+) -> tuple[NDArray[np.float64], list[int]]:
+    """Every non-blank line as a row of ``len(names)`` finite numbers, and each row's line number."""
+    width = len(names)
+    labelled = names[-1] == LABEL_COLUMN
+    rows: list[list[float]] = []
+    linenos: list[int] = []
+    for offset, line in enumerate(lines):
+        if not line.strip():
+            continue
+        lineno = first_line + offset
+        cells = _cells(line)
+        if len(cells) != width:
+            what = f"{width - 1} features and {LABEL_COLUMN!r}" if labelled else "one per column"
+            missing = " (is the label missing?)" if labelled and len(cells) == width - 1 else ""
+            raise DataFileError(
+                f"line {lineno}: {len(cells)} values, expected {width} ({what}){missing}",
+                line=lineno, column=min(len(cells), width) + 1,
+            )
+        rows.append([parse_number(cell, lineno, c, names) for c, cell in enumerate(cells, start=1)])
+        linenos.append(lineno)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width), linenos
+
+
 def parse_rows(
     lines: list[str], names: tuple[str, ...], spec: TaskSpec | None, *, first_line: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -172,23 +197,7 @@ def parse_rows(
     given a task, that every label is one of its classes.
     """
     width = len(names)
-    rows: list[list[float]] = []
-    linenos: list[int] = []
-    for offset, line in enumerate(lines):
-        if not line.strip():
-            continue
-        lineno = first_line + offset
-        cells = _cells(line)
-        if len(cells) != width:
-            missing = " (is the label missing?)" if len(cells) == width - 1 else ""
-            raise DataFileError(
-                f"line {lineno}: {len(cells)} values, expected {width} "
-                f"({width - 1} features and {LABEL_COLUMN!r}){missing}",
-                line=lineno, column=min(len(cells), width) + 1,
-            )
-        rows.append([parse_number(cell, lineno, c, names) for c, cell in enumerate(cells, start=1)])
-        linenos.append(lineno)
-    data = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+    data, linenos = parse_matrix(lines, names, first_line=first_line)
     labels = data[:, -1].copy()
     if spec is not None:
         check_labels(labels, spec, lambda i: linenos[i], column=width, unit="line")
@@ -259,6 +268,61 @@ def price_table(text: str, spec: TaskSpec) -> Table:
     return Table(X, y)
 
 
+def parse_inputs(blob: bytes, spec: TaskSpec, *, npz: bool) -> tuple[NDArray[np.float32], NDArray[np.generic] | None]:
+    """Rows to predict: the task's feature columns, with or without the ``label`` column.
+
+    With labels (a data file, an evaluation set) they come back too, to
+    score the predictions; without, None. A price-series task takes a
+    ``date,close`` file and predicts the day after its last close.
+    """
+    if spec.window > 0:
+        try:
+            closes = parse_price_csv(_text(blob))
+            return latest_returns(closes, spec.window)[None, :], None
+        except ValueError as exc:
+            raise DataFileError(str(exc)) from None
+    if npz:
+        return _npz_inputs(blob, spec)
+    lines = _text(blob).splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if start is None:
+        raise DataFileError("the file is empty; it needs a header row and rows of features")
+    names = tuple(_cells(lines[start]))
+    if names[-1] == LABEL_COLUMN:
+        table = parse_csv(_text(blob), spec)
+        return table.X, table.y
+    _check_features(names, len(names), spec, lambda c: _where(start + 1, c, names), start + 1)
+    data, _ = parse_matrix(lines[start + 1 :], names, first_line=start + 2)
+    if data.shape[0] == 0:
+        raise DataFileError("the file has a header but no rows", line=start + 1)
+    return data.astype(np.float32), None
+
+
+def _npz_inputs(blob: bytes, spec: TaskSpec) -> tuple[NDArray[np.float32], NDArray[np.generic] | None]:
+    """An ``.npz`` with ``X`` alone (rows to predict), or a whole data file (``X`` and ``y``)."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+            X = archive["X"] if set(archive.files) == {"X"} else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataFileError(f"not a readable .npz archive ({exc}); save it with numpy.savez") from None
+    if X is None:
+        table = parse_npz(blob, spec)
+        return table.X, table.y
+    if X.ndim != 2 or X.shape[1] != spec.input_dim or X.dtype.kind not in "iuf" or X.shape[0] == 0:
+        raise DataFileError(f"'X' must be (n >= 1, {spec.input_dim}) numbers, got {X.dtype} {X.shape}")
+    if not np.all(np.isfinite(X)):
+        row, col = (int(v) + 1 for v in np.argwhere(~np.isfinite(X))[0])
+        raise DataFileError(f"array 'X' row {row}, column {col}: not a finite number (NaN or infinity)")
+    return X.astype(np.float32), None
+
+
+def _text(blob: bytes) -> str:
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"the CSV is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 # -- npz -------------------------------------------------------------------------------------
 
 
@@ -309,11 +373,7 @@ def parse_data(blob: bytes, spec: TaskSpec | None = None, *, npz: bool) -> Table
     """A data file's bytes as a :class:`Table`: ``.npz`` if ``npz``, else UTF-8 CSV text."""
     if npz:
         return parse_npz(blob, spec)
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataFileError(f"the CSV is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    return parse_csv(text, spec)
+    return parse_csv(_text(blob), spec)
 
 
 # -- a first task for a table ----------------------------------------------------------------

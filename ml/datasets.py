@@ -248,6 +248,21 @@ def price_examples(
     return returns[idx].astype(np.float32), returns[window:].astype(np.float32)
 
 
+def latest_returns(closes: NDArray[np.float64], window: int) -> NDArray[np.float32]:
+    """The ``window`` most recent daily returns (percent, oldest first): the input of tomorrow's forecast.
+
+    Raises
+    ------
+    ValueError
+        If the series holds fewer than ``window + 1`` closes.
+    """
+    if closes.shape[0] < window + 1:
+        raise ValueError(f"a forecast needs at least {window + 1} closes, the series has {closes.shape[0]}")
+    recent = np.asarray(closes[-(window + 1) :], dtype=np.float64)
+    out: NDArray[np.float32] = ((recent[1:] / recent[:-1] - 1.0) * PERCENT).astype(np.float32)
+    return out
+
+
 def price_dataset(name: str, closes: NDArray[np.float64], window: int) -> Dataset:
     """Windowed examples from a price series (:func:`price_examples`), split chronologically."""
     X, y = price_examples(closes, window)

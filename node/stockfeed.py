@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.datasets import AR_PHI, AR_SIGMA_PERCENT, PERCENT, parse_price_rows
+from ml.datasets import AR_PHI, AR_SIGMA_PERCENT, PERCENT, latest_returns, parse_price_rows
 
 SATURDAY = 5  # datetime.date.weekday(): Monday 0 .. Sunday 6
 
@@ -109,14 +109,6 @@ def replay_days(source: pathlib.Path, after: datetime.date, last_close: float) -
             previous = float(close)
 
 
-def latest_returns(closes: np.ndarray, window: int) -> list[float]:
-    """The ``window`` most recent daily returns, in percent, oldest first (a model input row)."""
-    if closes.shape[0] < window + 1:
-        raise ValueError(f"the file needs at least {window + 1} closes for a forecast, has {closes.shape[0]}")
-    recent = closes[-(window + 1):]
-    return [float(r) for r in (recent[1:] / recent[:-1] - 1.0) * PERCENT]
-
-
 def append_day(path: pathlib.Path, day: Day) -> None:
     """Append ``day`` as one ``date,close`` line (after a newline, if the file lacks its last one)."""
     with path.open("rb+") as handle:
@@ -142,7 +134,7 @@ def run_feed(
         if count is not None and done >= count:
             break
         _, closes = read_series(path)
-        predicted = forecast(latest_returns(closes, window))
+        predicted = forecast([float(r) for r in latest_returns(closes, window)])
         append_day(path, day)
         score.add(predicted, day)
         report(day, predicted, score)

@@ -4,6 +4,7 @@
 ``split``    one table dealt out as an evaluation set and N participants' files
 ``example``  a bundled table (wine, breast_cancer) or a synthetic price series as a file
 ``feed``     append one day's close at a time to a node's price file and score its forecasts
+``predict``  the chain model's predictions for the rows of a file (scored, if it has labels)
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7, help="series seed (stock)")
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="FILE")
     p.set_defaults(handler=cmd_example)
+
+    p = verbs.add_parser("predict", help="predictions of the chain's model for the rows of a CSV/npz",
+                         description="Send FILE's rows to the node and print one prediction per row. FILE "
+                                     "has the task's feature columns (a header row first), optionally "
+                                     "followed by 'label', which then scores the predictions; a price-"
+                                     "series task takes a date,close file and forecasts the next day.")
+    p.add_argument("--node", required=True, metavar="URL")
+    p.add_argument("--inputs", required=True, type=pathlib.Path, metavar="FILE")
+    p.add_argument("--height", type=int, default=None, help="the model at this height (default: the tip)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_predict)
 
     p = verbs.add_parser("feed", help="append one day's close at a time to a node's price file, "
                                       "scoring the model's forecast of each day")
@@ -190,22 +202,77 @@ def cmd_example(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict -----------------------------------------------------------------------------------
+
+PREDICT_BATCH_ROWS = 10_000  # the API's per-request cap (node/api/routes.py MAX_PREDICT_ROWS)
+
+
+def _node_task(client: Any) -> Any:
+    from ml.tasks import TaskSpec
+    from node.client import ApiError
+
+    try:
+        return TaskSpec.from_dict(client.model()["task"])
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ml.datafile import DataFileError, parse_inputs
+    from node.client import ApiError, NodeClient
+
+    client = NodeClient(args.node)
+    spec = _node_task(client)
+    try:
+        X, labels = parse_inputs(_read(args.inputs), spec, npz=args.inputs.suffix.lower() == ".npz")
+    except DataFileError as exc:
+        raise CliError(f"{args.inputs}: {exc}") from None
+    predictions: list[Any] = []
+    height = None
+    suffix = "" if args.height is None else f"?height={args.height}"
+    try:
+        for start in range(0, X.shape[0], PREDICT_BATCH_ROWS):
+            rows = X[start : start + PREDICT_BATCH_ROWS].astype(np.float64).tolist()
+            reply = client._json("POST", f"/api/predict{suffix}", {"inputs": rows})
+            predictions += reply["predictions"]
+            height = reply["height"] if height is None else height
+            suffix = f"?height={height}"  # every batch from the same model
+    except ApiError as exc:
+        raise CliError(f"the node refused the prediction: {exc.message}") from None
+    score = _score(spec, np.asarray(predictions), labels)
+    if args.json:
+        print(json.dumps({"predictions": predictions, "height": height, **score}))
+        return 0
+    for value in predictions:
+        print(value)
+    scored = ", ".join(f"{k} {v:.4g}" for k, v in score.items())
+    print(f"{len(predictions)} predictions by the model at height {height}"
+          + (f"; against the file's labels: {scored}" if scored else ""), file=sys.stderr)
+    return 0
+
+
+def _score(spec: Any, predicted: Any, labels: Any) -> dict[str, float]:
+    """Accuracy (classify) or MSE (regress) of the predictions against the file's labels, if any."""
+    import numpy as np
+
+    if labels is None:
+        return {}
+    if spec.head == "classify":
+        return {"accuracy": float(np.mean(predicted == labels))}
+    return {"mse": float(np.mean((predicted.astype(np.float64) - labels.astype(np.float64)) ** 2))}
+
+
 # -- feed --------------------------------------------------------------------------------------
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
     import time
 
+    from ml.datasets import latest_returns
     from node.client import ApiError, NodeClient
-    from node.stockfeed import (
-        Day,
-        FeedScore,
-        ar1_days,
-        latest_returns,
-        read_series,
-        replay_days,
-        run_feed,
-    )
+    from node.stockfeed import Day, FeedScore, ar1_days, read_series, replay_days, run_feed
 
     client = NodeClient(args.node)
     try:

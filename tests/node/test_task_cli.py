@@ -143,3 +143,39 @@ def test_builtin_stock_is_what_example_writes(tmp_path: pathlib.Path, capsys: py
     assert run(capsys, "task", "example", "stock", "--days", "50", "--seed", "7", "--out", str(tmp_path / "s.csv"))[0] == 0
     table = parse_csv((tmp_path / "s.csv").read_text(), builtin_task("stock"))
     assert table.X.shape == (50 - 1 - 20, 20)
+
+
+def test_predict_scores_a_labelled_file_against_the_chain_model(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a CSV to predictions: a chain whose genesis carries the spec task init wrote."""
+    csv, spec_path = tmp_path / "wine.csv", tmp_path / "wine.json"
+    assert run(capsys, "task", "example", "wine", "--out", str(csv))[0] == 0
+    assert run(capsys, "task", "init", "--data", str(csv), "--out", str(spec_path))[0] == 0
+    monkeypatch.setenv("GRADCHAIN_PASSWORD", "pw")
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "me.json")]) == 0
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node", task=str(spec_path), byzantine_f=0, train=True,
+                                    data_file=csv, eval_file=csv, keystore=tmp_path / "me.json", password="pw"))
+    try:
+        for _ in range(5):  # five blocks, each carrying the trainer's update
+            deadline = time.monotonic() + UPDATE_TIMEOUT_S
+            while len(running.node.mempool) == 0:
+                assert time.monotonic() < deadline, "no update from the trainer"
+                time.sleep(POLL_S)
+            running.call(mine_blocks(running.node, 1))
+        code, out, _ = run(capsys, "task", "predict", "--node", running.node.url, "--inputs", str(csv), "--json")
+        assert code == 0
+        reply = json.loads(out)
+        assert reply["height"] == 5 and len(reply["predictions"]) == 178
+        assert reply["accuracy"] > 0.9  # five blocks of one participant on the whole (standardised) table
+
+        features_only = "\n".join(",".join(line.split(",")[:-1]) for line in csv.read_text().splitlines()[:4])
+        (tmp_path / "rows.csv").write_text(features_only + "\n")
+        code, out, err = run(capsys, "task", "predict", "--node", running.node.url, "--inputs",
+                             str(tmp_path / "rows.csv"), "--height", "0")
+        assert code == 0 and len(out.split()) == 3 and "at height 0" in err and "accuracy" not in err
+        (tmp_path / "narrow.csv").write_text("alcohol,label\n1,0\n")
+        code, _, err = run(capsys, "task", "predict", "--node", running.node.url, "--inputs", str(tmp_path / "narrow.csv"))
+        assert code == 1 and "1 feature column(s); task 'wine' takes 13" in err
+    finally:
+        running.stop()

@@ -17,6 +17,7 @@ from ml.datafile import (
     infer_spec,
     parse_csv,
     parse_data,
+    parse_inputs,
     parse_npz,
 )
 from ml.models import standardise_inputs
@@ -206,3 +207,35 @@ def test_head_can_be_forced_to_regress_but_not_to_classify() -> None:
     with pytest.raises(DataFileError, match="regress"):
         infer_spec(Table(np.eye(2, dtype=np.float32), np.array([0.5, 1.0], dtype=np.float32)),
                    name="n", head="classify")
+
+
+# -- rows to predict ---------------------------------------------------------------------------
+
+
+def test_inputs_may_come_with_or_without_labels() -> None:
+    spec = spec3()
+    X, labels = parse_inputs(CSV.encode(), spec, npz=False)
+    assert X.shape == (3, 2) and labels is not None and labels.tolist() == [0, 2, 1]
+    X, labels = parse_inputs(b"a,b\n1,2\n3,4\n", spec, npz=False)
+    assert labels is None and X.tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(DataFileError, match=r"line 3: 1 values, expected 2 \(one per column\)"):
+        parse_inputs(b"a,b\n1,2\n3\n", spec, npz=False)
+    with pytest.raises(DataFileError, match="'q' where task 't' has 'b'"):
+        parse_inputs(b"a,q\n1,2\n", spec, npz=False)
+    X, labels = parse_inputs(npz_bytes(X=np.ones((4, 2))), spec, npz=True)
+    assert X.shape == (4, 2) and labels is None
+    with pytest.raises(DataFileError, match="row 2, column 1"):
+        parse_inputs(npz_bytes(X=np.array([[1.0, 1.0], [np.inf, 0.0]])), spec, npz=True)
+    X, labels = parse_inputs(npz_bytes(X=np.ones((2, 2)), y=np.array([1, 0])), spec, npz=True)
+    assert labels is not None and labels.tolist() == [1, 0]
+
+
+def test_a_price_series_forecasts_the_day_after_its_last_close() -> None:
+    stock = builtin_task("stock")
+    closes = [100.0 * 1.01**i for i in range(stock.window + 1)]
+    text = "date,close\n" + "".join(f"2020-02-{i + 1:02d},{c}\n" for i, c in enumerate(closes))
+    X, labels = parse_inputs(text.encode(), stock, npz=False)
+    assert X.shape == (1, stock.window) and labels is None
+    np.testing.assert_allclose(X, 1.0, rtol=1e-4)
+    with pytest.raises(DataFileError, match="at least 21 closes"):
+        parse_inputs(text.encode().rsplit(b"\n", 2)[0] + b"\n", stock, npz=False)
