@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
     p.add_argument("--detach", action="store_true", help="start the nodes and return")
     p.add_argument("--fresh", action="store_true", help="delete the testnet in --dir first (else it resumes)")
+    p.add_argument("--base-port", type=int, default=None, metavar="PORT",
+                   help="first port tried for the nodes (default 18740; the next free ones follow)")
     p.set_defaults(handler=cmd_up)
 
     p = verbs.add_parser("status", help="one line per node of a running testnet")
@@ -42,7 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from node.testnet.launcher import TestnetPlan, down, up
+    from node.testnet.launcher import BASE_PORT, TestnetPlan, down, up
 
     if not 1 <= args.nodes <= 16:
         raise CliError("--nodes must be 1..16 (the machine has few cores)")
@@ -53,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                        rule=args.rule, network=args.network, alpha=args.alpha, data=data)
     print(f"starting {args.nodes} nodes in {args.dir} ({args.task}, {args.attackers} attacker(s))…", flush=True)
     try:
-        entries = up(args.dir, plan, fresh=args.fresh)
+        entries = up(args.dir, plan, fresh=args.fresh, base_port=args.base_port or BASE_PORT)
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
     for entry in entries:

@@ -143,7 +143,7 @@ def spawn(argv: list[str], datadir: pathlib.Path, password: str) -> subprocess.P
                             start_new_session=True)
 
 
-def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False) -> list[NodeEntry]:
+def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False, base_port: int = BASE_PORT) -> list[NodeEntry]:
     """Start (or resume) the testnet in ``directory``; returns the manifest entries.
 
     An existing testnet of the same plan resumes where it stopped; ``fresh``
@@ -164,7 +164,7 @@ def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False) -> li
     previous = {e.name: e for e in load_manifest(directory)}
     entries: list[NodeEntry] = []
     seed_url: str | None = None
-    port = BASE_PORT
+    port = base_port
     for index in range(plan.nodes):
         name = f"node{index}"
         datadir = directory / name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ from node.testnet.launcher import load_manifest, node_argv
 from tests.conftest import wait_until
 
 NODES = 2
+PORT_RANGE = (20_000, 60_000)
 START_TIMEOUT_S = 90  # two node processes start, connect and mine a few regtest blocks
 
 
@@ -51,16 +53,23 @@ def testnet_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
 
 
 def up(testnet_dir: pathlib.Path, spec: pathlib.Path, data: pathlib.Path) -> int:
+    # Away from 18740, where other testnets on this machine (a user's, another test run's) start.
+    base = random.Random().randrange(*PORT_RANGE)
     return main(["testnet", "up", "--dir", str(testnet_dir), "--nodes", str(NODES), "--network", "regtest",
-                 "--task", str(spec), "--data", str(data), "--detach"])
+                 "--task", str(spec), "--data", str(data), "--detach", "--base-port", str(base)])
 
 
-def scored(api: str) -> bool:
+def scored(entry: launcher.NodeEntry) -> bool:
+    """The node of ``entry`` is up (its own process) and scores the wine model."""
+    if not launcher.is_alive(entry.pid):
+        raise AssertionError(f"{entry.name} exited: {(pathlib.Path(entry.datadir) / 'node.log').read_text()[-500:]}")
+    client = NodeClient(entry.api, timeout=5)
     try:
-        summary = NodeClient(api, timeout=5)._json("GET", "/api/model/summary")
+        summary = client._json("GET", "/api/model/summary")
+        name = client.model()["task"]["name"]
     except ApiError:
         return False
-    return bool(summary.get("height")) and str(summary.get("label", "")).startswith("acc ")
+    return name == "wine" and bool(summary.get("height")) and str(summary.get("label", "")).startswith("acc ")
 
 
 def test_each_node_trains_on_its_own_file(wine_dir: pathlib.Path, testnet_dir: pathlib.Path) -> None:
@@ -71,7 +80,7 @@ def test_each_node_trains_on_its_own_file(wine_dir: pathlib.Path, testnet_dir: p
         assert argv[argv.index("--data") + 1] == str((wine_dir / "data" / f"node{i}.csv").resolve())
         assert argv[argv.index("--eval") + 1] == str((wine_dir / "data" / "eval.csv").resolve())
         assert argv[argv.index("--task") + 1] == str((wine_dir / "wine.json").resolve())
-    wait_until(lambda: all(scored(e.api) for e in entries), timeout=START_TIMEOUT_S,
+    wait_until(lambda: all(scored(e) for e in entries), timeout=START_TIMEOUT_S,
                what="every node scoring the wine model on eval.csv")
     model = NodeClient(entries[0].api).model()
     assert model["task"]["name"] == "wine" and 0.0 <= model["metrics"]["accuracy"] <= 1.0
