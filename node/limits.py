@@ -62,6 +62,7 @@ assert MAX_TXS_BYTES >= MAX_TX_BYTES + 64, "a Txs response must fit one max-size
 # -- inbound HTTP connections (node/listener.py) ---------------------------------------------
 MAX_CONNECTIONS = 512  # all open inbound connections: far below a 1024 fd limit, room for peers and storage
 MAX_CONNECTIONS_PER_HOST = 32  # one address: a browser (6), a peer's client pool (16), a CLI; not a flood
+LISTEN_BACKLOG = 128  # connections the kernel queues before the node accepts them (aiohttp's default)
 HEADER_TIMEOUT_S = 20.0  # a request head arrives in milliseconds; > aiohttp clients' 15 s pooled keep-alive
 BODY_TIMEOUT_BASE_S = 10.0  # any body may take this long, plus the time below per byte
 MIN_BODY_BYTES_PER_S = 64 * KIB  # 0.5 Mbit/s: a 32 MiB body has ~9 minutes; a trickle is cut off
@@ -69,10 +70,23 @@ MIN_BODY_BYTES_PER_S = 64 * KIB  # 0.5 Mbit/s: a 32 MiB body has ~9 minutes; a t
 # -- peers ----------------------------------------------------------------------------------
 MAX_OUTBOUND_PEERS = 8  # Bitcoin's full-relay outbound count: enough to resist eclipse on a testnet
 MAX_INBOUND_PEERS = 117  # Bitcoin's 125 total minus outbound; a laptop serves that many easily
-MAX_KNOWN_ADDRS = 4096  # address book bound: an Addr flood cannot grow memory without limit
+MAX_SESSIONS = 4096  # session tokens kept, one per URL we know or were told of: a handshake flood is bounded
+MAX_CALLBACKS_IN_FLIGHT = MAX_OUTBOUND_PEERS  # unproven handshakes we are calling back at once
+MAX_REQUESTS_PER_PEER = 16  # our open connections to one peer; under MAX_CONNECTIONS_PER_HOST on its side
+INBOUND_PROTECTED_BY_BLOCKS = 4  # inbound peers that last gave us new blocks are never evicted
+INBOUND_PROTECTED_BY_TXS = 4  # nor those that last gave us new txs: an attacker cannot crowd out useful peers
+ADDR_RELAY_FANOUT = 2  # Bitcoin's: a fresh address goes to two peers, so gossip costs O(peers), not O(peers^2)
+ADDR_PROCESS_PER_S = 0.1  # Bitcoin's addr rate limit per peer (a burst of MAX_ADDRS_PER_MESSAGE first)
+ADDR_REPLY_SAMPLE = 100  # addresses in the answer to a peer's first Addr
 HANDSHAKE_TIMEOUT_S = 10.0  # a live peer answers a handshake in well under a second on any link
 REQUEST_TIMEOUT_S = 30.0  # a small /p2p/ request (announce, headers) that takes longer is a dead peer
 PING_INTERVAL_S = 60.0  # how often an idle peer is asked for its tip, to notice it went away
+
+# -- headers-first sync -----------------------------------------------------------------------
+# Headers are stored only for a branch that comes within this many blocks' work of our tip
+# (Bitcoin's anti-DoS threshold): a branch of cheap old-difficulty headers costs us nothing.
+ANTI_DOS_WORK_BLOCKS = 144
+MAX_PRESYNC_BATCHES = 1000  # batch-end hashes kept while a low-work branch proves its work: 2M headers, 32 KB
 
 # -- block download -------------------------------------------------------------------------
 MAX_BLOCKS_IN_FLIGHT_PER_PEER = MAX_BLOCKS_PER_REQUEST  # one outstanding request per peer

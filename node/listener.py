@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -112,19 +113,19 @@ class _GuardedProtocol(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """``web.TCPSite`` with a :class:`ConnectionGuard` in front of every connection."""
+    """A site on an already listening socket, with a :class:`ConnectionGuard` before every connection."""
 
-    __slots__ = ("_host", "_port", "guard")
+    __slots__ = ("_sock", "guard")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard) -> None:
         super().__init__(runner)
-        self._host = host
-        self._port = port
+        self._sock = sock
         self.guard = guard
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
 
     async def start(self) -> None:
         await super().start()
@@ -132,7 +133,7 @@ class GuardedSite(web.BaseSite):
         assert server is not None
         guard = self.guard
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _GuardedProtocol(guard, server), self._host, self._port, backlog=self._backlog
+            lambda: _GuardedProtocol(guard, server), sock=self._sock, backlog=self._backlog
         )
 
 

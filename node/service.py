@@ -1,55 +1,56 @@
-"""The running node: chain state, mempool, peers, miner and trainer together.
+"""The running node: its services, wired together, and what it does with its key.
 
-Threading model. The event loop serves HTTP and talks to peers. Everything
-that touches the chain state or the mempool runs on one worker thread
-(``Node.run_chain``), so those objects need no locks and validation never
-blocks the loop. The miner is its own thread (the hashing core releases the
-GIL); training runs in the loop's default executor.
+A node is an aiohttp application (``node/app.py``) holding typed services
+(``node/services.py``): the chain service, which owns the chain state and
+the mempool on their own thread; the peer service (``node/p2p/``); metrics
+and the event log. The application's ``cleanup_ctx`` starts them in order
+(the datadir and chain, then the peers, then the miner and trainer) and
+stops them in reverse, so a failure anywhere leaves nothing running.
+
+Threading model. The event loop serves HTTP and talks to peers; it reads
+the chain only through the chain service's frozen snapshot. Everything that
+touches the chain state or the mempool runs on the chain thread. The miner
+is its own thread (the hashing core releases the GIL); training and
+evaluation run in the loop's default executor.
+
+``Node`` keeps a few pass-through names (``chain``, ``mempool``,
+``run_chain``, ``submit_block`` ...) for the miner, trainer and dashboard,
+which were written against it; new code uses the services.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import logging
 import os
 import secrets
+import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from consensus.block import Block
-from consensus.errors import BlockRejected, Reject
 from consensus.header import hash_hex
-from consensus.tx import GradientUpdate, Tx, decode_tx
 from ml.floatenv import float_environment
 from ml.tasks import with_overrides
 from node import limits
+from node.chain_service import ChainService, TipChange
 from node.chainstate import ChainState, Connected
 from node.config import NodeConfig
+from node.events import Event, EventLog
 from node.listener import ConnectionGuard, GuardedSite, runner_options
-from node.mempool import AddResult, Mempool
+from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.p2p.service import PeerService
 from node.storage import StorageError
 from node.taskfile import load_task
 
 log = logging.getLogger("gradchain.node")
 T = TypeVar("T")
 
-MAX_EVENTS = 200  # recent events kept for the API, dashboard and terminal view
-
-
-@dataclass(frozen=True)
-class Event:
-    time: float
-    kind: str  # "block", "mined", "rejected", "reorg", "peer", "update", "tx"
-    message: str
-    height: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+__all__ = ["DatadirLocked", "Event", "FloatEnvironmentError", "Node"]
 
 
 class DatadirLocked(Exception):
@@ -65,80 +66,95 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.chain: ChainState
-        self.mempool = Mempool()
         self.metrics = NodeMetrics()
-        self.events: collections.deque[Event] = collections.deque(maxlen=MAX_EVENTS)
-        self.instance_nonce = secrets.randbits(64)  # detects connections to ourselves
+        self.events = EventLog()
+        self.chain_service = ChainService(self.metrics, self.events.add)
+        self.peers = PeerService(self.chain_service, self.metrics, seeds=list(config.peers), event=self.events.add)
+        self.connections = ConnectionGuard(limits.MAX_CONNECTIONS, limits.MAX_CONNECTIONS_PER_HOST)
         self.cookie = ""
         self.keypair: Any = None
         self.url = ""
         self.started_at = time.time()
-        self.syncing = False
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chain")
-        self._runner: web.AppRunner | None = None
-        self._lock_fd: int | None = None
-        self._tip_listeners: list[Callable[[], None]] = []
-        self._update_listeners: list[Callable[[], None]] = []
-        self.loop: asyncio.AbstractEventLoop
-        self.peers: Any = None  # node.p2p.peers.PeerManager, set in start()
         self.miner: Any = None
         self.trainer: Any = None
         self.evaluator: Any = None
+        self.loop: asyncio.AbstractEventLoop
+        self._runner: web.AppRunner | None = None
+        self._lock_fd: int | None = None
+        self.chain_service.on_tip_change(self._record_tip_change)
 
-    # -- life cycle --------------------------------------------------------------------------
+    # -- life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Listen, start the services (``cleanup_ctx``), then accept connections."""
         from node.app import make_app
-        from node.evaluation import Evaluator
-        from node.mining import Miner
-        from node.p2p.peers import PeerManager
-        from node.training import Trainer
 
         self.loop = asyncio.get_running_loop()
-        # Consensus runs on the chain thread: its floating-point mode must keep subnormals.
-        env = await self.run_chain(float_environment)
+        sock = _listening_socket(self.config.host, self.config.port)
+        self.config.port = sock.getsockname()[1]
+        self.url = self.config.advertise_url or f"http://{self.config.host}:{self.config.port}"
+        self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False, **runner_options())
+        try:
+            await self._runner.setup()
+        except BaseException:
+            sock.close()
+            raise
+        await GuardedSite(self._runner, sock, self.connections).start()
+        self.events.add(
+            "node", f"listening on {self.url} ({self.config.network}, height {self.chain_service.snapshot.height})"
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        log.info("stopped cleanly")
+
+    async def chain_context(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: check the CPU, lock the datadir, open the chain, load the key, write the cookie."""
+        from node.evaluation import Evaluator
+
+        env = await self.chain_service.run(float_environment)  # consensus runs on that thread
         if not env.ieee:
+            await self.chain_service.close()
             raise FloatEnvironmentError(env.describe())
         self.config.datadir.mkdir(parents=True, exist_ok=True)
         self._lock_datadir()
-        self.chain = await self.run_chain(self._open_chain)
-        self.keypair = await self.loop.run_in_executor(None, self._load_keypair)
-        self.cookie = self._write_cookie()
-        self.evaluator = Evaluator(self)
-        self.peers = PeerManager(self)
-        app = make_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options())
-        await self._runner.setup()
-        self.connections = ConnectionGuard(limits.MAX_CONNECTIONS, limits.MAX_CONNECTIONS_PER_HOST)
-        site = GuardedSite(self._runner, self.config.host, self.config.port, self.connections)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.config.port = port
-        self.url = self.config.advertise_url or f"http://{self.config.host}:{port}"
-        self.metrics.height.set(self.chain.height)
-        self.event("node", f"listening on {self.url} ({self.config.network}, height {self.chain.height})")
-        await self.peers.start()
+        try:
+            await self.chain_service.open(self._open_chain)
+            self.keypair = await self.loop.run_in_executor(None, self._load_keypair)
+            self.cookie = self._write_cookie()
+            self.metrics.height.set(self.chain_service.snapshot.height)
+            self.evaluator = Evaluator(self)
+        except BaseException:
+            await self.chain_service.close()
+            self._unlock_datadir()
+            raise
+        yield
+        await self.chain_service.close()
+        self._unlock_datadir()
+
+    async def peer_context(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: the peer service (connector, sync, gossip)."""
+        await self.peers.start(self.url, self.config.host)
+        yield
+        await self.peers.stop()
+
+    async def role_context(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: the miner thread and the trainer, if this node has those roles."""
+        from node.mining import Miner
+        from node.training import Trainer
+
         if self.config.mine:
             self.miner = Miner(self)
             self.miner.start()
         if self.config.train:
             self.trainer = Trainer(self)
             await self.trainer.start()
-
-    async def stop(self) -> None:
+        yield
         if self.trainer is not None:
             await self.trainer.stop()
         if self.miner is not None:
             await self.loop.run_in_executor(None, self.miner.stop)
-        if self.peers is not None:
-            await self.peers.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if hasattr(self, "chain"):
-            await self.run_chain(self.chain.close)
-        self._worker.shutdown(wait=True)
-        self._unlock_datadir()
-        log.info("stopped cleanly")
 
     def _open_chain(self) -> ChainState:
         from node.chainstate import DB_NAME
@@ -205,114 +221,89 @@ class Node:
             )
         return None
 
-    # -- the chain worker -----------------------------------------------------------------------
-    async def run_chain(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the chain thread: the only place chain and mempool change."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
-
-    def call_chain(self, fn: Callable[..., T], *args: Any) -> T:
-        """Blocking twin of :meth:`run_chain` for other threads (the miner)."""
-        return self._worker.submit(fn, *args).result()
-
-    def on_new_update(self, callback: Callable[[], None]) -> None:
-        """``callback()`` runs on the loop when a gradient update enters the mempool."""
-        self._update_listeners.append(callback)
-
-    def on_tip_change(self, callback: Callable[[], None]) -> None:
-        """``callback()`` runs on the loop after every tip change."""
-        self._tip_listeners.append(callback)
-
-    # -- events -----------------------------------------------------------------------------------
-    def event(self, kind: str, message: str, height: int | None = None, **data: Any) -> None:
-        self.events.append(Event(time.time(), kind, message, height, data))
-        log.info(message)
-
-    # -- blocks ---------------------------------------------------------------------------------
-    async def submit_block(self, block: Block, *, source: str | None, mined: bool = False) -> Connected:
-        """Validate and store ``block``; announce it if it became (part of) the tip.
-
-        Raises ``BlockRejected``; the caller punishes ``source``.
-        """
-        started = time.perf_counter()
-        try:
-            result = await self.run_chain(self._accept_block, block)
-        except BlockRejected as exc:
-            self.metrics.blocks_rejected.labels(reason=exc.code.value).inc()
-            if exc.code not in (Reject.UNKNOWN_PARENT, Reject.TIME_TOO_NEW):
-                self.event(
-                    "rejected",
-                    f"rejected block {hash_hex(block.hash)[:16]}… from {source or 'local'}: {exc}",
-                    data_hash=hash_hex(block.hash),
-                )
-            raise
-        self.metrics.block_validation_seconds.observe(time.perf_counter() - started)
-        if result.status in ("connected", "reorg"):
-            self._after_tip_change(result, mined=mined, source=source)
-        return result
-
-    def _accept_block(self, block: Block) -> Connected:
-        now = int(time.time())
-        result = self.chain.accept_block(block, now)
-        if result.status in ("connected", "reorg"):
-            self.mempool.update_tip(
-                self.chain, connected=result.connected, disconnected=result.disconnected, now=time.time()
-            )
-        return result
-
-    def _after_tip_change(self, result: Connected, *, mined: bool, source: str | None) -> None:
-        chain = self.chain
-        tip = chain.tip
-        self.metrics.height.set(chain.height)
-        self.metrics.mempool_size.set(len(self.mempool))
-        for block in result.connected:
+    # -- what the chain did --------------------------------------------------------------------------
+    def _record_tip_change(self, change: TipChange) -> None:
+        """Metrics and one event per connected block; a reorg line when blocks were replaced."""
+        result = change.result
+        snap = self.chain_service.snapshot
+        for offset, block in enumerate(result.connected):
+            height = result.height - len(result.connected) + 1 + offset
             updates = sum(1 for tx in block.txs[1:] if type(tx).__name__ == "GradientUpdate")
-            height = chain.index[block.hash].height
-            if mined and block.hash == result.block_hash:
+            short = hash_hex(block.hash)[:16]
+            if change.mined and block.hash == result.block_hash:
                 self.metrics.blocks_mined.inc()
-                self.event(
-                    "mined", f"mined block {height} {hash_hex(block.hash)[:16]}… ({updates} updates)", height
-                )
+                self.events.add("mined", f"mined block {height} {short}… ({updates} updates)", height)
             else:
                 self.metrics.blocks_received.inc()
-                self.event(
-                    "block",
-                    f"block {height} {hash_hex(block.hash)[:16]}… from {source or 'local'} ({updates} updates)",
-                    height,
+                self.events.add(
+                    "block", f"block {height} {short}… from {change.source or 'local'} ({updates} updates)", height
                 )
         if result.status == "reorg":
             depth = len(result.disconnected)
             self.metrics.reorgs.inc()
             self.metrics.reorg_depth.observe(depth)
-            self.event("reorg", f"reorg: {depth} block(s) replaced, new tip {tip.height}", tip.height)
-        if self.peers is not None:
-            self.peers.announce_block(result.block_hash, exclude=source)
-            # Txs of disconnected blocks that are back in our pool: peers that never
-            # saw them loose (they came in a block) would otherwise never mine them.
-            back = [t for b in result.disconnected for t in b.txids if t in self.mempool]
-            if back:
-                self.peers.announce_txs(back, exclude=None)
-        for callback in self._tip_listeners:
-            callback()
+            self.events.add("reorg", f"reorg: {depth} block(s) replaced, new tip {snap.height}", snap.height)
 
-    # -- transactions -----------------------------------------------------------------------------
-    def _pool_tx(self, raw: bytes) -> tuple[Tx, AddResult]:
-        """On the chain thread: decode (an update can be megabytes) and validate against the tip."""
-        tx = decode_tx(raw)
-        return tx, self.mempool.add(raw, tx, self.chain, time.time())
+    # -- pass-through names for the miner, trainer and dashboard ----------------------------------------
+    @property
+    def chain(self) -> ChainState:
+        """The chain state: read it on the chain thread (``run_chain``), not on the loop."""
+        return self.chain_service.chain
+
+    @property
+    def mempool(self) -> Mempool:
+        """The mempool: like :attr:`chain`, for the chain thread."""
+        return self.chain_service.mempool
+
+    @property
+    def instance_nonce(self) -> int:
+        return self.peers.nonce
+
+    @property
+    def syncing(self) -> bool:
+        return self.peers.syncing
+
+    def event(self, kind: str, message: str, height: int | None = None, **data: Any) -> None:
+        self.events.add(kind, message, height, **data)
+
+    async def run_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the chain thread: the only place chain and mempool change."""
+        return await self.chain_service.run(fn, *args)
+
+    def call_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking twin of :meth:`run_chain` for other threads (the miner)."""
+        return self.chain_service.call(fn, *args)
+
+    def on_tip_change(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs on the loop after every tip change."""
+        self.chain_service.on_tip_change(lambda change: callback())
+
+    def on_new_update(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs on the loop when a gradient update enters the mempool."""
+        self.chain_service.on_new_tx(lambda admission, source: callback() if admission.is_update else None)
+
+    async def submit_block(self, block: Block, *, source: str | None, mined: bool = False) -> Connected:
+        """Validate and store ``block``; raises ``BlockRejected``."""
+        return await self.chain_service.accept_block(block, source=source, mined=mined)
 
     async def submit_tx(self, raw: bytes, *, source: str | None) -> bytes:
-        """Validate ``raw`` against the tip and pool it; announce it. Returns the txid.
+        """Validate ``raw`` against the tip and pool it; returns the txid.
 
         Raises ``BlockRejected`` (consensus) or ``PolicyRejected`` (our mempool's choice).
         """
-        tx, result = await self.run_chain(self._pool_tx, raw)
-        self.metrics.mempool_size.set(len(self.mempool))
-        if result.added:
-            self.metrics.txs_accepted.inc()
-            if isinstance(tx, GradientUpdate):
-                for callback in self._update_listeners:
-                    callback()
-            if self.peers is not None:
-                self.peers.announce_tx(result.txid, exclude=source)
-        return result.txid
+        return (await self.chain_service.submit_tx(raw, source=source)).txid
 
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening before the services start, so peers that call back find us."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(limits.LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

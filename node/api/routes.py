@@ -101,8 +101,30 @@ def find_block(node: Any, ident: str) -> tuple[Block, int] | None:
     return None if block is None or entry is None else (block, entry.height)
 
 
+def find_tx(node: Any, tx_id: bytes) -> dict[str, Any] | None:
+    """On the chain thread: a tx in the mempool or in a stored block, as JSON; None if unknown."""
+    entry = node.mempool.get(tx_id)
+    if entry is not None:
+        return {**tx_summary(entry.tx, entry.raw), "status": "mempool"}
+    chain = node.chain
+    found = chain.storage.find_tx(tx_id)
+    if found is None:
+        return None
+    block_hash, position = found
+    b = chain.get_block(block_hash)
+    return {**tx_summary(b.txs[position], b.tx_bytes[position]), "status": "confirmed",
+            "block": hash_hex(block_hash), "height": chain.index[block_hash].height}
+
+
+def model_and_root(node: Any, height: int) -> tuple[np.ndarray, int, bytes]:
+    """On the chain thread: the model at ``height`` with its version and the block's state root."""
+    params, version = node.chain.model_at(height)
+    block = node.chain.get_block(node.chain.hash_at(height))
+    return params, version, block.state_root
+
+
 def add_routes(app: web.Application, node: Any) -> None:
-    chain = node.chain  # attributes read on the loop are atomic snapshots; storage goes via run_chain
+    chain_service = node.chain_service  # the loop reads its snapshot; everything else runs on the chain thread
 
     async def status(request: web.Request) -> web.Response:
         return json_reply(take_status(node).to_json())
@@ -126,7 +148,7 @@ def add_routes(app: web.Application, node: Any) -> None:
             return json_error(400, "count must be 1..100")
 
         def recent() -> list[dict[str, Any]]:
-            out = []
+            chain, out = node.chain, []
             for height in range(chain.height, max(-1, chain.height - count), -1):
                 b = chain.get_block(chain.main[height])
                 out.append(block_summary(node, b, height))
@@ -139,17 +161,10 @@ def add_routes(app: web.Application, node: Any) -> None:
             tx_id = hex_to_hash(request.match_info["txid"])
         except ValueError:
             return json_error(400, "txid must be 64 hex digits")
-        entry = node.mempool.get(tx_id)
-        if entry is not None:
-            return json_reply({**tx_summary(entry.tx, entry.raw), "status": "mempool"})
-        found = await node.run_chain(chain.storage.find_tx, tx_id)
+        found = await node.run_chain(find_tx, node, tx_id)
         if found is None:
             return json_error(404, "unknown transaction")
-        block_hash, position = found
-        b = await node.run_chain(chain.get_block, block_hash)
-        height = chain.index[block_hash].height
-        return json_reply({**tx_summary(b.txs[position], b.tx_bytes[position]), "status": "confirmed",
-                           "block": hash_hex(block_hash), "height": height})
+        return json_reply(found)
 
     async def tx_post(request: web.Request) -> web.Response:
         body = await read_body(request, limits.MAX_API_BODY_BYTES)
@@ -157,13 +172,11 @@ def add_routes(app: web.Application, node: Any) -> None:
             raw = bytes.fromhex(_json_field(body, "tx", str))
         except ValueError as exc:
             return json_error(400, f"expected {{\"tx\": \"<hex of a signed transaction>\"}}: {exc}")
-        try:
+        try:  # the chain service counts refusals by reason
             tx_id = await node.submit_tx(raw, source=None)
         except BlockRejected as exc:
-            node.metrics.txs_rejected.labels(reason=exc.code.value).inc()
             return json_error(422, f"{exc.code.value}: {exc.detail}")
         except PolicyRejected as exc:
-            node.metrics.txs_rejected.labels(reason=exc.reason.value).inc()
             return json_error(409, str(exc))
         return json_reply({"txid": hash_hex(tx_id)}, status=202)
 
@@ -179,32 +192,34 @@ def add_routes(app: web.Application, node: Any) -> None:
             address = decode_address(request.match_info["address"])
         except AddressError as exc:
             return json_error(400, str(exc))
-        acc = chain.state.account(address)
-        pending = node.mempool.pending(address)
-        return json_reply({"address": request.match_info["address"], "balance": acc.balance,
-                           "nonce": acc.nonce, "next_nonce": acc.nonce + len(pending), "height": chain.height})
+        def read() -> dict[str, Any]:
+            acc = node.chain.state.account(address)
+            pending = node.mempool.pending(address)
+            return {"address": request.match_info["address"], "balance": acc.balance, "nonce": acc.nonce,
+                    "next_nonce": acc.nonce + len(pending), "height": node.chain.height}
+
+        return json_reply(await node.run_chain(read))
 
     def height_param(request: web.Request) -> int:
         raw = request.query.get("height")
+        tip_height = chain_service.snapshot.height
         if raw is None:
-            return int(chain.height)
+            return tip_height
         try:
             height = int(raw)
         except ValueError:
             raise json_http_error(web.HTTPBadRequest, "height must be an integer") from None
-        if not 0 <= height <= chain.height:
-            raise json_http_error(web.HTTPNotFound, f"height {height} is not in 0..{chain.height}")
+        if not 0 <= height <= tip_height:
+            raise json_http_error(web.HTTPNotFound, f"height {height} is not in 0..{tip_height}")
         return height
 
     async def model(request: web.Request) -> web.Response:
         height = height_param(request)
-        params, version = await node.run_chain(chain.model_at, height)
+        params, version, state_root = await node.run_chain(model_and_root, node, height)
         figures = await asyncio_run(node.evaluator.figures, params)
-        block_hash = chain.hash_at(height)
-        b = await node.run_chain(chain.get_block, block_hash)
         return json_reply({
-            "height": height, "version": version, "state_root": hash_hex(b.state_root),
-            "task": chain.task.to_dict(), "parameters": int(params.size), "metrics": figures,
+            "height": height, "version": version, "state_root": hash_hex(state_root),
+            "task": chain_service.snapshot.task.to_dict(), "parameters": int(params.size), "metrics": figures,
             "history": [{"height": h, **f} for h, f in sorted(node.evaluator.history.items())][-500:],
         })
 
@@ -219,7 +234,7 @@ def add_routes(app: web.Application, node: Any) -> None:
 
     async def model_params(request: web.Request) -> web.Response:
         height = height_param(request)
-        params, version = await node.run_chain(chain.model_at, height)
+        params, version = await node.run_chain(lambda: node.chain.model_at(height))
         return web.Response(
             body=np.ascontiguousarray(params, dtype="<f4").tobytes(), content_type="application/octet-stream",
             headers={"X-Gradchain-Height": str(height), "X-Gradchain-Version": str(version),
@@ -231,7 +246,7 @@ def add_routes(app: web.Application, node: Any) -> None:
     async def predict_route(request: web.Request) -> web.Response:
         """Cheap checks first, the parse off the loop (see ``node.api.predict_input``)."""
         height = height_param(request)
-        task = chain.task
+        task = chain_service.snapshot.task
         body = await read_body(request, min(limits.MAX_API_BODY_BYTES, predict_input.body_cap(task.input_dim)))
         try:
             predict_input.sniff_shape(body, task.input_dim)
@@ -239,7 +254,7 @@ def add_routes(app: web.Application, node: Any) -> None:
                 X = await asyncio_run(predict_input.parse_inputs, body, task.input_dim)
         except predict_input.PredictInputError as exc:
             return json_error(422, str(exc))
-        params, _ = await node.run_chain(chain.model_at, height)
+        params, _ = await node.run_chain(lambda: node.chain.model_at(height))
         out = await asyncio_run(predict, task, params, X)  # BLAS work stays off the event loop
         return json_reply({"predictions": out.tolist(), "height": height})
 
@@ -259,7 +274,7 @@ def add_routes(app: web.Application, node: Any) -> None:
         from node.mining import mine_blocks
 
         hashes = await mine_blocks(node, count)
-        return json_reply({"mined": [hash_hex(h) for h in hashes], "height": chain.height})
+        return json_reply({"mined": [hash_hex(h) for h in hashes], "height": chain_service.snapshot.height})
 
     async def add_peer(request: web.Request) -> web.Response:
         require_local_token(request, node.cookie)
@@ -270,8 +285,7 @@ def add_routes(app: web.Application, node: Any) -> None:
             return json_error(400, str(exc))
         if not is_listen_url(url):
             return json_error(400, "url must look like http://host:port")
-        if url not in node.peers.seeds:
-            node.peers.seeds.append(url)
+        node.peers.add_seed(url)
         peer = await node.peers.connect(url)
         return json_reply({"connected": peer is not None, "url": url})
 

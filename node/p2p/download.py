@@ -8,6 +8,10 @@ and its request goes back to the front of the queue for another peer. A peer
 that answers with none of the blocks asked for does not have that branch (it
 may be on another fork): it gets no more requests in this download, so the
 request goes to a peer that has the blocks instead of back to it forever.
+
+Blocks are identified by hashing their header bytes (``intake.peek_hash``)
+and decoded only when submitted, on the chain thread, through the same
+``BlockIntake`` an announced block takes.
 """
 
 from __future__ import annotations
@@ -15,21 +19,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any
+from collections.abc import Callable
 
-from consensus.block import decode_block
-from consensus.errors import BlockRejected
 from consensus.header import hash_hex
 from node import limits
 from node.p2p import messages as m
-from node.p2p.penalties import Misbehaviour
+from node.p2p.connections import ConnectionManager
+from node.p2p.intake import BlockIntake
 
 log = logging.getLogger("gradchain.sync")
 
 
 class BlockDownloader:
-    def __init__(self, peers: Any, hashes: list[bytes]) -> None:
-        self.peers = peers
+    def __init__(self, conns: ConnectionManager, intake: BlockIntake, hashes: list[bytes],
+                 event: Callable[[str, str], None]) -> None:
+        self.conns = conns
+        self.intake = intake
+        self._event = event
         self.order = hashes
         self.queue: collections.deque[list[bytes]] = collections.deque(
             hashes[i : i + limits.MAX_BLOCKS_PER_REQUEST]
@@ -45,12 +51,12 @@ class BlockDownloader:
     async def run(self) -> None:
         total = len(self.order)
         if total > limits.MAX_BLOCKS_PER_REQUEST:
-            self.peers.node.event("sync", f"downloading {total} blocks from {len(self.peers.peers)} peer(s)")
+            self._event("sync", f"downloading {total} blocks from {len(self.conns.peers)} peer(s)")
         workers: set[asyncio.Task[None]] = set()
         try:
             while self.next_index < total and not self.failed:
                 in_flight = total - self.next_index - sum(len(b) for b in self.queue) - len(self.arrived)
-                for url in list(self.peers.peers):
+                for url in list(self.conns.peers):
                     if not self.queue or url in self.busy or url in self.lacking:
                         continue
                     if in_flight >= limits.MAX_BLOCKS_IN_FLIGHT_TOTAL:
@@ -61,7 +67,7 @@ class BlockDownloader:
                     task = asyncio.create_task(self._fetch(url, batch))
                     workers.add(task)
                     task.add_done_callback(workers.discard)
-                if not workers and all(url in self.lacking for url in self.peers.peers):
+                if not workers and all(url in self.lacking for url in self.conns.peers):
                     log.info("sync paused: no connected peer has the blocks")
                     return
                 # Clear before submitting: a batch landing while we submit must wake the
@@ -80,28 +86,24 @@ class BlockDownloader:
     async def _fetch(self, url: str, batch: list[bytes]) -> None:
         try:
             reply = await asyncio.wait_for(
-                self.peers.request(url, "blocks", m.GetBlocks(hashes=tuple(batch)), "blocks"),
+                self.conns.request(url, "blocks", m.GetBlocks(hashes=tuple(batch)), "blocks"),
                 timeout=limits.BLOCK_STALL_TIMEOUT_S,
             )
         except Exception as exc:  # PeerError or a stall: hand the batch to someone else
             self.queue.appendleft(batch)
-            self.peers.drop(url, f"block download failed: {exc}")
+            self.conns.drop(url, f"block download failed: {exc}")
             self.busy.discard(url)
             self._progress.set()
             return
+        assert isinstance(reply, m.Blocks)
         got: set[bytes] = set()
         wanted = set(batch)
         for raw in reply.blocks:
-            try:
-                block = decode_block(raw)
-            except BlockRejected as exc:
-                self.peers.punish(url, exc.code, f"undecodable block: {exc}")
+            block_hash = self.intake.identify(url, raw, wanted)
+            if block_hash is None:
                 break
-            if block.hash not in wanted:
-                self.peers.punish(url, Misbehaviour.UNREQUESTED_DATA, "unrequested block in download")
-                break
-            self.arrived[block.hash] = (raw, url)
-            got.add(block.hash)
+            self.arrived[block_hash] = (raw, url)
+            got.add(block_hash)
         if not got:
             self.lacking.add(url)
         rest = [h for h in batch if h not in got]
@@ -114,16 +116,10 @@ class BlockDownloader:
         while self.next_index < len(self.order) and self.order[self.next_index] in self.arrived:
             block_hash = self.order[self.next_index]
             raw, url = self.arrived.pop(block_hash)
-            block = decode_block(raw)
-            try:
-                await self.peers.node.submit_block(block, source=url)
-            except BlockRejected as exc:
-                log.warning("sync stopped at %s…: %s", hash_hex(block_hash)[:16], exc)
-                self.peers.punish(url, exc.code, f"invalid block in sync: {exc}")
+            if not await self.intake.submit(url, raw):
+                log.warning("sync stopped at %s…: the block from %s was refused", hash_hex(block_hash)[:16], url)
                 self.failed = True
                 return
             self.next_index += 1
             if self.next_index % 100 == 0:
-                self.peers.node.event(
-                    "sync", f"synced {self.next_index}/{len(self.order)} blocks", self.peers.node.chain.height
-                )
+                self._event("sync", f"synced {self.next_index}/{len(self.order)} blocks")

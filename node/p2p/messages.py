@@ -37,7 +37,7 @@ U64_MAX = 2**64 - 1
 ZERO_HASH = bytes(limits.HASH_BYTES)  # GetHeaders.stop when the sender wants as many as fit
 SESSION_BYTES = 32  # a per-peer session token: 256 random bits cannot be guessed
 # HandshakeReply.session when the replier has not verified the caller's claimed URL yet:
-# it grants nothing and calls that URL back to exchange tokens (see node/p2p/peers.py).
+# it grants nothing and calls that URL back to exchange tokens (see node/p2p/session.py).
 NO_SESSION = bytes(SESSION_BYTES)
 
 # host: a DNS name or IPv4 (letters, digits, dots, dashes) or a bracketed IPv6 literal;

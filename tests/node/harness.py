@@ -19,6 +19,7 @@ import hashlib
 import json
 import pathlib
 import secrets
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -31,7 +32,8 @@ from node import limits
 from node.config import NodeConfig
 from node.mining import mine_blocks
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
+from node.p2p.netgroups import ban_key
+from node.p2p.session import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
 from node.service import Node
 from tests.conftest import until
 from wallet import KeyPair, keypair_from_seed
@@ -122,7 +124,9 @@ def scenario(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 
 # -- topology ---------------------------------------------------------------------------------
 async def connect(a: Node, b: Node, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """``a`` handshakes with ``b``; returns once each lists the other as a peer."""
+    """``a`` handshakes with ``b``; returns once each lists the other as a peer (lifting a partition)."""
+    for x, y in ((a, b), (b, a)):
+        x.peers.bans.unban(ban_key(y.url))
     await a.peers.connect(b.url)
     await until(lambda: b.url in a.peers.peers and a.url in b.peers.peers, timeout,
                 what=f"{a.url} and {b.url} to peer")
@@ -141,12 +145,24 @@ async def connect_star(hub: Node, leaves: Sequence[Node]) -> None:
 
 
 def disconnect(a: Node, b: Node) -> None:
-    """Forget the link both ways, and the addresses, so neither dials the other again."""
+    """Cut the link both ways and keep it cut until :func:`connect` joins them again.
+
+    Each forgets the other's address and refuses it (a ban that ``connect``
+    lifts), so neither redials the other or learns it back by gossip.
+    """
     for x, y in ((a, b), (b, a)):
         x.peers.drop(y.url, "test partition")
         x.peers.known.discard(y.url)
         if y.url in x.peers.seeds:
             x.peers.seeds.remove(y.url)
+        x.peers.bans.ban(ban_key(y.url), time.time())
+
+
+def partition(left: Sequence[Node], right: Sequence[Node]) -> None:
+    """No node of ``left`` talks to one of ``right`` until a :func:`connect` across."""
+    for a in left:
+        for b in right:
+            disconnect(a, b)
 
 
 # -- chain ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from consensus.tx import GradientUpdate, encode_tx, sign_tx, txid
 from ml.codec import encode_update
 from node import limits
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE
+from node.p2p.session import CONTENT_TYPE
 from node.service import Node
 from tests.conftest import until
 from tests.node.harness import (

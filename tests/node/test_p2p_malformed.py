@@ -18,8 +18,8 @@ import msgpack
 
 from node import limits
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
 from node.p2p.routes import ROUTES
+from node.p2p.session import CONTENT_TYPE, PEER_HEADER, SESSION_HEADER
 from node.service import Node
 from tests.conftest import until
 from tests.node.harness import (

@@ -20,7 +20,7 @@ from consensus.tx import Transfer, encode_tx, sign_tx
 from node import limits
 from node.mining import make_template
 from node.p2p import messages as m
-from node.p2p.peers import CONTENT_TYPE
+from node.p2p.session import CONTENT_TYPE
 from node.service import Node
 from node.storage import BlockStatus
 from tests.chainbuilder import recommit
@@ -37,6 +37,7 @@ from tests.node.harness import (
     http,
     mine,
     node_key,
+    partition,
     scenario,
     tip_of,
     wait_same_tip,
@@ -238,7 +239,7 @@ async def test_transfer_on_the_losing_branch_is_mined_by_the_winners(cluster: Cl
     await connect_line([a, b, c, d])
     await mine(a, 1)  # a's reward pays for the transfer on both branches
     await wait_same_tip([a, b, c, d])
-    disconnect(b, c)
+    partition([a, b], [c, d])
     tx = transfer_tx(a, amount=1000)
     tx_id = await a.submit_tx(encode_tx(tx), source=None)
     await mine(a, 2)
@@ -269,25 +270,25 @@ async def test_learned_addresses_fill_only_the_outbound_slots(cluster: Cluster) 
     """
     hub = await cluster.start("hub")
 
-    async def no_gossip(new_url: str) -> None:
+    def no_relay(addrs: list[str], *, exclude: str) -> None:
         """The hub does not introduce x to the others: they would dial x first."""
 
-    hub.peers._gossip_address = no_gossip  # type: ignore[method-assign]
+    hub.peers.gossip.relay_addresses = no_relay  # type: ignore[method-assign]
     others = await cluster.start_many(LEARNED_PEERS, prefix="o")
     for other in others:
         await connect(other, hub)
     passes: list[int] = []
     x = await cluster.start("x", peers=[hub])
-    choose = x.peers.dial_candidates
+    choose = x.peers.conns.dial_candidates
 
     def checked(now: float) -> list[str]:
         picked = choose(now)
         outbound = sum(1 for p in x.peers.peers.values() if p.outbound)
-        assert outbound + len(x.peers._connecting) + len(picked) <= limits.MAX_OUTBOUND_PEERS
+        assert outbound + len(x.peers.conns.connecting) + len(picked) <= limits.MAX_OUTBOUND_PEERS
         passes.append(outbound)
         return picked
 
-    x.peers.dial_candidates = checked  # type: ignore[method-assign]
+    x.peers.conns.dial_candidates = checked  # type: ignore[method-assign]
     outbound = lambda: sum(1 for p in x.peers.peers.values() if p.outbound)  # noqa: E731
     await until(lambda: outbound() == limits.MAX_OUTBOUND_PEERS, 20, what="x to fill its outbound slots")
     seen = len(passes)
@@ -436,8 +437,8 @@ async def test_nodes_given_one_seed_find_each_other(cluster: Cluster) -> None:
     a = await cluster.start("a")
     # The seed lists no peers in its handshake replies (as when b and c dial it at
     # the same moment): only address gossip can introduce them.
-    plain_reply = a.peers.handshake_reply
-    a.peers.handshake_reply = lambda session=m.NO_SESSION: dataclasses.replace(  # type: ignore[method-assign]
+    plain_reply = a.peers.conns.handshake_reply
+    a.peers.conns.handshake_reply = lambda session=m.NO_SESSION: dataclasses.replace(  # type: ignore[method-assign]
         plain_reply(session), peers=()
     )
     b = await cluster.start("b", peers=[a])
@@ -457,4 +458,4 @@ async def test_peers_that_dialled_us_stay_inbound(cluster: Cluster) -> None:
     others = await cluster.start_many(9, prefix="o", peers=[hub])
     await until(lambda: all(o.url in hub.peers.peers for o in others), 30, what="9 peers at the hub")
     assert not any(p.outbound for p in hub.peers.peers.values())
-    assert len(hub.peers.dial_candidates(time.time())) == 0  # nothing to dial: its slots are free, no seeds
+    assert len(hub.peers.conns.dial_candidates(time.time())) == 0  # nothing to dial: its slots are free, no seeds

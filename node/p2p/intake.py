@@ -1,0 +1,78 @@
+"""The one way a peer's block enters the node, whether it was announced or synced.
+
+The event loop never decodes a block. It reads the 80 header bytes at their
+fixed place in the canonical encoding and hashes them (microseconds), which
+is enough to check that the peer sent what we asked for and to order a
+download. The chain service then decodes and validates the block on the
+chain thread, once. What a rejection costs the sender, and which rejections
+mean "sync first", is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from consensus.block import Block
+from consensus.errors import BlockRejected, Reject
+from consensus.hashing import sha256d
+from consensus.header import HEADER_SIZE, hash_hex
+from node.chain_service import ChainService
+from node.p2p.connections import ConnectionManager
+from node.p2p.penalties import Misbehaviour
+
+# A canonical block is msgpack [header: bin8 of 80 bytes, state root, txs]: 0x93, then 0xc4 0x50.
+_CANONICAL_PREFIX = bytes([0x93, 0xC4, HEADER_SIZE])
+_HEADER_START = len(_CANONICAL_PREFIX)
+
+
+def peek_hash(raw: bytes) -> bytes | None:
+    """The hash of a canonically encoded block, read without decoding it; None if not canonical."""
+    if len(raw) < _HEADER_START + HEADER_SIZE or not raw.startswith(_CANONICAL_PREFIX):
+        return None
+    return sha256d(raw[_HEADER_START : _HEADER_START + HEADER_SIZE])
+
+
+class BlockIntake:
+    """Takes blocks from peers to the chain service and charges the peers for bad ones."""
+
+    def __init__(self, chain: ChainService, conns: ConnectionManager, request_sync: Callable[[str], None]) -> None:
+        self.chain = chain
+        self.conns = conns
+        self._request_sync = request_sync
+
+    def identify(self, url: str, raw: bytes, wanted: set[bytes]) -> bytes | None:
+        """The hash of ``raw`` if it is one of ``wanted``; else punish ``url`` and return None."""
+        claimed = peek_hash(raw)
+        if claimed is None:
+            self.conns.punish(url, Misbehaviour.MALFORMED_MESSAGE, "a block that is not canonically encoded")
+            return None
+        if claimed not in wanted:
+            self.conns.punish(url, Misbehaviour.UNREQUESTED_DATA, f"block {hash_hex(claimed)[:16]} not asked for")
+            return None
+        return claimed
+
+    async def submit(self, url: str, block: bytes | Block) -> bool:
+        """Hand one block from ``url`` to the chain; False if it was refused (the peer is dealt with)."""
+        try:
+            result = await self.chain.accept_block(block, source=url)
+        except BlockRejected as exc:
+            if exc.code == Reject.UNKNOWN_PARENT:
+                self._request_sync(url)  # it is ahead of us: fetch the headers in between
+            else:
+                self.conns.punish(url, exc.code, f"invalid block: {exc}")
+            return False
+        peer = self.conns.peers.get(url)
+        if peer is not None and result.status != "duplicate":
+            peer.last_block_at = time.time()
+        if result.status == "side" and self.chain.snapshot.bodies_missing:
+            # The block extends a branch with more work whose earlier bodies we lack
+            # (we hold only their headers): fetch them, or the branch never connects.
+            self._request_sync(url)
+        return True
+
+    async def deliver(self, url: str, raw: bytes, wanted: set[bytes]) -> bool:
+        """Identify and submit one announced block; False stops the peer's batch."""
+        if self.identify(url, raw, wanted) is None:
+            return False
+        return await self.submit(url, raw)

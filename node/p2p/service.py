@@ -1,0 +1,180 @@
+"""The peer service: the p2p wing behind one typed face.
+
+It wires the pieces together and is what the rest of the node sees:
+
+* :class:`~node.p2p.connections.ConnectionManager`: handshakes, slots,
+  eviction, bans, the address book and the dialler;
+* :class:`~node.p2p.sync.HeaderSync` and
+  :class:`~node.p2p.sync.Downloader`: headers-first sync and block download;
+* :class:`~node.p2p.gossip.Gossip`: announce-then-fetch and address relay;
+* :class:`~node.p2p.intake.BlockIntake`: the one path of a peer's block
+  into the chain service.
+
+It follows the chain through the chain service's listeners (a new tip is
+announced, a new transaction too) and answers the /p2p/ routes with data it
+reads on the chain thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consensus.errors import Reject
+from consensus.header import encode as encode_header
+from consensus.header import header_hash
+from node import limits
+from node.chain_service import ChainService, TipChange, TxAdmission
+from node.metrics import NodeMetrics
+from node.p2p import messages as m
+from node.p2p.addrman import AddressBook
+from node.p2p.connections import ConnectionManager
+from node.p2p.gossip import Gossip
+from node.p2p.intake import BlockIntake
+from node.p2p.penalties import BanList, Misbehaviour
+from node.p2p.session import Peer, PeerClient, Session
+from node.p2p.sync import Downloader, HeaderSync
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One connected peer as the API and the dashboard show it."""
+
+    url: str
+    height: int
+    tip: bytes
+    user_agent: str
+    outbound: bool
+    connected_for_s: float
+
+
+class PeerService:
+    """A node's peers, sync and gossip; start with :meth:`start` once the node listens."""
+
+    def __init__(self, chain: ChainService, metrics: NodeMetrics, *, seeds: list[str],
+                 event: Callable[[str, str], None]) -> None:
+        self.chain = chain
+        self.metrics = metrics
+        self.url = ""  # our listen URL, set when the node listens
+        self.client = PeerClient(lambda: self.url)
+        self.conns = ConnectionManager(
+            chain, self.client, own_url=lambda: self.url, seeds=seeds, event=event,
+            on_ban=metrics.peer_bans.inc, on_peers_changed=metrics.peers.set,
+        )
+        self.intake = BlockIntake(chain, self.conns, request_sync=self._request_sync)
+        self.downloader = Downloader(chain, self.conns, self.intake, event)
+        self.sync = HeaderSync(chain, self.conns, self.downloader)
+        self.gossip = Gossip(chain, self.conns, self.intake, self.sync)
+        self.conns.on_connected = self._on_connected
+        chain.on_tip_change(self._on_tip_change)
+        chain.on_new_tx(self._on_new_tx)
+        self._connector: asyncio.Task[None] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self, url: str, local_host: str | None) -> None:
+        self.url = url
+        await self.client.start(local_host)
+        self._connector = asyncio.create_task(self.conns.run(), name="p2p-connector")
+
+    async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        await self.conns.stop()
+        await self.client.close()
+
+    # -- what the rest of the node reads -----------------------------------------------------------
+    @property
+    def peers(self) -> dict[str, Peer]:
+        return self.conns.peers
+
+    @property
+    def known(self) -> AddressBook:
+        return self.conns.book
+
+    @property
+    def seeds(self) -> list[str]:
+        return self.conns.seeds
+
+    @property
+    def bans(self) -> BanList:
+        return self.conns.bans
+
+    @property
+    def syncing(self) -> bool:
+        return self.sync.syncing
+
+    @property
+    def nonce(self) -> int:
+        return self.conns.nonce
+
+    def peer_infos(self) -> list[PeerInfo]:
+        now = time.time()
+        return [PeerInfo(p.url, p.height, p.tip, p.user_agent, p.outbound, round(now - p.connected_at, 1))
+                for p in sorted(self.conns.peers.values(), key=lambda p: p.url)]
+
+    def is_banned(self, url: str) -> bool:
+        return self.conns.is_banned(url)
+
+    def session_for(self, url: str) -> Session:
+        session = self.conns.session_for(url)
+        assert isinstance(session, Session)
+        return session
+
+    # -- what the rest of the node asks for --------------------------------------------------------
+    async def connect(self, url: str) -> Peer | None:
+        return await self.conns.connect(url)
+
+    def add_seed(self, url: str) -> None:
+        if url not in self.conns.seeds:
+            self.conns.seeds.append(url)
+
+    def drop(self, url: str, reason: str) -> None:
+        self.conns.drop(url, reason)
+
+    def punish(self, url: str, code: Reject | Misbehaviour, detail: str) -> None:
+        self.conns.punish(url, code, detail)
+
+    async def sync_from(self, url: str) -> None:
+        await self.sync.sync_from(url)
+
+    # -- following the chain and the peers ----------------------------------------------------------
+    def _on_tip_change(self, change: TipChange) -> None:
+        self.gossip.announce_block(change.result.block_hash, exclude=change.source)
+        if change.requeued:
+            self.gossip.announce_txs(change.requeued, exclude=None)
+
+    def _on_new_tx(self, admission: TxAdmission, source: str | None) -> None:
+        self.gossip.announce_txs([admission.txid], exclude=source)
+
+    def _on_connected(self, peer: Peer, fresh: bool) -> None:
+        self.gossip.on_connected(peer, fresh)
+        if peer.height > self.chain.snapshot.height:
+            self._request_sync(peer.url)
+
+    def _request_sync(self, url: str) -> None:
+        self.sync.request(url)
+
+    # -- serving peers (on the chain thread) ----------------------------------------------------------
+    def serve_headers(self, msg: m.GetHeaders) -> m.Headers:
+        headers = self.chain.chain.headers_after(msg.locator, limits.MAX_HEADERS_PER_MESSAGE)
+        if msg.stop != m.ZERO_HASH:
+            for i, header in enumerate(headers):
+                if header_hash(header) == msg.stop:
+                    headers = headers[: i + 1]
+                    break
+        return m.Headers(headers=tuple(encode_header(h) for h in headers))
+
+    def serve_blocks(self, msg: m.GetBlocks) -> m.Blocks:
+        chain = self.chain.chain
+        raws = [r for r in (chain.get_raw_block(h) for h in msg.hashes) if r is not None]
+        n = m.fitting(raws, m.Blocks.MAX_BYTES, max_count=limits.MAX_BLOCKS_PER_REQUEST)
+        return m.Blocks(blocks=tuple(raws[:n]))
+
+    def serve_txs(self, msg: m.GetTxs) -> m.Txs:
+        pool = self.chain.mempool
+        raws = [e.raw for e in (pool.get(t) for t in msg.txids) if e is not None]
+        n = m.fitting(raws, m.Txs.MAX_BYTES, max_count=limits.MAX_TXS_PER_REQUEST)
+        return m.Txs(txs=tuple(raws[:n]))
