@@ -202,7 +202,7 @@ def add_routes(app: web.Application, node: Any) -> None:
 
     def height_param(request: web.Request) -> int:
         raw = request.query.get("height")
-        tip_height = chain_service.snapshot.height
+        tip_height = int(chain_service.snapshot.height)
         if raw is None:
             return tip_height
         try:

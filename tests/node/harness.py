@@ -201,9 +201,11 @@ async def wait_height(node: Node, height: int, timeout: float = SYNC_TIMEOUT_S) 
 
 # -- HTTP -------------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session for API and /p2p/ calls from the test."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session:
+async def http(local_host: str | None = None) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for API and /p2p/ calls from the test (from ``local_host`` if given)."""
+    connector = aiohttp.TCPConnector(local_addr=(local_host, 0) if local_host else None)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+                                     connector=connector) as session:
         yield session
 
 
@@ -236,8 +238,9 @@ class FakePeer:
     """
 
     def __init__(self, node: Node, routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]]
-                 | None = None) -> None:
+                 | None = None, *, host: str = "127.0.0.1") -> None:
         self.node = node
+        self.host = host  # listen here; post from here too (``http(local_host=host)``), or the node won't call back
         self.token_in = secrets.token_bytes(m.SESSION_BYTES)
         self.token_out: bytes | None = None
         self.app = web.Application()
@@ -246,12 +249,13 @@ class FakePeer:
             self.app.router.add_post(f"/p2p/{route}", handler)
         self.runner = web.AppRunner(self.app, access_log=None)
         self.url = ""
+        self.claimed_height: int | None = None  # the height its handshakes claim (default: the node's)
 
     async def __aenter__(self) -> FakePeer:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, self.host, 0)
         await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.url = f"http://{self.host}:{self.runner.addresses[0][1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -261,7 +265,8 @@ class FakePeer:
         chain = self.node.chain
         return m.Handshake(
             magic=chain.network.magic, protocol_version=limits.PROTOCOL_VERSION, chain_id=chain.chain_id,
-            genesis=chain.genesis_hash, height=chain.height, tip=chain.tip.hash, listen_url=self.url,
+            genesis=chain.genesis_hash, height=chain.height if self.claimed_height is None else self.claimed_height,
+            tip=chain.tip.hash, listen_url=self.url,
             nonce=secrets.randbits(64), user_agent="fake/0.1", session=session or self.token_in,
         )
 
