@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from consensus import header as header_codec
 from consensus.block import Block, decode_block
 from consensus.errors import NOT_PUNISHED, BlockRejected
+from consensus.hashing import sha256d
 from consensus.header import Header, hash_hex
 from consensus.params import ChainParams
 from consensus.pow import work
@@ -123,7 +124,7 @@ TxListener = Callable[[TxAdmission, "str | None"], None]
 class ChainService:
     """Owns a node's ``ChainState`` and ``Mempool`` on one worker thread (module docstring)."""
 
-    def __init__(self, metrics: NodeMetrics, event: Callable[[str, str], None]) -> None:
+    def __init__(self, metrics: NodeMetrics, event: Callable[..., None]) -> None:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chain")
         self._chain: ChainState | None = None
         self.mempool = Mempool()
@@ -196,8 +197,10 @@ class ChainService:
         except BlockRejected as exc:
             self.metrics.blocks_rejected.labels(reason=exc.code.value).inc()
             if exc.code not in NOT_PUNISHED:
-                what = hash_hex(block.hash)[:16] + "…" if isinstance(block, Block) else "a block"
-                self._event("rejected", f"rejected {what} from {source or 'local'}: {exc}")
+                block_hash = block.hash if isinstance(block, Block) else peek_block_hash(block)
+                shown = hash_hex(block_hash) if block_hash is not None else "an undecodable block"
+                self._event("rejected", f"rejected block {shown[:16]}… from {source or 'local'}: {exc}",
+                            hash=shown, reason=exc.code.value, source=source or "local")
             raise
         self.metrics.block_validation_seconds.observe(time.perf_counter() - started)
         if result.status in ("connected", "reorg"):
@@ -292,6 +295,21 @@ class ChainService:
     def lacking_txs(self, txids: Sequence[bytes]) -> list[bytes]:
         """On the chain thread: which of ``txids`` the mempool does not hold."""
         return [t for t in txids if t not in self.mempool]
+
+
+# A canonical block is msgpack [header: bin8 of 80 bytes, state root, txs]: 0x93, then 0xc4 0x50.
+_CANONICAL_PREFIX = bytes([0x93, 0xC4, header_codec.HEADER_SIZE])
+
+
+def peek_block_hash(raw: bytes) -> bytes | None:
+    """The hash of a canonically encoded block, read from its header bytes without decoding it.
+
+    None if ``raw`` does not start like a canonical block (the decoder will refuse it).
+    """
+    start = len(_CANONICAL_PREFIX)
+    if len(raw) < start + header_codec.HEADER_SIZE or not raw.startswith(_CANONICAL_PREFIX):
+        return None
+    return sha256d(raw[start : start + header_codec.HEADER_SIZE])
 
 
 def header_work(headers: Sequence[Header]) -> int:

@@ -9,7 +9,7 @@ that answers with none of the blocks asked for does not have that branch (it
 may be on another fork): it gets no more requests in this download, so the
 request goes to a peer that has the blocks instead of back to it forever.
 
-Blocks are identified by hashing their header bytes (``intake.peek_hash``)
+Blocks are identified by hashing their header bytes (``chain_service.peek_block_hash``)
 and decoded only when submitted, on the chain thread, through the same
 ``BlockIntake`` an announced block takes.
 """

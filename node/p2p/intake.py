@@ -15,22 +15,10 @@ from collections.abc import Callable
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
-from consensus.hashing import sha256d
-from consensus.header import HEADER_SIZE, hash_hex
-from node.chain_service import ChainService
+from consensus.header import hash_hex
+from node.chain_service import ChainService, peek_block_hash
 from node.p2p.connections import ConnectionManager
 from node.p2p.penalties import Misbehaviour
-
-# A canonical block is msgpack [header: bin8 of 80 bytes, state root, txs]: 0x93, then 0xc4 0x50.
-_CANONICAL_PREFIX = bytes([0x93, 0xC4, HEADER_SIZE])
-_HEADER_START = len(_CANONICAL_PREFIX)
-
-
-def peek_hash(raw: bytes) -> bytes | None:
-    """The hash of a canonically encoded block, read without decoding it; None if not canonical."""
-    if len(raw) < _HEADER_START + HEADER_SIZE or not raw.startswith(_CANONICAL_PREFIX):
-        return None
-    return sha256d(raw[_HEADER_START : _HEADER_START + HEADER_SIZE])
 
 
 class BlockIntake:
@@ -43,7 +31,7 @@ class BlockIntake:
 
     def identify(self, url: str, raw: bytes, wanted: set[bytes]) -> bytes | None:
         """The hash of ``raw`` if it is one of ``wanted``; else punish ``url`` and return None."""
-        claimed = peek_hash(raw)
+        claimed = peek_block_hash(raw)
         if claimed is None:
             self.conns.punish(url, Misbehaviour.MALFORMED_MESSAGE, "a block that is not canonically encoded")
             return None
