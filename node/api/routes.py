@@ -230,7 +230,7 @@ def add_routes(app: web.Application, node: Any) -> None:
             return json_reply({"height": None, "label": "…"})
         height = max(history)
         figures = history[height]
-        return json_reply({"height": height, **figures, "label": headline_label(chain.task, figures)})
+        return json_reply({"height": height, **figures, "label": headline_label(chain_service.snapshot.task, figures)})
 
     async def model_params(request: web.Request) -> web.Response:
         height = height_param(request)
