@@ -164,7 +164,12 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
                                         "default": 1}}),
         "Mined": _obj({"mined": {"type": "array", "items": HASH}, "height": NAT}),
         "AddPeerRequest": _obj({"url": URL}),
-        "Event": _obj({"time": NUM, "kind": STR, "message": STR, "height": _nullable("integer", minimum=0)}),
+        "Event": _obj(
+            {"time": NUM, "kind": STR, "message": STR, "height": _nullable("integer", minimum=0),
+             "hash": HASH, "reason": {"type": "string", "description": "the reject code of a rejected block"},
+             "source": {"type": "string", "description": "the peer URL that sent it, or local"}},
+            ["time", "kind", "message", "height"],
+        ),
         "Events": {"type": "array", "items": _ref("Event"), "maxItems": EVENTS_COUNT_MAX,
                    "description": "newest first"},
     }

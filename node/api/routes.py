@@ -33,6 +33,8 @@ from node.p2p.messages import is_listen_url
 from wallet import AddressError, decode_address, encode_address
 
 OUTCOME_NAMES = {True: "accepted", False: "rejected", None: "not applied"}
+# What a "rejected" event adds: the block's hash (when it decoded), the rule it broke, who sent it.
+EVENT_FIELDS = ("hash", "reason", "source")
 
 
 def tx_summary(
@@ -295,7 +297,8 @@ def add_routes(app: web.Application, node: Any) -> None:
         except ValueError:
             return json_error(400, "count must be an integer")
         recent = list(node.events)[-count:]
-        return json_reply([{"time": e.time, "kind": e.kind, "message": e.message, "height": e.height}
+        return json_reply([{"time": e.time, "kind": e.kind, "message": e.message, "height": e.height,
+                            **{k: e.data[k] for k in EVENT_FIELDS if k in e.data}}
                            for e in reversed(recent)])
 
     async def metrics(request: web.Request) -> web.Response:

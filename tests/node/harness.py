@@ -8,6 +8,12 @@ than run a miner thread whose timing it cannot control.
 Scenario tests are plain ``async def`` functions wrapped by :func:`scenario`,
 which runs them in a fresh event loop and always stops every node they
 started, so a failing assertion never leaves sockets or threads behind.
+
+A test checks what a node did through its public surface (the JSON API and
+the /metrics text, :func:`events`, :func:`metric`), never through the
+node's objects. :meth:`FakePeer.send_blocks` is Bitcoin Core's
+``send_blocks_and_test``: one line sends blocks from a peer and checks the
+outcome, ``await fake.send_blocks([block], expect=Reject.BAD_COINBASE)``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
+from consensus.block import Block
+from consensus.errors import NOT_PUNISHED, Reject
 from consensus.header import hash_hex
 from node import limits
 from node.config import NodeConfig
@@ -243,9 +252,11 @@ class FakePeer:
         self.host = host  # listen here; post from here too (``http(local_host=host)``), or the node won't call back
         self.token_in = secrets.token_bytes(m.SESSION_BYTES)
         self.token_out: bytes | None = None
-        self.app = web.Application()
+        self.inventory: dict[bytes, bytes] = {}  # block hash -> bytes, served on /p2p/blocks
+        self.app = web.Application(client_max_size=limits.MAX_REQUEST_BODY_BYTES)
         self.app.router.add_post("/p2p/handshake", self._handshake)
-        for route, handler in (routes or {}).items():
+        defaults = {"blocks": self._serve_blocks, "headers": self._serve_no_headers}
+        for route, handler in {**defaults, **(routes or {})}.items():
             self.app.router.add_post(f"/p2p/{route}", handler)
         self.runner = web.AppRunner(self.app, access_log=None)
         self.url = ""
@@ -303,6 +314,112 @@ class FakePeer:
         async with session.post(f"{self.node.url}/p2p/{route}", data=body, headers=self.headers(token)) as resp:
             return resp.status, (await resp.read()).decode("utf-8", "replace")
 
+    async def _serve_blocks(self, request: web.Request) -> web.Response:
+        wanted = m.decode_as(m.GetBlocks, await request.read())
+        found = tuple(self.inventory[h] for h in wanted.hashes if h in self.inventory)
+        return web.Response(body=m.encode(m.Blocks(blocks=found)), content_type=CONTENT_TYPE)
+
+    async def _serve_no_headers(self, request: web.Request) -> web.Response:
+        return web.Response(body=m.encode(m.Headers(headers=())), content_type=CONTENT_TYPE)
+
+    async def send_blocks(self, blocks: Sequence[Block], *, expect: Reject | None = None,
+                          timeout: float = SYNC_TIMEOUT_S) -> None:
+        """Offer ``blocks`` to the node as a peer does, and check the outcome through its API.
+
+        The peer handshakes if it has not, announces the blocks' hashes and
+        serves them when the node asks. Then, read from GET /api/blocks,
+        /api/events and /api/peers:
+
+        * ``expect=None``: the node stores every block and keeps this peer;
+        * ``expect=Reject.X``: the node reports a block from this peer
+          rejected with X, connects none of the blocks from that one on, and
+          bans this peer (every code but the "not yet" ones, which a peer
+          cannot be blamed for and which this call does not take).
+        """
+        if expect in NOT_PUNISHED:
+            raise ValueError(f"{expect} is a 'not yet' code: the node neither reports nor punishes it")
+        for block in blocks:
+            self.inventory[block.hash] = block.encode()
+        async with http() as session:
+            if self.token_out is None:
+                assert await self.handshake(session) == 200, "the node refused the fake peer's handshake"
+            announce = m.encode(m.Announce(blocks=tuple(b.hash for b in blocks), txs=()))
+            status, text = await self.post(session, "announce", announce)
+            assert status == 204, f"announce answered {status}: {text}"
+            if expect is None:
+                await until(lambda: all_stored(self.node, blocks), timeout,
+                            what=f"{self.node.url} to store {len(blocks)} block(s) from {self.url}")
+                assert self.url not in (await peers_of(self.node))["banned"]
+                return
+            rejected = await wait_event(self.node, "rejected", timeout, source=self.url)
+            assert rejected.get("reason") == expect.value, f"expected {expect.value}, the node says {rejected}"
+            first = next((i for i, b in enumerate(blocks) if hash_hex(b.hash) == rejected.get("hash")), 0)
+            status, node_status = await get_json(session, f"{self.node.url}/api/status")
+            for block in blocks[first:]:
+                assert node_status["tip"] != hash_hex(block.hash)
+                status, body = await get_json(session, f"{self.node.url}/api/blocks/{hash_hex(block.hash)}")
+                assert status == 404 or body["main_chain"] is False, f"block {hash_hex(block.hash)[:16]} connected"
+            await until(lambda: is_banned(self.node, self.url), timeout, what=f"{self.node.url} to ban {self.url}")
+
 
 _HELLO_FIELDS = ("magic", "protocol_version", "chain_id", "genesis", "height", "tip", "listen_url", "nonce",
                  "user_agent")
+
+
+# -- the node's public surface ------------------------------------------------------------------------
+async def events(node: Node, kind: str | None = None) -> list[dict[str, Any]]:
+    """GET /api/events (newest first), only those of ``kind`` if given."""
+    async with http() as session:
+        status, body = await get_json(session, f"{node.url}/api/events?count=200")
+    assert status == 200, body
+    return [e for e in body if kind is None or e["kind"] == kind]
+
+
+async def wait_event(node: Node, kind: str, timeout: float = SYNC_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
+    """The newest event of ``kind`` whose fields include ``fields``, waited for with a deadline."""
+    found: list[dict[str, Any]] = []
+
+    async def seen() -> bool:
+        found[:] = [e for e in await events(node, kind) if all(e.get(k) == v for k, v in fields.items())]
+        return bool(found)
+
+    await until(seen, timeout, interval=0.1, what=f"a {kind} event with {fields} at {node.url}")
+    return found[0]
+
+
+async def peers_of(node: Node) -> dict[str, Any]:
+    """GET /api/peers: connected peers, known addresses, bans."""
+    async with http() as session:
+        status, body = await get_json(session, f"{node.url}/api/peers")
+    assert status == 200, body
+    return dict(body)
+
+
+async def is_banned(node: Node, url: str) -> bool:
+    """Whether GET /api/peers lists ``url`` among the node's bans."""
+    return url in (await peers_of(node))["banned"]
+
+
+async def metric(node: Node, name: str, **labels: str) -> float:
+    """A sample from GET /metrics (Prometheus text), 0.0 if the node has not reported it yet."""
+    async with http() as session, session.get(f"{node.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def all_stored(node: Node, blocks: Sequence[Block]) -> Awaitable[bool]:
+    """Whether GET /api/blocks/{hash} finds every one of ``blocks`` (on any branch)."""
+    async def check() -> bool:
+        async with http() as session:
+            for block in blocks:
+                status, _ = await get_json(session, f"{node.url}/api/blocks/{hash_hex(block.hash)}")
+                if status != 200:
+                    return False
+        return True
+
+    return check()

@@ -36,6 +36,7 @@ from tests.node.harness import (
     connect,
     get_json,
     http,
+    metric,
     mine,
     node_key,
     scenario,
@@ -107,7 +108,7 @@ async def test_junk_updates_relayed_by_a_peer_cost_it_its_standing(cluster: Clus
         announce = m.encode(m.Announce(blocks=(), txs=(txid(huge),)))
         assert (await fake1.post(session, "announce", announce))[0] == 204
         await until(lambda: a.peers.is_banned(fake1.url), 15, what="a to ban the junk relayer")
-    assert a.metrics.txs_rejected.labels(reason=Reject.BAD_UPDATE_SHAPE.value)._value.get() == 1
+    assert await metric(a, "gradchain_txs_rejected_total", reason=Reject.BAD_UPDATE_SHAPE.value) == 1
     param_count = a.chain.task.param_count
     stale = [update_tx(a, f"stale{i}", nonce=5, values=param_count) for i in range(STALE_RELAYS)]
     async with FakePeer(a, relayer(a, stale)) as fake2, http() as session:
@@ -115,7 +116,7 @@ async def test_junk_updates_relayed_by_a_peer_cost_it_its_standing(cluster: Clus
         announce = m.encode(m.Announce(blocks=(), txs=tuple(txid(raw) for raw in stale)))
         assert (await fake2.post(session, "announce", announce))[0] == 204
         await until(lambda: a.peers.is_banned(fake2.url), 15, what="a to ban the stale-update flooder")
-    assert a.metrics.txs_rejected.labels(reason=Reject.BAD_NONCE.value)._value.get() > 1
+    assert await metric(a, "gradchain_txs_rejected_total", reason=Reject.BAD_NONCE.value) > 1
     assert len(a.mempool) == 0
     assert not a.peers.is_banned(b.url)
     await still_serving(a, b)
