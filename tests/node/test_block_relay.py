@@ -21,7 +21,7 @@ import numpy as np
 
 from consensus.block import Block
 from consensus.errors import Reject
-from consensus.header import header_hash
+from consensus.header import hash_hex, header_hash
 from consensus.pow import bits_to_target, hash_to_int
 from consensus.tx import Coinbase, GradientUpdate, Payout, Transfer, sign_tx
 from consensus.validation import HEADER_VERSION
@@ -124,7 +124,11 @@ async def test_a_peers_invalid_blocks_are_rejected_with_the_rule_they_break(clus
 
 @scenario
 async def test_an_undecodable_block_is_reported_and_punished(cluster: Cluster) -> None:
-    """Bytes that do not decode as a block: reported with the decoder's code, the peer banned."""
+    """Bytes that do not decode as a block: reported with the decoder's code, the peer banned.
+
+    The trailing byte leaves the header where the node reads it before decoding,
+    so the event still names the block the peer claimed to send.
+    """
     (a,) = await cluster.start_many(1)
     await mine(a, 1)
     good = solve(await a.run_chain(make_template, a))
@@ -134,6 +138,6 @@ async def test_an_undecodable_block_is_reported_and_punished(cluster: Cluster) -
         announce = m.encode(m.Announce(blocks=(good.hash,), txs=()))
         assert (await fake.post(session, "announce", announce))[0] == 204
         event = await wait_event(a, "rejected", source=fake.url)
-        assert event["reason"] == Reject.BAD_ENCODING.value and "hash" not in event
+        assert event["reason"] == Reject.BAD_ENCODING.value and event["hash"] == hash_hex(good.hash)
         await until(lambda: is_banned(a, fake.url), 15, what="a to ban the peer")
     assert a.chain.height == 1
