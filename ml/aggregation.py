@@ -768,9 +768,7 @@ class Pipeline:
 
     def inner_count(self, n: int, **params: Any) -> int:
         """How many vectors the rule itself sees for ``n`` updates (fewer after bucketing)."""
-        size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
-        if size < 1:
-            raise AggregationError(f"bucket_size must be >= 1, got {size}")
+        size = _bucket_size(params)
         for stage in self.stages:
             if stage.name == "bucket":
                 n = (n + size - 1) // size
@@ -780,9 +778,7 @@ class Pipeline:
         """The largest ``f`` the pipeline runs with on ``n`` updates; -1 if it cannot run."""
         if n <= 0:
             return -1
-        size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
-        if size < 1:
-            raise AggregationError(f"bucket_size must be >= 1, got {size}")
+        size = _bucket_size(params)
         best = n
         for stage in self.stages:
             if stage.name == "bucket":
@@ -818,6 +814,13 @@ class Pipeline:
                 owner = step[owner]
         result, mask = self.rule.run(rows, f, rule_params)
         return result, np.asarray(mask[owner], dtype=np.bool_)
+
+
+def _bucket_size(params: dict[str, Any]) -> int:
+    size = _check_int("bucket_size", params.get("bucket_size", BUCKET_DEFAULT_SIZE))
+    if size < 1:
+        raise AggregationError(f"bucket_size must be >= 1, got {size}")
+    return size
 
 
 def parse_rule(name: object) -> Pipeline:
