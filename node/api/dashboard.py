@@ -31,7 +31,7 @@ import numpy as np
 from aiohttp import web
 
 from consensus.block import Block
-from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer
+from consensus.tx import GradientUpdate
 from ml.codec import decode_update
 from ml.models import param_count, predict
 from node.api import dashboard_views as views
@@ -47,8 +47,9 @@ from node.api.dashboard_render import (
     render_page,
     short_address,
 )
-from node.api.routes import block_summary, find_block
+from node.api.routes import find_block
 from node.api.status import take_status
+from node.api.summaries import CoinbaseSummary, TransferSummary, UpdateSummary, summarise_block
 
 RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
@@ -72,50 +73,50 @@ class DashboardState:
 
 # -- on the chain thread ------------------------------------------------------------------------
 def block_view(node: Any, block: Block, height: int) -> views.BlockView:
-    """A block with each update's sender, base, encoding, norm and verdict."""
-    summary = block_summary(node, block, height)
+    """A block as the API summarises it, with each update's norm and a line per tx."""
+    summary = summarise_block(node.chain, block, height)
     size = param_count(node.chain.task)
     txs: list[views.TxView] = []
     miner: str | None = None
-    for position, (tx, info) in enumerate(zip(block.txs, summary["txs"], strict=True)):
+    for position, (tx, info) in enumerate(zip(block.txs, summary.txs, strict=True)):
         update: views.UpdateView | None = None
-        sender: str | None = info.get("from")
-        if isinstance(tx, Coinbase):
-            miner = info["payouts"][0]["address"] if info["payouts"] else None
-            paid = ", ".join(f"{short_address(p['address'])} {p['amount']:,}" for p in info["payouts"])
-            detail = f"height {tx.height}; pays {paid or 'nobody'}"
-        elif isinstance(tx, GradientUpdate):
+        sender: str | None = None
+        if isinstance(info, CoinbaseSummary):
+            miner = info.payouts[0].address if info.payouts else None
+            paid = ", ".join(f"{short_address(p.address)} {p.amount:,}" for p in info.payouts)
+            detail = f"height {info.height}; pays {paid or 'nobody'}"
+        elif isinstance(info, UpdateSummary):
+            sender = info.sender
+            norm = _update_norm(tx, size) if isinstance(tx, GradientUpdate) else None
             update = views.UpdateView(
-                txid=info["txid"],
-                sender=info["from"],
-                base_height=tx.base_height,
-                encoding=tx.update.kind,
-                values=tx.update.size,
-                fee=tx.fee,
-                norm=_update_norm(tx, size),
-                accepted=info.get("accepted"),
-                outcome=info.get("outcome", ""),
+                txid=info.txid,
+                sender=info.sender,
+                base_height=info.base_height,
+                encoding=info.encoding,
+                values=info.values,
+                fee=info.fee,
+                norm=norm,
+                accepted=info.accepted,
+                outcome=info.outcome or "",
             )
-            norm = number(update.norm) if update.norm is not None else "—"
-            detail = f"base {tx.base_height}; {tx.update.kind}, {tx.update.size} values; norm {norm}; fee {tx.fee}"
-        elif isinstance(tx, Transfer):
-            detail = f"{tx.amount:,} to {short_address(info['to'])}; fee {tx.fee}; nonce {tx.nonce}"
-        elif isinstance(tx, TaskTx):
-            detail = f"task {tx.task.get('name', '?')} (rule {tx.task.get('rule', '?')})"
+            detail = (
+                f"base {info.base_height}; {info.encoding}, {info.values} values; norm {number(norm)}; fee {info.fee}"
+            )
+        elif isinstance(info, TransferSummary):
+            sender = info.sender
+            detail = f"{info.amount:,} to {short_address(info.to)}; fee {info.fee}; nonce {info.nonce}"
         else:
-            detail = ""
-        txs.append(
-            views.TxView(position, info.get("type", "?"), info["txid"], info["size"], sender, detail, update)
-        )
+            detail = f"task {info.task.get('name', '?')} (rule {info.task.get('rule', '?')})"
+        txs.append(views.TxView(position, info.kind, info.txid, info.size, sender, detail, update))
     return views.BlockView(
         height=height,
-        hash=summary["hash"],
-        prev=summary["prev"],
-        time=block.header.time,
-        bits=summary["bits"],
-        nonce=block.header.nonce,
-        state_root=summary["state_root"],
-        main_chain=summary["main_chain"],
+        hash=summary.hash,
+        prev=summary.prev,
+        time=summary.time,
+        bits=summary.bits,
+        nonce=summary.nonce,
+        state_root=summary.state_root,
+        main_chain=summary.main_chain,
         miner=miner,
         txs=txs,
     )

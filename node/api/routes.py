@@ -18,8 +18,7 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
-from consensus.participation import verdict
-from consensus.tx import Coinbase, GradientUpdate, TaskTx, Transfer, Tx, txid
+from consensus.tx import Tx
 from ml.evaluate import headline_label
 from ml.models import predict
 from ml.tasks import TaskSpec
@@ -27,12 +26,12 @@ from node import limits
 from node.api import predict_input
 from node.api.openapi import openapi_handler
 from node.api.status import take_status
+from node.api.summaries import summarise_block, summarise_tx
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
-from wallet import AddressError, decode_address, encode_address
+from wallet import AddressError, decode_address
 
-OUTCOME_NAMES = {True: "accepted", False: "rejected", None: "not applied"}
 # What a "rejected" event adds: the block's hash (when it decoded), the rule it broke, who sent it.
 EVENT_FIELDS = ("hash", "reason", "source")
 
@@ -40,49 +39,13 @@ EVENT_FIELDS = ("hash", "reason", "source")
 def tx_summary(
     tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool = False, task: TaskSpec | None = None
 ) -> dict[str, Any]:
-    """JSON of a tx. For an update of a connected block: the rule's verdict.
-
-    ``outcome`` is "accepted" or "rejected" by the rule, or "not applied"
-    when the block's updates were too few for the rule to run with the
-    task's Byzantine bound (``accepted`` is then null); ``reason`` says why
-    in words, from the rule's record (:func:`consensus.participation.verdict`).
-    """
-    out: dict[str, Any] = {"txid": hash_hex(txid(raw)), "size": len(raw)}
-    if isinstance(tx, Coinbase):
-        out |= {"type": "coinbase", "height": tx.height,
-                "payouts": [{"address": encode_address(p.address), "amount": p.amount} for p in tx.payouts]}
-    elif isinstance(tx, Transfer):
-        out |= {"type": "transfer", "from": encode_address(tx.sender_address), "to": encode_address(tx.to),
-                "amount": tx.amount, "fee": tx.fee, "nonce": tx.nonce}
-    elif isinstance(tx, GradientUpdate):
-        out |= {"type": "update", "from": encode_address(tx.sender_address), "fee": tx.fee, "nonce": tx.nonce,
-                "base_height": tx.base_height, "base_hash": hash_hex(tx.base_hash),
-                "encoding": tx.update.kind, "values": tx.update.size}
-        if connected:
-            out["accepted"] = accepted
-            out["outcome"] = OUTCOME_NAMES[accepted]
-            if task is not None:
-                out["reason"] = verdict(task.pipeline, task.pipeline.f_for(task.f), accepted)
-    elif isinstance(tx, TaskTx):
-        out |= {"type": "task", "task": tx.task}
-    return out
+    """JSON of a tx (:func:`node.api.summaries.summarise_tx` says which fields and when)."""
+    return summarise_tx(tx, raw, accepted, connected, task).to_json()
 
 
 def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
-    outcomes = node.chain.storage.get_outcomes(block.hash)
-    connected = bool(outcomes)
-    accepted_iter = iter(a for _, a in outcomes)
-    txs = []
-    for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
-        accepted = next(accepted_iter, None) if isinstance(tx, GradientUpdate) else None
-        txs.append(tx_summary(tx, raw, accepted, connected, node.chain.task))
-    h = block.header
-    return {
-        "height": height, "hash": hash_hex(block.hash), "prev": hash_hex(h.prev), "time": h.time,
-        "bits": f"{h.bits:#010x}", "nonce": h.nonce, "version": h.version,
-        "state_root": hash_hex(block.state_root), "main_chain": node.chain.is_main(block.hash),
-        "txs": txs,
-    }
+    """JSON of a stored block with each update's verdict (on the chain thread: it reads storage)."""
+    return summarise_block(node.chain, block, height).to_json()
 
 
 def find_block(node: Any, ident: str) -> tuple[Block, int] | None:

@@ -1,0 +1,171 @@
+"""Blocks and transactions as the API serves them and the dashboard shows them: typed summaries.
+
+``GET /api/blocks/…`` and ``GET /api/tx/…`` answer with ``to_json()`` of
+these; the dashboard's block views are built from the same objects, so the
+two cannot disagree about a sender, a payout or the rule's verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from consensus.block import Block
+from consensus.header import hash_hex
+from consensus.participation import verdict
+from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx, txid
+from ml.tasks import TaskSpec
+from wallet import encode_address
+
+if TYPE_CHECKING:
+    from node.chainstate import ChainState
+
+Outcome = Literal["accepted", "rejected", "not applied"]
+OUTCOME_NAMES: dict[bool | None, Outcome] = {True: "accepted", False: "rejected", None: "not applied"}
+
+
+@dataclass(frozen=True)
+class Payout:
+    address: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class CoinbaseSummary:
+    txid: str
+    size: int
+    height: int
+    payouts: tuple[Payout, ...]
+
+    kind = "coinbase"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "size": self.size, "type": self.kind, "height": self.height,
+                "payouts": [{"address": p.address, "amount": p.amount} for p in self.payouts]}
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    txid: str
+    size: int
+    sender: str
+    to: str
+    amount: int
+    fee: int
+    nonce: int
+
+    kind = "transfer"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "to": self.to,
+                "amount": self.amount, "fee": self.fee, "nonce": self.nonce}
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """A gradient update; in a connected block, with the aggregation rule's verdict."""
+
+    txid: str
+    size: int
+    sender: str
+    fee: int
+    nonce: int
+    base_height: int
+    base_hash: str
+    encoding: str
+    values: int
+    connected: bool = False  # whether ``accepted`` is a verdict: only a connected block has one
+    accepted: bool | None = None  # None in a connected block: too few updates for the rule to run
+    reason: str | None = None  # the verdict in words, from the rule's record (connected blocks only)
+
+    kind = "update"
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """"accepted", "rejected" or "not applied"; None while the block is not connected."""
+        return OUTCOME_NAMES[self.accepted] if self.connected else None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "fee": self.fee,
+               "nonce": self.nonce, "base_height": self.base_height, "base_hash": self.base_hash,
+               "encoding": self.encoding, "values": self.values}
+        if self.connected:
+            out |= {"accepted": self.accepted, "outcome": self.outcome}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    txid: str
+    size: int
+    task: Mapping[str, Any]  # the task's canonical dict
+
+    kind = "task"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "size": self.size, "type": self.kind, "task": dict(self.task)}
+
+
+TxSummary = CoinbaseSummary | TransferSummary | UpdateSummary | TaskSummary
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    height: int
+    hash: str
+    prev: str
+    time: int
+    bits: str  # compact target, "0x1d00ffff"
+    nonce: int
+    version: int
+    state_root: str
+    main_chain: bool
+    txs: tuple[TxSummary, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.height, "hash": self.hash, "prev": self.prev, "time": self.time, "bits": self.bits,
+                "nonce": self.nonce, "version": self.version, "state_root": self.state_root,
+                "main_chain": self.main_chain, "txs": [tx.to_json() for tx in self.txs]}
+
+
+def summarise_tx(
+    tx: Tx, raw: bytes, accepted: bool | None = None, connected: bool = False, task: TaskSpec | None = None
+) -> TxSummary:
+    """A tx and its encoded bytes; the rest only matters for an update.
+
+    An update of a connected block carries the rule's verdict: ``accepted``
+    (None when the block's updates were too few for the rule to run with the
+    task's Byzantine bound) and, given the ``task``, the reason in words
+    (:func:`consensus.participation.verdict`).
+    """
+    tx_id, size = hash_hex(txid(raw)), len(raw)
+    if isinstance(tx, Coinbase):
+        payouts = tuple(Payout(encode_address(p.address), p.amount) for p in tx.payouts)
+        return CoinbaseSummary(tx_id, size, tx.height, payouts)
+    if isinstance(tx, Transfer):
+        return TransferSummary(tx_id, size, encode_address(tx.sender_address), encode_address(tx.to), tx.amount,
+                               tx.fee, tx.nonce)
+    if isinstance(tx, GradientUpdate):
+        reason = None
+        if connected and task is not None:
+            reason = verdict(task.pipeline, task.pipeline.f_for(task.f), accepted)
+        return UpdateSummary(tx_id, size, encode_address(tx.sender_address), tx.fee, tx.nonce, tx.base_height,
+                             hash_hex(tx.base_hash), tx.update.kind, tx.update.size, connected, accepted, reason)
+    return TaskSummary(tx_id, size, tx.task)
+
+
+def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummary:
+    """A stored block with each update's verdict (reads storage: call it on the chain thread)."""
+    outcomes = chain.storage.get_outcomes(block.hash)
+    connected = bool(outcomes)
+    verdicts = iter(accepted for _, accepted in outcomes)
+    txs = tuple(
+        summarise_tx(tx, raw, next(verdicts, None) if isinstance(tx, GradientUpdate) else None, connected, chain.task)
+        for tx, raw in zip(block.txs, block.tx_bytes, strict=True)
+    )
+    h = block.header
+    return BlockSummary(height, hash_hex(block.hash), hash_hex(h.prev), h.time, f"{h.bits:#010x}", h.nonce,
+                        h.version, hash_hex(block.state_root), chain.is_main(block.hash), txs)
