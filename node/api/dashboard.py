@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiohttp import web
@@ -51,6 +51,9 @@ from node.api.routes import find_block
 from node.api.status import take_status
 from node.api.summaries import CoinbaseSummary, TransferSummary, UpdateSummary, summarise_block
 
+if TYPE_CHECKING:
+    from node.service import Node
+
 RECENT_BLOCKS = 12  # rows in the recent-blocks table
 RECENT_EVENTS = 40  # newest events listed (the card scrolls)
 MAX_NORM_VALUES = 1_000_000  # decode an update for its norm only below this size (cost per refresh)
@@ -72,7 +75,7 @@ class DashboardState:
 
 
 # -- on the chain thread ------------------------------------------------------------------------
-def block_view(node: Any, block: Block, height: int) -> views.BlockView:
+def block_view(node: Node, block: Block, height: int) -> views.BlockView:
     """A block as the API summarises it, with each update's norm and a line per tx."""
     summary = summarise_block(node.chain, block, height)
     size = param_count(node.chain.task)
@@ -132,7 +135,7 @@ def _update_norm(tx: GradientUpdate, size: int) -> float | None:
     return float(np.linalg.norm(vector.astype(np.float64)))
 
 
-def recent_blocks(node: Any, count: int, state: DashboardState) -> list[views.BlockView]:
+def recent_blocks(node: Node, count: int, state: DashboardState) -> list[views.BlockView]:
     """The newest ``count`` main-chain blocks, newest first.
 
     A connected block's view never changes (its updates' verdicts are fixed
@@ -156,7 +159,7 @@ def recent_blocks(node: Any, count: int, state: DashboardState) -> list[views.Bl
     return out
 
 
-def rejected_heights(node: Any, low: int, state: DashboardState) -> dict[int, int]:
+def rejected_heights(node: Node, low: int, state: DashboardState) -> dict[int, int]:
     """Height -> updates the aggregation rule rejected there, on the main chain from ``low``."""
     chain = node.chain
     cache = state.rejected_by_hash
@@ -175,7 +178,7 @@ def rejected_heights(node: Any, low: int, state: DashboardState) -> dict[int, in
 
 
 # -- on the loop ----------------------------------------------------------------------------------
-def _peers(node: Any) -> list[views.PeerView]:
+def _peers(node: Node) -> list[views.PeerView]:
     if node.peers is None:
         return []
     out = []
@@ -189,12 +192,12 @@ def _peers(node: Any) -> list[views.PeerView]:
     return sorted(out, key=lambda p: p.url)
 
 
-def _events(node: Any) -> list[views.EventView]:
+def _events(node: Node) -> list[views.EventView]:
     recent = list(node.events)[-RECENT_EVENTS:]
     return [views.EventView(e.time, e.kind, e.message, e.height) for e in reversed(recent)]
 
 
-async def _history(node: Any) -> dict[int, dict[str, float]]:
+async def _history(node: Node) -> dict[int, dict[str, float]]:
     """The evaluator's figures per height, evaluating the tip first if it is new."""
     evaluator = node.evaluator
     if node.chain.height not in evaluator.history:
@@ -202,7 +205,7 @@ async def _history(node: Any) -> dict[int, dict[str, float]]:
     return dict(evaluator.history)
 
 
-async def _prediction(node: Any, state: DashboardState) -> views.Prediction | None:
+async def _prediction(node: Node, state: DashboardState) -> views.Prediction | None:
     """The tip model on the last test days of a regress task (cached per tip)."""
     chain = node.chain
     if chain.task.head != "regress" or chain.task.window == 0 or node.evaluator.dataset is None:
@@ -218,7 +221,7 @@ async def _prediction(node: Any, state: DashboardState) -> views.Prediction | No
     return prediction
 
 
-def _predict_test(node: Any, params: np.ndarray, height: int) -> views.Prediction:
+def _predict_test(node: Node, params: np.ndarray, height: int) -> views.Prediction:
     dataset = node.evaluator.dataset
     X, y = dataset.X_test, np.asarray(dataset.y_test, dtype=np.float64)
     predicted = np.asarray(predict(node.chain.task, params, X), dtype=np.float64).reshape(-1)
@@ -235,7 +238,7 @@ def _predict_test(node: Any, params: np.ndarray, height: int) -> views.Predictio
     )
 
 
-async def page_view(node: Any, state: DashboardState) -> views.PageView:
+async def page_view(node: Node, state: DashboardState) -> views.PageView:
     chain = node.chain
     history = await _history(node)
     low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
@@ -266,7 +269,7 @@ def _html(text: str, status: int = 200) -> web.Response:
     )
 
 
-def add_routes(app: web.Application, node: Any) -> None:
+def add_routes(app: web.Application, node: Node) -> None:
     state = DashboardState()
 
     async def index(request: web.Request) -> web.Response:
