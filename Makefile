@@ -43,7 +43,7 @@ browser:
 
 lint: install
 	$(BIN)/ruff check consensus ml wallet node tests benchmarks
-	$(BIN)/mypy --strict consensus ml wallet
+	$(BIN)/mypy --strict consensus ml wallet node
 
 # A local testnet in the foreground: Ctrl-C stops every node (data stays in $(DIR)).
 testnet: install
