@@ -13,9 +13,9 @@ Routes
 ``GET /plot.svg``
     The model plot on its own (image/svg+xml).
 
-Anything that reads storage runs on the chain thread (``node.run_chain``);
-in-memory snapshots (the status, evaluator history, events, peers) are read
-on the loop. The values shown are typed view models
+Anything that reads the chain state or storage runs on the chain thread
+(``node.run_chain``); the loop reads only snapshots (the chain service's,
+the evaluator's history, events, peers). The values shown are typed view models
 (:mod:`node.api.dashboard_views`) around the same status snapshot
 ``/api/status`` serves; :mod:`node.api.dashboard_render` turns them into
 HTML and SVG through autoescaped templates.
@@ -33,7 +33,9 @@ from aiohttp import web
 from consensus.block import Block
 from consensus.tx import GradientUpdate
 from ml.codec import decode_update
+from ml.datasets import Dataset
 from ml.models import param_count, predict
+from ml.tasks import TaskSpec
 from node.api import dashboard_views as views
 from node.api import plot
 from node.api.dashboard_render import (
@@ -179,17 +181,10 @@ def rejected_heights(node: Node, low: int, state: DashboardState) -> dict[int, i
 
 # -- on the loop ----------------------------------------------------------------------------------
 def _peers(node: Node) -> list[views.PeerView]:
-    if node.peers is None:
-        return []
-    out = []
-    for peer in list(node.peers.peers.values()):
-        info = peer.as_dict()
-        out.append(
-            views.PeerView(
-                info["url"], info["height"], info["direction"], info["user_agent"], info["connected_for_s"]
-            )
-        )
-    return sorted(out, key=lambda p: p.url)
+    return [
+        views.PeerView(p.url, p.height, "outbound" if p.outbound else "inbound", p.user_agent, p.connected_for_s)
+        for p in node.peers.peer_infos()
+    ]
 
 
 def _events(node: Node) -> list[views.EventView]:
@@ -197,34 +192,38 @@ def _events(node: Node) -> list[views.EventView]:
     return [views.EventView(e.time, e.kind, e.message, e.height) for e in reversed(recent)]
 
 
-async def _history(node: Node) -> dict[int, dict[str, float]]:
+async def _history(node: Node, height: int) -> dict[int, dict[str, float]]:
     """The evaluator's figures per height, evaluating the tip first if it is new."""
     evaluator = node.evaluator
-    if node.chain.height not in evaluator.history:
+    if height not in evaluator.history:
         await evaluator.refresh()
     return dict(evaluator.history)
 
 
+def _tip_model(node: Node) -> tuple[np.ndarray, int, bytes]:
+    """On the chain thread: a copy of the tip model's parameters, with the tip's height and hash."""
+    chain = node.chain
+    return np.array(chain.state.params), chain.height, chain.tip.hash
+
+
 async def _prediction(node: Node, state: DashboardState) -> views.Prediction | None:
     """The tip model on the last test days of a regress task (cached per tip)."""
-    chain = node.chain
-    if chain.task.head != "regress" or chain.task.window == 0 or node.evaluator.dataset is None:
+    snap = node.chain_service.snapshot
+    task, dataset = snap.task, node.evaluator.dataset
+    if task.head != "regress" or task.window == 0 or dataset is None:
         return None  # the plot is of a price series' days
-    tip = chain.tip.hash
-    if state.prediction is not None and state.prediction_tip == tip:
+    if state.prediction is not None and state.prediction_tip == snap.tip_hash:
         return state.prediction
-    params = np.array(chain.state.params)
-    height = chain.height
+    params, height, tip = await node.run_chain(_tip_model, node)
     loop = asyncio.get_running_loop()
-    prediction = await loop.run_in_executor(None, _predict_test, node, params, height)
+    prediction = await loop.run_in_executor(None, _predict_test, task, dataset, params, height)
     state.prediction, state.prediction_tip = prediction, tip
     return prediction
 
 
-def _predict_test(node: Node, params: np.ndarray, height: int) -> views.Prediction:
-    dataset = node.evaluator.dataset
+def _predict_test(task: TaskSpec, dataset: Dataset, params: np.ndarray, height: int) -> views.Prediction:
     X, y = dataset.X_test, np.asarray(dataset.y_test, dtype=np.float64)
-    predicted = np.asarray(predict(node.chain.task, params, X), dtype=np.float64).reshape(-1)
+    predicted = np.asarray(predict(task, params, X), dtype=np.float64).reshape(-1)
     resid = predicted - y
     return views.Prediction(
         height=height,
@@ -238,12 +237,17 @@ def _predict_test(node: Node, params: np.ndarray, height: int) -> views.Predicti
     )
 
 
-async def page_view(node: Node, state: DashboardState) -> views.PageView:
-    chain = node.chain
-    history = await _history(node)
-    low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
-    blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS, state)
+async def _plotted(node: Node, state: DashboardState, height: int) -> tuple[dict[int, dict[str, float]], dict[int, int]]:
+    """The evaluator's history and the heights with rejected updates the plot covers."""
+    history = await _history(node, height)
+    low = max(min(history, default=height), height - MAX_PLOTTED_HEIGHTS)
     rejected = await node.run_chain(rejected_heights, node, low, state)
+    return history, rejected
+
+
+async def page_view(node: Node, state: DashboardState) -> views.PageView:
+    history, rejected = await _plotted(node, state, node.chain_service.snapshot.height)
+    blocks = await node.run_chain(recent_blocks, node, RECENT_BLOCKS, state)
     return views.PageView(
         status=take_status(node),
         blocks=blocks,
@@ -279,11 +283,11 @@ def add_routes(app: web.Application, node: Node) -> None:
         return _html(render_live(await page_view(node, state)))
 
     async def block(request: web.Request) -> web.Response:
-        chain = node.chain
+        snap = node.chain_service.snapshot
         ident = request.match_info["ident"]
 
         def error(status: int, message: str) -> web.Response:
-            page = views.ErrorView(status, message, chain.network.name, chain.task.name)
+            page = views.ErrorView(status, message, snap.network, snap.task.name)
             return _html(render_error_page(page), status)
 
         try:
@@ -293,14 +297,12 @@ def add_routes(app: web.Application, node: Node) -> None:
         if found is None:
             return error(404, f"no block {ident}")
         view = await node.run_chain(block_view, node, *found)
-        return _html(render_block_page(views.BlockPageView(view, chain.network.name, chain.task.name, chain.height)))
+        return _html(render_block_page(views.BlockPageView(view, snap.network, snap.task.name, snap.height)))
 
     async def plot_svg(request: web.Request) -> web.Response:
-        chain = node.chain
-        history = await _history(node)
-        low = max(min(history, default=chain.height), chain.height - MAX_PLOTTED_HEIGHTS)
-        rejected = await node.run_chain(rejected_heights, node, low, state)
-        figure = plot.history_figure(history, rejected, chain.task.head, chain.height)
+        snap = node.chain_service.snapshot
+        history, rejected = await _plotted(node, state, snap.height)
+        figure = plot.history_figure(history, rejected, snap.task.head, snap.height)
         return web.Response(
             text=render_figure(figure),
             content_type="image/svg+xml",

@@ -61,32 +61,30 @@ class StatusSnapshot:
 def take_status(node: Node, now: float | None = None) -> StatusSnapshot:
     """Read the node's status on the event loop.
 
-    The chain thread swaps the tip and the state as whole objects, so each is
-    read once: height and tip always belong together (state root and model
-    version can lag them for the instant between the two swaps).
+    The chain facts come from the chain service's snapshot (replaced whole
+    on the chain thread after every change, so height, tip, state root and
+    mempool always belong together); the rest are the loop's own.
     """
     now = time.time() if now is None else now
-    chain = node.chain
-    tip, state, task = chain.tip, chain.state, chain.task
-    miner, peers = node.miner, node.peers
+    snap, peers, miner = node.chain_service.snapshot, node.peers, node.miner
     return StatusSnapshot(
-        chain_id=chain.chain_id,
-        network=chain.network.name,
-        task=task.name,
-        head=task.head,
-        rule=task.rule,
-        f=task.f,
-        height=tip.height,
-        tip=hash_hex(tip.hash),
-        state_root=hash_hex(state.root),
-        model_version=state.model_version,
-        peers=len(peers.peers) if peers is not None else 0,
-        known_peers=len(peers.known) if peers is not None else 0,
-        banned_peers=len(peers.bans.banned(now)) if peers is not None else 0,
+        chain_id=snap.chain_id,
+        network=snap.network,
+        task=snap.task.name,
+        head=snap.task.head,
+        rule=snap.task.rule,
+        f=snap.task.f,
+        height=snap.height,
+        tip=hash_hex(snap.tip_hash),
+        state_root=hash_hex(snap.state_root),
+        model_version=snap.model_version,
+        peers=len(peers.peers),
+        known_peers=len(peers.known),
+        banned_peers=len(peers.bans.banned(now)),
         mining=miner is not None,
         hashrate=float(miner.hashrate) if miner is not None else 0.0,
-        mempool=len(node.mempool),
-        syncing=bool(node.syncing),
+        mempool=snap.mempool_txs,
+        syncing=node.syncing,
         url=node.url,
         training=node.trainer is not None,
         uptime_s=now - node.started_at,
