@@ -14,6 +14,7 @@ import base64
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -82,6 +83,20 @@ def pixels(value: float) -> str:
     return f"{value:.1f}"
 
 
+# Path data and point lists are numbers only, so they are formatted here in one go
+# (a template loop per point made a long series' plot four times slower).
+def polyline_points(points: Sequence[tuple[float, float]]) -> str:
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+
+
+def horizontal_lines(ys: Sequence[float], x0: float, x1: float) -> str:
+    return " ".join(f"M{x0:.1f} {y:.1f} H{x1:.1f}" for y in ys)
+
+
+def vertical_lines(xs: Sequence[float], y0: float, y1: float) -> str:
+    return " ".join(f"M{x:.1f} {y0:.1f} V{y1:.1f}" for x in xs)
+
+
 # -- static assets and the policy that admits them ------------------------------------------------
 @dataclass(frozen=True)
 class Assets:
@@ -119,10 +134,12 @@ def _environment() -> Environment:
         undefined=StrictUndefined,  # a misspelt name fails the render instead of showing nothing
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # package files: no need to stat each template on every render
     )
     env.filters.update(
         short_hash=short_hash, short_address=short_address, age=age, clock=utc_clock, utc=utc_datetime,
-        hashrate=hashrate_text, number=number, percent=percent, px=pixels,
+        hashrate=hashrate_text, number=number, percent=percent, px=pixels, points=polyline_points,
+        hlines=horizontal_lines, vlines=vertical_lines,
     )
     env.globals.update(
         palette=plot.PALETTE,
