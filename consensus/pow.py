@@ -214,6 +214,43 @@ def asert_target(
     return min(target, pow_limit)
 
 
+def asert_max_drift_s(params: ChainParams) -> int:
+    """The schedule drift at which ASERT reaches the pow limit: whole half-lives, genesis bits to limit.
+
+    A chain further behind schedule than this already mines at the limit;
+    :func:`next_anchor_time` forgets the excess, so it is never banked.
+    """
+    target, halvings = bits_to_target(params.genesis_bits), 0
+    while target << halvings < params.pow_limit:
+        halvings += 1
+    return halvings * params.asert_half_life_s
+
+
+def next_anchor_time(params: ChainParams, anchor_time: int | None, height: int, time: int) -> int | None:
+    """The ASERT anchor time of a branch after its block at ``height``, stamped ``time``.
+
+    Block 1 sets it (None before). Each later block slides it forward, if
+    needed, so that the schedule is never more than
+    :func:`asert_max_drift_s` behind: ``max(anchor, time - spacing *
+    (height - 1) - max_drift)``. Without the slide, drift is banked: a miner
+    who stamps block 1 early (any time after the fixed genesis time passes
+    the median-time rule), or a network that pauses for a day, leaves a
+    backlog the chain then works off with free blocks at the pow limit, one
+    per ``spacing`` of backlog. With it, the first block after the gap is at
+    the limit and the next ones climb back at once. Bitcoin Cash never
+    needed this (its anchor is a block of a running chain); a chain that
+    starts from a genesis fixed in the past does.
+    """
+    if height == 0:
+        return None
+    if anchor_time is None or height == 1:
+        return time
+    if not params.retarget:
+        return anchor_time
+    lag = params.target_block_time_s * (height - 1) + asert_max_drift_s(params)
+    return max(anchor_time, time - lag)
+
+
 def next_bits(
     params: ChainParams, *, anchor_time: int, parent_height: int, parent_time: int
 ) -> int:

@@ -29,7 +29,9 @@ def required_bits(params: ChainParams, *, anchor_time: int | None, parent_height
     """The bits the block after ``parent`` must carry.
 
     Block 1 carries the genesis bits; every later block retargets with ASERT
-    anchored at block 1 (``anchor_time`` is block 1's time on this branch).
+    anchored at block 1 (``anchor_time`` is block 1's time on this branch,
+    slid forward by ``consensus.pow.next_anchor_time`` past drift that
+    would only bank free blocks).
     Anchoring at genesis would not work: the genesis time is fixed in the
     past, so a chain started months later would look that far behind
     schedule and its difficulty would collapse to the limit. Bitcoin Cash

@@ -11,17 +11,22 @@ from a stored chain to the rules' inputs is written once.
 From a view the rules derive what they need (:func:`ancestor_times` for the
 median time past, :func:`anchor_time` for the ASERT retarget,
 :func:`hash_at_height` for an update's base block and the bucketing seed);
-none of them reads more than the last few ancestors and block 1.
+none of them reads more than the last few ancestors. The ASERT anchor
+depends on the whole branch (``consensus.pow.next_anchor_time``), so a view
+carries it: the node keeps it per block, ``chain verify`` and the test
+builder keep a running one, and a view without one works it out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Protocol
 
 from consensus.header import Header
 from consensus.params import ChainParams
+from consensus.pow import next_anchor_time
 from ml.gate import GateSet
 from ml.tasks import TaskSpec
 
@@ -77,6 +82,10 @@ class ChainView(Protocol):
 
     def hash_at(self, height: int) -> bytes: ...
 
+    def asert_anchor(self) -> int | None:
+        """The ASERT anchor time after the parent (``consensus.pow.next_anchor_time``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class BranchView:
@@ -91,6 +100,7 @@ class BranchView:
     height: int
     hashes: Sequence[bytes]
     header_of: Callable[[bytes], Header]
+    anchor: int | None | EllipsisType = ...  # the ASERT anchor after ``height``; ``...``: work it out
 
     def __post_init__(self) -> None:
         if not 0 <= self.height < len(self.hashes):
@@ -103,6 +113,20 @@ class BranchView:
         if not 0 <= height <= self.height:
             raise IndexError(f"height {height} is not on this branch (0..{self.height})")
         return self.hashes[height]
+
+    def asert_anchor(self) -> int | None:
+        if self.anchor is not ...:
+            return self.anchor
+        return scan_anchor(self)
+
+
+def scan_anchor(view: ChainView) -> int | None:
+    """The ASERT anchor after ``view``'s parent, from every header of the branch (O(height))."""
+    params = view.rules.params
+    anchor: int | None = None
+    for height in range(1, view.height + 1):
+        anchor = next_anchor_time(params, anchor, height, view.header_at(height).time)
+    return anchor
 
 
 def parent_hash(view: ChainView) -> bytes:
@@ -117,8 +141,8 @@ def ancestor_times(view: ChainView, count: int) -> list[int]:
 
 
 def anchor_time(view: ChainView) -> int | None:
-    """The time of block 1 on this branch, the ASERT anchor; None while the parent is genesis."""
-    return view.header_at(1).time if view.height >= 1 else None
+    """The ASERT anchor on this branch after the parent; None while the parent is genesis."""
+    return view.asert_anchor() if view.height >= 1 else None
 
 
 def hash_at_height(view: ChainView, height: int) -> bytes | None:

@@ -22,12 +22,12 @@ from consensus.errors import BlockRejected, Reject
 from consensus.genesis import chain_params_for, make_genesis, task_of_genesis
 from consensus.header import Header, hash_hex
 from consensus.params import ChainParams, get_params
-from consensus.pow import work
+from consensus.pow import next_anchor_time, work
 from consensus.state import State
 from consensus.transition import Undo, state_transition, undo_block, validate_block
 from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
 from consensus.validation import earliest_time, validate_header
-from consensus.view import BranchView, ChainRules
+from consensus.view import BranchView, ChainRules, ChainView
 from ml.datasets import load_gate_set
 from ml.tasks import TaskSpec
 from node.limits import MAX_LOCATOR_HASHES
@@ -59,6 +59,7 @@ class IndexEntry:
     height: int
     chain_work: int
     status: int
+    anchor: int | None = None  # the ASERT anchor after this block (consensus.pow.next_anchor_time)
 
     @property
     def prev(self) -> bytes:
@@ -98,9 +99,11 @@ class ChainState:
                 row.hash, header_codec.decode(row.header), row.height, row.chain_work, row.status
             )
         self.children: dict[bytes, list[bytes]] = {}
-        for entry in self.index.values():
+        for entry in sorted(self.index.values(), key=lambda e: e.height):
             if entry.height > 0:
                 self.children.setdefault(entry.prev, []).append(entry.hash)
+                parent_anchor = self.index[entry.prev].anchor
+                entry.anchor = next_anchor_time(self.params, parent_anchor, entry.height, entry.header.time)
         self.main: list[bytes] = storage.main_chain()
         state = storage.load_state()
         if state is None or not self.main:
@@ -214,17 +217,20 @@ class ChainState:
                 break
         return [self.index[h].header for h in self.main[start + 1 : start + 1 + limit]]
 
-    def view_of(self, parent: IndexEntry) -> BranchView:
-        """The branch from genesis to ``parent``, which a block on ``parent`` extends."""
+    def view_of(self, parent: IndexEntry) -> ChainView:
+        """The branch from genesis to ``parent``, which a block on ``parent`` extends.
+
+        O(1) to build, on the main chain or off it: a side branch is read
+        from the index on demand (validation reads the last few headers and
+        the anchor kept per entry), never copied.
+        """
         if self.is_main(parent.hash):
-            return BranchView(self.rules, parent.height, self.main, self._header_of)
-        fork_height, branch = self._branch_to(parent)
-        hashes = [*self.main[: fork_height + 1], *(e.hash for e in branch)]
-        return BranchView(self.rules, parent.height, hashes, self._header_of)
+            return BranchView(self.rules, parent.height, self.main, self._header_of, parent.anchor)
+        return _IndexBranch(self.rules, parent, self.index, self.main)
 
     def tip_view(self) -> BranchView:
         """The main chain, which the next block on the tip extends."""
-        return BranchView(self.rules, self.height, self.main, self._header_of)
+        return BranchView(self.rules, self.height, self.main, self._header_of, self.tip.anchor)
 
     def _header_of(self, block_hash: bytes) -> Header:
         return self.index[block_hash].header
@@ -248,8 +254,10 @@ class ChainState:
         if parent.status == BlockStatus.INVALID:
             raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
         validate_header(self.view_of(parent), header, now)
+        height = parent.height + 1
         entry = IndexEntry(
-            block_hash, header, parent.height + 1, parent.chain_work + work(header.bits), BlockStatus.HEADER
+            block_hash, header, height, parent.chain_work + work(header.bits), BlockStatus.HEADER,
+            next_anchor_time(self.params, parent.anchor, height, header.time),
         )
         self.index[block_hash] = entry
         self.children.setdefault(header.prev, []).append(block_hash)
@@ -416,7 +424,8 @@ class ChainState:
             block = new_block if item.hash == entry.hash else self.get_block(item.hash)
             assert block is not None
             try:
-                view = BranchView(self.rules, item.height - 1, chain, self._header_of)
+                parent_anchor = self.index[item.prev].anchor
+                view = BranchView(self.rules, item.height - 1, chain, self._header_of, parent_anchor)
                 new_state, undo = state_transition(view, state, block, now)
             except BlockRejected as exc:
                 # The block and everything built on it can never connect.
@@ -455,6 +464,41 @@ class ChainState:
         return Connected(
             entry.hash, entry.height, status, list(reversed(disconnected)), [c[0] for c in connected]
         )
+
+
+@dataclass(frozen=True)
+class _IndexBranch:
+    """A :class:`~consensus.view.ChainView` of the branch ending at ``parent``, read from the index.
+
+    ``hash_at(h)`` walks back from ``parent`` until height ``h`` or the main
+    chain, whichever comes first, so reading the last few ancestors costs a
+    few steps however long the branch is.
+    """
+
+    rules: ChainRules
+    parent: IndexEntry
+    index: dict[bytes, IndexEntry]
+    main: list[bytes]
+
+    @property
+    def height(self) -> int:
+        return self.parent.height
+
+    def hash_at(self, height: int) -> bytes:
+        if not 0 <= height <= self.parent.height:
+            raise IndexError(f"height {height} is not on this branch (0..{self.parent.height})")
+        entry = self.parent
+        while entry.height > height:
+            if entry.height < len(self.main) and self.main[entry.height] == entry.hash:
+                return self.main[height]
+            entry = self.index[entry.prev]
+        return entry.hash
+
+    def header_at(self, height: int) -> Header:
+        return self.index[self.hash_at(height)].header
+
+    def asert_anchor(self) -> int | None:
+        return self.parent.anchor
 
 
 def _addresses_of(txs: Iterable[Tx]) -> set[bytes]:

@@ -16,6 +16,7 @@ from consensus.block import decode_block
 from consensus.errors import BlockRejected
 from consensus.genesis import genesis_state
 from consensus.header import Header, hash_hex
+from consensus.pow import next_anchor_time
 from consensus.transition import state_transition
 from consensus.view import BranchView
 from node.chainstate import ChainState
@@ -47,6 +48,7 @@ def verify_chain(chain: ChainState, *, progress: bool = False) -> VerifyReport:
     state = genesis_state(chain.task)
     hashes = [chain.genesis_hash]
     headers: dict[bytes, Header] = {chain.genesis_hash: chain.genesis.header}
+    anchor: int | None = None  # the ASERT anchor after the last replayed block
     for height in range(1, chain.height + 1):
         t0 = time.perf_counter()
         raw = chain.get_raw_block(chain.main[height])
@@ -55,7 +57,7 @@ def verify_chain(chain: ChainState, *, progress: bool = False) -> VerifyReport:
                 raise ValueError("block body missing from storage")
             block = decode_block(raw)
             t1 = time.perf_counter()
-            view = BranchView(chain.rules, height - 1, hashes, headers.__getitem__)
+            view = BranchView(chain.rules, height - 1, hashes, headers.__getitem__, anchor)
             # Blocks from the future were accepted once; replaying them later must not fail.
             now = max(int(time.time()), block.header.time)
             state, _ = state_transition(view, state, block, now)
@@ -69,6 +71,7 @@ def verify_chain(chain: ChainState, *, progress: bool = False) -> VerifyReport:
         report.phases["transition"] += t2 - t1
         hashes.append(block.hash)
         headers[block.hash] = block.header
+        anchor = next_anchor_time(chain.params, anchor, height, block.header.time)
         report.blocks += 1
         if report.blocks == 1:
             report.first_block_s = time.perf_counter() - started

@@ -40,7 +40,7 @@ from node.p2p import messages as m
 from node.p2p.addrman import SELF_SOURCE, AddressBook
 from node.p2p.netgroups import ban_key, host_of, is_shared_local, url_group
 from node.p2p.penalties import BanList, Misbehaviour, penalty
-from node.p2p.session import Peer, PeerClient, PeerError, Refusal, SessionTable
+from node.p2p.session import Peer, PeerClient, PeerError, Refusal, Session, SessionTable
 
 log = logging.getLogger("gradchain.p2p")
 T = TypeVar("T")
@@ -141,7 +141,7 @@ class ConnectionManager:
         return None
 
     # -- sessions --------------------------------------------------------------------------------
-    def session_for(self, url: str) -> object:
+    def session_for(self, url: str) -> Session:
         return self.sessions.session_for(url, protected=self._in_use)
 
     def _in_use(self, url: str) -> bool:
@@ -277,7 +277,7 @@ class ConnectionManager:
         ours = url in self.connecting
         if url not in self.peers and not ours and not self.has_inbound_room():
             raise HandshakeRefused(Refusal.NO_SLOT, "no inbound slot free")
-        session = self.sessions.session_for(url, protected=self._in_use)
+        session = self.session_for(url)
         if self.authenticate(url, presented):
             session.token_out, session.candidate = hello.session, None
             peer = self.register(hello, outbound=ours)
@@ -334,7 +334,7 @@ class ConnectionManager:
 
     async def _handshake(self, url: str) -> m.HandshakeReply:
         """POST our Handshake (with the token we issue ``url``) and take the token it grants, if any."""
-        session = self.sessions.session_for(url, protected=self._in_use)
+        session = self.session_for(url)
         proof = session.candidate if session.candidate is not None else session.token_out
         hello = m.Handshake(**self._hello(), session=session.token_in)  # type: ignore[arg-type]
         reply = await self.request(url, "handshake", hello, "handshake_reply", token=proof)
@@ -373,14 +373,14 @@ class ConnectionManager:
         if outbound:
             self.book.attempt(url, time.time())
         try:
-            offered = self.sessions.session_for(url, protected=self._in_use).candidate
+            offered = self.session_for(url).candidate
             reply = await self._handshake(url)
-            candidate = self.sessions.session_for(url, protected=self._in_use).candidate
+            candidate = self.session_for(url).candidate
             if reply.session == m.NO_SESSION and candidate is not None and candidate != offered:
                 reply = await self._handshake(url)
         except PeerError as exc:
             self.book.failed(url)
-            self._schedule_retry(url)
+            self.schedule_retry(url)
             log.debug("handshake with %s failed: %s", url, exc)
             return None
         finally:
@@ -393,7 +393,7 @@ class ConnectionManager:
                 if url in self.seeds:
                     self.seeds.remove(url)
             else:
-                self._schedule_retry(url)
+                self.schedule_retry(url)
             return None
         if reply.listen_url != url:
             # A peer that lists itself under another URL is reachable where we asked.
@@ -407,7 +407,7 @@ class ConnectionManager:
         self.learn(reply.peers, source=url)
         return peer
 
-    def _schedule_retry(self, url: str) -> None:
+    def schedule_retry(self, url: str) -> None:
         retry = self._retry.setdefault(url, _Retry())
         retry.next_at = time.monotonic() + retry.delay
         retry.delay = min(retry.delay * 2, RETRY_MAX_S)
@@ -461,7 +461,7 @@ class ConnectionManager:
             reply = await self._handshake(url)
         except PeerError as exc:
             self.drop(url, str(exc))
-            self._schedule_retry(url)
+            self.schedule_retry(url)
             return
         # NO_SESSION: the peer restarted and forgot us; its call-back re-registers it.
         if reply.session != m.NO_SESSION and self.check_hello(reply) is None:

@@ -67,7 +67,7 @@ class Gossip:
             await self.conns.request(url, "announce", msg, None)
         except PeerError as exc:
             self.conns.drop(url, str(exc))
-            self.conns._schedule_retry(url)
+            self.conns.schedule_retry(url)
 
     async def share_mempool(self, url: str) -> None:
         """Tell a new peer what our mempool holds: updates made before it connected still spread."""

@@ -119,9 +119,7 @@ class PeerService:
         return self.conns.is_banned(url)
 
     def session_for(self, url: str) -> Session:
-        session = self.conns.session_for(url)
-        assert isinstance(session, Session)
-        return session
+        return self.conns.session_for(url)
 
     # -- what the rest of the node asks for --------------------------------------------------------
     async def connect(self, url: str) -> Peer | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -182,9 +183,16 @@ class PeerClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self, local_host: str | None = None) -> None:
-        """Open the connection pool; requests leave from ``local_host`` when it is a specific address."""
+        """Open the connection pool.
+
+        A node listening on a loopback address sends from it too, so a peer
+        that checks "your URL is on the host you connect from" (reflection,
+        ``connections.py``) sees the same address: several local nodes on
+        127.0.0.x are told apart that way. Other nodes send from whatever
+        address the route picks.
+        """
         timeout = aiohttp.ClientTimeout(total=limits.REQUEST_TIMEOUT_S, connect=limits.HANDSHAKE_TIMEOUT_S)
-        local_addr = (local_host, 0) if local_host and local_host not in ("0.0.0.0", "::", "localhost") else None
+        local_addr = (local_host, 0) if local_host and _is_loopback(local_host) else None
         connector = aiohttp.TCPConnector(limit_per_host=limits.MAX_REQUESTS_PER_PEER, local_addr=local_addr)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
@@ -221,6 +229,13 @@ class PeerClient:
 
 
 _REFUSAL_CODES = frozenset(r.value for r in Refusal)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int, route: str) -> bytes:

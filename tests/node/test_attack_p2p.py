@@ -17,10 +17,8 @@ import numpy as np
 from aiohttp import web
 
 from consensus.errors import Reject
-from consensus.hashing import sha256d
 from consensus.header import Header, header_hash
 from consensus.header import encode as encode_header
-from consensus.pow import bits_to_target
 from consensus.tx import GradientUpdate, encode_tx, sign_tx, txid
 from ml.codec import encode_update
 from node import limits
@@ -30,6 +28,7 @@ from node.p2p.netgroups import url_group
 from node.p2p.session import CONTENT_TYPE
 from node.service import Node
 from tests.conftest import until
+from tests.headers import regtest_headers
 from tests.node.harness import (
     Cluster,
     FakePeer,
@@ -123,21 +122,6 @@ async def test_junk_updates_relayed_by_a_peer_cost_it_its_standing(cluster: Clus
 
 
 # -- headers ---------------------------------------------------------------------------------------
-def regtest_headers(parent: Header, count: int, *, salt: bytes = b"fork") -> list[Header]:
-    """``count`` valid regtest headers after ``parent`` (a few hashes each: every other one passes)."""
-    target = bits_to_target(parent.bits)
-    out: list[Header] = []
-    prev, time_s = parent, parent.time
-    for i in range(count):
-        time_s += 1
-        header = Header(1, header_hash(prev), sha256d(salt + i.to_bytes(4, "little")), time_s, parent.bits, 0)
-        while int.from_bytes(header_hash(header), "little") > target:
-            header = header.with_nonce(header.nonce + 1)
-        out.append(header)
-        prev = header
-    return out
-
-
 def header_server(batches: list[list[Header]]) -> dict[str, Any]:
     """FakePeer routes answering each get_headers with the next batch (the last one forever); no bodies."""
     served: list[int] = []
