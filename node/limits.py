@@ -46,18 +46,18 @@ MAX_GET_BLOCKS_BYTES = MAX_BLOCKS_PER_REQUEST * (HASH_BYTES + 2) + 64  # 16 hash
 # consensus size, and several when blocks are small. 16 full blocks (384 MiB)
 # in one body would pin that much memory per peer, so the responder sends the
 # leading blocks that fit and the requester asks again for the rest.
-MAX_BLOCKS_BYTES = 32 * MIB
+MAX_BLOCKS_REPLY_BYTES = 32 * MIB
 MAX_GET_TXS_BYTES = MAX_TXS_PER_REQUEST * (HASH_BYTES + 2) + 64  # a full announce's txids
-MAX_TXS_BYTES = 16 * MIB  # two of the largest updates; the responder trims, the requester re-asks
+MAX_TXS_REPLY_BYTES = 16 * MIB  # two of the largest updates; the responder trims, the requester re-asks
 MAX_ADDR_BYTES = MAX_ADDRS_PER_MESSAGE * (MAX_URL_CHARS + 2) + 64  # 1000 URLs of the longest form
 MAX_API_BODY_BYTES = 2 * MAX_TX_BYTES + 64 * KIB  # POST /api/tx: one max tx in hex (two characters a byte) plus JSON
 # Predict bodies parsed at once: each parse holds ~10x its body in Python floats for a moment.
 MAX_CONCURRENT_PREDICT_PARSES = 2
 
 # The largest body aiohttp must accept on any route (``client_max_size``).
-MAX_REQUEST_BODY_BYTES = max(MAX_BLOCKS_BYTES, MAX_TXS_BYTES, MAX_API_BODY_BYTES)
-assert MAX_BLOCKS_BYTES >= MAX_BLOCK_BYTES + 64, "a Blocks response must fit one max-size block"
-assert MAX_TXS_BYTES >= MAX_TX_BYTES + 64, "a Txs response must fit one max-size transaction"
+MAX_REQUEST_BODY_BYTES = max(MAX_BLOCKS_REPLY_BYTES, MAX_TXS_REPLY_BYTES, MAX_API_BODY_BYTES)
+assert MAX_BLOCKS_REPLY_BYTES >= MAX_BLOCK_BYTES + 64, "a Blocks response must fit one max-size block"
+assert MAX_TXS_REPLY_BYTES >= MAX_TX_BYTES + 64, "a Txs response must fit one max-size transaction"
 
 # -- inbound HTTP connections (node/listener.py) ---------------------------------------------
 MAX_CONNECTIONS = 512  # all open inbound connections: far below a 1024 fd limit, room for peers and storage

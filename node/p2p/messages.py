@@ -285,7 +285,7 @@ class Blocks(_Validated):
     """POST /p2p/blocks response: raw blocks, a leading subset of those asked for."""
 
     KIND: ClassVar[str] = "blocks"
-    MAX_BYTES: ClassVar[int] = limits.MAX_BLOCKS_BYTES
+    MAX_BYTES: ClassVar[int] = limits.MAX_BLOCKS_REPLY_BYTES
     blocks: tuple[bytes, ...] = _spec(ListOf(Bin(MAX_BLOCK_BYTES), limits.MAX_BLOCKS_PER_REQUEST))
 
 
@@ -303,7 +303,7 @@ class Txs(_Validated):
     """POST /p2p/txs response: raw transactions, a leading subset of those asked for."""
 
     KIND: ClassVar[str] = "txs"
-    MAX_BYTES: ClassVar[int] = limits.MAX_TXS_BYTES
+    MAX_BYTES: ClassVar[int] = limits.MAX_TXS_REPLY_BYTES
     txs: tuple[bytes, ...] = _spec(ListOf(Bin(MAX_TX_BYTES), limits.MAX_TXS_PER_REQUEST))
 
 

@@ -190,14 +190,14 @@ def test_builtin_tasks_fit_and_a_miner_fills_their_blocks(name: str) -> None:
 def test_policy_caps_leave_room_for_the_largest_valid_objects() -> None:
     """node/limits.py and the miner's template are policy; none may refuse what consensus allows."""
     framing = 64
-    assert limits.MAX_BLOCKS_BYTES >= caps.MAX_BLOCK_BYTES + framing  # a Blocks reply carries one full block
-    assert limits.MAX_TXS_BYTES >= caps.MAX_TX_BYTES + framing  # a Txs reply carries one full tx
+    assert limits.MAX_BLOCKS_REPLY_BYTES >= caps.MAX_BLOCK_BYTES + framing  # a Blocks reply carries one full block
+    assert limits.MAX_TXS_REPLY_BYTES >= caps.MAX_TX_BYTES + framing  # a Txs reply carries one full tx
     assert limits.MAX_API_BODY_BYTES >= 2 * caps.MAX_TX_BYTES + framing  # POST /api/tx is hex in JSON
     assert limits.MEMPOOL_MAX_BYTES >= caps.MAX_TX_BYTES
     block_room = caps.MAX_BLOCK_BYTES - caps.block_size([caps.max_coinbase_size(caps.MAX_PAYOUTS)])
     assert mining.MAX_TEMPLATE_BYTES <= block_room  # a full template plus the widest coinbase is a valid block
     assert mining.MAX_TEMPLATE_TXS + 1 <= caps.MAX_BLOCK_TXS
-    assert limits.MAX_REQUEST_BODY_BYTES >= max(limits.MAX_BLOCKS_BYTES, limits.MAX_API_BODY_BYTES)
+    assert limits.MAX_REQUEST_BODY_BYTES >= max(limits.MAX_BLOCKS_REPLY_BYTES, limits.MAX_API_BODY_BYTES)
 
 
 def test_a_real_update_of_the_task_fits_its_bound() -> None:

@@ -257,7 +257,7 @@ def test_largest_valid_message_fits_its_cap(kind: str) -> None:
 
 
 def test_encode_refuses_a_body_over_the_cap() -> None:
-    too_big = m.Blocks((b"\x00" * (limits.MAX_BLOCKS_BYTES // 2),) * 3)
+    too_big = m.Blocks((b"\x00" * (limits.MAX_BLOCKS_REPLY_BYTES // 2),) * 3)
     with pytest.raises(MessageError, match="> limit"):
         encode(too_big)
 
