@@ -1,178 +1,303 @@
-"""Portable SHA-256d nonce scan: ``LANES`` nonces side by side, for CPUs without SHA-NI.
+"""Portable SHA-256d nonce scan: :data:`LANES` nonces in SIMD lanes, emitted as LLVM IR for numba.
 
-Every working variable and message word is a row of ``LANES`` u32 values, one
-per nonce, in one flat scratch array; each step of SHA-256 is a short loop over
-the lanes with no branches, which LLVM turns into SIMD (AVX2 / AVX-512 where
-numba's target has them, SSE2 otherwise).  Rows live at constant offsets in a
-single array so LLVM can see that they never overlap.
+Every working variable and message word is a ``<LANES x i32>`` vector, one
+nonce per lane, and the whole double hash is one unrolled basic block in SSA
+form: the values live in vector registers, never in a scratch array.  Nothing
+in it is specific to a CPU: LLVM lowers the vector operations to the SIMD
+numba's target has (AVX-512 ``vprord``/``vpternlogd`` where present, AVX2
+shifts and ors otherwise, SSE2 on the oldest x86-64), with the rotates written
+as the funnel-shift intrinsic so every backend sees a rotate.  :data:`LANES`
+follows the register file numba compiles for: eight lanes (one AVX2 register;
+the working variables and the schedule window fill the sixteen registers) or,
+with AVX-512's 32 registers, two 512-bit registers' worth.
 
-The eight working variables are not shifted after each round: round ``t``
-finds variable ``v`` (a = 0 .. h = 7) in slot ``(v - t) mod 8``, so a round
-writes two rows (the new ``a`` into the old ``h`` slot, the new ``e`` into the
-old ``d`` slot) instead of eight.
+Work per nonce is cut the way the SHA-NI kernel cuts it, without writing any
+of it by hand:
 
-Arithmetic: numba widens u32 operands to 64 bits.  Additions, xors, ands and
-left shifts give the right low 32 bits regardless, and every stored value is
-truncated back to u32; the only operation that would read garbage high bits is
-a right shift, and every right shift here is of a value just loaded from the
-u32 scratch, so it is clean.
+* the words of block two that do not depend on the nonce are loop invariants
+  (header words) or constants (padding): LLVM folds the constants and hoists
+  the invariant part of the first rounds and of the schedule out of the loop;
+* only the top limb of the digest is used in the loop (``H7 = IV7 + e`` after
+  round 60), so dead-code elimination drops rounds 61..63 of the second hash
+  and the schedule words only they read.
+
+The loop returns the first group holding a nonce whose top limb is at most
+the target's; :func:`scan` rechecks that group nonce by nonce with the full
+digest (the same generator with one lane and all outputs live).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from consensus._sha256_common import (
     DIGEST_BITS,
     DIGEST_WORDS,
     HEADER_BITS,
-    IV_ARRAY,
-    K_ARRAY,
+    IV,
     PAD_BIT,
     TAIL_WORDS,
+    K,
 )
 
-LANES = 32  # nonces per group: 4 AVX2 / 2 AVX-512 registers of u32 (8: 1.8, 16: 5.9, 32: 7.9, 64: 8.5 MH/s here)
+AVX2_LANES = 8  # one AVX2 register: with 16 of them, more lanes spill (8: 15.5, 16: 13.9 MH/s here)
+AVX512_LANES = 32  # two AVX-512 registers: 32 of them, and a rotate (8: 24, 16: 29, 32: 34, 64: 32 MH/s)
 ROUNDS = 64
-SCHEDULE_ROWS = 64  # message words W[0..63]
-W_BASE = 0  # scratch offset of the schedule rows
-S_BASE = SCHEDULE_ROWS * LANES  # scratch offset of the 8 working-variable slots
-H_BASE = S_BASE + DIGEST_WORDS * LANES  # scratch offset of the first hash's digest rows
-SCRATCH = H_BASE + DIGEST_WORDS * LANES
+
+
+def _numba_target_has_avx512() -> bool:
+    """Whether numba compiles for AVX-512 (its CPU features, as numba itself picks them)."""
+    features: Any = getattr(numba.config, "CPU_FEATURES", None)  # NUMBA_CPU_FEATURES, if set
+    if features is None:
+        from numba.core.codegen import get_host_cpu_features
+
+        features = get_host_cpu_features()  # type: ignore[no-untyped-call]
+    return "+avx512f" in str(features).split(",")
+
+
+LANES = AVX512_LANES if _numba_target_has_avx512() else AVX2_LANES  # nonces per loop iteration
+SCAN_NAME = f"gradchain_sha256d_portable_scan_x{LANES}"
+FULL_NAME = "gradchain_sha256d_portable_full"
 NO_HIT = -1
+FIRST_BLOCK_TAIL = (PAD_BIT, *([0] * 10), HEADER_BITS)  # block two, words 4..15
+SECOND_BLOCK_TAIL = (PAD_BIT, *([0] * 6), DIGEST_BITS)  # second hash, words 8..15
 
-_U7 = np.uint32(7)
-_U25 = np.uint32(25)
-_U18 = np.uint32(18)
-_U14 = np.uint32(14)
-_U3 = np.uint32(3)
-_U29 = np.uint32(29)
-_U17 = np.uint32(17)
-_U15 = np.uint32(15)
-_U19 = np.uint32(19)
-_U13 = np.uint32(13)
-_U10 = np.uint32(10)
-_U22 = np.uint32(22)
-_U6 = np.uint32(6)
-_U26 = np.uint32(26)
-_U11 = np.uint32(11)
-_U21 = np.uint32(21)
-_U2 = np.uint32(2)
-_U30 = np.uint32(30)
-_U8 = np.uint32(8)
-_U24 = np.uint32(24)
-_BYTE = np.uint32(0xFF)
-_BYTE1 = np.uint32(0xFF00)
-_BYTE2 = np.uint32(0xFF0000)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _bswap(x: np.uint32) -> np.uint32:
-    return ((x & _BYTE) << _U24) | ((x & _BYTE1) << _U8) | ((x >> _U8) & _BYTE1) | (x >> _U24)
+def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    """The declaration of ``name`` in ``module``, added if missing."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, fnty, name)
 
 
-@numba.njit(nogil=True, cache=True)
-def _expand(s: npt.NDArray[np.uint32]) -> None:
-    """Fill W[16..63] from W[0..15] for every lane."""
-    for t in range(16, SCHEDULE_ROWS):
-        row = W_BASE + t * LANES
-        for lane in range(LANES):
-            x = s[row - 15 * LANES + lane]
-            y = s[row - 2 * LANES + lane]
-            s0 = ((x >> _U7) | (x << _U25)) ^ ((x >> _U18) | (x << _U14)) ^ (x >> _U3)
-            s1 = ((y >> _U17) | (y << _U15)) ^ ((y >> _U19) | (y << _U13)) ^ (y >> _U10)
-            s[row + lane] = s[row - 16 * LANES + lane] + s0 + s[row - 7 * LANES + lane] + s1
+class _Lanes:
+    """SHA-256's word operations on ``<width x i32>`` vectors, emitted by one builder."""
+
+    def __init__(self, module: ir.Module, b: ir.IRBuilder, width: int) -> None:
+        self.b = b
+        self.width = width
+        self.ty = ir.VectorType(_I32, width)
+        suffix = f"v{width}i32"
+        self.fshr = _declare(module, f"llvm.fshr.{suffix}", ir.FunctionType(self.ty, [self.ty] * 3))
+        self.bswap = _declare(module, f"llvm.bswap.{suffix}", ir.FunctionType(self.ty, [self.ty]))
+
+    def const(self, value: int) -> ir.Value:
+        return ir.Constant(self.ty, [ir.Constant(_I32, value & 0xFFFFFFFF)] * self.width)
+
+    def splat(self, scalar: ir.Value) -> ir.Value:
+        b = self.b
+        one = b.insert_element(ir.Constant(self.ty, ir.Undefined), scalar, ir.Constant(_I32, 0))
+        mask = ir.Constant(ir.VectorType(_I32, self.width), [0] * self.width)
+        return b.shuffle_vector(one, ir.Constant(self.ty, ir.Undefined), mask)
+
+    def rotr(self, x: ir.Value, n: int) -> ir.Value:
+        return self.b.call(self.fshr, [x, x, self.const(n)])
+
+    def add(self, *values: ir.Value) -> ir.Value:
+        total = values[0]
+        for value in values[1:]:
+            total = self.b.add(total, value)
+        return total
+
+    def xor3(self, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+        return self.b.xor(self.b.xor(x, y), z)
+
+    def big_sigma0(self, a: ir.Value) -> ir.Value:
+        return self.xor3(self.rotr(a, 2), self.rotr(a, 13), self.rotr(a, 22))
+
+    def big_sigma1(self, e: ir.Value) -> ir.Value:
+        return self.xor3(self.rotr(e, 6), self.rotr(e, 11), self.rotr(e, 25))
+
+    def small_sigma0(self, w: ir.Value) -> ir.Value:
+        return self.xor3(self.rotr(w, 7), self.rotr(w, 18), self.b.lshr(w, self.const(3)))
+
+    def small_sigma1(self, w: ir.Value) -> ir.Value:
+        return self.xor3(self.rotr(w, 17), self.rotr(w, 19), self.b.lshr(w, self.const(10)))
+
+    def choose(self, e: ir.Value, f: ir.Value, g: ir.Value) -> ir.Value:
+        # (e & f) ^ (~e & g), written as g ^ (e & (f ^ g)).
+        b = self.b
+        return b.xor(g, b.and_(e, b.xor(f, g)))
+
+    def majority(self, a: ir.Value, bb: ir.Value, c: ir.Value) -> ir.Value:
+        # (a & b) ^ (a & c) ^ (b & c), written as (a & b) | (c & (a | b)).
+        b = self.b
+        return b.or_(b.and_(a, bb), b.and_(c, b.or_(a, bb)))
 
 
-@numba.njit(nogil=True, cache=True)
-def _rounds(s: npt.NDArray[np.uint32], k: npt.NDArray[np.uint32]) -> None:
-    """64 rounds over the working-variable slots, consuming the schedule rows."""
+def _compress(ops: _Lanes, state: list[ir.Value], block: list[ir.Value]) -> list[ir.Value]:
+    """One SHA-256 compression (FIPS 180-4, 6.2.2) of 16 vector words into 8; input state added."""
+    w = list(block)
+    for t in range(16, ROUNDS):
+        w.append(ops.add(ops.small_sigma1(w[t - 2]), w[t - 7], ops.small_sigma0(w[t - 15]), w[t - 16]))
+    a, b, c, d, e, f, g, h = state
     for t in range(ROUNDS):
-        a = S_BASE + ((0 - t) & 7) * LANES
-        b = S_BASE + ((1 - t) & 7) * LANES
-        c = S_BASE + ((2 - t) & 7) * LANES
-        d = S_BASE + ((3 - t) & 7) * LANES
-        e = S_BASE + ((4 - t) & 7) * LANES
-        f = S_BASE + ((5 - t) & 7) * LANES
-        g = S_BASE + ((6 - t) & 7) * LANES
-        h = S_BASE + ((7 - t) & 7) * LANES
-        w = W_BASE + t * LANES
-        kt = k[t]
-        for lane in range(LANES):
-            ea = s[e + lane]
-            aa = s[a + lane]
-            ba = s[b + lane]
-            ca = s[c + lane]
-            big1 = (
-                ((ea >> _U6) | (ea << _U26))
-                ^ ((ea >> _U11) | (ea << _U21))
-                ^ ((ea >> _U25) | (ea << _U7))
-            )
-            choose = (ea & s[f + lane]) ^ (~ea & s[g + lane])
-            t1 = s[h + lane] + big1 + choose + kt + s[w + lane]
-            big0 = (
-                ((aa >> _U2) | (aa << _U30))
-                ^ ((aa >> _U13) | (aa << _U19))
-                ^ ((aa >> _U22) | (aa << _U10))
-            )
-            majority = (aa & ba) ^ (aa & ca) ^ (ba & ca)
-            s[d + lane] = s[d + lane] + t1
-            s[h + lane] = t1 + big0 + majority
+        t1 = ops.add(h, ops.big_sigma1(e), ops.choose(e, f, g), ops.add(ops.const(K[t]), w[t]))
+        t2 = ops.add(ops.big_sigma0(a), ops.majority(a, b, c))
+        a, b, c, d, e, f, g, h = ops.add(t1, t2), a, b, c, ops.add(d, t1), e, f, g
+    return [ops.add(x, y) for x, y in zip(state, (a, b, c, d, e, f, g, h), strict=True)]
 
 
-@numba.njit(nogil=True, cache=True)
-def _load_state(s: npt.NDArray[np.uint32], state: npt.NDArray[np.uint32]) -> None:
-    for v in range(DIGEST_WORDS):
-        for lane in range(LANES):
-            s[S_BASE + v * LANES + lane] = state[v]
+def _sha256d(ops: _Lanes, mid: list[ir.Value], tail: list[ir.Value], nonce: ir.Value) -> list[ir.Value]:
+    """The 8 digest words of sha256d for the nonces in ``nonce`` (a vector of u32)."""
+    first_block = [*tail, ops.b.call(ops.bswap, [nonce]), *(ops.const(v) for v in FIRST_BLOCK_TAIL)]
+    digest = _compress(ops, mid, first_block)
+    second_block = [*digest, *(ops.const(v) for v in SECOND_BLOCK_TAIL)]
+    return _compress(ops, [ops.const(v) for v in IV], second_block)
 
 
-@numba.njit(nogil=True, cache=True)
-def _hash_group(
-    s: npt.NDArray[np.uint32],
-    mid: npt.NDArray[np.uint32],
-    tail: npt.NDArray[np.uint32],
-    first: int,
-    k: npt.NDArray[np.uint32],
-) -> None:
-    """sha256d of LANES consecutive nonces from ``first``; digest words left in the slot rows.
+def _load_words(ops: _Lanes, ptr: ir.Value, count: int) -> list[ir.Value]:
+    b = ops.b
+    return [ops.splat(b.load(b.gep(ptr, [ir.Constant(_I32, i)]))) for i in range(count)]
 
-    After 64 rounds (a multiple of 8) every variable is back in its own slot.
+
+def _new_function(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    fn = ir.Function(module, fnty, name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    return fn
+
+
+def _define_scan(module: ir.Module) -> ir.Function:
+    """Define (once per module) ``i64 scan(i32* mid, i32* tail, i64 first, i64 end, i32 top)``.
+
+    The same contract as the SHA-NI kernel's loop: the first nonce of the first
+    group of LANES (from ``first``, groups starting below ``end``) holding a
+    nonce whose top limb is <= ``top``, or ``end``.  Nonces are taken mod 2**32.
     """
-    for i in range(TAIL_WORDS):
-        for lane in range(LANES):
-            s[W_BASE + i * LANES + lane] = tail[i]
-    for lane in range(LANES):
-        s[W_BASE + TAIL_WORDS * LANES + lane] = _bswap(np.uint32((first + lane) & 0xFFFFFFFF))
-    for i in range(4, 16):
-        word = PAD_BIT if i == 4 else (HEADER_BITS if i == 15 else 0)
-        for lane in range(LANES):
-            s[W_BASE + i * LANES + lane] = word
-    _expand(s)
-    _load_state(s, mid)
-    _rounds(s, k)
-    for v in range(DIGEST_WORDS):
-        for lane in range(LANES):
-            s[W_BASE + v * LANES + lane] = s[S_BASE + v * LANES + lane] + mid[v]
-    for i in range(DIGEST_WORDS, 16):
-        word = PAD_BIT if i == DIGEST_WORDS else (DIGEST_BITS if i == 15 else 0)
-        for lane in range(LANES):
-            s[W_BASE + i * LANES + lane] = word
-    _expand(s)
-    _load_state(s, IV_ARRAY)
-    _rounds(s, k)
+    existing = module.globals.get(SCAN_NAME)
+    if existing is not None:
+        return existing
+    ptr = _I32.as_pointer()
+    fn = _new_function(module, SCAN_NAME, ir.FunctionType(_I64, [ptr, ptr, _I64, _I64, _I32]))
+    mid_ptr, tail_ptr, start, end, top = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ops = _Lanes(module, b, LANES)
+    mid = _load_words(ops, mid_ptr, DIGEST_WORDS)
+    tail = _load_words(ops, tail_ptr, TAIL_WORDS)
+    top_vec = ops.splat(top)
+    offsets = ir.Constant(ops.ty, [ir.Constant(_I32, lane) for lane in range(LANES)])
+    entry = b.block
+    check = fn.append_basic_block("check")
+    body = fn.append_basic_block("body")
+    found = fn.append_basic_block("found")
+    done = fn.append_basic_block("done")
+    b.branch(check)
+
+    b.position_at_end(check)
+    group = b.phi(_I64)
+    group.add_incoming(start, entry)
+    b.cbranch(b.icmp_signed("<", group, end), body, done)
+
+    b.position_at_end(body)
+    nonce = b.add(ops.splat(b.trunc(group, _I32)), offsets)
+    digest = _sha256d(ops, mid, tail, nonce)
+    limbs = b.call(ops.bswap, [digest[DIGEST_WORDS - 1]])
+    below = b.icmp_unsigned("<=", limbs, top_vec)
+    hit = b.icmp_unsigned("!=", b.bitcast(below, ir.IntType(LANES)), ir.Constant(ir.IntType(LANES), 0))
+    group.add_incoming(b.add(group, ir.Constant(_I64, LANES)), body)
+    b.cbranch(hit, found, check)
+
+    b.position_at_end(found)
+    b.ret(group)
+    b.position_at_end(done)
+    b.ret(end)
+    return fn
+
+
+def _define_full(module: ir.Module) -> ir.Function:
+    """Define (once per module) ``void full(i32* mid, i32* tail, i32 nonce, i32* out)``: 8 limbs."""
+    existing = module.globals.get(FULL_NAME)
+    if existing is not None:
+        return existing
+    ptr = _I32.as_pointer()
+    fn = _new_function(module, FULL_NAME, ir.FunctionType(ir.VoidType(), [ptr, ptr, _I32, ptr]))
+    mid_ptr, tail_ptr, nonce, out_ptr = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ops = _Lanes(module, b, 1)
+    digest = _sha256d(ops, _load_words(ops, mid_ptr, DIGEST_WORDS),
+                      _load_words(ops, tail_ptr, TAIL_WORDS), ops.splat(nonce))
+    for j, word in enumerate(digest):
+        limb = b.extract_element(b.call(ops.bswap, [word]), ir.Constant(_I32, 0))
+        b.store(limb, b.gep(out_ptr, [ir.Constant(_I32, j)]))
+    b.ret_void()
+    return fn
+
+
+def _u32_array(ty: Any) -> bool:
+    return isinstance(ty, types.Array) and ty.dtype == types.uint32 and ty.ndim == 1 and ty.layout == "C"
+
+
+def _data(context: Any, builder: ir.IRBuilder, ty: Any, value: Any) -> ir.Value:
+    return builder.bitcast(context.make_array(ty)(context, builder, value).data, _I32.as_pointer())
+
+
+@intrinsic
+def _scan_groups(typingctx: Any, mid: Any, tail: Any, first: Any, end: Any, top: Any) -> Any:
+    """numba intrinsic: :func:`_define_scan`'s loop from ``first`` to ``end`` (int64)."""
+    if not (_u32_array(mid) and _u32_array(tail)
+            and all(isinstance(t, types.Integer) for t in (first, end, top))):
+        return None
+    sig = types.int64(mid, tail, first, end, top)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        mid_ty, tail_ty, first_ty, end_ty, top_ty = signature.args
+        return builder.call(_define_scan(builder.module), [
+            _data(context, builder, mid_ty, args[0]),
+            _data(context, builder, tail_ty, args[1]),
+            context.cast(builder, args[2], first_ty, types.int64),
+            context.cast(builder, args[3], end_ty, types.int64),
+            context.cast(builder, args[4], top_ty, types.uint32),
+        ])
+
+    return sig, codegen
+
+
+@intrinsic
+def _full_limbs(typingctx: Any, mid: Any, tail: Any, nonce: Any, out: Any) -> Any:
+    """numba intrinsic: the 8 little-endian limbs of one nonce's sha256d into ``out``."""
+    if not (_u32_array(mid) and _u32_array(tail) and _u32_array(out)
+            and isinstance(nonce, types.Integer)):
+        return None
+    sig = types.void(mid, tail, nonce, out)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        mid_ty, tail_ty, nonce_ty, out_ty = signature.args
+        builder.call(_define_full(builder.module), [
+            _data(context, builder, mid_ty, args[0]),
+            _data(context, builder, tail_ty, args[1]),
+            context.cast(builder, args[2], nonce_ty, types.uint32),
+            _data(context, builder, out_ty, args[3]),
+        ])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True)
-def _at_most(s: npt.NDArray[np.uint32], lane: int, target: npt.NDArray[np.uint32]) -> bool:
-    """Digest of ``lane`` (as a little-endian integer) <= target, most significant limb first."""
+def _at_most(limbs: npt.NDArray[np.uint32], target: npt.NDArray[np.uint32]) -> bool:
     for j in range(DIGEST_WORDS - 1, -1, -1):
-        limb = np.uint32(_bswap(np.uint32(s[S_BASE + j * LANES + lane] + IV_ARRAY[j])))
-        if limb != target[j]:
-            return bool(limb < target[j])
+        if limbs[j] != target[j]:
+            return bool(limbs[j] < target[j])
     return True
+
+
+@numba.njit(nogil=True, cache=True)
+def full_digest(mid: npt.NDArray[np.uint32], tail: npt.NDArray[np.uint32], nonce: int,
+                out: npt.NDArray[np.uint32]) -> None:
+    """The sha256d of one nonce as eight little-endian limbs (tests, and :func:`scan`'s recheck)."""
+    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)  # type: ignore[call-arg]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -185,19 +310,24 @@ def scan(
 ) -> int:
     """Lowest nonce in ``[start, start + count)`` whose sha256d is <= target, or NO_HIT.
 
-    Same contract as the SHA-NI scan.  The cheap filter is the most significant
-    limb: byte-swapped final word H7.
+    Same contract as the SHA-NI scan: the compiled loop filters on the most
+    significant limb, each group it stops at is rechecked in full, nonce by
+    nonce in increasing order.
     """
-    s = np.zeros(SCRATCH, dtype=np.uint32)
-    k = K_ARRAY.copy()
-    top = target[DIGEST_WORDS - 1]
+    out = np.empty(DIGEST_WORDS, dtype=np.uint32)
+    top = np.uint32(target[DIGEST_WORDS - 1])
     end = start + count
-    h7 = S_BASE + (DIGEST_WORDS - 1) * LANES
-    for first in range(start, end, LANES):
-        _hash_group(s, mid, tail, first, k)
+    position = start
+    while position < end:
+        group: int = _scan_groups(mid, tail, position, end, top)  # type: ignore[call-arg]
+        if group >= end:
+            return NO_HIT
         for lane in range(LANES):
-            if first + lane < end:
-                limb = np.uint32(_bswap(np.uint32(s[h7 + lane] + IV_ARRAY[DIGEST_WORDS - 1])))
-                if limb <= top and _at_most(s, lane, target):
-                    return first + lane
+            nonce = group + lane
+            if nonce >= end:
+                return NO_HIT
+            full_digest(mid, tail, nonce, out)
+            if _at_most(out, target):
+                return nonce
+        position = group + LANES
     return NO_HIT

@@ -10,24 +10,43 @@ message vector.  The message schedule runs four words at a time:
 ``X[q] = msg2(msg1(X[q-4], X[q-3]) + X[q-2:q-1 words 1..4], X[q-1])`` where the
 middle term is the byte-align of the previous two vectors (``W[t-7]``).
 
-Kernel.  :func:`sha256d_limbs` is an LLVM function (built once per numba module
-by :func:`_define_helper`) that hashes ``WAYS`` consecutive nonces at once.  The
-instruction latency of ``sha256rnds2`` is higher than its issue interval, so
-independent chains interleaved in one basic block keep the unit busy.  It takes
-the midstate, the three tail words and a first nonce, runs the second block of
-the first hash and the one-block second hash, and stores each digest as eight
-little-endian limbs (limb 7 most significant), ready to compare to a target.
+Work per nonce.  A nonce costs 62 ``sha256rnds2``, the fewest the instruction
+allows (the benchmark's ceiling divides the machine's ``sha256rnds2`` rate by
+:data:`RNDS2_PER_NONCE`):
 
-The function carries ``"target-features"="+sha,+sse4.1,+ssse3"`` so LLVM can
-select the instructions whatever CPU numba targets (without it, a non-SHA target
-aborts the process with "Cannot select").  When numba's target has SHA, LLVM
-inlines the function into the scan loop; otherwise it stays a call.  Nothing
-here runs or compiles at import: the caller only calls :func:`scan` after it
-has checked that the CPU has SHA-NI.
+* first hash, block two: its words 0..2 (header bytes 64..75) and 4..15
+  (padding) are the same for every nonce, so the first two rounds run once per
+  batch, and so do the schedule terms built only from constant words; 31 calls;
+* second hash: the top 32 bits of the digest (the byte-swapped last word
+  ``H7 = IV7 + h``) are known after round 60, because ``h`` after round 63 is
+  ``e`` after round 60 (``F`` of the ABEF after rounds 60-61), so the last call
+  is never made and the schedule stops at the words round 61 needs; 31 calls.
+
+Scan.  :func:`scan_groups` is one LLVM function holding the whole loop: per
+iteration it hashes :data:`WAYS` consecutive nonces, their chains interleaved
+in one basic block (``sha256rnds2`` has a latency of several cycles and an
+issue interval of about one, so independent chains keep the unit busy), and
+compares each top limb to the target's.  Nothing leaves registers until a
+group holds a nonce whose top limb is at most the target's (about one in
+2**32 / (limb + 1)); the loop then returns the group's first nonce and
+:func:`scan` rechecks that group nonce by nonce with the full digest
+(:func:`full_digest`, all 64 rounds of both hashes) against all 256 bits.
+
+Registers.  The SHA instructions have only legacy SSE encodings, so they see 16
+xmm registers, and ``sha256rnds2`` reads its third operand from xmm0.  A way
+keeps two state vectors and a window of four message vectors live, which is
+what limits :data:`WAYS`: beyond it the schedule spills to the stack.
+
+The functions carry ``"target-features"="+sha,+sse4.1,+ssse3"`` so LLVM can
+select the instructions whatever CPU numba targets (without it, a non-SHA
+target aborts the process with "Cannot select").  Nothing here runs or
+compiles at import: the caller only calls :func:`scan` after it has checked
+that the CPU has SHA-NI.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -47,15 +66,26 @@ from consensus._sha256_common import (
     K,
 )
 
-WAYS = 4  # nonces per helper call: independent SHA-NI chains (1: 17, 2: 27, 3: 33, 4: 34 MH/s here)
+WAYS = 4  # chains per iteration (CPU-time MH/s here: 1: 17.6, 2: 27.8, 3: 34.5, 4: 36.3, 5: 34.5, 6: 34.1)
+QUADS = 16  # four-round steps of one compression
+CALLS_PER_COMPRESSION = 2 * QUADS
+# The second hash stops after the first call of the last quad (rounds 60-61).
+LAST_CALL_SECOND_HASH = CALLS_PER_COMPRESSION - 2
+RNDS2_PER_NONCE = (CALLS_PER_COMPRESSION - 1) + (LAST_CALL_SECOND_HASH + 1)  # 31 + 31
 TARGET_FEATURES = '"target-features"="+sha,+sse4.1,+ssse3"'
-HELPER_NAME = f"gradchain_sha256d_shani_x{WAYS}"
+SCAN_NAME = f"gradchain_sha256d_scan_x{WAYS}"
+FULL_NAME = "gradchain_sha256d_full"
 NO_HIT = -1  # returned by scan when no nonce in the range meets the target
 
 _I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 _V4 = ir.VectorType(_I32, 4)
 _ALIGN_W7 = (1, 2, 3, 4)  # shuffle of (X[q-2], X[q-1]) giving W[t-7 .. t-4]
 _HIGH_PAIR = (2, 3, 2, 3)  # moves the message vector's high two lanes down for the second rnds2
+_ZERO = (0, 0, 0, 0)
+FIRST_TAIL = ((PAD_BIT, 0, 0, 0), _ZERO, (0, 0, 0, HEADER_BITS))  # block two, words 4..15
+SECOND_TAIL = ((PAD_BIT, 0, 0, 0), (0, 0, 0, DIGEST_BITS))  # second hash, words 8..15
+H7_LANE = 0  # F of an ABEF vector: after rounds 60-61 it is e after round 60
 
 
 def _vec(values: tuple[int, ...]) -> ir.Constant:
@@ -74,8 +104,17 @@ def _declare(module: ir.Module, fnty: ir.FunctionType, name: str) -> ir.Function
     return ir.Function(module, fnty, name)
 
 
+def _new_function(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    fn = ir.Function(module, fnty, name)
+    fn.linkage = "internal"
+    # llvmlite only knows keyword attributes; a string attribute is printed as written.
+    set.add(fn.attributes, TARGET_FEATURES)
+    fn.attributes.add("nounwind")
+    return fn
+
+
 class _Intrinsics:
-    """Declarations of the LLVM intrinsics the helper calls, in one module."""
+    """Declarations of the LLVM intrinsics the kernels call, in one module."""
 
     def __init__(self, module: ir.Module) -> None:
         v4_fn2 = ir.FunctionType(_V4, [_V4, _V4])
@@ -86,30 +125,67 @@ class _Intrinsics:
         self.bswap_i32 = _declare(module, ir.FunctionType(_I32, [_I32]), "llvm.bswap.i32")
 
 
-def _compress(
+State = tuple[ir.Value, ir.Value]  # (abef, cdgh)
+
+
+@dataclass
+class _Schedule:
+    """One way's message vectors X[0..], extended on demand.
+
+    ``constant_msg1[q]`` replaces ``msg1(X[q-4], X[q-3])`` when both are the
+    same for every nonce: it was computed once, outside the loop.
+    """
+
+    x: list[ir.Value]
+    constant_msg1: dict[int, ir.Value]
+
+    def get(self, b: ir.IRBuilder, fns: _Intrinsics, q: int) -> ir.Value:
+        while len(self.x) <= q:
+            n = len(self.x)
+            x = self.x
+            first = self.constant_msg1.get(n)
+            if first is None:
+                first = b.call(fns.msg1, [x[n - 4], x[n - 3]])
+            mixed = b.add(first, _shuffle(b, x[n - 2], x[n - 1], _ALIGN_W7))
+            x.append(b.call(fns.msg2, [mixed, x[n - 1]]))
+        return self.x[q]
+
+
+def _constant_msg1(b: ir.IRBuilder, fns: _Intrinsics, x: list[ir.Value | None]) -> dict[int, ir.Value]:
+    """``msg1(X[q-4], X[q-3])`` for every q whose two inputs are known constants (None: varies)."""
+    out = {}
+    for q in range(4, len(x) + 3):
+        left, right = x[q - 4], x[q - 3]
+        if left is not None and right is not None:
+            out[q] = b.call(fns.msg1, [left, right])
+    return out
+
+
+def _rounds(
     b: ir.IRBuilder,
     fns: _Intrinsics,
-    states: list[tuple[ir.Value, ir.Value]],
-    messages: list[list[ir.Value]],
-) -> list[tuple[ir.Value, ir.Value]]:
-    """64 rounds on each ``(abef, cdgh)`` with its four message vectors, interleaved; adds the input state."""
+    states: list[State],
+    schedules: list[_Schedule],
+    first_call: int,
+    last_call: int,
+) -> list[State]:
+    """Calls ``first_call .. last_call`` of a compression on every way, interleaved.
+
+    Call ``c`` does rounds ``2c, 2c + 1`` with the low (c even) or high (c odd)
+    pair of ``X[c // 2] + K``.  After an even number of calls a way's state is
+    ``(abef, cdgh)`` again; after an odd number the first element holds the old
+    ABEF (the new CDGH) and the second the new ABEF.
+    """
     work = list(states)
-    schedules = [list(m) for m in messages]
-    for q in range(16):
-        round_k = _vec(K[4 * q : 4 * q + 4])
+    for c in range(first_call, last_call + 1):
+        q = c // 2
         for way, (abef, cdgh) in enumerate(work):
-            x = schedules[way]
-            if q >= 4:
-                mixed = b.add(
-                    b.call(fns.msg1, [x[q - 4], x[q - 3]]),
-                    _shuffle(b, x[q - 2], x[q - 1], _ALIGN_W7),
-                )
-                x.append(b.call(fns.msg2, [mixed, x[q - 1]]))
-            wk = b.add(x[q], round_k)
-            cdgh = b.call(fns.rnds2, [cdgh, abef, wk])
-            abef = b.call(fns.rnds2, [abef, cdgh, _shuffle(b, wk, wk, _HIGH_PAIR)])
-            work[way] = (abef, cdgh)
-    return [(b.add(a, s[0]), b.add(c, s[1])) for (a, c), s in zip(work, states, strict=True)]
+            wk = b.add(schedules[way].get(b, fns, q), _vec(K[4 * q : 4 * q + 4]))
+            if c % 2 == 0:
+                work[way] = (abef, b.call(fns.rnds2, [cdgh, abef, wk]))
+            else:
+                work[way] = (b.call(fns.rnds2, [abef, cdgh, _shuffle(b, wk, wk, _HIGH_PAIR)]), cdgh)
+    return work
 
 
 def _words_of(b: ir.IRBuilder, abef: ir.Value, cdgh: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -117,52 +193,134 @@ def _words_of(b: ir.IRBuilder, abef: ir.Value, cdgh: ir.Value) -> tuple[ir.Value
     return _shuffle(b, abef, cdgh, (3, 2, 7, 6)), _shuffle(b, abef, cdgh, (1, 0, 5, 4))
 
 
-def _define_helper(module: ir.Module) -> ir.Function:
-    """Define (once per module) ``void helper(i32* mid, i32* tail, i32 nonce, i32* out)``."""
-    existing = module.globals.get(HELPER_NAME)
+def _pack(b: ir.IRBuilder, words: list[ir.Value]) -> ir.Value:
+    vec: ir.Value = ir.Constant(_V4, ir.Undefined)
+    for lane, word in enumerate(words):
+        vec = b.insert_element(vec, word, ir.Constant(_I32, lane))
+    return vec
+
+
+def _state_of(b: ir.IRBuilder, words: list[ir.Value]) -> State:
+    """(ABEF, CDGH) = (<F, E, B, A>, <H, G, D, C>) from the words A..H."""
+    return (_pack(b, [words[5], words[4], words[1], words[0]]),
+            _pack(b, [words[7], words[6], words[3], words[2]]))
+
+
+def _add_states(b: ir.IRBuilder, x: State, y: State) -> State:
+    return b.add(x[0], y[0]), b.add(x[1], y[1])
+
+
+IV_STATE_WORDS = ((IV[5], IV[4], IV[1], IV[0]), (IV[7], IV[6], IV[3], IV[2]))
+
+
+@dataclass
+class _Header:
+    """Per-header values: loaded words, midstate and the constant schedule terms."""
+
+    tail: list[ir.Value]
+    mid: State
+    first_msg1: dict[int, ir.Value]
+    second_msg1: dict[int, ir.Value]
+
+
+def _load_header(b: ir.IRBuilder, fns: _Intrinsics, mid_ptr: ir.Value, tail_ptr: ir.Value) -> _Header:
+    mid = [b.load(b.gep(mid_ptr, [ir.Constant(_I32, i)])) for i in range(DIGEST_WORDS)]
+    tail = [b.load(b.gep(tail_ptr, [ir.Constant(_I32, i)])) for i in range(TAIL_WORDS)]
+    first_x: list[ir.Value | None] = [None, *(_vec(v) for v in FIRST_TAIL)]
+    second_x: list[ir.Value | None] = [None, None, *(_vec(v) for v in SECOND_TAIL)]
+    return _Header(tail, _state_of(b, mid), _constant_msg1(b, fns, first_x),
+                   _constant_msg1(b, fns, second_x))
+
+
+def _first_message(b: ir.IRBuilder, fns: _Intrinsics, header: _Header, nonce: ir.Value) -> _Schedule:
+    # The nonce sits little-endian in the header; SHA-256 reads big-endian words.
+    x0 = _pack(b, [*header.tail, b.call(fns.bswap_i32, [nonce])])
+    return _Schedule([x0, *(_vec(v) for v in FIRST_TAIL)], dict(header.first_msg1))
+
+
+def _second_message(b: ir.IRBuilder, header: _Header, digest: State) -> _Schedule:
+    return _Schedule([*_words_of(b, *digest), *(_vec(v) for v in SECOND_TAIL)], dict(header.second_msg1))
+
+
+def _define_scan(module: ir.Module) -> ir.Function:
+    """Define (once per module) ``i64 scan(i32* mid, i32* tail, i64 first, i64 end, i32 top)``.
+
+    Returns the first nonce of the first group of WAYS (from ``first``, groups
+    starting below ``end``) in which some nonce's top limb is <= ``top``, or
+    ``end``.  Nonces are taken mod 2**32.
+    """
+    existing = module.globals.get(SCAN_NAME)
     if existing is not None:
         return existing
     ptr = _I32.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, _I32, ptr]), HELPER_NAME)
-    fn.linkage = "internal"
-    # llvmlite only knows keyword attributes; a string attribute is printed as written.
-    set.add(fn.attributes, TARGET_FEATURES)
-    fn.attributes.add("nounwind")
-    mid_ptr, tail_ptr, first_nonce, out_ptr = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn = _new_function(module, SCAN_NAME, ir.FunctionType(_I64, [ptr, ptr, _I64, _I64, _I32]))
+    mid_ptr, tail_ptr, start, end, top = fn.args
     fns = _Intrinsics(module)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    header = _load_header(b, fns, mid_ptr, tail_ptr)
+    # Call 0 of block two reads words 0..1 only (header bytes 64..71): once per batch.
+    shared = _Schedule([_pack(b, [*header.tail, ir.Constant(_I32, 0)])], {})
+    after_first = _rounds(b, fns, [header.mid], [shared], 0, 0)[0]
+    entry = b.block
+    check = fn.append_basic_block("check")
+    body = fn.append_basic_block("body")
+    found = fn.append_basic_block("found")
+    done = fn.append_basic_block("done")
+    b.branch(check)
 
-    mid = [b.load(b.gep(mid_ptr, [ir.Constant(_I32, i)])) for i in range(DIGEST_WORDS)]
-    tail = [b.load(b.gep(tail_ptr, [ir.Constant(_I32, i)])) for i in range(TAIL_WORDS)]
+    b.position_at_end(check)
+    group = b.phi(_I64)
+    group.add_incoming(start, entry)
+    b.cbranch(b.icmp_signed("<", group, end), body, done)
 
-    def pack(words: list[ir.Value]) -> ir.Value:
-        vec: ir.Value = ir.Constant(_V4, ir.Undefined)
-        for lane, word in enumerate(words):
-            vec = b.insert_element(vec, word, ir.Constant(_I32, lane))
-        return vec
+    b.position_at_end(body)
+    nonces = [b.trunc(b.add(group, ir.Constant(_I64, way)), _I32) for way in range(WAYS)]
+    first = _rounds(b, fns, [after_first] * WAYS,
+                    [_first_message(b, fns, header, n) for n in nonces], 1, CALLS_PER_COMPRESSION - 1)
+    digests = [_add_states(b, state, header.mid) for state in first]
+    iv = (_vec(IV_STATE_WORDS[0]), _vec(IV_STATE_WORDS[1]))
+    second = _rounds(b, fns, [iv] * WAYS, [_second_message(b, header, d) for d in digests],
+                     0, LAST_CALL_SECOND_HASH)
+    hit: ir.Value = ir.Constant(ir.IntType(1), 0)
+    for _, new_abef in second:
+        h7 = b.add(b.extract_element(new_abef, ir.Constant(_I32, H7_LANE)), ir.Constant(_I32, IV[7]))
+        limb = b.call(fns.bswap_i32, [h7])
+        hit = b.or_(hit, b.icmp_unsigned("<=", limb, top))
+    group.add_incoming(b.add(group, ir.Constant(_I64, WAYS)), body)
+    b.cbranch(hit, found, check)
 
-    # ABEF = <F, E, B, A>, CDGH = <H, G, D, C>.
-    mid_state = (pack([mid[5], mid[4], mid[1], mid[0]]), pack([mid[7], mid[6], mid[3], mid[2]]))
-    iv_state = (_vec((IV[5], IV[4], IV[1], IV[0])), _vec((IV[7], IV[6], IV[3], IV[2])))
-    first_tail = [_vec((PAD_BIT, 0, 0, 0)), _vec((0, 0, 0, 0)), _vec((0, 0, 0, HEADER_BITS))]
-    second_tail = [_vec((PAD_BIT, 0, 0, 0)), _vec((0, 0, 0, DIGEST_BITS))]
+    b.position_at_end(found)
+    b.ret(group)
+    b.position_at_end(done)
+    b.ret(end)
+    return fn
 
-    first_messages = []
-    for way in range(WAYS):
-        nonce = b.add(first_nonce, ir.Constant(_I32, way))
-        # The nonce sits little-endian in the header; SHA-256 reads big-endian words.
-        x0 = pack([tail[0], tail[1], tail[2], b.call(fns.bswap_i32, [nonce])])
-        first_messages.append([x0, *first_tail])
-    first = _compress(b, fns, [mid_state] * WAYS, first_messages)
-    second_messages = [[*_words_of(b, abef, cdgh), *second_tail] for abef, cdgh in first]
-    second = _compress(b, fns, [iv_state] * WAYS, second_messages)
 
-    for way, (abef, cdgh) in enumerate(second):
-        low, high = _words_of(b, abef, cdgh)
-        for half, vec in enumerate((b.call(fns.bswap_v4, [low]), b.call(fns.bswap_v4, [high]))):
-            for lane in range(4):
-                slot = ir.Constant(_I32, way * DIGEST_WORDS + half * 4 + lane)
-                b.store(b.extract_element(vec, ir.Constant(_I32, lane)), b.gep(out_ptr, [slot]))
+def _define_full(module: ir.Module) -> ir.Function:
+    """Define (once per module) ``void full(i32* mid, i32* tail, i32 nonce, i32* out)``: 8 limbs.
+
+    The plain sha256d of one nonce, all 64 rounds of both hashes, stored as
+    eight little-endian limbs (limb 7 most significant) for a full compare.
+    """
+    existing = module.globals.get(FULL_NAME)
+    if existing is not None:
+        return existing
+    ptr = _I32.as_pointer()
+    fn = _new_function(module, FULL_NAME, ir.FunctionType(ir.VoidType(), [ptr, ptr, _I32, ptr]))
+    mid_ptr, tail_ptr, nonce, out_ptr = fn.args
+    fns = _Intrinsics(module)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    header = _load_header(b, fns, mid_ptr, tail_ptr)
+    last = CALLS_PER_COMPRESSION - 1
+    (first,) = _rounds(b, fns, [header.mid], [_first_message(b, fns, header, nonce)], 0, last)
+    digest = _add_states(b, first, header.mid)
+    iv = (_vec(IV_STATE_WORDS[0]), _vec(IV_STATE_WORDS[1]))
+    (second,) = _rounds(b, fns, [iv], [_second_message(b, header, digest)], 0, last)
+    low, high = _words_of(b, *_add_states(b, second, iv))
+    for half, vec in enumerate((b.call(fns.bswap_v4, [low]), b.call(fns.bswap_v4, [high]))):
+        for lane in range(4):
+            slot = ir.Constant(_I32, half * 4 + lane)
+            b.store(b.extract_element(vec, ir.Constant(_I32, lane)), b.gep(out_ptr, [slot]))
     b.ret_void()
     return fn
 
@@ -176,45 +334,67 @@ def _u32_array(ty: Any) -> bool:
     )
 
 
+def _data(context: Any, builder: ir.IRBuilder, ty: Any, value: Any) -> ir.Value:
+    return builder.bitcast(context.make_array(ty)(context, builder, value).data, _I32.as_pointer())
+
+
 @intrinsic
-def _sha256d_limbs(typingctx: Any, mid: Any, tail: Any, nonce: Any, out: Any) -> Any:
-    """numba intrinsic: hash ``WAYS`` nonces from ``nonce`` into ``out`` (8 limbs each)."""
-    if not (
-        _u32_array(mid)
-        and _u32_array(tail)
-        and _u32_array(out)
-        and isinstance(nonce, types.Integer)
-    ):
+def _scan_groups(typingctx: Any, mid: Any, tail: Any, first: Any, end: Any, top: Any) -> Any:
+    """numba intrinsic: :func:`_define_scan`'s loop from ``first`` to ``end`` (int64)."""
+    if not (_u32_array(mid) and _u32_array(tail)
+            and all(isinstance(t, types.Integer) for t in (first, end, top))):
+        return None
+    sig = types.int64(mid, tail, first, end, top)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        mid_ty, tail_ty, first_ty, end_ty, top_ty = signature.args
+        scan_fn = _define_scan(builder.module)
+        return builder.call(scan_fn, [
+            _data(context, builder, mid_ty, args[0]),
+            _data(context, builder, tail_ty, args[1]),
+            context.cast(builder, args[2], first_ty, types.int64),
+            context.cast(builder, args[3], end_ty, types.int64),
+            context.cast(builder, args[4], top_ty, types.uint32),
+        ])
+
+    return sig, codegen
+
+
+@intrinsic
+def _full_limbs(typingctx: Any, mid: Any, tail: Any, nonce: Any, out: Any) -> Any:
+    """numba intrinsic: the 8 little-endian limbs of one nonce's sha256d into ``out``."""
+    if not (_u32_array(mid) and _u32_array(tail) and _u32_array(out)
+            and isinstance(nonce, types.Integer)):
         return None
     sig = types.void(mid, tail, nonce, out)
 
     def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        ptr = _I32.as_pointer()
-        mid_data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        tail_data = context.make_array(signature.args[1])(context, builder, args[1]).data
-        out_data = context.make_array(signature.args[3])(context, builder, args[3]).data
-        nonce32 = context.cast(builder, args[2], signature.args[2], types.uint32)
-        helper = _define_helper(builder.module)
-        builder.call(
-            helper,
-            [
-                builder.bitcast(mid_data, ptr),
-                builder.bitcast(tail_data, ptr),
-                nonce32,
-                builder.bitcast(out_data, ptr),
-            ],
-        )
+        mid_ty, tail_ty, nonce_ty, out_ty = signature.args
+        full_fn = _define_full(builder.module)
+        builder.call(full_fn, [
+            _data(context, builder, mid_ty, args[0]),
+            _data(context, builder, tail_ty, args[1]),
+            context.cast(builder, args[2], nonce_ty, types.uint32),
+            _data(context, builder, out_ty, args[3]),
+        ])
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @numba.njit(nogil=True, cache=True)
-def _at_most(limbs: npt.NDArray[np.uint32], base: int, target: npt.NDArray[np.uint32]) -> bool:
+def _at_most(limbs: npt.NDArray[np.uint32], target: npt.NDArray[np.uint32]) -> bool:
     for j in range(DIGEST_WORDS - 1, -1, -1):
-        if limbs[base + j] != target[j]:
-            return bool(limbs[base + j] < target[j])
+        if limbs[j] != target[j]:
+            return bool(limbs[j] < target[j])
     return True
+
+
+@numba.njit(nogil=True, cache=True)
+def full_digest(mid: npt.NDArray[np.uint32], tail: npt.NDArray[np.uint32], nonce: int,
+                out: npt.NDArray[np.uint32]) -> None:
+    """The sha256d of one nonce as eight little-endian limbs (tests, and :func:`scan`'s recheck)."""
+    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)  # type: ignore[call-arg]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -228,20 +408,25 @@ def scan(
     """Lowest nonce in ``[start, start + count)`` whose sha256d is <= target, or NO_HIT.
 
     ``mid`` is the midstate (8 u32), ``tail`` the big-endian words of header bytes
-    64..75, ``target`` eight little-endian limbs.  The most significant limb is
-    compared first: it rejects all but about one hash in 2**32 / (limb7 + 1).
+    64..75, ``target`` eight little-endian limbs.  The compiled loop filters on
+    the most significant limb; each group it stops at is rechecked in full,
+    nonce by nonce in increasing order, so the lowest hit is returned.
     """
-    out = np.empty(WAYS * DIGEST_WORDS, dtype=np.uint32)
-    top = target[DIGEST_WORDS - 1]
+    out = np.empty(DIGEST_WORDS, dtype=np.uint32)
+    top = np.uint32(target[DIGEST_WORDS - 1])
     end = start + count
-    for first in range(start, end, WAYS):
-        _sha256d_limbs(mid, tail, np.uint32(first & 0xFFFFFFFF), out)  # type: ignore[call-arg]
+    position = start
+    while position < end:
+        group: int = _scan_groups(mid, tail, position, end, top)  # type: ignore[call-arg]
+        if group >= end:
+            return NO_HIT
         for way in range(WAYS):
-            nonce = first + way
-            if (
-                nonce < end
-                and out[way * DIGEST_WORDS + DIGEST_WORDS - 1] <= top
-                and _at_most(out, way * DIGEST_WORDS, target)
-            ):
+            nonce = group + way
+            if nonce >= end:
+                return NO_HIT
+            full_digest(mid, tail, nonce, out)
+            if _at_most(out, target):
                 return nonce
+        position = group + WAYS
     return NO_HIT
+

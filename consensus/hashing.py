@@ -21,12 +21,15 @@ start, count) -> lowest nonce or -1``, compiled with ``nogil=True`` and
 * ``"sha-ni"`` (:mod:`consensus._sha256_shani`): the x86 SHA extensions via
   LLVM's ``sha256rnds2`` / ``sha256msg1`` / ``sha256msg2`` intrinsics, four
   nonces interleaved to hide instruction latency.
-* ``"portable"`` (:mod:`consensus._sha256_portable`): 32 nonces in lanes of
-  u32 rows that LLVM vectorises to whatever SIMD the CPU has.
+* ``"portable"`` (:mod:`consensus._sha256_portable`): 8 (AVX2) or 32
+  (AVX-512) nonces in the lanes of unrolled vector code that LLVM lowers to
+  whatever SIMD the CPU has.
 
-Both compare the most significant 32-bit limb of the hash (the byte-swapped
-last digest word) to the target's first and only then the full 256 bits, so
-almost every nonce costs one compare.
+Both loops run whole inside one compiled function per batch, skip the work
+that does not depend on the nonce, stop the second hash once its top 32 bits
+(the byte-swapped last digest word, the most significant limb) are known,
+and compare only that limb to the target's; a group holding a nonce that
+passes is rechecked nonce by nonce with the full 256-bit digest.
 
 Selection.  At import :data:`KERNEL` is chosen: ``GRADCHAIN_HASH_KERNEL``
 (``portable`` or ``sha-ni``) if set, otherwise ``sha-ni`` when the CPU reports

@@ -9,13 +9,16 @@ targets differing from a hash only in a low limb, the top of the nonce space).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import struct
 import subprocess
 import sys
 import threading
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,6 +148,80 @@ def test_kernel_finds_the_lowest_nonce_like_hashlib(
     header, target, start, count = case
     expected = reference_search(header, target, start, count)
     assert search_nonce(header, target, start, count, threads=1, kernel=kernel) == expected
+
+
+def kernel_module(kernel: str) -> Any:
+    if kernel == hashing.SHA_NI:
+        from consensus import _sha256_shani
+
+        return _sha256_shani
+    from consensus import _sha256_portable
+
+    return _sha256_portable
+
+
+@pytest.mark.parametrize("kernel", AVAILABLE_KERNELS)
+@settings(max_examples=40, deadline=None)
+@given(header=st.binary(min_size=80, max_size=80), nonce=st.integers(0, NONCE_SPACE - 1))
+def test_full_digest_recheck_matches_hashlib(kernel: str, header: bytes, nonce: int) -> None:
+    """The full-digest path that rechecks a candidate group is sha256d, limb for limb."""
+    out = np.zeros(8, dtype=np.uint32)
+    kernel_module(kernel).full_digest(common.midstate(header), common.tail_words(header), nonce, out)
+    assert int.from_bytes(out.astype("<u4").tobytes(), "little") == hash_value(header, nonce)
+
+
+@pytest.mark.parametrize("kernel", AVAILABLE_KERNELS)
+def test_top_limb_ties_with_lower_limbs_above_are_rejected(kernel: str) -> None:
+    """A nonce whose top limb equals the target's passes the filter; the full compare decides."""
+    header = bytes(range(3, 83))
+    start, count = 4096, 96
+    values = {n: hash_value(header, n) for n in range(start, start + count)}
+    best = min(values, key=values.__getitem__)
+    low_mask = (1 << 224) - 1
+    target = (values[best] & ~low_mask) | ((values[best] & low_mask) - 1)  # same top limb, just below
+    assert search_nonce(header, target, start, count, threads=1, kernel=kernel) == reference_search(
+        header, target, start, count
+    )
+    assert search_nonce(header, target | low_mask, start, count, threads=1, kernel=kernel) == (
+        reference_search(header, target | low_mask, start, count)
+    )
+
+
+AVX2_ONLY_FEATURES = (
+    "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+    "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+sahf"
+)
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines()
+                 if line.startswith("flags")), set())
+
+
+@pytest.mark.skipif("avx2" not in cpu_flags(), reason="needs a CPU that runs AVX2 code")
+def test_portable_kernel_on_an_avx2_target_agrees_with_hashlib(tmp_path: pathlib.Path) -> None:
+    """The 8-lane build numba makes for a CPU without AVX-512 finds hashlib's nonces too."""
+    header = bytes(range(7, 87))
+    cases = [(MAX_TARGET >> shift, start, 200) for shift, start in ((4, 0), (7, NONCE_SPACE - 150), (9, 977))]
+    code = (
+        "import json, sys\n"
+        "from consensus import hashing, _sha256_portable as p\n"
+        f"cases = {cases!r}\n"
+        f"header = {header!r}\n"
+        "found = [hashing.search_nonce(header, t, s, c, threads=1, kernel='portable') for t, s, c in cases]\n"
+        "print(json.dumps([p.LANES, found]))\n"
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": AVX2_ONLY_FEATURES,
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True, cwd=REPO_ROOT)
+    lanes, found = json.loads(done.stdout)
+    assert lanes == 8
+    assert found == [reference_search(header, t, s, c) for t, s, c in cases]
 
 
 @pytest.mark.parametrize("kernel", AVAILABLE_KERNELS)
