@@ -36,6 +36,8 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ml import _agg_strips
+
 F32Matrix = npt.NDArray[np.float32]
 F32Vector = npt.NDArray[np.float32]
 F64Matrix = npt.NDArray[np.float64]
@@ -252,6 +254,8 @@ def mean_rows(x: F32Matrix, rows: I64Vector) -> F32Vector:
 NETWORK_MEDIAN = 0  # param unused
 NETWORK_TRIMMED = 1  # param = values cut from each end
 NETWORK_CLOSEST = 2  # param = beta, the values averaged around the median
+STRIP_RULES = {NETWORK_MEDIAN: _agg_strips.MEDIAN, NETWORK_TRIMMED: _agg_strips.TRIMMED,
+               NETWORK_CLOSEST: _agg_strips.CLOSEST}
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -368,8 +372,15 @@ def _network_cols(
     hi_wires: I64Vector,
     tile: int,
 ) -> F32Vector:
-    """Run a sorting-network rule over every coordinate of ``x[rows]``, in parallel chunks if large."""
+    """Run a sorting-network rule over every coordinate of ``x[rows]``, in parallel chunks if large.
+
+    Large inputs of at most :data:`ml._agg_strips.MAX_ROWS` rows take the
+    register-resident kernel of :mod:`ml._agg_strips` (same operations, same
+    bits); the rest the in-memory blocks below.
+    """
     d = x.shape[1]
+    if _agg_strips.applies(rows.shape[0], d) and x.flags.c_contiguous:
+        return _agg_strips.run(STRIP_RULES[rule], param, x, rows, lo_wires, hi_wires)
     out = np.empty(d, dtype=np.float32)
     chunks = _chunks(rows.shape[0] * d)
     if chunks > 1:
