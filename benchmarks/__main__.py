@@ -1,24 +1,45 @@
 """`python -m benchmarks [--quick] [names...]`: run the suite, write summary.json.
 
 Every module in this folder that defines ``run(quick)`` is a benchmark.
+
+Where results go.  A run writes into a fresh staging folder; only a complete
+full-size run (every benchmark, none failed, not ``--quick``) replaces the
+figures in ``results/``, and then regenerates the README's Performance
+section from them, so the README table always comes from one run of one
+commit.  A subset run or a run with a failure goes to ``results/partial/``,
+a quick run to ``results/quick/``: neither is ever merged with the full
+run's rows.  Every row carries the commit and the time of its run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
+from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.common import RESULTS_DIR, Headline
+from benchmarks import report
+from benchmarks.common import (
+    RESULTS_DIR,
+    RESULTS_ENV,
+    Headline,
+    git_commit,
+    load_average,
+    use_results_dir,
+)
 
-NOT_BENCHMARKS = {"__init__", "__main__", "common", "report"}
-# The summary.json prefix of each benchmark's headlines (default: "<name>_").
-SECTION = {"chain": "verify_", "network": "propagation_"}
+NOT_BENCHMARKS = {"__init__", "__main__", "ceilings", "common", "report"}
+PARTIAL = "partial"
+QUICK = "quick"
 
 
 def discover() -> list[str]:
@@ -32,8 +53,8 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn())
 
 
-def plot_headlines(name: str, headlines: list[Headline]) -> None:
-    """``results/<name>.png``: the headline ratios of a benchmark that draws no plot of its own."""
+def plot_headlines(name: str, headlines: list[Headline], folder: pathlib.Path) -> None:
+    """``<folder>/<name>.png``: the headline ratios of a benchmark that draws no plot of its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,9 +71,24 @@ def plot_headlines(name: str, headlines: list[Headline]) -> None:
     axis.tick_params(axis="y", labelsize=7)
     axis.set_title(f"{name}: headline ratios")
     fig.tight_layout()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS_DIR / f"{name}.png", dpi=110)
+    fig.savefig(folder / f"{name}.png", dpi=110)
     plt.close(fig)
+
+
+def destination(base: pathlib.Path, complete: bool, quick: bool) -> pathlib.Path:
+    """Where a run's files belong: the results folder itself only for a complete full run."""
+    if quick:
+        return base / QUICK
+    return base if complete else base / PARTIAL
+
+
+def publish(staging: pathlib.Path, target: pathlib.Path) -> None:
+    """Move a run's files into ``target`` (a partial or quick folder is replaced whole)."""
+    if target.name in (PARTIAL, QUICK) and target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in staging.iterdir():
+        shutil.move(str(path), target / path.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,43 +100,69 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(discover())
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {discover()}")
+    base = RESULTS_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".run-", dir=base))
+    use_results_dir(staging)
+    stamp = {"commit": git_commit(), "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    load_before = load_average()
     headlines: list[Headline] = []
     failed: list[str] = []
-    with progress_bar() as bar:
-        task = bar.add_task("benchmarks", total=len(names))
-        for index, name in enumerate(names, 1):
-            bar.update(task, description=f"[{index}/{len(names)}] {name}")
-            bar.console.print(f"[bold][{index}/{len(names)}] {name}[/bold]")
-            started = time.time()
-            try:
-                found = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
-            except Exception:  # one broken benchmark must not hide the others' figures
-                bar.console.print_exception()
-                bar.console.print(f"[red]{name} failed; its previous figures (if any) are kept[/red]")
-                failed.append(name)
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("benchmarks", total=len(names))
+            for index, name in enumerate(names, 1):
+                bar.update(task, description=f"[{index}/{len(names)}] {name}")
+                bar.console.print(f"[bold][{index}/{len(names)}] {name}[/bold]")
+                started = time.time()
+                try:
+                    found = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+                except Exception:  # one broken benchmark must not hide the others' figures
+                    bar.console.print_exception()
+                    bar.console.print(f"[red]{name} failed: this run is partial[/red]")
+                    failed.append(name)
+                    bar.advance(task)
+                    continue
+                if not any(p.stat().st_mtime >= started for p in staging.glob(f"{name}*.png")):
+                    plot_headlines(name, found, staging)
+                headlines.extend(found)
                 bar.advance(task)
-                continue
-            if not any(p.stat().st_mtime >= started for p in RESULTS_DIR.glob(f"{name}*.png")):
-                plot_headlines(name, found)
-            headlines.extend(found)
-            bar.advance(task)
-    summary_path = RESULTS_DIR / "summary.json"
-    previous = []
-    if summary_path.exists() and (args.names or failed):
-        # A subset run, or a failed benchmark, keeps the other sections' last figures.
-        prefixes = tuple(SECTION.get(name, f"{name}_") for name in names if name not in failed)
-        previous = [row for row in json.loads(summary_path.read_text()) if not row["name"].startswith(prefixes)]
-    rows = previous + [h.as_dict() for h in headlines]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(rows, indent=2) + "\n")
-    width = max((len(r["name"]) for r in rows), default=10)
-    print(f"\n{'figure':<{width}}  {'value':>12}  {'unit':<8}  {'ratio':>7}  baseline")
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['value']:>12.4g}  {r['unit']:<8}  {r['ratio']:>7.2f}  {r['baseline']}")
+        complete = not failed and set(names) == set(discover())
+        run: dict[str, Any] = {
+            **stamp,
+            "quick": args.quick,
+            "complete": complete,
+            "benchmarks": names,
+            "failed": failed,
+            "load_average": {"before": load_before, "after": load_average()},
+            "cores": os.cpu_count(),
+        }
+        rows = [{**h.as_dict(), **stamp} for h in headlines]
+        (staging / "summary.json").write_text(json.dumps({"run": run, "rows": rows}, indent=2) + "\n")
+        target = destination(base, complete, args.quick)
+        publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        use_results_dir(base)
+    print_table(rows)
+    print(f"\n{len(rows)} figures of commit {stamp['commit']} at {stamp['time']} -> {target}")
+    if complete and not args.quick and not os.environ.get(RESULTS_ENV):
+        report.main(["--results", str(target)])
+    elif not complete:
+        print("not a complete run: results/ and the README keep the last complete run's figures")
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    width = max((len(r["name"]) for r in rows), default=10)
+    print(f"\n{'figure':<{width}}  {'value':>12}  {'unit':<8}  {'ratio':>8}  {'of ceiling':>10}  baseline")
+    for r in rows:
+        share = f"{r['of_ceiling']:>10.2f}" if r.get("of_ceiling") is not None else f"{'':>10}"
+        print(f"{r['name']:<{width}}  {r['value']:>12.4g}  {r['unit']:<8}  {r['ratio']:>8.2f}  {share}  "
+              f"{r['baseline']}")
 
 
 if __name__ == "__main__":

@@ -35,9 +35,17 @@ A last figure, ``learning_attack_curves.png``, runs the chain again with four
 nodes, one of them a sign-flip attacker pushing its update to the norm
 bound, under the task's rule (median) and under mean.
 
+Seeds: every run is repeated for each of :data:`SEEDS` (the chain's node
+keys, hence its trainers' random streams, the FedAvg and centralised
+shuffles, the simulation's seed), and each figure is the mean of the final
+accuracies with their standard deviation as its spread. The plots show the
+first seed's curves.
+
 Ratios: chain and FedAvg final accuracy against the centralised model's
-final accuracy; each robust rule's accuracy under attack against clean
-FedAvg. > 1 means better than the baseline.
+final accuracy (the centralised model is their baseline, not a figure of its
+own); each robust rule's accuracy under attack against clean FedAvg; the
+median chain under attack against the same chain with rule mean. > 1 means
+better than the baseline.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pathlib
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, Headline, write_result
+from benchmarks.common import Headline, results_dir, write_result
 from consensus.block import decode_block
 from consensus.tx import GradientUpdate
 from ml.aggregation import RULES
@@ -80,7 +89,8 @@ SIM_NODES = 10
 BYZANTINE_SHARE = 0.3
 UPDATE_WAIT_S = 30.0  # mine anyway when a trainer has not delivered by then (recorded)
 POLL_S = 0.01
-SEED = 0
+SEEDS = (0, 1, 2)
+QUICK_SEEDS = (0, 1)
 
 
 @dataclass(frozen=True)
@@ -181,13 +191,13 @@ def _task() -> tuple[TaskSpec, Dataset]:
     return spec, load_dataset(spec)
 
 
-def flower_fedavg_curve(nodes: int, rounds: int) -> Curve:
+def flower_fedavg_curve(nodes: int, rounds: int, seed: int) -> Curve:
     """FedAvg with Flower's ``aggregate`` (weighted by examples) over the node trainer, in a loop."""
     from flwr.server.strategy.aggregate import aggregate as flwr_aggregate
 
     spec, dataset = _task()
     shards = [shard(dataset, i, nodes) for i in range(nodes)]
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(SEED).spawn(nodes)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(nodes)]
     params = init_params(spec)
     curve = Curve("fedavg (flwr aggregate)")
     start = time.perf_counter()
@@ -202,7 +212,7 @@ def flower_fedavg_curve(nodes: int, rounds: int) -> Curve:
     return curve
 
 
-def central_curve(epochs: int) -> Curve:
+def central_curve(epochs: int, seed: int) -> Curve:
     """Centralised minibatch SGD, one point per epoch, with the task's learning rate and batch."""
     spec, dataset = _task()
     params = init_params(spec)
@@ -210,7 +220,7 @@ def central_curve(epochs: int) -> Curve:
     start = time.perf_counter()
     for epoch in range(epochs):
         params = train_central(spec, dataset, epochs=1, lr=spec.lr, batch_size=spec.batch_size,
-                               seed=SEED + epoch, params=params)
+                               seed=seed * epochs + epoch, params=params)
         curve.accuracy.append(evaluate(spec, params, dataset)[METRIC])
         curve.seconds.append(time.perf_counter() - start)
     return curve
@@ -227,14 +237,14 @@ def simulation_curve(label: str, config: SimConfig) -> Curve:
     return curve
 
 
-def robust_rule_curves(rounds: int) -> tuple[Curve, dict[str, Curve]]:
+def robust_rule_curves(rounds: int, seed: int) -> tuple[Curve, dict[str, Curve]]:
     """Clean FedAvg (rule mean) and every registered rule with 30 % sign-flip attackers."""
     clean = simulation_curve("clean mean", SimConfig(task=TASK, nodes=SIM_NODES, rule="mean",
-                                                     rounds=rounds, seed=SEED))
+                                                     rounds=rounds, seed=seed))
     attacked = {
         rule: simulation_curve(f"{rule}, 30% {ATTACK}", SimConfig(
             task=TASK, nodes=SIM_NODES, rule=rule, attack=ATTACK, byzantine=BYZANTINE_SHARE,
-            rounds=rounds, seed=SEED))
+            rounds=rounds, seed=seed))
         for rule in sorted(RULES)
     }
     return clean, attacked
@@ -262,7 +272,7 @@ def _plot_pair(curves: Sequence[Curve], path: pathlib.Path, title: str, x_label:
     by_step.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -272,15 +282,16 @@ def _curve_dict(curve: Curve) -> dict[str, Any]:
             "final": curve.final, **curve.extra}
 
 
-async def _chain_runs(sizes: Sizes) -> tuple[Curve, Curve, Curve]:
+async def _chain_runs(sizes: Sizes, seed: int) -> tuple[Curve, Curve, Curve]:
+    """The three chains of one seed; the seed names the nodes, so it picks their keys."""
     with tempfile.TemporaryDirectory(prefix="gradchain-bench-learn-") as tmp:
         base = pathlib.Path(tmp)
-        chain = await chain_curve(base, "chain", nodes=CHAIN_NODES, heights=sizes.chain_heights)
+        chain = await chain_curve(base, f"chain-s{seed}", nodes=CHAIN_NODES, heights=sizes.chain_heights)
         chain.label = f"chain ({CHAIN_NODES} nodes, median)"
-        defended = await chain_curve(base, "median", nodes=ATTACK_NODES, heights=sizes.attack_heights,
+        defended = await chain_curve(base, f"median-s{seed}", nodes=ATTACK_NODES, heights=sizes.attack_heights,
                                      rule="median", attackers=1)
         defended.label = f"chain, rule median, 1 {ATTACK} of {ATTACK_NODES}"
-        undefended = await chain_curve(base, "mean", nodes=ATTACK_NODES, heights=sizes.attack_heights,
+        undefended = await chain_curve(base, f"mean-s{seed}", nodes=ATTACK_NODES, heights=sizes.attack_heights,
                                        rule="mean", attackers=1)
         undefended.label = f"chain, rule mean, 1 {ATTACK} of {ATTACK_NODES}"
         return chain, defended, undefended
@@ -293,51 +304,86 @@ def _step(what: str, fn: Callable[[], Any]) -> Any:
     return out
 
 
+@dataclass
+class SeedRuns:
+    """The curves of one seed."""
+
+    central: Curve
+    fedavg: Curve
+    chain: Curve
+    defended: Curve
+    undefended: Curve
+    clean: Curve
+    attacked: dict[str, Curve]
+
+
+def one_seed(sizes: Sizes, seed: int) -> SeedRuns:
+    central = _step(f"seed {seed}: centralised", lambda: central_curve(sizes.epochs, seed))
+    fedavg = _step(f"seed {seed}: fedavg (flwr)", lambda: flower_fedavg_curve(CHAIN_NODES, sizes.rounds, seed))
+    chain, defended, undefended = _step(f"seed {seed}: chain runs", lambda: asyncio.run(_chain_runs(sizes, seed)))
+    clean, attacked = _step(f"seed {seed}: robust rules", lambda: robust_rule_curves(sizes.rounds, seed))
+    return SeedRuns(central, fedavg, chain, defended, undefended, clean, attacked)
+
+
+def over_seeds(name: str, values: list[float], baseline: str, bases: list[float]) -> Headline:
+    """Mean final accuracy over seeds, its standard deviation, against the baselines' mean."""
+    mean, base = statistics.fmean(values), statistics.fmean(bases)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return Headline(name, mean, "accuracy", baseline, mean / base, baseline_value=base, spread=spread,
+                    samples=len(values))
+
+
 def run(quick: bool = False) -> list[Headline]:
     sizes = QUICK if quick else FULL
-    central = _step("centralised", lambda: central_curve(sizes.epochs))
-    fedavg = _step("fedavg (flwr)", lambda: flower_fedavg_curve(CHAIN_NODES, sizes.rounds))
-    chain, defended, undefended = _step("chain runs", lambda: asyncio.run(_chain_runs(sizes)))
-    clean, attacked = _step("robust rules", lambda: robust_rule_curves(sizes.rounds))
-
-    _plot_pair([chain, fedavg, central], RESULTS_DIR / "learning.png",
-               f"{TASK}: chain of {CHAIN_NODES} vs Flower FedAvg of {CHAIN_NODES} vs centralised",
+    seeds = QUICK_SEEDS if quick else SEEDS
+    runs = [one_seed(sizes, seed) for seed in seeds]
+    first = runs[0]
+    folder = results_dir()
+    _plot_pair([first.chain, first.fedavg, first.central], folder / "learning.png",
+               f"{TASK}: chain of {CHAIN_NODES} vs Flower FedAvg of {CHAIN_NODES} vs centralised (seed {seeds[0]})",
                "height / round / epoch")
-    _plot_pair([clean, *attacked.values()], RESULTS_DIR / "learning_rules.png",
-               f"{TASK}: {SIM_NODES} nodes, {BYZANTINE_SHARE:.0%} {ATTACK} attackers (simulation)", "round")
-    _plot_pair([defended, undefended], RESULTS_DIR / "learning_attack_curves.png",
+    _plot_pair([first.clean, *first.attacked.values()], folder / "learning_rules.png",
+               f"{TASK}: {SIM_NODES} nodes, {BYZANTINE_SHARE:.0%} {ATTACK} attackers (simulation, seed {seeds[0]})",
+               "round")
+    _plot_pair([first.defended, first.undefended], folder / "learning_attack_curves.png",
                f"{TASK} chain: 1 {ATTACK} attacker (update at the norm bound) among {ATTACK_NODES} nodes",
                "height")
 
-    central_name = f"centralised SGD, {sizes.epochs} epochs"
+    def finals(pick: Callable[[SeedRuns], Curve]) -> list[float]:
+        return [pick(r).final for r in runs]
+
+    central = finals(lambda r: r.central)
+    central_name = f"centralised SGD, {sizes.epochs} epochs (mean over seeds)"
     headlines = [
-        Headline("learning_chain_final_accuracy", chain.final, "accuracy", central_name,
-                 chain.final / central.final),
-        Headline("learning_fedavg_final_accuracy", fedavg.final, "accuracy", central_name,
-                 fedavg.final / central.final),
-        Headline("learning_centralised_final_accuracy", central.final, "accuracy", central_name, 1.0),
-        Headline("learning_chain_median_1of4_signflip_accuracy", defended.final, "accuracy",
-                 "same chain, rule mean", defended.final / undefended.final),
+        over_seeds("learning_chain_final_accuracy", finals(lambda r: r.chain), central_name, central),
+        over_seeds("learning_fedavg_final_accuracy", finals(lambda r: r.fedavg), central_name, central),
+        over_seeds("learning_chain_median_1of4_signflip_accuracy", finals(lambda r: r.defended),
+                   "same chain, rule mean", finals(lambda r: r.undefended)),
     ]
     clean_name = f"clean FedAvg (mean, {SIM_NODES} nodes, no attack)"
+    clean = finals(lambda r: r.clean)
     # A rule that never ran (Bulyan needs n >= 4f + 3 = 15 for 3 attackers of 10) has
     # no figure of its own: its "accuracy" would only be the untrained model's.
-    ran = {rule: curve for rule, curve in attacked.items() if any(f >= 0 for f in curve.extra["f_used"])}
-    for rule in sorted(set(attacked) - set(ran)):
-        print(f"  {rule}: cannot run with f={attacked[rule].extra['f']} on {SIM_NODES} nodes; no headline")
-    headlines += [Headline(f"learning_{rule}_30pct_accuracy", curve.final, "accuracy", clean_name,
-                           curve.final / clean.final) for rule, curve in ran.items()]
+    ran = sorted(rule for rule in first.attacked
+                 if all(any(f >= 0 for f in r.attacked[rule].extra["f_used"]) for r in runs))
+    for rule in sorted(set(first.attacked) - set(ran)):
+        print(f"  {rule}: cannot run with f={first.attacked[rule].extra['f']} on {SIM_NODES} nodes; no headline")
+    headlines += [over_seeds(f"learning_{rule}_30pct_accuracy", [r.attacked[rule].final for r in runs],
+                             clean_name, clean) for rule in ran]
     for h in headlines:
-        print(f"  {h.name}: {h.value:.3f}", flush=True)
+        print(f"  {h.name}: {h.value:.3f} ± {h.spread:.3f} over {h.samples} seeds "
+              f"(baseline {h.baseline_value:.3f})", flush=True)
     write_result("learning", {
         "params": {**asdict(sizes), "task": TASK, "chain_nodes": CHAIN_NODES, "attack_nodes": ATTACK_NODES,
                    "attack": ATTACK, "attack_scale": ATTACK_SCALE, "sim_nodes": SIM_NODES,
-                   "byzantine_share": BYZANTINE_SHARE, "seed": SEED, "quick": quick,
+                   "byzantine_share": BYZANTINE_SHARE, "seeds": list(seeds), "quick": quick,
                    "fedavg": "flwr.server.strategy.aggregate.aggregate over ml.trainer.train_update"},
-        "curves": {name: _curve_dict(c) for name, c in (
-            ("chain", chain), ("fedavg", fedavg), ("centralised", central), ("clean_mean", clean),
-            ("chain_attack_median", defended), ("chain_attack_mean", undefended))},
-        "attacked": {rule: _curve_dict(c) for rule, c in attacked.items()},
+        "curves": {str(seed): {name: _curve_dict(c) for name, c in (
+            ("chain", r.chain), ("fedavg", r.fedavg), ("centralised", r.central), ("clean_mean", r.clean),
+            ("chain_attack_median", r.defended), ("chain_attack_mean", r.undefended))}
+            for seed, r in zip(seeds, runs, strict=True)},
+        "attacked": {str(seed): {rule: _curve_dict(c) for rule, c in r.attacked.items()}
+                     for seed, r in zip(seeds, runs, strict=True)},
         "headlines": [h.as_dict() for h in headlines],
     })
     return headlines

@@ -3,8 +3,11 @@
 The section between ``<!-- perf:start -->`` and ``<!-- perf:end -->`` is
 rewritten from ``results/summary.json`` (the headline table) and the PNGs in
 ``results/``, so the numbers in the README are always the last run's and are
-never typed by hand. A README without the markers gets a new "Performance"
-section with them appended at the end. Nothing outside the markers changes.
+never typed by hand. Only a summary of one complete full-size run is
+accepted (``python -m benchmarks`` writes nothing else to ``results/``), and
+the section names its commit and time. A README without the markers gets a
+new "Performance" section with them appended at the end. Nothing outside the
+markers changes.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ START = "<!-- perf:start -->"
 END = "<!-- perf:end -->"
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 SECTIONS = (
-    ("hash_", "Hashing (mining core vs a hashlib loop)"),
-    ("aggregation_", "Robust aggregation (vs Flower's functions)"),
-    ("verify_", "Chain replay"),
-    ("propagation_", "Network (in-process nodes on loopback)"),
-    ("learning_", "Learning (digits)"),
+    ("hash_", "Hashing (mining core vs hashlib loops and the SHA-NI ceiling)"),
+    ("aggregation_", "Robust aggregation (vs the faster of Flower and numpy, and the rule's floor)"),
+    ("verify_", "Chain replay (vs its unavoidable work)"),
+    ("propagation_", "Network (in-process nodes on loopback, line topology held)"),
+    ("learning_", "Learning (digits, mean over seeds)"),
 )
 # Plots shown under the table, in this order when present; any other PNG follows.
 PLOTS = ("hash", "aggregation", "chain", "network", "learning", "learning_attack_curves", "learning_rules")
@@ -47,7 +50,7 @@ def fmt(value: float) -> str:
 def machine_line(results: pathlib.Path) -> str:
     """Where the figures come from: CPU, cores, Python, from any result file's machine info."""
     for path in sorted(results.glob("*.json")):
-        if path.name == "summary.json":
+        if path.name == "summary.json" or path.name.startswith("worstcase"):
             continue
         try:
             machine: dict[str, Any] = json.loads(path.read_text()).get("machine", {})
@@ -59,15 +62,47 @@ def machine_line(results: pathlib.Path) -> str:
     return ""
 
 
+class NotACompleteRun(ValueError):
+    """The summary is not one complete full-size run: the README keeps what it has."""
+
+
+def load_summary(results: pathlib.Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run stamp and rows of ``results/summary.json``; raises unless it is a complete full run."""
+    body = json.loads((results / "summary.json").read_text())
+    if not isinstance(body, dict) or "run" not in body:
+        raise NotACompleteRun(f"{results / 'summary.json'} has no run stamp: rerun `make bench`")
+    run = body["run"]
+    if run.get("quick") or not run.get("complete"):
+        raise NotACompleteRun(f"{results / 'summary.json'} is a quick or partial run: rerun `make bench`")
+    rows = body["rows"]
+    if {(r.get("commit"), r.get("time")) for r in rows} != {(run["commit"], run["time"])}:
+        raise NotACompleteRun("the rows of summary.json come from more than one run")
+    return run, rows
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else fmt(float(value))
+
+
+def _value(row: dict[str, Any]) -> str:
+    if row.get("spread") is not None:
+        return f"{fmt(float(row['value']))} ± {fmt(float(row['spread']))} (n={row.get('samples')})"
+    return fmt(float(row["value"]))
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for prefix, title in SECTIONS:
         chosen = [r for r in rows if r["name"].startswith(prefix)]
         if not chosen:
             continue
-        lines += ["", f"**{title}**", "", "| figure | value | unit | baseline | ratio |", "|---|---:|---|---|---:|"]
-        lines += [f"| `{r['name']}` | {fmt(float(r['value']))} | {r['unit']} | {r['baseline']} | "
-                  f"{fmt(float(r['ratio']))} |" for r in chosen]
+        lines += ["", f"**{title}**", "",
+                  "| figure | value | unit | baseline (same run) | baseline value | ratio | ceiling / floor "
+                  "(same run) | ceiling value | of ceiling |",
+                  "|---|---:|---|---|---:|---:|---|---:|---:|"]
+        lines += [f"| `{r['name']}` | {_value(r)} | {r['unit']} | {r['baseline']} | {_cell(r.get('baseline_value'))}"
+                  f" | {fmt(float(r['ratio']))} | {r.get('ceiling') or ''} | {_cell(r.get('ceiling_value'))}"
+                  f" | {_cell(r.get('of_ceiling'))} |" for r in chosen]
     return lines
 
 
@@ -86,14 +121,18 @@ def plots(results: pathlib.Path, readme: pathlib.Path) -> list[str]:
 
 def section(results: pathlib.Path, readme: pathlib.Path) -> str:
     """The text between the markers (markers excluded)."""
-    rows = json.loads((results / "summary.json").read_text())
+    run, rows = load_summary(results)
     intro = [
         "",
-        "Generated by `python -m benchmarks.report` from `benchmarks/results/summary.json`"
-        " (run `make bench`, or `make bench QUICK=1` for a smoke run). Each ratio compares our"
-        " figure with the named baseline measured in the same run (or a stated target);"
-        " a ratio above 1 means gradchain is better. Absolute times on a shared machine are noise;"
-        " the ratios are the figures to compare.",
+        "Generated by `python -m benchmarks.report` from `benchmarks/results/summary.json`, one complete"
+        " `make bench` run (`make bench QUICK=1` is a smoke run and never lands here). Each ratio compares"
+        " our figure with the named baseline measured in the same run; above 1 means gradchain is better."
+        " Where the hardware or the unavoidable work sets a limit, it is measured in the same run too, and"
+        " *of ceiling* is the share of it reached (1 = at the limit; for a time, limit / time)."
+        " Timings are the best of several repeats; on a shared machine compare ratios, not absolute times.",
+        "",
+        f"Run of commit `{run['commit']}` at {run['time']}, load average {run['load_average']['before']:.1f}"
+        f" before and {run['load_average']['after']:.1f} after on {run.get('cores', '?')} cores.",
     ]
     machine = machine_line(results)
     if machine:
@@ -117,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=pathlib.Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--readme", type=pathlib.Path, default=README, help="README to update")
     args = parser.parse_args(argv)
-    new = update_readme(args.readme, section(args.results, args.readme))
+    try:
+        body = section(args.results, args.readme)
+    except NotACompleteRun as exc:
+        print(f"README not updated: {exc}", file=sys.stderr)
+        return 1
+    new = update_readme(args.readme, body)
     args.readme.write_text(new)
     print(f"updated the Performance section of {args.readme}")
     return 0

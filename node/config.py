@@ -34,6 +34,9 @@ class NodeConfig:
     attack: str | None = None  # an attacker node's poisoned trainer (testnet demos)
     attack_scale: float = 1.0
     advertise_url: str | None = None  # the URL peers should use, if not http://host:port
+    # False: dial only the --peer seeds, never addresses learned by gossip (they are still
+    # kept and passed on), so a benchmark's or test's line or star stays what it was built as.
+    dial_learned: bool = True
 
     @property
     def cookie_path(self) -> pathlib.Path:

@@ -73,8 +73,9 @@ class ConnectionManager:
 
     def __init__(self, chain: ChainService, client: PeerClient, *, own_url: Callable[[], str],
                  seeds: list[str], event: EventSink, on_ban: Callable[[], None],
-                 on_peers_changed: Callable[[int], None]) -> None:
+                 on_peers_changed: Callable[[int], None], dial_learned: bool = True) -> None:
         self.chain = chain
+        self.dial_learned = dial_learned  # False: dial the seeds only (NodeConfig.dial_learned)
         self.client = client
         self._own_url = own_url
         self.seeds = list(seeds)
@@ -442,6 +443,8 @@ class ConnectionManager:
         progress, and never two in one network group.
         """
         seeds = [u for u in self.seeds if self._due(u, now)]
+        if not self.dial_learned:
+            return seeds
         room = limits.MAX_OUTBOUND_PEERS - self.outbound_count() - len(self.connecting) - len(seeds)
         picked: list[str] = []
         groups = {url_group(p.url) for p in self.peers.values() if p.outbound}

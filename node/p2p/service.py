@@ -54,14 +54,14 @@ class PeerService:
     """A node's peers, sync and gossip; start with :meth:`start` once the node listens."""
 
     def __init__(self, chain: ChainService, metrics: NodeMetrics, *, seeds: list[str],
-                 event: Callable[[str, str], None]) -> None:
+                 event: Callable[[str, str], None], dial_learned: bool = True) -> None:
         self.chain = chain
         self.metrics = metrics
         self.url = ""  # our listen URL, set when the node listens
         self.client = PeerClient(lambda: self.url)
         self.conns = ConnectionManager(
             chain, self.client, own_url=lambda: self.url, seeds=seeds, event=event,
-            on_ban=metrics.peer_bans.inc, on_peers_changed=metrics.peers.set,
+            on_ban=metrics.peer_bans.inc, on_peers_changed=metrics.peers.set, dial_learned=dial_learned,
         )
         self.intake = BlockIntake(chain, self.conns, request_sync=self._request_sync)
         self.downloader = Downloader(chain, self.conns, self.intake, event)
