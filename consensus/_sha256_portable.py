@@ -34,9 +34,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from consensus import _sha256_jit as _jit
 from consensus._sha256_common import (
     DIGEST_BITS,
     DIGEST_WORDS,
@@ -73,14 +72,6 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
-def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
-    """The declaration of ``name`` in ``module``, added if missing."""
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    return ir.Function(module, fnty, name)
-
-
 class _Lanes:
     """SHA-256's word operations on ``<width x i32>`` vectors, emitted by one builder."""
 
@@ -89,8 +80,8 @@ class _Lanes:
         self.width = width
         self.ty = ir.VectorType(_I32, width)
         suffix = f"v{width}i32"
-        self.fshr = _declare(module, f"llvm.fshr.{suffix}", ir.FunctionType(self.ty, [self.ty] * 3))
-        self.bswap = _declare(module, f"llvm.bswap.{suffix}", ir.FunctionType(self.ty, [self.ty]))
+        self.fshr = _jit.declare(module, f"llvm.fshr.{suffix}", ir.FunctionType(self.ty, [self.ty] * 3))
+        self.bswap = _jit.declare(module, f"llvm.bswap.{suffix}", ir.FunctionType(self.ty, [self.ty]))
 
     def const(self, value: int) -> ir.Value:
         return ir.Constant(self.ty, [ir.Constant(_I32, value & 0xFFFFFFFF)] * self.width)
@@ -188,31 +179,15 @@ def _define_scan(module: ir.Module) -> ir.Function:
     tail = _load_words(ops, tail_ptr, TAIL_WORDS)
     top_vec = ops.splat(top)
     offsets = ir.Constant(ops.ty, [ir.Constant(_I32, lane) for lane in range(LANES)])
-    entry = b.block
-    check = fn.append_basic_block("check")
-    body = fn.append_basic_block("body")
-    found = fn.append_basic_block("found")
-    done = fn.append_basic_block("done")
-    b.branch(check)
 
-    b.position_at_end(check)
-    group = b.phi(_I64)
-    group.add_incoming(start, entry)
-    b.cbranch(b.icmp_signed("<", group, end), body, done)
+    def hash_group(b: ir.IRBuilder, group: ir.Value) -> ir.Value:
+        nonce = b.add(ops.splat(b.trunc(group, _I32)), offsets)
+        digest = _sha256d(ops, mid, tail, nonce)
+        limbs = b.call(ops.bswap, [digest[DIGEST_WORDS - 1]])
+        below = b.icmp_unsigned("<=", limbs, top_vec)
+        return b.icmp_unsigned("!=", b.bitcast(below, ir.IntType(LANES)), ir.Constant(ir.IntType(LANES), 0))
 
-    b.position_at_end(body)
-    nonce = b.add(ops.splat(b.trunc(group, _I32)), offsets)
-    digest = _sha256d(ops, mid, tail, nonce)
-    limbs = b.call(ops.bswap, [digest[DIGEST_WORDS - 1]])
-    below = b.icmp_unsigned("<=", limbs, top_vec)
-    hit = b.icmp_unsigned("!=", b.bitcast(below, ir.IntType(LANES)), ir.Constant(ir.IntType(LANES), 0))
-    group.add_incoming(b.add(group, ir.Constant(_I64, LANES)), body)
-    b.cbranch(hit, found, check)
-
-    b.position_at_end(found)
-    b.ret(group)
-    b.position_at_end(done)
-    b.ret(end)
+    _jit.emit_group_loop(fn, b, start, end, LANES, hash_group)
     return fn
 
 
@@ -235,69 +210,15 @@ def _define_full(module: ir.Module) -> ir.Function:
     return fn
 
 
-def _u32_array(ty: Any) -> bool:
-    return isinstance(ty, types.Array) and ty.dtype == types.uint32 and ty.ndim == 1 and ty.layout == "C"
-
-
-def _data(context: Any, builder: ir.IRBuilder, ty: Any, value: Any) -> ir.Value:
-    return builder.bitcast(context.make_array(ty)(context, builder, value).data, _I32.as_pointer())
-
-
-@intrinsic
-def _scan_groups(typingctx: Any, mid: Any, tail: Any, first: Any, end: Any, top: Any) -> Any:
-    """numba intrinsic: :func:`_define_scan`'s loop from ``first`` to ``end`` (int64)."""
-    if not (_u32_array(mid) and _u32_array(tail)
-            and all(isinstance(t, types.Integer) for t in (first, end, top))):
-        return None
-    sig = types.int64(mid, tail, first, end, top)
-
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        mid_ty, tail_ty, first_ty, end_ty, top_ty = signature.args
-        return builder.call(_define_scan(builder.module), [
-            _data(context, builder, mid_ty, args[0]),
-            _data(context, builder, tail_ty, args[1]),
-            context.cast(builder, args[2], first_ty, types.int64),
-            context.cast(builder, args[3], end_ty, types.int64),
-            context.cast(builder, args[4], top_ty, types.uint32),
-        ])
-
-    return sig, codegen
-
-
-@intrinsic
-def _full_limbs(typingctx: Any, mid: Any, tail: Any, nonce: Any, out: Any) -> Any:
-    """numba intrinsic: the 8 little-endian limbs of one nonce's sha256d into ``out``."""
-    if not (_u32_array(mid) and _u32_array(tail) and _u32_array(out)
-            and isinstance(nonce, types.Integer)):
-        return None
-    sig = types.void(mid, tail, nonce, out)
-
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        mid_ty, tail_ty, nonce_ty, out_ty = signature.args
-        builder.call(_define_full(builder.module), [
-            _data(context, builder, mid_ty, args[0]),
-            _data(context, builder, tail_ty, args[1]),
-            context.cast(builder, args[2], nonce_ty, types.uint32),
-            _data(context, builder, out_ty, args[3]),
-        ])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@numba.njit(nogil=True, cache=True)
-def _at_most(limbs: npt.NDArray[np.uint32], target: npt.NDArray[np.uint32]) -> bool:
-    for j in range(DIGEST_WORDS - 1, -1, -1):
-        if limbs[j] != target[j]:
-            return bool(limbs[j] < target[j])
-    return True
+_scan_groups = _jit.scan_intrinsic(_define_scan)
+_full_limbs = _jit.full_intrinsic(_define_full)
 
 
 @numba.njit(nogil=True, cache=True)
 def full_digest(mid: npt.NDArray[np.uint32], tail: npt.NDArray[np.uint32], nonce: int,
                 out: npt.NDArray[np.uint32]) -> None:
     """The sha256d of one nonce as eight little-endian limbs (tests, and :func:`scan`'s recheck)."""
-    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)  # type: ignore[call-arg]
+    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -319,7 +240,7 @@ def scan(
     end = start + count
     position = start
     while position < end:
-        group: int = _scan_groups(mid, tail, position, end, top)  # type: ignore[call-arg]
+        group: int = _scan_groups(mid, tail, position, end, top)
         if group >= end:
             return NO_HIT
         for lane in range(LANES):
@@ -327,7 +248,7 @@ def scan(
             if nonce >= end:
                 return NO_HIT
             full_digest(mid, tail, nonce, out)
-            if _at_most(out, target):
+            if _jit.at_most(out, target):
                 return nonce
         position = group + LANES
     return NO_HIT

@@ -47,15 +47,13 @@ that the CPU has SHA-NI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from consensus import _sha256_jit as _jit
 from consensus._sha256_common import (
     DIGEST_BITS,
     DIGEST_WORDS,
@@ -96,14 +94,6 @@ def _shuffle(b: ir.IRBuilder, x: ir.Value, y: ir.Value, lanes: tuple[int, ...]) 
     return b.shuffle_vector(x, y, ir.Constant(ir.VectorType(_I32, len(lanes)), list(lanes)))
 
 
-def _declare(module: ir.Module, fnty: ir.FunctionType, name: str) -> ir.Function:
-    """The declaration of ``name`` in ``module``, added if missing."""
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    return ir.Function(module, fnty, name)
-
-
 def _new_function(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
     fn = ir.Function(module, fnty, name)
     fn.linkage = "internal"
@@ -118,11 +108,11 @@ class _Intrinsics:
 
     def __init__(self, module: ir.Module) -> None:
         v4_fn2 = ir.FunctionType(_V4, [_V4, _V4])
-        self.rnds2 = _declare(module, ir.FunctionType(_V4, [_V4, _V4, _V4]), "llvm.x86.sha256rnds2")
-        self.msg1 = _declare(module, v4_fn2, "llvm.x86.sha256msg1")
-        self.msg2 = _declare(module, v4_fn2, "llvm.x86.sha256msg2")
-        self.bswap_v4 = _declare(module, ir.FunctionType(_V4, [_V4]), "llvm.bswap.v4i32")
-        self.bswap_i32 = _declare(module, ir.FunctionType(_I32, [_I32]), "llvm.bswap.i32")
+        self.rnds2 = _jit.declare(module, "llvm.x86.sha256rnds2", ir.FunctionType(_V4, [_V4, _V4, _V4]))
+        self.msg1 = _jit.declare(module, "llvm.x86.sha256msg1", v4_fn2)
+        self.msg2 = _jit.declare(module, "llvm.x86.sha256msg2", v4_fn2)
+        self.bswap_v4 = _jit.declare(module, "llvm.bswap.v4i32", ir.FunctionType(_V4, [_V4]))
+        self.bswap_i32 = _jit.declare(module, "llvm.bswap.i32", ir.FunctionType(_I32, [_I32]))
 
 
 State = tuple[ir.Value, ir.Value]  # (abef, cdgh)
@@ -261,38 +251,23 @@ def _define_scan(module: ir.Module) -> ir.Function:
     # Call 0 of block two reads words 0..1 only (header bytes 64..71): once per batch.
     shared = _Schedule([_pack(b, [*header.tail, ir.Constant(_I32, 0)])], {})
     after_first = _rounds(b, fns, [header.mid], [shared], 0, 0)[0]
-    entry = b.block
-    check = fn.append_basic_block("check")
-    body = fn.append_basic_block("body")
-    found = fn.append_basic_block("found")
-    done = fn.append_basic_block("done")
-    b.branch(check)
 
-    b.position_at_end(check)
-    group = b.phi(_I64)
-    group.add_incoming(start, entry)
-    b.cbranch(b.icmp_signed("<", group, end), body, done)
+    def hash_group(b: ir.IRBuilder, group: ir.Value) -> ir.Value:
+        nonces = [b.trunc(b.add(group, ir.Constant(_I64, way)), _I32) for way in range(WAYS)]
+        first = _rounds(b, fns, [after_first] * WAYS,
+                        [_first_message(b, fns, header, n) for n in nonces], 1, CALLS_PER_COMPRESSION - 1)
+        digests = [_add_states(b, state, header.mid) for state in first]
+        iv = (_vec(IV_STATE_WORDS[0]), _vec(IV_STATE_WORDS[1]))
+        second = _rounds(b, fns, [iv] * WAYS, [_second_message(b, header, d) for d in digests],
+                         0, LAST_CALL_SECOND_HASH)
+        hit: ir.Value = ir.Constant(ir.IntType(1), 0)
+        for _, new_abef in second:
+            h7 = b.add(b.extract_element(new_abef, ir.Constant(_I32, H7_LANE)), ir.Constant(_I32, IV[7]))
+            limb = b.call(fns.bswap_i32, [h7])
+            hit = b.or_(hit, b.icmp_unsigned("<=", limb, top))
+        return hit
 
-    b.position_at_end(body)
-    nonces = [b.trunc(b.add(group, ir.Constant(_I64, way)), _I32) for way in range(WAYS)]
-    first = _rounds(b, fns, [after_first] * WAYS,
-                    [_first_message(b, fns, header, n) for n in nonces], 1, CALLS_PER_COMPRESSION - 1)
-    digests = [_add_states(b, state, header.mid) for state in first]
-    iv = (_vec(IV_STATE_WORDS[0]), _vec(IV_STATE_WORDS[1]))
-    second = _rounds(b, fns, [iv] * WAYS, [_second_message(b, header, d) for d in digests],
-                     0, LAST_CALL_SECOND_HASH)
-    hit: ir.Value = ir.Constant(ir.IntType(1), 0)
-    for _, new_abef in second:
-        h7 = b.add(b.extract_element(new_abef, ir.Constant(_I32, H7_LANE)), ir.Constant(_I32, IV[7]))
-        limb = b.call(fns.bswap_i32, [h7])
-        hit = b.or_(hit, b.icmp_unsigned("<=", limb, top))
-    group.add_incoming(b.add(group, ir.Constant(_I64, WAYS)), body)
-    b.cbranch(hit, found, check)
-
-    b.position_at_end(found)
-    b.ret(group)
-    b.position_at_end(done)
-    b.ret(end)
+    _jit.emit_group_loop(fn, b, start, end, WAYS, hash_group)
     return fn
 
 
@@ -325,76 +300,15 @@ def _define_full(module: ir.Module) -> ir.Function:
     return fn
 
 
-def _u32_array(ty: Any) -> bool:
-    return (
-        isinstance(ty, types.Array)
-        and ty.dtype == types.uint32
-        and ty.ndim == 1
-        and ty.layout == "C"
-    )
-
-
-def _data(context: Any, builder: ir.IRBuilder, ty: Any, value: Any) -> ir.Value:
-    return builder.bitcast(context.make_array(ty)(context, builder, value).data, _I32.as_pointer())
-
-
-@intrinsic
-def _scan_groups(typingctx: Any, mid: Any, tail: Any, first: Any, end: Any, top: Any) -> Any:
-    """numba intrinsic: :func:`_define_scan`'s loop from ``first`` to ``end`` (int64)."""
-    if not (_u32_array(mid) and _u32_array(tail)
-            and all(isinstance(t, types.Integer) for t in (first, end, top))):
-        return None
-    sig = types.int64(mid, tail, first, end, top)
-
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        mid_ty, tail_ty, first_ty, end_ty, top_ty = signature.args
-        scan_fn = _define_scan(builder.module)
-        return builder.call(scan_fn, [
-            _data(context, builder, mid_ty, args[0]),
-            _data(context, builder, tail_ty, args[1]),
-            context.cast(builder, args[2], first_ty, types.int64),
-            context.cast(builder, args[3], end_ty, types.int64),
-            context.cast(builder, args[4], top_ty, types.uint32),
-        ])
-
-    return sig, codegen
-
-
-@intrinsic
-def _full_limbs(typingctx: Any, mid: Any, tail: Any, nonce: Any, out: Any) -> Any:
-    """numba intrinsic: the 8 little-endian limbs of one nonce's sha256d into ``out``."""
-    if not (_u32_array(mid) and _u32_array(tail) and _u32_array(out)
-            and isinstance(nonce, types.Integer)):
-        return None
-    sig = types.void(mid, tail, nonce, out)
-
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        mid_ty, tail_ty, nonce_ty, out_ty = signature.args
-        full_fn = _define_full(builder.module)
-        builder.call(full_fn, [
-            _data(context, builder, mid_ty, args[0]),
-            _data(context, builder, tail_ty, args[1]),
-            context.cast(builder, args[2], nonce_ty, types.uint32),
-            _data(context, builder, out_ty, args[3]),
-        ])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@numba.njit(nogil=True, cache=True)
-def _at_most(limbs: npt.NDArray[np.uint32], target: npt.NDArray[np.uint32]) -> bool:
-    for j in range(DIGEST_WORDS - 1, -1, -1):
-        if limbs[j] != target[j]:
-            return bool(limbs[j] < target[j])
-    return True
+_scan_groups = _jit.scan_intrinsic(_define_scan)
+_full_limbs = _jit.full_intrinsic(_define_full)
 
 
 @numba.njit(nogil=True, cache=True)
 def full_digest(mid: npt.NDArray[np.uint32], tail: npt.NDArray[np.uint32], nonce: int,
                 out: npt.NDArray[np.uint32]) -> None:
     """The sha256d of one nonce as eight little-endian limbs (tests, and :func:`scan`'s recheck)."""
-    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)  # type: ignore[call-arg]
+    _full_limbs(mid, tail, np.uint32(nonce & 0xFFFFFFFF), out)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -417,7 +331,7 @@ def scan(
     end = start + count
     position = start
     while position < end:
-        group: int = _scan_groups(mid, tail, position, end, top)  # type: ignore[call-arg]
+        group: int = _scan_groups(mid, tail, position, end, top)
         if group >= end:
             return NO_HIT
         for way in range(WAYS):
@@ -425,7 +339,7 @@ def scan(
             if nonce >= end:
                 return NO_HIT
             full_digest(mid, tail, nonce, out)
-            if _at_most(out, target):
+            if _jit.at_most(out, target):
                 return nonce
         position = group + WAYS
     return NO_HIT
