@@ -63,6 +63,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numba
@@ -672,15 +673,13 @@ class RuleRecord:
     paper: str
     supplied: tuple[str, ...] = ()
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
+    params: tuple[str, ...] = field(init=False, repr=False, compare=False)  # keywords besides updates and f
 
     def __post_init__(self) -> None:
         # inspect.signature costs 15-30 us a call: bind against one built here, once.
-        object.__setattr__(self, "signature", inspect.signature(self.fn))
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        """The keyword parameters the rule takes besides the updates and ``f``."""
-        return tuple(name for name in list(self.signature.parameters)[1:] if name != "f")
+        signature = inspect.signature(self.fn)
+        object.__setattr__(self, "signature", signature)
+        object.__setattr__(self, "params", tuple(p for p in list(signature.parameters)[1:] if p != "f"))
 
     def run(self, updates: Updates, f: int, params: dict[str, Any]) -> Result:
         try:
@@ -750,7 +749,7 @@ class Pipeline:
     def pays(self) -> Pays:
         return self.rule.pays
 
-    @property
+    @cached_property
     def params(self) -> tuple[str, ...]:
         """Every parameter the pipeline takes (its stages' and its rule's)."""
         return (*(p for stage in self.stages for p in stage.params), *self.rule.params)
@@ -778,7 +777,7 @@ class Pipeline:
         """The largest ``f`` the pipeline runs with on ``n`` updates; -1 if it cannot run."""
         if n <= 0:
             return -1
-        size = _bucket_size(params)
+        size = _bucket_size(params) if any(stage.name == "bucket" for stage in self.stages) else 0
         best = n
         for stage in self.stages:
             if stage.name == "bucket":
