@@ -102,6 +102,25 @@ class NodeClient:
         rows = np.asarray(inputs, dtype=np.float64).tolist()
         return list(self._json("POST", f"/api/predict{suffix}", {"inputs": rows})["predictions"])
 
+    # -- tasks (issue 19): every task of the chain by its id ------------------------------------
+    def tasks(self, height: int | None = None) -> list[dict[str, Any]]:
+        """Every task: id, name, status and the headline figures of its model."""
+        suffix = "" if height is None else f"?height={height}"
+        return list(self._json("GET", f"/api/tasks{suffix}")["tasks"])
+
+    def task(self, task_id: str, height: int | None = None) -> dict[str, Any]:
+        """One task: its spec, status, evaluation figures and their history."""
+        suffix = "" if height is None else f"?height={height}"
+        return dict(self._json("GET", f"/api/tasks/{task_id}{suffix}"))
+
+    def task_predict(self, task_id: str, inputs: np.ndarray | list[list[float]],
+                     height: int | None = None) -> tuple[list[Any], int]:
+        """Predictions of task ``task_id``'s model at ``height`` (default: the tip), and that height."""
+        suffix = "" if height is None else f"?height={height}"
+        rows = np.asarray(inputs, dtype=np.float64).tolist()
+        reply = self._json("POST", f"/api/tasks/{task_id}/predict{suffix}", {"inputs": rows})
+        return list(reply["predictions"]), int(reply["height"])
+
     # -- writes --------------------------------------------------------------------------------
     def submit_raw_tx(self, raw: bytes) -> str:
         return str(self._json("POST", "/api/tx", {"tx": raw.hex()})["txid"])

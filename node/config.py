@@ -19,6 +19,7 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)  # listen URLs given with --peer
     mine: bool = False
     train: bool = False
+    train_task: str | None = None  # the task id (or unique prefix) --train names; None: the chain's first task
     shard: tuple[int, int] = (0, 1)  # this node's data shard i/n
     data_file: pathlib.Path | None = None  # the participant's own CSV/npz, instead of a built-in shard
     eval_file: pathlib.Path | None = None  # what the model is scored on, for a task without built-in data

@@ -1,16 +1,23 @@
-"""A task named on the command line: a built-in name (digits, stock) or a spec file.
+"""A task named on the command line: a built-in name (digits, stock), a spec file, or an id.
 
 ``gradchain task init`` writes spec files; ``--task SPEC.json`` on ``chain
 init``, ``node run`` and ``testnet up`` reads one back. Reading is strict
 (``TaskSpec.from_dict``): an unknown or missing field, a wrong type or an
 invalid value is an error that names the file and the field.
+
+On a running chain a task is named by its id: the txid of the transaction
+that created it (:func:`genesis_task_id` for the task the genesis carries),
+given whole or as a unique prefix (:func:`match_task_id`).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
+from consensus.header import hash_hex
+from consensus.tx import txid
 from ml.tasks import BUILTIN_TASKS, TaskSpec, builtin_task
 
 MAX_SPEC_FILE_BYTES = 8 * 1024 * 1024  # 65 536 column names of 64 characters and their statistics fit
@@ -50,3 +57,27 @@ def load_task(value: str) -> TaskSpec:
         return builtin_task(value)
     except ValueError as exc:
         raise TaskFileError(f"{exc}, or a task spec file (gradchain task init writes one)") from None
+
+
+MIN_ID_PREFIX = 4  # hex digits a prefix of a task id needs to name it
+
+
+def genesis_task_id(chain: Any) -> str:
+    """On the chain thread: the id of the task the genesis block carries (its TaskTx's txid, hex)."""
+    return hash_hex(txid(chain.genesis.tx_bytes[0]))
+
+
+def match_task_id(given: str, ids: list[str]) -> str:
+    """The one id of ``ids`` that ``given`` is, or starts (at least MIN_ID_PREFIX hex digits).
+
+    Raises
+    ------
+    TaskFileError
+        If no id or several match; the message lists the ids.
+    """
+    wanted = given.lower()
+    matches = [i for i in ids if i == wanted or (len(wanted) >= MIN_ID_PREFIX and i.startswith(wanted))]
+    if len(matches) == 1:
+        return matches[0]
+    what = "matches several tasks" if matches else "is not a task of this chain"
+    raise TaskFileError(f"task {given} {what}; its tasks: {', '.join(ids)}")

@@ -31,6 +31,7 @@ from ml.trainer import clip_to_norm, train_update
 from node.datafile import LocalData
 from node.keystore_file import write_private_file
 from node.mempool import PolicyRejected
+from node.taskfile import genesis_task_id, match_task_id
 from wallet import address_bytes
 
 log = logging.getLogger("gradchain.trainer")
@@ -79,6 +80,9 @@ class Trainer:
         config = self.node.config
         index, total = config.shard
         loop = asyncio.get_running_loop()
+        self.task_id = await self.node.run_chain(genesis_task_id, self.node.chain)
+        if config.train_task is not None:  # the chain holds one task: the id must name it
+            match_task_id(config.train_task, [self.task_id])
         if config.data_file is not None:  # the participant's own file, followed as it grows
             self.data = await loop.run_in_executor(
                 None, LocalData.open, config.data_file, config.datadir, self.node.keypair.seed, self.task
@@ -92,7 +96,8 @@ class Trainer:
             ))
             source = f"shard {index}/{total}"
         role = f"attacker ({config.attack})" if config.attack else "honest"
-        self.node.event("trainer", f"trainer ready: {len(self.y)} private examples, {source}, {role}")
+        self.node.event("trainer", f"trainer ready for task {self.task.name} ({self.task_id[:12]}…): "
+                                   f"{len(self.y)} private examples, {source}, {role}")
         self.node.on_tip_change(self._wake.set)
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="trainer")

@@ -164,6 +164,22 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
                                         "default": 1}}),
         "Mined": _obj({"mined": {"type": "array", "items": HASH}, "height": NAT}),
         "AddPeerRequest": _obj({"url": URL}),
+        "Task": _obj({
+            "id": {**HASH, "description": "the txid of the transaction that created the task"},
+            "name": STR,
+            "status": {"type": "string", "enum": ["training"], "description": "training: it takes updates"},
+            "head": {"type": "string", "enum": ["classify", "regress"]}, "model": STR,
+            "input_dim": NAT, "output_dim": NAT, "features": {"type": "array", "items": STR},
+            "rule": STR, "f": NAT, "height": NAT, "version": NAT,
+            "headline": {**STR, "description": "the key of metrics that says how the task is doing"},
+            "label": STR, "metrics": figures,
+        }),
+        "Tasks": _obj({"height": NAT, "tasks": {"type": "array", "items": _ref("Task")}}),
+        "TaskDetail": {"allOf": [_ref("Task"), _obj({
+            "spec": {"type": "object", "description": "the task spec (ml.tasks.TaskSpec.to_dict)"},
+            "history": {"type": "array", "items": {"type": "object", "required": ["height"],
+                                                   "properties": {"height": NAT}, "additionalProperties": NUM}},
+        })]},
         "Event": _obj(
             {"time": NUM, "kind": STR, "message": STR, "height": _nullable("integer", minimum=0),
              "hash": HASH, "reason": {"type": "string", "description": "the reject code of a rejected block"},
@@ -223,6 +239,8 @@ def _path_param(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+TASK_PATH: Schema = {"name": "task_id", "in": "path", "required": True, "schema": STR,
+                     "description": "a task's id (the txid that created it, 64 hex digits; GET /api/tasks)"}
 HEIGHT_QUERY: Schema = {"name": "height", "in": "query", "required": False, "schema": NAT,
                         "description": "a main-chain height (default: the tip); 404 beyond the tip"}
 
@@ -283,6 +301,17 @@ def _paths() -> dict[str, Schema]:
             "predict", "Run the model at a height on rows of inputs",
             _json_response("one prediction per row", "Predictions"), errors=(400, 404, 413, 422),
             params=[HEIGHT_QUERY], body="PredictRequest", tag="model")},
+        "/api/tasks": {"get": _op(
+            "listTasks", "The chain's training tasks, each with its id, name, status and headline figure",
+            _json_response("tasks", "Tasks"), errors=(400, 404), params=[HEIGHT_QUERY], tag="tasks")},
+        "/api/tasks/{task_id}": {"get": _op(
+            "getTask", "One task: its spec, status and the figures of its model on its evaluation set",
+            _json_response("the task", "TaskDetail"), errors=(400, 404), params=[HEIGHT_QUERY, TASK_PATH],
+            tag="tasks")},
+        "/api/tasks/{task_id}/predict": {"post": _op(
+            "predictTask", "Run one task's model at a height on rows of inputs",
+            _json_response("one prediction per row", "Predictions"), errors=(400, 404, 413, 422),
+            params=[HEIGHT_QUERY, TASK_PATH], body="PredictRequest", tag="tasks")},
         "/api/mine": {"post": _op(
             "mine", "Mine blocks now (regtest and tests)", _json_response("mined", "Mined"),
             errors=(400, 401, 403, 409, 413), body="MineRequest", body_required=False, control=True,

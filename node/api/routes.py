@@ -20,13 +20,12 @@ from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
 from consensus.tx import Tx
 from ml.evaluate import headline_label
-from ml.models import predict
 from ml.tasks import TaskSpec
 from node import limits
-from node.api import predict_input
 from node.api.openapi import openapi_handler
 from node.api.status import take_status
 from node.api.summaries import summarise_block, summarise_tx
+from node.api.tasks import add_task_routes, answer_predict
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
@@ -209,19 +208,10 @@ def add_routes(app: web.Application, node: Any) -> None:
     predict_parses = asyncio.Semaphore(limits.MAX_CONCURRENT_PREDICT_PARSES)
 
     async def predict_route(request: web.Request) -> web.Response:
-        """Cheap checks first, the parse off the loop (see ``node.api.predict_input``)."""
-        height = height_param(request)
-        task = chain_service.snapshot.task
-        body = await read_body(request, min(limits.MAX_API_BODY_BYTES, predict_input.body_cap(task.input_dim)))
-        try:
-            predict_input.sniff_shape(body, task.input_dim)
-            async with predict_parses:
-                X = await asyncio_run(predict_input.parse_inputs, body, task.input_dim)
-        except predict_input.PredictInputError as exc:
-            return json_error(422, str(exc))
-        params, _ = await node.run_chain(lambda: node.chain.model_at(height))
-        out = await asyncio_run(predict, task, params, X)  # BLAS work stays off the event loop
-        return json_reply({"predictions": out.tolist(), "height": height})
+        """The chain's first task's predictions (``POST /api/tasks/{id}/predict`` for any task)."""
+        return await answer_predict(node, chain_service.snapshot.task, request, height_param(request), predict_parses)
+
+    add_task_routes(app, node, height_param, predict_parses)
 
     async def mine(request: web.Request) -> web.Response:
         require_local_token(request, node.cookie)

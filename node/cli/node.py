@@ -7,6 +7,8 @@ import pathlib
 
 from node.cli.errors import CliError
 
+FIRST_TASK = ""  # what a bare --train means: the chain's first task
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
@@ -21,7 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve P2P and API on (port 0: any)")
     p.add_argument("--peer", action="append", default=[], metavar="URL", help="a peer's URL (repeatable)")
     p.add_argument("--mine", action="store_true", help="mine blocks")
-    p.add_argument("--train", action="store_true", help="train on this node's shard and submit updates")
+    p.add_argument("--train", nargs="?", const=FIRST_TASK, default=None, metavar="TASK_ID",
+                   help="train a task (its id or a unique prefix; alone: the chain's first task) on this "
+                        "node's data and submit updates")
     p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
                    help="train on your own CSV or .npz (feature columns, then 'label'; checked against "
                         "the task, kept encrypted in the datadir; rows appended later are picked up)")
@@ -63,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for url in args.peer:
         if not is_listen_url(url):
             raise CliError(f"--peer must look like http://host:port, got {url!r}")
-    if args.data is not None and not args.train:
+    if args.data is not None and args.train is None:
         raise CliError("--data is the file this node trains on: add --train")
     if args.attack is not None and args.attack not in ATTACKS:
         raise CliError(f"--attack must be one of {', '.join(ATTACKS)}")
@@ -76,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     interval = args.block_interval if args.block_interval is not None else (1.0 if args.network == "regtest" else 0.0)
     config = NodeConfig(
         datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, byzantine_f=args.byzantine_f, host=host, port=port,
-        peers=list(args.peer), mine=args.mine, train=args.train, shard=parse_shard(args.shard), data_file=args.data,
+        peers=list(args.peer), mine=args.mine, train=args.train is not None,
+        train_task=None if args.train in (None, FIRST_TASK) else args.train, shard=parse_shard(args.shard), data_file=args.data,
         eval_file=args.eval_file,
         shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
         password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,

@@ -1,6 +1,8 @@
 """`gradchain task ...`: training tasks for your own data.
 
 ``init``     a complete task spec for a CSV/npz (what to deploy, then edit)
+``list``     the tasks of a chain: id, name, status and headline figure
+``show``     one task: its spec and the figures of its model
 ``split``    one table dealt out as an evaluation set and N participants' files
 ``example``  a bundled table (wine, breast_cancer) or a synthetic price series as a file
 ``feed``     append one day's close at a time to a node's price file and score its forecasts
@@ -61,12 +63,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="FILE")
     p.set_defaults(handler=cmd_example)
 
-    p = verbs.add_parser("predict", help="predictions of the chain's model for the rows of a CSV/npz",
+    p = verbs.add_parser("list", help="the tasks of a node's chain: id, name, status, headline figure")
+    p.add_argument("--node", required=True, metavar="URL")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(handler=cmd_list)
+
+    p = verbs.add_parser("show", help="one task: its spec, status and the figures of its model")
+    p.add_argument("--node", required=True, metavar="URL")
+    _task_arg(p)
+    p.add_argument("--height", type=int, default=None, help="figures of the model at this height")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_show)
+
+    p = verbs.add_parser("predict", help="predictions of a task's model for the rows of a CSV/npz",
                          description="Send FILE's rows to the node and print one prediction per row. FILE "
                                      "has the task's feature columns (a header row first), optionally "
                                      "followed by 'label', which then scores the predictions; a price-"
                                      "series task takes a date,close file and forecasts the next day.")
     p.add_argument("--node", required=True, metavar="URL")
+    _task_arg(p)
     p.add_argument("--inputs", required=True, type=pathlib.Path, metavar="FILE")
     p.add_argument("--height", type=int, default=None, help="the model at this height (default: the tip)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,6 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("feed", help="append one day's close at a time to a node's price file, "
                                       "scoring the model's forecast of each day")
     p.add_argument("--node", required=True, metavar="URL", help="the node that trains on --data")
+    _task_arg(p)
     p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE", help="its date,close file")
     p.add_argument("--days", type=int, default=None, help="stop after this many days (default: Ctrl-C)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between days (about a block)")
@@ -83,6 +99,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the continued series")
     p.add_argument("--json", action="store_true", help="print one JSON object per day")
     p.set_defaults(handler=cmd_feed)
+
+
+def _task_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default=None, metavar="TASK_ID",
+                   help="a task id or a unique prefix of one (default: the chain's first task)")
 
 
 # -- init --------------------------------------------------------------------------------------
@@ -202,19 +223,72 @@ def cmd_example(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- predict -----------------------------------------------------------------------------------
+# -- list, show, predict -----------------------------------------------------------------------
 
-PREDICT_BATCH_ROWS = 10_000  # the API's per-request cap (node/api/routes.py MAX_PREDICT_ROWS)
+PREDICT_BATCH_ROWS = 10_000  # the API's per-request cap (node/api/predict_input.py MAX_PREDICT_ROWS)
 
 
-def _node_task(client: Any) -> Any:
+def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
+    """The task ``given`` names (an id or a unique prefix of one), or the chain's first task."""
+    from node.client import ApiError
+    from node.taskfile import TaskFileError, match_task_id
+
+    try:
+        tasks = client.tasks()
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    if given is None:
+        return dict(tasks[0])
+    try:
+        task_id = match_task_id(given, [t["id"] for t in tasks])
+    except TaskFileError as exc:
+        raise CliError(f"--{exc}") from None
+    return dict(next(t for t in tasks if t["id"] == task_id))
+
+
+def _spec_of(client: Any, task_id: str) -> Any:
     from ml.tasks import TaskSpec
     from node.client import ApiError
 
     try:
-        return TaskSpec.from_dict(client.model()["task"])
+        return TaskSpec.from_dict(client.task(task_id)["spec"])
     except ApiError as exc:
         raise CliError(exc.message) from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from node.client import ApiError, NodeClient
+
+    try:
+        tasks = NodeClient(args.node).tasks()
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    if args.json:
+        print(json.dumps(tasks))
+        return 0
+    for t in tasks:
+        print(f"{t['id']}  {t['name']:<20} {t['status']:<9} {t['head']:<8} {t['label']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from node.client import ApiError, NodeClient
+
+    client = NodeClient(args.node)
+    task_id = resolve_task(client, args.task)["id"]
+    try:
+        task = client.task(task_id, args.height)
+    except ApiError as exc:
+        raise CliError(exc.message) from None
+    if args.json:
+        print(json.dumps(task))
+        return 0
+    print(f"task     {task['id']}\nname     {task['name']} ({task['status']})")
+    print(f"model    {task['model']} {task['head']}, {task['input_dim']} inputs -> {task['output_dim']}, "
+          f"rule {task['rule']} f={task['f']}")
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in task["metrics"].items()) or "none (no evaluation set)"
+    print(f"height   {task['height']} (model version {task['version']}): {figures}")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -224,31 +298,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from node.client import ApiError, NodeClient
 
     client = NodeClient(args.node)
-    spec = _node_task(client)
+    task_id = resolve_task(client, args.task)["id"]
+    spec = _spec_of(client, task_id)
     try:
         X, labels = parse_inputs(_read(args.inputs), spec, npz=args.inputs.suffix.lower() == ".npz")
     except DataFileError as exc:
         raise CliError(f"{args.inputs}: {exc}") from None
     predictions: list[Any] = []
-    height = None
-    suffix = "" if args.height is None else f"?height={args.height}"
+    height = args.height
     try:
         for start in range(0, X.shape[0], PREDICT_BATCH_ROWS):
-            rows = X[start : start + PREDICT_BATCH_ROWS].astype(np.float64).tolist()
-            reply = client._json("POST", f"/api/predict{suffix}", {"inputs": rows})
-            predictions += reply["predictions"]
-            height = reply["height"] if height is None else height
-            suffix = f"?height={height}"  # every batch from the same model
+            batch, height = client.task_predict(task_id, X[start : start + PREDICT_BATCH_ROWS], height)
+            predictions += batch  # every batch from the model at the first batch's height
     except ApiError as exc:
         raise CliError(f"the node refused the prediction: {exc.message}") from None
     score = _score(spec, np.asarray(predictions), labels)
     if args.json:
-        print(json.dumps({"predictions": predictions, "height": height, **score}))
+        print(json.dumps({"task": task_id, "predictions": predictions, "height": height, **score}))
         return 0
     for value in predictions:
         print(value)
     scored = ", ".join(f"{k} {v:.4g}" for k, v in score.items())
-    print(f"{len(predictions)} predictions by the model at height {height}"
+    print(f"{len(predictions)} predictions by task {spec.name!r}'s model at height {height}"
           + (f"; against the file's labels: {scored}" if scored else ""), file=sys.stderr)
     return 0
 
@@ -275,13 +346,11 @@ def cmd_feed(args: argparse.Namespace) -> int:
     from node.stockfeed import Day, FeedScore, ar1_days, read_series, replay_days, run_feed
 
     client = NodeClient(args.node)
-    try:
-        task = client.model()["task"]
-    except ApiError as exc:
-        raise CliError(exc.message) from None
-    window = int(task.get("window", 0))
-    if task.get("head") != "regress" or window < 2:
-        raise CliError(f"the node's task {task.get('name')!r} is not a price series; "
+    task_id = resolve_task(client, args.task)["id"]
+    spec = _spec_of(client, task_id)
+    window = spec.window
+    if window == 0:
+        raise CliError(f"task {spec.name!r} is not a price series; "
                        "start the node with --task stock --train --data FILE")
     try:
         dates, closes = read_series(args.data)
@@ -294,7 +363,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
     def forecast(row: list[float]) -> float:
         try:
-            return float(client.predict([row])[0])
+            return float(client.task_predict(task_id, [row])[0][0])
         except ApiError as exc:
             raise CliError(f"the node refused the forecast: {exc.message}") from None
 

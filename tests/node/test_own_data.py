@@ -50,3 +50,17 @@ async def test_a_file_that_does_not_fit_the_task_stops_the_start(cluster: Cluste
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(DataSourceError, match=r"bad.csv: line 3: 64 values, expected 65.*label missing"):
         await cluster.start("a", train=True, byzantine_f=0, data_file=path)
+
+
+@scenario
+async def test_train_names_the_task_by_its_id(cluster: Cluster) -> None:
+    from node.taskfile import TaskFileError, genesis_task_id
+
+    with pytest.raises(TaskFileError, match="is not a task of this chain"):
+        await cluster.start("a", train=True, train_task="00000000")
+    node = await cluster.start("b", train=True, byzantine_f=0)
+    task_id = genesis_task_id(node.chain)
+    await cluster.stop_node(node)
+    again = await cluster.start("b", train=True, byzantine_f=0, train_task=task_id[:10].upper())
+    assert again.trainer.task_id == task_id
+    assert any(e.kind == "trainer" and f"({task_id[:12]}…)" in e.message for e in again.events)

@@ -179,3 +179,24 @@ def test_predict_scores_a_labelled_file_against_the_chain_model(
         assert code == 1 and "1 feature column(s); task 'wine' takes 13" in err
     finally:
         running.stop()
+
+
+def test_list_show_and_name_a_task_by_a_prefix_of_its_id(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node"))
+    try:
+        url = running.node.url
+        code, out, _ = run(capsys, "task", "list", "--node", url, "--json")
+        (task,) = json.loads(out)
+        assert code == 0 and task["name"] == "digits" and task["status"] == "training" and len(task["id"]) == 64
+        code, out, _ = run(capsys, "task", "list", "--node", url)
+        assert code == 0 and out.startswith(task["id"]) and "digits" in out
+        code, out, _ = run(capsys, "task", "show", "--node", url, "--task", task["id"][:8])
+        assert code == 0 and f"task     {task['id']}" in out and "rule median f=1" in out
+        code, _, err = run(capsys, "task", "show", "--node", url, "--task", "ffff" if task["id"][:4] != "ffff" else "0000")
+        assert code == 1 and "is not a task of this chain" in err and task["id"] in err
+        code, _, err = run(capsys, "task", "show", "--node", url, "--task", "ab")
+        assert code == 1 and "is not a task" in err  # too short to be a prefix
+    finally:
+        running.stop()
