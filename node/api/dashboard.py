@@ -34,6 +34,7 @@ from consensus.block import Block
 from consensus.tx import GradientUpdate
 from ml.codec import decode_update
 from ml.datasets import Dataset
+from ml.evaluate import headline_label
 from ml.models import param_count, predict
 from ml.tasks import TaskSpec
 from node.api import dashboard_views as views
@@ -52,6 +53,7 @@ from node.api.dashboard_render import (
 from node.api.routes import find_block
 from node.api.status import take_status
 from node.api.summaries import CoinbaseSummary, TransferSummary, UpdateSummary, summarise_block
+from node.api.tasks import task_registry
 
 if TYPE_CHECKING:
     from node.service import Node
@@ -256,7 +258,22 @@ async def page_view(node: Node, state: DashboardState) -> views.PageView:
         history=history,
         rejected=rejected,
         prediction=await _prediction(node, state),
+        tasks=await _tasks(node),
     )
+
+
+async def _tasks(node: Any) -> list[views.TaskRow]:
+    """The chain's tasks with the headline of their latest figures (the same list GET /api/tasks gives)."""
+    latest = node.evaluator.latest() or {}
+    rows = []
+    for entry in await task_registry(node).entries():
+        spec = entry.spec
+        inputs = f"{spec.window} daily returns" if spec.window else f"{spec.input_dim} features"
+        if spec.head == "classify":
+            inputs += f" → {spec.output_dim} classes"
+        rows.append(views.TaskRow(entry.id, spec.name, entry.status, spec.model, spec.head, inputs,
+                                  f"{spec.rule} f={spec.f}", headline_label(spec, latest)))
+    return rows
 
 
 def _html(text: str, status: int = 200) -> web.Response:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.api import plot
 from node.api.status import StatusSnapshot
@@ -123,6 +123,20 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class TaskRow:
+    """One task of the chain in the dashboard's task list."""
+
+    id: str  # hex
+    name: str
+    status: str
+    model: str
+    head: str
+    inputs: str  # what a row holds, in words
+    rule: str
+    label: str  # the headline figure, e.g. "acc 0.953"
+
+
+@dataclass(frozen=True)
 class PageView:
     """Everything the live region shows, gathered once per request."""
 
@@ -133,6 +147,7 @@ class PageView:
     history: Mapping[int, Mapping[str, float]]  # the evaluator's figures per height
     rejected: Mapping[int, int]  # height -> updates the rule rejected there
     prediction: Prediction | None = None  # regress tasks only
+    tasks: list[TaskRow] = field(default_factory=list)
 
     @property
     def now(self) -> float:

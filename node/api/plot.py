@@ -310,6 +310,10 @@ def history_figure(
             Series("naive MSE (tomorrow = today)", naive, PALETTE.naive, dashed=True),
             Series("test MSE", mse, PALETTE.accuracy),
         ]
+        if any("optimum_ratio" in history[h] for h in heights):  # a series whose best forecast is known
+            best = [(h, history[h].get("optimum_ratio", math.nan) * history[h].get("naive_mse", math.nan))
+                    for h in heights]
+            series.append(Series("best possible MSE", best, PALETTE.axis_text, dashed=True))
         left = _y_axis(0.0, _upper_bound(v for _, v in mse + naive))
         right = None
         grid, ticks = _ticks(x, left, None, False, (PALETTE.axis_text, PALETTE.axis_text))

@@ -17,6 +17,7 @@ does for the first task.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +75,24 @@ def task_json(entry: TaskEntry, height: int, version: int, figures: dict[str, fl
     }
 
 
+_REGISTRIES: weakref.WeakKeyDictionary[Any, TaskRegistry] = weakref.WeakKeyDictionary()
+
+
+def task_registry(node: Any) -> TaskRegistry:
+    """The one registry of ``node``'s tasks, shared by the API and the dashboard."""
+    registry = _REGISTRIES.get(node)
+    if registry is None:
+        registry = _REGISTRIES[node] = TaskRegistry(node)
+    return registry
+
+
 HeightParam = Callable[[web.Request], int]
 
 
 def add_task_routes(app: web.Application, node: Any, height_param: HeightParam,
                     predict_parses: asyncio.Semaphore) -> None:
     """Register the three task routes; ``height_param`` reads ``?height=`` as the other routes do."""
-    registry = TaskRegistry(node)
+    registry = task_registry(node)
 
     async def figures_at(height: int) -> tuple[np.ndarray, int, dict[str, float]]:
         params, version = await node.run_chain(lambda: node.chain.model_at(height))

@@ -51,6 +51,11 @@ async def test_the_first_task_is_listed_shown_and_predicts_at_any_height(cluster
             async with session.post(f"{node.url}/api/predict?height={height}", json={"inputs": rows}) as resp:
                 assert (await resp.json())["predictions"] == answers[height]  # the same model
         assert answers[0] != answers[2]  # the model moved between the heights
+        async with session.get(f"{node.url}/") as resp:
+            page = await resp.text()
+        tasks_table = page.split('id="tasks"')[1].split("</table>")[0]
+        assert f'href="/api/tasks/{task_id}"' in tasks_table and "<td>digits</td>" in tasks_table
+        assert task["label"].split()[0] in tasks_table
         accuracy = float(np.mean(np.asarray(answers[2]) == test.y_test[:50]))
         assert accuracy > float(np.mean(np.asarray(answers[0]) == test.y_test[:50]))
 
