@@ -155,8 +155,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(json.dumps({"spec": str(args.out), **summary}))
     else:
         print(f"wrote {args.out}: task {spec.name!r}, {summary['what']}, from {rows} rows of {args.data}")
-        print("edit it to change the defaults (docs/tasks.md says what each field does); "
-              f"deploy it with `gradchain task deploy --spec {args.out} ...`", file=sys.stderr)
+        print("edit it to change the defaults (docs/tasks.md says what each field does); try it on a local "
+              f"testnet with `gradchain task split` and `make testnet TASK={args.out} DATA=DIR`", file=sys.stderr)
     return 0
 
 
@@ -319,7 +319,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for value in predictions:
         print(value)
     scored = ", ".join(f"{k} {v:.4g}" for k, v in score.items())
-    print(f"{len(predictions)} predictions by task {spec.name!r}'s model at height {height}"
+    print(f"{len(predictions)} predictions by the model of task {spec.name!r} at height {height}"
           + (f"; against the file's labels: {scored}" if scored else ""), file=sys.stderr)
     return 0
 
