@@ -262,7 +262,7 @@ async def page_view(node: Node, state: DashboardState) -> views.PageView:
     )
 
 
-async def _tasks(node: Any) -> list[views.TaskRow]:
+async def _tasks(node: Node) -> list[views.TaskRow]:
     """The chain's tasks with the headline of their latest figures (the same list GET /api/tasks gives)."""
     latest = node.evaluator.latest() or {}
     rows = []
