@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.datafile import parse_data
+from ml.datafile import DataFileError, parse_data
 from ml.datasets import Dataset, load_dataset
 from ml.evaluate import evaluate
 
@@ -31,6 +31,9 @@ class Evaluator:
         self.node = node
         self.task = node.chain.task
         self._dataset: Dataset | None = None
+        self._loaded = False
+        if node.config.eval_file is not None:  # a bad --eval file stops the start, with its line and column
+            self._dataset, self._loaded = self._load(), True
         self.history: dict[int, dict[str, float]] = {}  # height -> figures on the main chain
         self._by_hash: dict[bytes, dict[str, float]] = {}
         node.on_tip_change(self._schedule)
@@ -43,8 +46,8 @@ class Evaluator:
         None for a task without built-in data when no file was given: the
         node then reports no figures (it still validates, mines and trains).
         """
-        if self._dataset is None:
-            self._dataset = self._load()
+        if not self._loaded:
+            self._dataset, self._loaded = self._load(), True
         return self._dataset
 
     def _load(self) -> Dataset | None:
@@ -55,7 +58,12 @@ class Evaluator:
             except ValueError as exc:
                 log.warning("no figures for task %r: %s; give the node --eval FILE", self.task.name, exc)
                 return None
-        table = parse_data(path.read_bytes(), self.task, npz=path.suffix.lower() == ".npz")
+        try:
+            table = parse_data(path.read_bytes(), self.task, npz=path.suffix.lower() == ".npz")
+        except OSError as exc:
+            raise DataFileError(f"--eval {path}: {exc.strerror or exc}") from None
+        except DataFileError as exc:
+            raise DataFileError(f"--eval {path}: {exc}", line=exc.line, column=exc.column) from None
         return Dataset(self.task.name, table.X[:0], table.y[:0], table.X, table.y)
 
     def figures(self, params: np.ndarray) -> dict[str, float]:

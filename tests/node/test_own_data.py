@@ -64,3 +64,16 @@ async def test_train_names_the_task_by_its_id(cluster: Cluster) -> None:
     again = await cluster.start("b", train=True, byzantine_f=0, train_task=task_id[:10].upper())
     assert again.trainer.task_id == task_id
     assert any(e.kind == "trainer" and f"({task_id[:12]}…)" in e.message for e in again.events)
+
+
+@scenario
+async def test_a_bad_eval_file_stops_the_start(cluster: Cluster) -> None:
+    from ml.datafile import DataFileError
+
+    path = cluster.base / "eval.csv"
+    path.write_text(digits_csv(slice(0, 2)).replace("\n", "\n\n", 1).rsplit(",", 1)[0] + ",12\n")
+    with pytest.raises(DataFileError, match=r"--eval .*eval.csv: line 4, column 65 \('label'\): class 12"):
+        await cluster.start("a", eval_file=path)
+    path.write_text(digits_csv(slice(0, 5)))
+    node = await cluster.start("b", eval_file=path)
+    assert node.evaluator.dataset is not None and node.evaluator.dataset.X_test.shape == (5, 64)
