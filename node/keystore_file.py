@@ -268,22 +268,65 @@ def keystore_address(path: str | os.PathLike[str]) -> str:
     return keystore_header(path).address
 
 
-def read_password(*, confirm: bool) -> str:
-    """The wallet password: ``$GRADCHAIN_PASSWORD`` if set, else asked on the terminal.
+MAX_PASSWORD_FILE_BYTES = 4096  # a password, not a document: refuse to read more
+
+
+def read_password_file(path: str | os.PathLike[str]) -> str:
+    """The password in the first line of ``path`` (``--password-file``), trailing newline dropped.
+
+    The file must be a regular file readable by its owner alone (like the
+    keystore it opens), so a command line that names it reveals nothing.
+
+    Raises
+    ------
+    KeystoreFileError
+        Missing, not a regular file, readable by group or others, or empty.
+    """
+    source = Path(path)
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise KeystoreFileError(f"no password file at {source}; check the path") from None
+    except OSError as exc:
+        raise KeystoreFileError(f"cannot read the password file {source}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise KeystoreFileError(f"{source} is not a regular file; --password-file needs a file")
+    with os.fdopen(fd, "rb") as handle:
+        if mode & _GROUP_OTHER_BITS:
+            raise KeystoreFileError(
+                f"{source} is readable by other users; run `chmod 600 {source}` and try again"
+            )
+        raw = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise KeystoreFileError(f"{source} is larger than a password file can be; check the path")
+    password = raw.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    if not password:
+        raise KeystoreFileError(f"{source} holds no password on its first line")
+    return password
+
+
+def read_password(*, confirm: bool, file: str | os.PathLike[str] | None = None) -> str:
+    """The wallet password: from ``file`` if given, else ``$GRADCHAIN_PASSWORD``, else the terminal.
 
     Parameters
     ----------
     confirm : bool
         Ask twice and require both to match (when creating a wallet, where a
-        typo would lock the key away for good). Not applied to the
+        typo would lock the key away for good). Not applied to a file or the
         environment variable.
+    file : path-like, optional
+        A ``--password-file``: see :func:`read_password_file`.
 
     Raises
     ------
     KeystoreFileError
-        No terminal to ask on and no environment variable, an empty password,
-        or the two entries differ.
+        No file, no terminal to ask on and no environment variable; an empty
+        password; or the two entries differ.
     """
+    if file is not None:
+        return read_password_file(file)
     from_env = os.environ.get(PASSWORD_ENV)
     if from_env is not None:
         if not from_env:
@@ -291,7 +334,7 @@ def read_password(*, confirm: bool) -> str:
         return from_env
     if not sys.stdin.isatty():
         raise KeystoreFileError(
-            f"no terminal to ask for the password; set {PASSWORD_ENV} in the environment"
+            f"no terminal to ask for the password; pass --password-file FILE or set {PASSWORD_ENV}"
         )
     password = getpass.getpass("Wallet password: ")
     if not password:
@@ -319,5 +362,6 @@ __all__ = [
     "keystore_header",
     "read_keystore",
     "read_password",
+    "read_password_file",
     "write_keystore",
 ]

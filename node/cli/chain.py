@@ -34,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _datadir(p)
     p.add_argument("--blocks", type=int, required=True, help="how many blocks to mine")
     p.add_argument("--keystore", required=True, help="wallet file that receives rewards and signs updates")
+    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
+                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
     p.add_argument("--shard", default="0/1", help="this node's data shard i/n (default 0/1: all data)")
     p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
                    help="train on your own CSV/npz instead of the built-in data")
@@ -151,7 +153,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     index, total = parse_shard(args.shard)
     chain = _open(args.datadir)
     try:
-        keypair = read_keystore(args.keystore, read_password(confirm=False))
+        keypair = read_keystore(args.keystore, read_password(confirm=False, file=args.password_file))
     except (KeystoreFileError, KeystoreError) as exc:
         raise CliError(str(exc)) from None
     task = chain.task

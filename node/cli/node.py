@@ -35,6 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-scheme", choices=("hash", "dirichlet"), default="hash")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for non-IID shards")
     p.add_argument("--keystore", type=pathlib.Path, default=None, help="wallet for rewards and signing")
+    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
+                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
     p.add_argument("--threads", type=int, default=1, help="mining threads")
     p.add_argument("--block-interval", type=float, default=None,
                    help="seconds to wait after each mined block (default: 1 on regtest, 0 elsewhere)")
@@ -74,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     password = None
     if args.keystore is not None:
         try:
-            password = read_password(confirm=False)
+            password = read_password(confirm=False, file=args.password_file)
         except KeystoreFileError as exc:
             raise CliError(str(exc)) from None
     interval = args.block_interval if args.block_interval is not None else (1.0 if args.network == "regtest" else 0.0)

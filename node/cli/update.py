@@ -15,6 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                      "(float32, flat, the task's parameter count).")
     p.add_argument("--node", required=True, metavar="URL")
     p.add_argument("--keystore", required=True, type=pathlib.Path)
+    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
+                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
     p.add_argument("--file", required=True, type=pathlib.Path, help="the update as .npy")
     p.add_argument("--base-height", type=int, default=None, help="height of the model trained on (default: tip)")
     p.add_argument("--fee", type=int, default=0)
@@ -49,7 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(f"the update's L2 norm {norm:.3f} exceeds the task's bound {task.norm_bound}; "
                        "scale it down (e.g. clip) before submitting")
     try:
-        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False))
+        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False, file=args.password_file))
     except (keystore_file.KeystoreFileError, KeystoreError) as exc:
         raise CliError(str(exc)) from None
     try:

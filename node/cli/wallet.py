@@ -45,6 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="where to save it (default: <wallet dir>/<address prefix>.json); never overwritten",
     )
+    new.add_argument("--password-file", type=Path, default=None, metavar="FILE",
+                     help="read the new password from the first line of FILE (mode 0600) instead of "
+                          "$GRADCHAIN_PASSWORD or the terminal")
     new.set_defaults(handler=cmd_new)
 
     show = verbs.add_parser(
@@ -73,6 +76,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     send = verbs.add_parser("send", help="sign a transfer with a keystore and submit it to a node")
     send.add_argument("--node", required=True, metavar="URL", help="the node's API, e.g. http://127.0.0.1:8733")
     send.add_argument("--keystore", metavar="FILE", type=Path, required=True)
+    send.add_argument("--password-file", type=Path, default=None, metavar="FILE",
+                      help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
     send.add_argument("--to", required=True, metavar="ADDRESS")
     send.add_argument("--amount", required=True, type=int, help="base units")
     send.add_argument("--fee", type=int, default=0, help="base units paid to the miner")
@@ -101,7 +106,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     elif not path.parent.is_dir():
         raise CliError(f"directory {path.parent} does not exist; create it or choose another path")
     try:
-        password = keystore_file.read_password(confirm=True)
+        password = keystore_file.read_password(confirm=True, file=args.password_file)
         written = keystore_file.write_keystore(path, keypair, password)
     except keystore_file.KeystoreFileError as exc:
         raise CliError(str(exc)) from None
@@ -178,7 +183,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     except AddressError as exc:
         raise CliError(f"--to: {exc}") from None
     try:
-        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False))
+        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False, file=args.password_file))
     except (keystore_file.KeystoreFileError, KeystoreError) as exc:
         raise CliError(str(exc)) from None
     try:

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from node.keystore_file import write_keystore
+from node.keystore_file import read_password_file, write_keystore
 from node.testnet.owndata import EVAL_FILE, node_file
 from wallet import keypair_from_seed
 
@@ -103,16 +103,19 @@ def write_manifest(directory: pathlib.Path, entries: list[NodeEntry], plan: Test
 
 
 def testnet_password(directory: pathlib.Path) -> str:
-    """The testnet's wallet password: $GRADCHAIN_PASSWORD, or one generated and kept 0600."""
-    from_env = os.environ.get("GRADCHAIN_PASSWORD")
-    if from_env:
-        return from_env
+    """The testnet's wallet password, kept in DIR/.password (mode 0600).
+
+    Written once, when the testnet is new: $GRADCHAIN_PASSWORD if set, else a
+    generated one. Every node's recorded command reads it with
+    ``--password-file``, so a user can restart a node by hand as written.
+    """
     path = directory / PASSWORD_FILE
     if not path.exists():
+        password = os.environ.get("GRADCHAIN_PASSWORD") or secrets.token_urlsafe(24)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+            handle.write(password + "\n")
+    return read_password_file(path)
 
 
 def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, seed_url: str | None,
@@ -122,7 +125,8 @@ def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, s
         "--datadir", str(datadir), "--network", plan.network, "--task", plan.task,
         "--listen", f"127.0.0.1:{port}", "--mine", "--train",
         "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
-        "--keystore", str(datadir / "wallet.json"), "--threads", str(plan.threads),
+        "--keystore", str(datadir / "wallet.json"), "--password-file", str(datadir.parent / PASSWORD_FILE),
+        "--threads", str(plan.threads),
     ]
     if plan.data:
         argv += ["--data", str(node_file(pathlib.Path(plan.data), index)),
@@ -137,6 +141,8 @@ def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, s
 
 
 def spawn(argv: list[str], datadir: pathlib.Path, password: str) -> subprocess.Popen[bytes]:
+    """Start one node; the password also goes in the environment for manifests written
+    before ``--password-file`` (their recorded argv lacks it)."""
     log = open(datadir / "node.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "GRADCHAIN_PASSWORD": password, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -149,6 +155,7 @@ def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False, base_
     An existing testnet of the same plan resumes where it stopped; ``fresh``
     deletes it first.
     """
+    directory = directory.resolve()  # recorded commands must work from any working directory
     running = [e for e in load_manifest(directory) if is_alive(e.pid)]
     if running:
         raise RuntimeError(f"a testnet is already running in {directory} ({len(running)} nodes); "

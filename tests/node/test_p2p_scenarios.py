@@ -63,16 +63,31 @@ async def test_mined_block_reaches_every_node_of_a_star(cluster: Cluster) -> Non
            n0            (star: the leaves peer only with the hub n0)
            |
            n3
+
+    Address gossip would turn the star into a full mesh within seconds, so
+    every node runs ``dial_learned=False`` (dial no learned address) and the test
+    asserts the star still holds once the block has arrived everywhere.
     """
-    nodes = await cluster.start_many(4)
+    nodes = await cluster.start_many(4, dial_learned=False)
     hub, leaves = nodes[0], nodes[1:]
     await connect_star(hub, leaves)
+    # The hub gossips each leaf's address to the others: only the pin keeps them apart.
+    await until(lambda: all(o.url in leaf.peers.known for leaf in leaves for o in leaves if o is not leaf),
+                15, what="the leaves to learn each other's addresses from the hub")
     (block_hash,) = await mine(leaves[0], 1)
     await wait_same_tip(nodes, target=block_hash)
     assert all(n.chain.height == 1 for n in nodes)
-    # Leaves learned each other's address from the hub but peer with it only if asked:
-    # the block reached n2 and n3 through n0, announce then fetch.
+    assert_topology({hub: leaves, **{leaf: [hub] for leaf in leaves}})
+    # The block reached n2 and n3 through n0, announce then fetch.
     assert await metric(hub, "gradchain_blocks_received_total") == 1
+
+
+def assert_topology(links: dict[Node, list[Node]]) -> None:
+    """Each node peers with exactly the nodes listed for it (the pinned topology held)."""
+    for node, neighbours in links.items():
+        assert set(node.peers.peers) == {n.url for n in neighbours}, (
+            f"{node.url} peers with {sorted(node.peers.peers)}, expected {sorted(n.url for n in neighbours)}"
+        )
 
 
 @scenario
@@ -86,10 +101,8 @@ async def test_block_propagation_latency_over_a_line(cluster: Cluster) -> None:
     The figures are printed (``pytest -s``), never asserted: speed belongs to
     benchmarks. What is asserted is that all 100 blocks arrive everywhere.
     """
-    nodes = await cluster.start_many(4)
+    nodes = await cluster.start_many(4, dial_learned=False)  # keep the line a line: no shortcut links
     await connect_line(nodes)
-    for n in nodes:
-        n.peers.known.clear()  # keep the line a line: no shortcut links via learned addresses
     arrivals: dict[int, dict[bytes, float]] = {i: {} for i in range(len(nodes))}
 
     def recorder(i: int, node: Node) -> None:
@@ -106,6 +119,7 @@ async def test_block_propagation_latency_over_a_line(cluster: Cluster) -> None:
         origin = arrivals[0][block_hash]
         latencies.append(max(arrivals[i][block_hash] for i in range(1, len(nodes))) - origin)
     assert all(n.chain.height == LATENCY_BLOCKS for n in nodes)
+    assert_topology({n: [m for m in nodes[max(0, i - 1) : i + 2] if m is not n] for i, n in enumerate(nodes)})
     cuts = statistics.quantiles(latencies, n=100)
     print(f"\nblock propagation over 3 hops, {LATENCY_BLOCKS} blocks: "
           f"p50 {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
@@ -234,7 +248,7 @@ async def test_transfer_on_the_losing_branch_is_mined_by_the_winners(cluster: Cl
     only ever could have learned it loose, must get it announced, and a block
     mined by d confirms it.
     """
-    a, b, c, d = await cluster.start_many(4)
+    a, b, c, d = await cluster.start_many(4, dial_learned=False)  # no link around the cut
     await connect_line([a, b, c, d])
     await mine(a, 1)  # a's reward pays for the transfer on both branches
     await wait_same_tip([a, b, c, d])

@@ -146,10 +146,18 @@ def test_sizes_on_the_wire() -> None:
 
 
 def test_decoded_vector_is_a_fresh_writable_copy() -> None:
+    """Callers may scale or clip the decoded vector in place: it must own its memory."""
     x = sample(10)
     for kind in KINDS:
-        out = decode_update(encode_update(x, kind, k=3), 10)
+        enc = encode_update(x, kind, k=3)
+        wire = bytes(enc.data)
+        out = decode_update(enc, 10)
+        assert out.flags.writeable and out.flags.owndata, kind
         out[0] = 5.0  # would raise on a read-only frombuffer view
+        assert out[0] == 5.0
+        assert bytes(enc.data) == wire, f"{kind}: writing the decoded vector changed the encoding"
+        again = decode_update(enc, 10)
+        assert again[0] != 5.0 or x[0] == 5.0, f"{kind}: two decodes share memory"
 
 
 def test_encoder_refuses_what_it_cannot_represent() -> None:

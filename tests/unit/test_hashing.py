@@ -330,17 +330,43 @@ def test_stop_during_search_is_honoured_between_batches(threads: int) -> None:
     assert stop.checks <= 4 + threads
 
 
+class WatchedStop(threading.Event):
+    """A stop event that tells the test once the search has looked at it ``started_after`` times."""
+
+    def __init__(self, started_after: int) -> None:
+        super().__init__()
+        self.started_after = started_after
+        self.looks = 0
+        self.searching = threading.Event()
+        self.lock = threading.Lock()
+
+    def is_set(self) -> bool:
+        with self.lock:
+            self.looks += 1
+            if self.looks >= self.started_after:
+                self.searching.set()
+        return super().is_set()
+
+
 def test_stop_from_another_thread_ends_search() -> None:
-    stop = threading.Event()
+    """The stop arrives while batches are being hashed (not before the search starts)."""
+    stop = WatchedStop(started_after=3)  # the look before starting, then batches under way
     result: list[int | None] = []
-    worker = threading.Thread(
-        target=lambda: result.append(search_nonce(genesis_header(), 0, threads=2, stop=stop))
-    )
-    worker.start()
-    stop.set()
-    worker.join(JOIN_TIMEOUT_S)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hashing, "BATCH_NONCES", 4096)
+        worker = threading.Thread(
+            target=lambda: result.append(search_nonce(genesis_header(), 0, threads=2, stop=stop))
+        )
+        worker.start()
+        assert stop.searching.wait(JOIN_TIMEOUT_S), "the search never started"
+        with stop.lock:  # no thread looks between the count and the stop
+            looks_at_stop = stop.looks
+            stop.set()
+        worker.join(JOIN_TIMEOUT_S)
     assert not worker.is_alive()
     assert result == [None]
+    # Each thread finishes its batch and looks once more; 2**32 nonces were never all hashed.
+    assert stop.looks <= looks_at_stop + 2 * 2
 
 
 # ---------------------------------------------------------------- validation and selection

@@ -120,7 +120,10 @@ def test_garbage_never_escapes_as_another_error(kind: str, raw: bytes) -> None:
         msg = decode(kind, raw)
     except MessageError:
         return
-    assert encode(msg)  # whatever decoded is a complete, valid message
+    # Whatever decoded is a complete, valid message of that kind: it re-encodes and decodes
+    # back to itself (nothing half-built, nothing that only the lenient path accepts).
+    assert isinstance(msg, MESSAGES[kind])
+    assert decode(kind, encode(msg)) == msg
 
 
 @FAST
