@@ -323,8 +323,10 @@ def _parse(blob: bytes) -> tuple[KeystoreHeader, bytes]:
         raise _fail(f"{len(blob)} bytes, a keystore is under {MAX_KEYSTORE_BYTES}")
     try:
         doc = json.loads(bytes(blob).decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(f"not UTF-8 JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, or an integer past Python's digit limit;
+        # RecursionError: arrays nested thousands deep (found by tests/fuzz).
+        raise _fail(f"not UTF-8 JSON ({str(exc)[:80]})") from None
     if not isinstance(doc, dict):
         raise _fail("the document must be a JSON object")
     version = doc.get("version")

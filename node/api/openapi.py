@@ -70,7 +70,13 @@ STR: Schema = {"type": "string"}
 BOOL: Schema = {"type": "boolean"}
 HASH: Schema = {"type": "string", "pattern": HASH_PATTERN, "description": "64 lowercase hex digits"}
 ADDRESS: Schema = {"type": "string", "description": "a bech32 address (gc1q…)"}
-URL: Schema = {"type": "string", "description": "a peer's listen URL, http://host:port"}
+# What a request may name (the checksum is checked by the handler: 400 when it fails).
+ADDRESS_INPUT: Schema = {**ADDRESS, "pattern": "^(gc1[02-9ac-hj-np-z]+|GC1[02-9AC-HJ-NP-Z]+)$"}
+URL: Schema = {"type": "string", "description": "a peer's listen URL, http://host:port",
+               "pattern": (r"^http://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+                           r"|\[[0-9A-Fa-f:.]+\]):[1-9][0-9]{0,4}$"),
+               "maxLength": limits.MAX_URL_CHARS}
+FLOAT32_MAX = 3.4028234663852886e38  # predict runs in float32: a larger input would become infinite
 
 
 def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
@@ -151,7 +157,8 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
         },
         "PredictRequest": _obj({"inputs": {
             "type": "array", "minItems": 1, "maxItems": max_rows,
-            "items": {"type": "array", "minItems": input_dim, "maxItems": input_dim, "items": NUM},
+            "items": {"type": "array", "minItems": input_dim, "maxItems": input_dim,
+                      "items": {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}},
         }}),
         "Predictions": _obj({
             "predictions": {"type": "array", "items": NUM,
@@ -285,7 +292,7 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/accounts/{address}": {"get": _op(
             "getAccount", "An account's balance and nonces at the tip", _json_response("account", "Account"),
-            errors=(400,), params=[_path_param("address", ADDRESS, "a gradchain address")], tag="wallet")},
+            errors=(400,), params=[_path_param("address", ADDRESS_INPUT, "a gradchain address")], tag="wallet")},
         "/api/model": {"get": _op(
             "getModel", "The model at a height: version, task, test-split metrics, history",
             _json_response("model", "Model"), errors=(400, 404), params=[HEIGHT_QUERY], tag="model")},

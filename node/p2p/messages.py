@@ -42,8 +42,12 @@ NO_SESSION = bytes(SESSION_BYTES)
 
 # host: a DNS name or IPv4 (letters, digits, dots, dashes) or a bracketed IPv6 literal;
 # port: 1-65535 without leading zeros. Nothing else: no user info, path or query.
+# Host: DNS labels of 1..63 letters, digits and inner hyphens joined by single dots (an
+# empty label, "a..b", made aiohttp's IDNA encoding raise: found by schemathesis), or an
+# IPv6 literal in brackets.
 _URL_RE = re.compile(
-    r"http://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"http://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])"
     r":(?P<port>[1-9][0-9]{0,4})"
 )
 _PORT_MAX = 65535

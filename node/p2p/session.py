@@ -223,7 +223,8 @@ class PeerClient:
                 if resp.status != 200:
                     raise PeerError(f"{route}: HTTP {resp.status}")
                 raw = await _read_capped(resp, m.MESSAGES[reply_kind].MAX_BYTES, route)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: a URL aiohttp cannot use (a host its IDNA codec refuses; found by schemathesis)
             raise PeerError(f"{route}: {type(exc).__name__} {exc}") from None
         return m.decode(reply_kind, raw)
 
