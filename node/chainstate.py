@@ -139,10 +139,15 @@ class ChainState:
         return cls(storage, params, genesis, task)
 
     @classmethod
-    def open(cls, datadir: pathlib.Path) -> ChainState:
+    def open(cls, datadir: pathlib.Path, *, repair: bool = True) -> ChainState:
+        """Open ``datadir``'s chain; ``repair`` rebuilds a damaged database first (node/reindex.py)."""
         path = datadir / DB_NAME
         if not path.exists():
             raise StorageError(f"no chain in {datadir}; run `gradchain chain init --datadir {datadir}` first")
+        from node.reindex import repair_if_damaged
+
+        if repair:
+            repair_if_damaged(datadir, DB_NAME)
         storage = Storage(path)
         network = storage.get_meta("network")
         raw_genesis = storage.get_meta("genesis")

@@ -78,6 +78,9 @@ class StorageError(Exception):
     """The datadir is unusable (wrong network, newer schema, corrupt)."""
 
 
+CHECK_BLOCKS = 2016  # newest main-chain bodies fully checked at start (Bitcoin Core's -checkblocks, larger)
+
+
 def encode_undo(undo: Undo) -> bytes:
     accounts = [
         [address, None, None] if acc is None else [address, acc.balance, acc.nonce]
@@ -308,3 +311,56 @@ class Storage:
             "SELECT sender, accepted FROM update_outcomes WHERE block = ? ORDER BY position", (block_hash,)
         ).fetchall()
         return [(bytes(s), None if a == NOT_APPLIED else bool(a)) for s, a in rows]
+
+
+    # -- integrity (checked at start; node/reindex.py repairs) -------------------------------------
+    def integrity_problems(self, check_blocks: int = CHECK_BLOCKS) -> list[str]:
+        """What is wrong with this database, or nothing; never raises.
+
+        SQLite's page-level ``quick_check`` (a torn or overwritten page); the
+        main chain contiguous, each of its index rows' header hashing to its
+        key; the newest ``check_blocks`` main-chain bodies decoding to their
+        hash and matching their header's commitment, with their undo data; the
+        tip state matching its root. A torn WAL tail needs no check of ours:
+        SQLite drops frames after the last complete commit, which leaves the
+        database as it was after an earlier transaction.
+        """
+        from consensus.block import decode_block
+        from consensus.errors import BlockRejected
+        from consensus.header import header_hash
+
+        try:
+            pages = [str(r[0]) for r in self.db.execute("PRAGMA quick_check").fetchall()]
+            if pages != ["ok"]:
+                return [f"database pages: {'; '.join(pages[:3])}"]
+            main = self.main_chain()
+            if not main:
+                return ["no main chain"]
+            problems: list[str] = []
+            headers = dict(self.db.execute(
+                "SELECT b.hash, b.header FROM block_index b JOIN main_chain m ON m.hash = b.hash"
+            ).fetchall())
+            for height, block_hash in enumerate(main):
+                header = headers.get(block_hash)
+                if header is None or header_hash(bytes(header)) != block_hash:
+                    problems.append(f"index row of main-chain block {height} does not hash to its key")
+            for height in range(max(0, len(main) - check_blocks), len(main)):
+                block_hash = main[height]
+                raw = self.get_body(block_hash)
+                try:
+                    if raw is None:
+                        raise ValueError("body missing")
+                    block = decode_block(raw)
+                    if block.hash != block_hash:
+                        raise ValueError("body is another block's")
+                    block.check_commitment()
+                    if height > 0 and self.get_undo(block_hash) is None:
+                        raise ValueError("undo data missing")
+                except (BlockRejected, ValueError) as exc:
+                    problems.append(f"main-chain block {height}: {exc}")
+            state = self.load_state()  # raises when the state does not match its root
+            if state is None or state.height != len(main) - 1:
+                problems.append(f"tip state is not at the tip height {len(main) - 1}")
+            return problems
+        except (sqlite3.DatabaseError, StorageError, ValueError, TypeError) as exc:
+            return [f"unreadable: {exc}"]

@@ -43,9 +43,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-update", action="store_true", help="mine empty blocks (no training)")
     p.set_defaults(handler=cmd_mine)
 
-    p = verbs.add_parser("verify", help="replay every block from genesis with full validation")
+    p = verbs.add_parser("verify", help="replay every block from genesis with full validation (repairs nothing)")
     _datadir(p)
     p.set_defaults(handler=cmd_verify)
+
+    p = verbs.add_parser("reindex", help="rebuild the database from the blocks it stores (a node does it "
+                                          "by itself when it finds its database damaged)")
+    _datadir(p)
+    p.set_defaults(handler=cmd_reindex)
 
     p = verbs.add_parser("export", help="write the main chain as a raw block file to stdout")
     _datadir(p)
@@ -67,12 +72,12 @@ def _datadir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datadir", required=True, type=pathlib.Path, help="the node's data directory")
 
 
-def _open(datadir: pathlib.Path) -> Any:
+def _open(datadir: pathlib.Path, *, repair: bool = True) -> Any:
     from node.chainstate import ChainState
     from node.storage import StorageError
 
     try:
-        return ChainState.open(datadir)
+        return ChainState.open(datadir, repair=repair)
     except StorageError as exc:
         raise CliError(str(exc)) from None
 
@@ -195,17 +200,35 @@ def cmd_mine(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from node.verify import verify_chain
 
-    chain = _open(args.datadir)
+    chain = _open(args.datadir, repair=False)  # report the damage as it is on disk
     report = verify_chain(chain, progress=sys.stderr.isatty())
     chain.close()
     if report.error:
-        print(f"chain verify FAILED at height {report.failed_height}: {report.error}", file=sys.stderr)
+        print(f"chain verify FAILED at height {report.failed_height}: {report.error}; "
+              f"`gradchain chain reindex --datadir {args.datadir}` rebuilds it from the intact blocks",
+              file=sys.stderr)
         return 1
     print(
         f"verified {report.blocks} blocks to height {report.height} in {report.seconds:.2f}s "
         f"({report.blocks_per_second:.0f} blocks/s after {report.first_block_s:.2f}s of kernel warm-up); "
         f"state root {report.state_root_hex} matches"
     )
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from node.chainstate import DB_NAME
+    from node.reindex import reindex
+    from node.storage import StorageError
+
+    if not (args.datadir / DB_NAME).exists():
+        raise CliError(f"no chain in {args.datadir}")
+    try:
+        report = reindex(args.datadir, DB_NAME, ["asked for by `chain reindex`"])
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+    print(f"reindexed {args.datadir}: tip {report.height}, {report.blocks} blocks kept, "
+          f"{report.dropped} damaged rows dropped; the old file is {report.kept_as}")
     return 0
 
 
