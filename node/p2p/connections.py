@@ -401,7 +401,10 @@ class ConnectionManager:
             reply = dataclasses.replace(reply, listen_url=url)
         if reply.session == m.NO_SESSION:
             peer = self.peers.get(url) or await self._await_registered(url)
-            if peer is not None and outbound:
+            # It may have dialled us meanwhile (registered inbound): count it as our outbound
+            # link only while a slot is free, so a dial race never exceeds MAX_OUTBOUND_PEERS.
+            if (peer is not None and outbound and not peer.outbound
+                    and self.outbound_count() < limits.MAX_OUTBOUND_PEERS):
                 peer.outbound = True
         else:
             peer = self.register(reply, outbound=outbound)
