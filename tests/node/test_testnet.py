@@ -128,7 +128,7 @@ def run_until_accuracy(directory: pathlib.Path, nodes: int, attackers: int, goal
     def reached() -> bool:
         nonlocal latest
         try:
-            height = int(NodeClient(honest[0].api, timeout=5).status()["height"])
+            height = int(NodeClient(honest[0].api, timeout=30).status()["height"])
             latest = (test_accuracy(honest[0].api, height), height)
         except ApiError:
             return False
@@ -143,7 +143,7 @@ def same_model_everywhere(directory: pathlib.Path, height: int, accuracy: float)
     """Every node holds ``height`` with one state root, and every honest node's model there
     scores ``accuracy`` (the model is bit-identical, so the figure is too)."""
     entries = load_manifest(directory)
-    clients = [NodeClient(e.api, timeout=5) for e in entries]
+    clients = [NodeClient(e.api, timeout=30) for e in entries]
     try:
         if min(int(c.status()["height"]) for c in clients) < height:
             return False
