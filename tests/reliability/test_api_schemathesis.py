@@ -61,8 +61,13 @@ SEMANTIC_CHECKS = {
 
 
 def loopback_only(node: Node, dialled: list[str]) -> None:
-    """Generated peer URLs are never dialled: the node may only reach loopback addresses here."""
-    connect = node.peers.connect
+    """Generated peer URLs are never dialled: the node may only reach loopback addresses here.
+
+    Both ways a URL is dialled are guarded: the route's own dial and the
+    connector's later dials of the seed the route added.
+    """
+    conns = node.peers.conns
+    connect = conns.connect
 
     async def guarded(url: str, *, outbound: bool = True) -> object:
         dialled.append(url)
@@ -70,7 +75,7 @@ def loopback_only(node: Node, dialled: list[str]) -> None:
             return None
         return await connect(url, outbound=outbound)
 
-    node.peers.connect = guarded
+    conns.connect = guarded
 
 
 MINE_AT_MOST = 3  # blocks per generated POST /api/mine: 1000 a request would grow the chain for minutes

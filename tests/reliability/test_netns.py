@@ -139,8 +139,9 @@ def test_three_hosts_sync_mine_converge_and_heal_a_link(network: None, tmp_path:
     procs = [start_host(i, tmp_path) for i in range(HOSTS)]
     try:
         wait_until(lambda: all(status(i) is not None for i in range(HOSTS)), 90, 0.5, "every host to answer")
-        wait_until(lambda: all(int((status(i) or {}).get("peers", 0)) >= HOSTS - 1 for i in range(HOSTS)), 60, 0.5,
-                   "every host to peer with the other two (h1 and h2 learn each other through h0)")
+        # h1 and h2 dial h0; they need not dial each other (one outbound link per network group).
+        wait_until(lambda: int((status(0) or {}).get("peers", 0)) >= HOSTS - 1, 60, 0.5,
+                   "h0 to peer with the other hosts")
         wait_until(converged, CONVERGE_S, 0.5, "one tip and state root on the three hosts")
         before = [status(i) for i in range(HOSTS)]
 

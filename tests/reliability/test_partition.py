@@ -16,17 +16,15 @@ blocks); ``make test-long`` runs more rounds.
 
 from __future__ import annotations
 
-import time
-
 from consensus.tx import Transfer, encode_tx, sign_tx
 from node.service import Node
 from tests.conftest import until
 from tests.node.harness import (
     Cluster,
     connect,
-    disconnect,
     mine,
     node_key,
+    partition,
     scenario,
     tip_of,
     wait_same_tip,
@@ -49,25 +47,17 @@ async def send(node: Node, amount: int) -> bytes:
 
 
 async def cut(west: list[Node], east: list[Node]) -> None:
-    """Partition: each side bans the other (no dial, no message either way) and drops the links."""
-    now = time.time()
-    for w in west:
-        for e in east:
-            w.peers.bans.ban(e.url, now)
-            e.peers.bans.ban(w.url, now)
-            disconnect(w, e)
+    """Partition: each side refuses the other (harness ``partition``: bans both ways)."""
+    partition(west, east)
     await until(lambda: all(e.url not in w.peers.peers and w.url not in e.peers.peers for w in west for e in east),
                 15, what="the cut")
 
 
 async def heal(west: list[Node], east: list[Node]) -> None:
-    """Lift the bans and link the halves again, a with c and b with d."""
+    """Link every node of one half with every node of the other (lifting the bans)."""
     for w in west:
         for e in east:
-            w.peers.bans.unban(e.url)
-            e.peers.bans.unban(w.url)
-    for w, e in zip(west, east, strict=True):
-        await connect(w, e)
+            await connect(w, e)
 
 
 @scenario
