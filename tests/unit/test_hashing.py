@@ -330,22 +330,24 @@ def test_stop_during_search_is_honoured_between_batches(threads: int) -> None:
     assert stop.checks <= 4 + threads
 
 
-class WatchedStop(threading.Event):
-    """A stop event that tells the test once the search has looked at it ``started_after`` times."""
+class WatchedStop(StopAfterChecks):
+    """A stop event that tells the test once the search has looked at it ``started_after`` times
+    (it never turns itself on: the test sets it)."""
 
     def __init__(self, started_after: int) -> None:
-        super().__init__()
+        super().__init__(after=2**62)
         self.started_after = started_after
-        self.looks = 0
         self.searching = threading.Event()
-        self.lock = threading.Lock()
+
+    @property
+    def looks(self) -> int:
+        return self.checks
 
     def is_set(self) -> bool:
-        with self.lock:
-            self.looks += 1
-            if self.looks >= self.started_after:
-                self.searching.set()
-        return super().is_set()
+        answer = super().is_set()
+        if self.checks >= self.started_after:
+            self.searching.set()
+        return answer
 
 
 def test_stop_from_another_thread_ends_search() -> None:
