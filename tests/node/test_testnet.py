@@ -134,8 +134,10 @@ def run_until_accuracy(directory: pathlib.Path, nodes: int, attackers: int, goal
             return False
         return latest[0] >= goal
 
-    wait_until(reached, timeout=E2E_DEADLINE_S, interval=5,
-               what=f"accuracy >= {goal} at the tip (latest {latest[0]:.3f} at height {latest[1]})")
+    try:
+        wait_until(reached, timeout=E2E_DEADLINE_S, interval=5, what=f"accuracy >= {goal} at the tip")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (the last poll: {latest[0]:.3f} at height {latest[1]})") from None
     return latest
 
 
