@@ -287,9 +287,9 @@ async def test_learned_addresses_fill_only_the_outbound_slots(cluster: Cluster) 
         """The hub does not introduce x to the others: they would dial x first."""
 
     hub.peers.gossip.relay_addresses = no_relay  # type: ignore[method-assign]
-    # The others dial nobody they learn of (connect_only): otherwise one that learns x's address
+    # The others dial nobody they learn of (dial_learned=False): otherwise one that learns x's address
     # first dials x, takes no slot of x's (inbound), and x can never fill its eight.
-    others = await cluster.start_many(LEARNED_PEERS, prefix="o", connect_only=True)
+    others = await cluster.start_many(LEARNED_PEERS, prefix="o", dial_learned=False)
     for other in others:
         await connect(other, hub)
     passes: list[int] = []

@@ -9,7 +9,7 @@
                                   losing half's confirmed transfers are back in
                                   every mempool, and the next block confirms them.
 
-Topology is pinned (``connect_only``): the halves can only meet through the
+Topology is pinned (``dial_learned=False``): the halves can only meet through the
 links the test makes. Each round the other half wins (it mines more
 blocks); ``make test-long`` runs more rounds.
 """
@@ -62,7 +62,7 @@ async def heal(west: list[Node], east: list[Node]) -> None:
 
 @scenario
 async def test_two_halves_mine_apart_then_converge_and_repool_the_losers_txs(cluster: Cluster) -> None:
-    a, b, c, d = nodes = await cluster.start_many(4, connect_only=True)
+    a, b, c, d = nodes = await cluster.start_many(4, dial_learned=False)
     west, east = [a, b], [c, d]
     await connect(a, b)
     await connect(c, d)
