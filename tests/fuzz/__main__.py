@@ -35,7 +35,10 @@ def run_atheris(name: str, runs: int) -> tuple[bool, str]:
     done = DONE.search(log)
     rss = max((int(x) for x in RSS.findall(log)), default=0)
     seconds = time.monotonic() - started
-    if proc.returncode != 0 or done is None:
+    # libFuzzer prints "Uncaught Python exception" / "ERROR" for a finding; a process that
+    # finished its runs ("Done N") and was then killed by an alarm while exiting found nothing.
+    crashed = "Uncaught Python exception" in log or "==ERROR" in log or "ERROR: libFuzzer" in log
+    if crashed or done is None:
         tail = "\n".join(log.strip().splitlines()[-25:])
         return False, f"{name:22} CRASH (exit {proc.returncode}) after {seconds:.0f}s\n{tail}"
     executed = int(done.group(1))
