@@ -92,8 +92,9 @@ class ConnectionManager:
         self._retry: dict[str, _Retry] = {}
         self._registered: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        # Hooks the peer service sets: what a new peer triggers (sync, gossip).
-        self.on_connected: Callable[[Peer, bool], None] = lambda peer, new: None
+        # Hooks the peer service sets: what a new peer triggers (sync, gossip), and a known one's news.
+        self.on_connected: Callable[[Peer, bool], None] = lambda peer, fresh: None
+        self.on_refreshed: Callable[[Peer], None] = lambda peer: None
 
     # -- tasks -----------------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -218,6 +219,7 @@ class ConnectionManager:
             peer.height, peer.tip, peer.last_seen = hello.height, hello.tip, time.time()
             peer.outbound = peer.outbound or outbound
             self._registered_event(url)
+            self.on_refreshed(peer)
             return peer
         if not outbound and len(self.inbound()) >= limits.MAX_INBOUND_PEERS:
             victim = self.eviction_candidate()

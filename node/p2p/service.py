@@ -68,6 +68,7 @@ class PeerService:
         self.sync = HeaderSync(chain, self.conns, self.downloader)
         self.gossip = Gossip(chain, self.conns, self.intake, self.sync)
         self.conns.on_connected = self._on_connected
+        self.conns.on_refreshed = self._sync_if_ahead
         chain.on_tip_change(self._on_tip_change)
         chain.on_new_tx(self._on_new_tx)
         self._connector: asyncio.Task[None] | None = None
@@ -149,6 +150,10 @@ class PeerService:
 
     def _on_connected(self, peer: Peer, fresh: bool) -> None:
         self.gossip.on_connected(peer, fresh)
+        self._sync_if_ahead(peer)
+
+    def _sync_if_ahead(self, peer: Peer) -> None:
+        """A peer that says it is higher than us (at its handshake or a ping): fetch its headers."""
         if peer.height > self.chain.snapshot.height:
             self._request_sync(peer.url)
 
