@@ -1,0 +1,112 @@
+"""Connection management alone, without a node: slots, eviction, bans by host, dial choices.
+
+``ConnectionManager`` needs only something with a ``snapshot`` (here a
+stand-in) and a client it never uses in these tests, which is the point of
+the typed services: a wing can be tested without starting a node.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from node import limits
+from node.p2p import messages as m
+from node.p2p.connections import ConnectionManager, HandshakeRefused
+from node.p2p.penalties import Misbehaviour
+from node.p2p.session import Peer, PeerClient, Refusal
+
+GENESIS = bytes(32)
+MAGIC = b"\xfbrgt"
+CHAIN_ID = 7
+
+
+def manager(events: list[str] | None = None) -> ConnectionManager:
+    snapshot = SimpleNamespace(magic=MAGIC, chain_id=CHAIN_ID, genesis_hash=GENESIS, height=5, tip_hash=bytes(32))
+    chain: Any = SimpleNamespace(snapshot=snapshot)
+    log = events if events is not None else []
+    return ConnectionManager(chain, PeerClient(lambda: "http://127.0.0.1:1"), own_url=lambda: "http://127.0.0.1:1",
+                             seeds=[], event=lambda kind, msg, *a, **k: log.append(msg), on_ban=lambda: None,
+                             on_peers_changed=lambda n: None)
+
+
+def hello(url: str) -> m.Handshake:
+    return m.Handshake(magic=MAGIC, protocol_version=limits.PROTOCOL_VERSION, chain_id=CHAIN_ID, genesis=GENESIS,
+                       height=5, tip=bytes(32), listen_url=url, nonce=secrets.randbits(64), user_agent="t/1",
+                       session=bytes(32))
+
+
+def test_inbound_slots_hold_and_useful_peers_are_protected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_INBOUND_PEERS", 4)
+    monkeypatch.setattr(limits, "INBOUND_PROTECTED_BY_BLOCKS", 1)
+    monkeypatch.setattr(limits, "INBOUND_PROTECTED_BY_TXS", 1)
+    conns = manager()
+    urls = [f"http://10.0.{i}.1:8733" for i in range(4)]
+    for url in urls:
+        assert conns.register(hello(url), outbound=False) is not None
+    conns.peers[urls[0]].last_block_at = time.time()
+    conns.peers[urls[1]].last_tx_at = time.time()
+    # All are in one /16: each newcomer evicts the youngest unprotected peer.
+    for i in range(3):
+        newcomer = f"http://10.0.{10 + i}.1:8733"
+        assert conns.register(hello(newcomer), outbound=False) is not None
+        inbound = conns.inbound()
+        assert len(inbound) == 4
+        assert urls[0] in conns.peers and urls[1] in conns.peers, "protected peers stay"
+    assert conns.has_inbound_room()  # someone unprotected can always give way here
+
+
+def test_when_every_inbound_peer_is_protected_a_newcomer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_INBOUND_PEERS", 2)
+    conns = manager()
+    for i in range(2):
+        peer = conns.register(hello(f"http://10.{i}.0.1:1"), outbound=False)
+        assert isinstance(peer, Peer)
+        peer.last_block_at = time.time()
+    assert not conns.has_inbound_room()
+    assert conns.register(hello("http://10.9.0.1:1"), outbound=False) is None
+    assert conns.register(hello("http://10.9.0.1:1"), outbound=True) is not None, "outbound slots are separate"
+
+
+def test_a_ban_covers_the_host_not_only_the_port() -> None:
+    events: list[str] = []
+    conns = manager(events)
+    conns.register(hello("http://10.1.2.3:1000"), outbound=False)
+    for _ in range(limits.BAN_THRESHOLD // (limits.BAN_THRESHOLD // 5)):
+        conns.punish("http://10.1.2.3:1000", Misbehaviour.MALFORMED_MESSAGE, "junk")
+    assert conns.is_banned("http://10.1.2.3:2000") and conns.is_banned_host("10.1.2.3")
+    assert "http://10.1.2.3:1000" not in conns.peers and any("banned" in e for e in events)
+    assert not conns.is_banned("http://10.1.2.4:1000")
+    conns.punish("http://127.0.0.1:5", Misbehaviour.PROTOCOL_VIOLATION, "x")
+    conns.punish("http://127.0.0.1:5", Misbehaviour.PROTOCOL_VIOLATION, "x")
+    assert conns.is_banned("http://127.0.0.1:5") and not conns.is_banned("http://127.0.0.1:6"), "local: by port"
+    assert not conns.is_banned_host("127.0.0.1")
+
+
+def test_dials_fill_free_slots_one_per_network_group() -> None:
+    conns = manager()
+    same_group = [f"http://10.0.{i}.1:8733" for i in range(20)]  # one /16
+    spread = [f"http://10.{i}.0.1:8733" for i in range(1, 20)]  # nineteen /16s
+    conns.learn(same_group + spread, source="http://192.168.0.1:1")
+    picked = conns.dial_candidates(time.monotonic())
+    assert len(picked) == limits.MAX_OUTBOUND_PEERS
+    groups = [u.split(".")[1] for u in picked]
+    assert len(set(groups)) == len(groups), f"two dials in one group: {picked}"
+
+
+def test_a_handshake_from_elsewhere_is_not_called_back() -> None:
+    import asyncio
+
+    conns = manager()
+
+    async def run() -> None:
+        with pytest.raises(HandshakeRefused) as info:
+            await conns.on_handshake(hello("http://10.5.5.5:8733"), None, "10.6.6.6")
+        assert info.value.refusal is Refusal.UNVERIFIABLE_URL
+        assert not conns.calling_back
+
+    asyncio.run(run())
