@@ -1,4 +1,11 @@
-"""The peer-to-peer wing: wire messages, misbehaviour scores, (later) peers and sync.
+"""The peer-to-peer wing, behind :class:`~node.p2p.service.PeerService`.
+
+``messages`` (the wire), ``session`` (tokens, the client, refusal codes),
+``connections`` (slots, eviction, bans, the dialler) with ``addrman`` (the
+address book) and ``netgroups`` (hosts and their groups), ``gossip``
+(announce then fetch, address relay), ``sync`` and ``download`` (headers
+first, then bodies), ``intake`` (a peer's block into the chain service),
+``penalties`` (what misbehaviour costs) and ``routes`` (/p2p/).
 
 Only names that other wings use are re-exported here; the rest is private.
 """
