@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.cli.errors import CliError
+from node.cli.sim_chain import CHAIN_ATTACK_NAMES, add_flags, check_not_chain_flags, cmd_chain_sim
 
 USAGE_EXIT_CODE = 2  # argparse's code for a bad command line; a bad config is the same mistake
 PROGRESS_LINES = 20  # about this many progress lines per run unless --every says otherwise
@@ -41,6 +42,8 @@ BAR_WIDTH = 20  # characters in the progress bar
 DEFAULT_ROUNDS = 100  # rounds of a single simulation
 FULL_TABLE_ROUNDS = 100  # the full-size worst-case table (the quick one runs 30)
 ALL = "all"  # --rule all / --attack all: the worst-case table
+DEFAULT_NODES = 8  # participants of a federated run
+DEFAULT_ALPHA = 0.5  # Dirichlet skew of --scheme dirichlet
 
 T = TypeVar("T")
 
@@ -49,7 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the simulation's options to the ``sim`` noun (it has no verbs)."""
     parser.add_argument("--task", default="digits", help="built-in task (default: digits)")
     parser.add_argument(
-        "--nodes", type=int, default=8, help="participants, honest and Byzantine (default: 8)"
+        "--nodes",
+        type=int,
+        default=None,
+        help="participants, honest and Byzantine (default: 8); with a chain attack, the "
+        "honest participants (default: 6)",
     )
     parser.add_argument(
         "--rule",
@@ -62,12 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--attack",
         default="none",
         help="none, sign-flip, gaussian, scaling, label-flip, alie, ipm, min-max, min-sum, "
-        "mimic, or all for the worst-case table (default: none)",
+        "mimic, or all for the worst-case table; or a chain attack: miner-poison, "
+        "sybil-flood, censor, copy (default: none)",
     )
     parser.add_argument(
         "--byzantine",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SHARE",
         help="share of the nodes that attack; round(SHARE * nodes) of them (default: 0)",
     )
@@ -89,7 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alpha",
         type=float,
-        default=0.5,
+        default=None,
         help="Dirichlet label skew for --scheme dirichlet (default: 0.5)",
     )
     parser.add_argument(
@@ -97,7 +105,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="ALPHA",
-        help="shorthand for --scheme dirichlet --alpha ALPHA",
+        help="shorthand for --scheme dirichlet --alpha ALPHA (chain attacks: the shards' "
+        "skew, default 1.0)",
     )
     parser.add_argument(
         "--workers",
@@ -147,6 +156,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="write a JSON summary here"
     )
+    add_flags(parser)
     parser.set_defaults(handler=cmd_sim)
 
 
@@ -264,6 +274,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from ml.simulation import RoundRecord, SimConfig, n_attackers, run_simulation
     from ml.tasks import builtin_task
 
+    if args.attack in CHAIN_ATTACK_NAMES:
+        return cmd_chain_sim(args, _write_json)
+    check_not_chain_flags(args)
+    if args.nodes is None:
+        args.nodes = DEFAULT_NODES
+    if args.byzantine is None:
+        args.byzantine = 0.0
+    if args.alpha is None:
+        args.alpha = DEFAULT_ALPHA
     if args.dirichlet is not None:
         args.scheme, args.alpha = "dirichlet", args.dirichlet
     if ALL in (args.rule, args.attack):
