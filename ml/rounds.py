@@ -206,7 +206,7 @@ VOTE_RULES: dict[str, VoteRule] = {
             f_share=0.25,
         ),
         VoteRule(
-            "clipq+median",
+            "lowclip+median",
             clip=True,
             base="median",
             paper="Yin et al. 2018",
