@@ -70,7 +70,7 @@ import numpy.typing as npt
 
 from ml.datasets import load_dataset
 from ml.evaluate import evaluate
-from ml.gate import GateSet, build_gate_set, validation_loss
+from ml.gate import GateSet, gate_indices, validation_loss
 from ml.models import init_params, loss_and_grad
 from ml.rounds import VOTE_RULES, aggregate_votes, block_vote, inliers
 from ml.shards import shard
@@ -140,7 +140,7 @@ class ChainSimConfig:
     round_gate
         Relative tolerance of the round gate, or None for none: a round's
         step is applied only if it raises the loss on a validation set of
-        ``gate_examples`` training examples (:func:`ml.gate.build_gate_set`)
+        ``gate_examples`` training examples (:func:`ml.gate.gate_indices`)
         by at most this share; otherwise the round moves nothing.
     gate_examples
         Size of the round gate's validation set.
@@ -313,13 +313,12 @@ class _Chain:
         self.params = init_params(spec)
         self.gate: GateSet | None = None
         if config.round_gate is not None or config.poison == "gate-aware":
-            self.gate = build_gate_set(
-                replace(
-                    spec,
-                    gate_examples=config.gate_examples,
-                    gate_tolerance=config.round_gate or 0.0,
-                    gate_data_sha256="0" * 64,  # the simulation builds the set, it checks no commitment
-                )
+            # the task's way of sampling a validation set from its training split
+            # (ml.gate.gate_indices); the simulation checks no commitment
+            idx = gate_indices(self.dataset.X_train.shape[0], config.gate_examples)
+            self.gate = GateSet(
+                np.ascontiguousarray(self.dataset.X_train[idx], dtype=np.float32),
+                np.ascontiguousarray(self.dataset.y_train[idx], dtype=np.float64),
             )
         self.paid: dict[int, int] = {i: 0 for i in range(config.participants)}
         self.included: dict[int, int] = {i: 0 for i in range(config.participants)}
@@ -331,11 +330,11 @@ class _Chain:
     def step(self, aggregate: F32) -> bool:
         """Apply the round's step (unless the round gate refuses it); True if refused."""
         candidate = (self.params - self.server_lr * aggregate).astype(np.float32)
-        if self.gate is not None and aggregate.any():
+        tolerance = self.config.round_gate
+        if tolerance is not None and self.gate is not None and aggregate.any():
             before = validation_loss(self.spec, self.params, self.gate.X, self.gate.y)
             after = validation_loss(self.spec, candidate, self.gate.X, self.gate.y)
-            assert self.config.round_gate is not None
-            if not after <= before * (1.0 + self.config.round_gate):
+            if not after <= before * (1.0 + tolerance):
                 return True
         self.params = candidate
         return False
