@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.cli.errors import CliError
-from node.cli.sim_chain import CHAIN_ATTACK_NAMES, add_flags, check_not_chain_flags, cmd_chain_sim
+from node.cli.sim_chain import (
+    CHAIN_ATTACK_NAMES,
+    add_flags,
+    check_not_chain_flags,
+    cmd_chain_sim,
+    redraw,
+)
 
 USAGE_EXIT_CODE = 2  # argparse's code for a bad command line; a bad config is the same mistake
 PROGRESS_LINES = 20  # about this many progress lines per run unless --every says otherwise
@@ -274,6 +280,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from ml.simulation import RoundRecord, SimConfig, n_attackers, run_simulation
     from ml.tasks import builtin_task
 
+    if args.redraw is not None:
+        if args.png is None:
+            raise CliError("--redraw needs --png FILE to draw into", USAGE_EXIT_CODE)
+        return redraw(args.redraw, args.png)
     if args.attack in CHAIN_ATTACK_NAMES:
         return cmd_chain_sim(args, _write_json)
     check_not_chain_flags(args)

@@ -16,7 +16,9 @@ module parses, prints, times and writes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ DEFAULT_SEEDS = 3
 DEFAULT_PARTICIPANTS = 6  # honest participants, as in the issue's prototype
 DEFAULT_ALPHA = 1.0  # Dirichlet(1.0) label skew, as in the issue's prototype
 PLOT_DPI = 120
+TITLE_WIDTH = 90  # characters per line of a plot's title
 # ml.chainsim.CHAIN_ATTACKS, spelled here so `gradchain --help` does not import numpy
 CHAIN_ATTACK_NAMES = ("miner-poison", "sybil-flood", "censor", "copy")
 
@@ -90,9 +93,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--server-lr", type=float, default=None, help="override the task's server learning rate"
     )
+    group.add_argument(
+        "--redraw",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="draw the curves of earlier --json results into one --png, and run nothing",
+    )
 
 
 CHAIN_ONLY = (
+    "redraw",
     "hashrate",
     "blocks",
     "round_blocks",
@@ -230,11 +242,54 @@ def write_plot(points: list[Any], title: str, path: Path) -> None:
     ax.set_xlabel("attacker's share of the blocks (%)")
     ax.set_ylabel("test accuracy after the run (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=8)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
+
+
+def curve_label(config: dict[str, Any]) -> str:
+    """A short legend for a saved run: rounds, vote rule, gate, reveal delay, poison."""
+    if config["round_blocks"] == 1 and config["vote_rule"] == "median":
+        base = "each block applied (no rounds)"
+    else:
+        base = f"rounds of {config['round_blocks']}, {config['vote_rule']}"
+    gate = "no gate" if config["round_gate"] is None else "round gate"
+    poison = "" if config.get("poison", "sign-flip") == "sign-flip" else f", {config['poison']} attacker"
+    return f"{base}, {gate}{poison}"
+
+
+def redraw(paths: list[Path], png: Path) -> int:
+    """One plot of the worst-seed curves saved by earlier ``--json`` runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for path in paths:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            points = saved["points"]
+            label = curve_label(saved["config"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"cannot read {path} as a chain sim result: {exc}") from None
+        ax.plot([100 * p["hashrate"] for p in points], [100 * p["worst"] for p in points], "o-", label=label)
+    ax.axhline(90, color="red", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("attacker's share of the blocks (%)")
+    ax.set_ylabel("test accuracy, worst seed (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("miner-poison on digits (gradchain sim --attack miner-poison)", fontsize=9)
+    ax.legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(png, dpi=PLOT_DPI)
+    except OSError as exc:
+        raise CliError(f"cannot write {png}: {exc.strerror}; pick a writable path") from None
+    plt.close(fig)
+    print(f"wrote {png}", file=sys.stderr)
+    return 0
 
 
 def cmd_chain_sim(args: argparse.Namespace, write_json: Any) -> int:
