@@ -146,6 +146,11 @@ def test_cli_prints_the_curve_and_writes_json_and_png(
     assert [p["hashrate"] for p in summary["points"]] == [0.0, 0.3]
     assert summary["config"]["round_blocks"] == 8
     assert out.with_suffix(".png").stat().st_size > 0
+    both = tmp_path / "both.png"
+    assert main(["sim", "--redraw", str(out), str(out), "--png", str(both)]) == 0
+    assert both.stat().st_size > 0
+    assert main(["sim", "--redraw", str(out)]) == 2  # nowhere to draw
+    assert main(["sim", "--redraw", str(tmp_path / "missing.json"), "--png", str(both)]) == 1
 
 
 @pytest.mark.parametrize(
