@@ -1,8 +1,10 @@
 """Chain replay speed: `chain verify` and block connection, in blocks per second.
 
 A regtest chain on the digits task is built in memory (``tests.chainbuilder``):
-every block carries one gradient update from each of four fixed keys and,
-now and then, a transfer. The chain is then stored in a temporary datadir
+four fixed keys bond, then commit a round's worth of updates in the first
+block of every round, and every block of the next round reveals one update of
+each (four per block, the task's limit; the round's last block aggregates the
+votes, checks the round gate and pays); now and then a transfer. The chain is then stored in a temporary datadir
 through :meth:`ChainState.accept_block` (real SQLite writes: body, index,
 undo, state), which is the connect figure, and replayed with
 :func:`node.verify.verify_chain` (read each body back, decode strictly,
@@ -62,7 +64,7 @@ TRANSFER_FEE = 10
 UPDATE_SCALE = 0.01  # honest-sized deltas: norm ~0.15, far below digits' bound of 10
 VECTOR_SEED = 20260101
 ACCOUNT_COUNTS = (10, 1_000, 10_000)  # state sizes for the state-root scaling figure
-CHANGED_PER_BLOCK = 5  # accounts a block touches (4 updaters and the miner) plus one new
+CHANGED_PER_BLOCK = 5  # accounts a round's last block touches (4 updaters and the miner) plus one new
 ADDRESS_BYTES = 21
 VERIFY_FLOOR = "signature checks + read and decode of every block, alone"
 CONNECT_FLOOR = "signature checks + one durable SQLite write of every body, alone"
@@ -85,7 +87,7 @@ QUICK = Sizes(blocks=30, verify_repeats=2, scaling_blocks=5)
 # every call the replay makes. None of them calls another.
 PHASES: dict[str, tuple[tuple[Any, str], ...]] = {
     "signatures": ((consensus.transition, "check_signature"),),
-    "update_checks": ((consensus.transition, "check_update"),),
+    "update_checks": ((consensus.transition, "check_update"), (consensus.transition, "check_reveal")),
     "aggregation": ((consensus.transition, "aggregate_updates"),),
     "state_root": ((consensus.state, "compute_state_root"),),
     "storage_read_decode": ((ChainState, "get_raw_block"), (node.verify, "decode_block")),
@@ -94,24 +96,34 @@ PHASES: dict[str, tuple[tuple[Any, str], ...]] = {
 
 
 def build_chain(n_blocks: int) -> ChainBuilder:
-    """``n_blocks`` blocks of four updates each (and a transfer every few blocks)."""
+    """About ``n_blocks`` blocks, nearly all with four revealed updates (and a transfer every few)."""
     builder = ChainBuilder(builtin_task(TASK))
     rng = np.random.default_rng(VECTOR_SEED)
     size = builder.task.param_count
+    width = builder.task.round_blocks
     updaters = [key(FIRST_UPDATER_KEY + i) for i in range(UPDATERS)]
     recipient = key(TRANSFER_TO_KEY)
+    builder.join(*updaters)
+    first = builder.round
 
     def txs_for(b: ChainBuilder) -> list[Tx]:
         txs: list[Tx] = []
         height = len(b.blocks)
         if height > 1 and height % TRANSFER_EVERY == 0:
             txs.append(b.transfer(b.miner, recipient, TRANSFER_AMOUNT, fee=TRANSFER_FEE))
-        for kp in updaters:
-            vector = ((rng.random(size) - 0.5) * UPDATE_SCALE).astype(np.float32)
-            txs.append(b.update(kp, vector))
+        position = (height - 1) % width
+        if position == 0:
+            for kp in updaters:
+                vectors = [((rng.random(size) - 0.5) * UPDATE_SCALE).astype(np.float32) for _ in range(width)]
+                txs.append(b.commit(kp, vectors))
+        if b.round > first:
+            txs += [b.update(kp, index=position) for kp in updaters]
         return txs
 
-    builder.extend(n_blocks, txs_for)
+    while (builder.next_height - 1) % width:
+        builder.extend(1)
+    first = builder.round
+    builder.extend(max(0, n_blocks - len(builder.blocks) + 1), txs_for)
     return builder
 
 
@@ -226,7 +238,7 @@ def unavoidable_work(chain: ChainState, builder: ChainBuilder, scratch: pathlib.
     signed = [tx for block in blocks for tx in block.txs if isinstance(tx, Transfer | GradientUpdate)]
     start = time.perf_counter()
     for tx in signed:
-        check_signature(tx, chain.chain_id)
+        check_signature(tx, chain.signing_tag)
     signatures = time.perf_counter() - start
     storage = Storage(scratch / "bodies.sqlite")
     try:

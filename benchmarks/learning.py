@@ -6,12 +6,14 @@ round (block height, federated round or epoch) and per wall-clock second:
 chain
     Three in-process regtest nodes, full mesh on loopback, each with the
     node trainer on its own shard (``NodeConfig(train=True, shard=(i, 3))``).
-    The benchmark is the miner: it waits until node 0's mempool holds one
-    fresh update from every node (built on the current tip), mines one block
-    on node 0 (on demand, so the run is bounded), waits until every node has
-    connected it, and evaluates the tip model. This is the real node
-    software: training, signing, gossip, block template, validation, the
-    task's rule (median), storage.
+    The benchmark is the miner: node 0 mines and funds the others' bonds;
+    before each block it waits until node 0's mempool holds what every
+    trainer owes the next block (its bond, this round's commitment, the next
+    reveal of last round's), mines one block on node 0 (on demand, so the
+    run is bounded), waits until every node has connected it, and evaluates
+    the tip model. This is the real node software: bonding, training,
+    commit-reveal, signing, gossip, fair inclusion, validation, the task's
+    rule (median) per block and its vote rule per round, storage.
 fedavg
     What a Flower user would run instead: the same local trainer
     (:func:`ml.trainer.train_update`) on three shards, each client returning
@@ -64,7 +66,7 @@ import numpy as np
 
 from benchmarks.common import Headline, results_dir, write_result
 from consensus.block import decode_block
-from consensus.tx import GradientUpdate
+from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
 from ml.aggregation import RULES
 from ml.datasets import Dataset, load_dataset
 from ml.evaluate import evaluate
@@ -73,9 +75,11 @@ from ml.shards import shard
 from ml.simulation import SimConfig, run_simulation
 from ml.tasks import TaskSpec, builtin_task
 from ml.trainer import train_central, train_update
+from node.contributor import KeyStatus
 from node.service import Node
 from node.training import Trainer
 from tests.node.harness import Cluster, connect, mine, wait_same_tip
+from wallet import address_bytes
 
 TASK = "digits"
 METRIC = "accuracy"
@@ -103,7 +107,7 @@ class Sizes:
     epochs: int
 
 
-FULL = Sizes(chain_heights=40, attack_heights=40, rounds=40, epochs=40)
+FULL = Sizes(chain_heights=96, attack_heights=96, rounds=40, epochs=40)  # chain: 12 rounds of 8
 QUICK = Sizes(chain_heights=3, attack_heights=3, rounds=3, epochs=2)
 
 
@@ -122,21 +126,41 @@ class Curve:
 
 
 # -- chain ----------------------------------------------------------------------------------
-def _fresh_updates(node: Node) -> int:
-    """On the chain thread: updates in ``node``'s mempool built on its current tip."""
-    tip = node.chain.tip.hash
-    entries = (node.mempool.get(txid) for txid in node.mempool.txids())
-    return sum(1 for e in entries if e is not None and isinstance(e.tx, GradientUpdate) and e.tx.base_hash == tip)
+def _settled(node: Node, members: Sequence[Node]) -> bool:
+    """On the chain thread: ``node``'s mempool holds what every member's trainer owes the next block."""
+    chain, task, pool = node.chain, node.chain.task, node.mempool
+    for member in members:
+        address = address_bytes(member.keypair.public)
+        status = KeyStatus.read(
+            task, chain.state.task, address, height=chain.height + 1,
+            balance=chain.state.account(address).balance, next_nonce=pool.next_nonce(address, chain),
+            pooled=[e.tx for e in pool.pending(address)],
+        )
+        if not status.settled(task.bond_amount):
+            return False
+    return True
 
 
-async def _wait_updates(node: Node, wanted: int) -> bool:
-    """True once ``node`` pools ``wanted`` fresh updates; False after UPDATE_WAIT_S."""
+async def _wait_settled(node: Node, members: Sequence[Node]) -> bool:
+    """True once ``node`` pools every member's due transactions; False after UPDATE_WAIT_S."""
     deadline = time.monotonic() + UPDATE_WAIT_S
-    while await node.run_chain(_fresh_updates, node) < wanted:
+    while not await node.run_chain(_settled, node, members):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(POLL_S)
     return True
+
+
+async def _fund(miner: Node, members: Sequence[Node]) -> None:
+    """The miner sends every other member a bond's worth (they do not mine)."""
+    chain = miner.chain
+    nonce = await miner.run_chain(miner.mempool.next_nonce, address_bytes(miner.keypair.public), chain)
+    for member in members:
+        if member is miner:
+            continue
+        tx = Transfer(miner.keypair.public, nonce, address_bytes(member.keypair.public), chain.task.bond_amount, 0)
+        await miner.submit_tx(encode_tx(sign_tx(tx, miner.keypair, chain.signing_tag)), source=None)
+        nonce += 1
 
 
 async def chain_curve(base: pathlib.Path, label: str, *, nodes: int, heights: int,
@@ -163,9 +187,12 @@ async def chain_curve(base: pathlib.Path, label: str, *, nodes: int, heights: in
             member.trainer = Trainer(member)
             await member.trainer.start()
         miner = members[0]
+        await mine(miner, 1)  # the miner's first reward funds the others' bonds
+        await wait_same_tip(members)
+        await _fund(miner, members)
         start = time.perf_counter()
         for _ in range(heights):
-            if not await _wait_updates(miner, nodes):
+            if not await _wait_settled(miner, members):
                 curve.extra["short_blocks"] += 1
             await mine(miner, 1)
             await wait_same_tip(members)

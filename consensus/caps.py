@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from ml.codec import MAX_UPDATE_BYTES as MAX_UPDATE_BYTES
 from ml.codec import MAX_UPDATE_PARAMS as MAX_UPDATE_PARAMS
+from ml.tasks import MAX_ROUND_BLOCKS as MAX_ROUND_BLOCKS
+from ml.tasks import MAX_ROUND_PAYOUTS as MAX_ROUND_PAYOUTS
 from ml.tasks import MAX_UPDATES_PER_BLOCK as MAX_UPDATES_PER_BLOCK
 from ml.tasks import TaskSpec
 
@@ -31,7 +33,9 @@ MAX_BLOCK_BYTES = 24 * MIB  # an encoded block: a few full-size updates of a lar
 MAX_BLOCK_TXS = 10_000  # transactions in one block: thousands of transfers, far above any update count
 # -- transactions ---------------------------------------------------------------------------
 MAX_TX_BYTES = 8 * MIB  # an encoded transaction: one update of the largest model a task may declare
-MAX_PAYOUTS = MAX_UPDATES_PER_BLOCK + 1  # the coinbase pays the miner and at most every update
+# the coinbase pays the miner and, in a round's last block, at most every update of the round
+MAX_PAYOUTS = MAX_ROUND_PAYOUTS + 1
+MAX_COMMIT_HASHES = MAX_ROUND_BLOCKS  # a commitment covers at most one update per block of a round
 MAX_COINBASE_EXTRA = 32  # coinbase bytes of the miner's own: an extra-nonce and a short tag
 MAX_AMOUNT = 2**63 - 1  # any amount or balance: fits the state root's u64 and storage's signed i64
 # -- canonical msgpack (consensus/encoding.py) ------------------------------------------------
@@ -89,8 +93,8 @@ def block_size(tx_sizes: list[int]) -> int:
 def max_update_tx_size(param_count: int) -> int:
     """An upper bound on the encoded size of a gradient update of ``param_count`` values in f32.
 
-    f32 is the dense form an honest trainer sends: the nonce, fee and base
-    height at their widest integer encodings, the data ``4 * param_count`` bytes.
+    f32 is the dense form an honest trainer sends: the task id (a txid), the
+    round at its widest encoding, the data ``4 * param_count`` bytes.
     """
     keys = sum(1 + len(key) for key in _UPDATE_WIRE_KEYS)  # fixstr keys
     wire = (
@@ -103,12 +107,11 @@ def max_update_tx_size(param_count: int) -> int:
         + bin_size(0) * 2  # scales, indices
     )
     return (
-        array_header_size(8)
+        array_header_size(6)
         + _SMALL_INT_BYTES  # kind
         + bin_size(_PUBLIC_KEY_BYTES)  # sender
-        + _U64_BYTES * 2  # nonce, fee
-        + _U32_BYTES  # base height
-        + bin_size(_HASH_BYTES)  # base hash
+        + bin_size(_HASH_BYTES)  # task id
+        + _U32_BYTES  # round
         + wire
         + bin_size(_SIGNATURE_BYTES)
     )
@@ -128,9 +131,11 @@ def max_coinbase_size(payouts: int) -> int:
 
 
 def max_full_block_size(task: TaskSpec) -> int:
-    """An upper bound on a block of ``task``'s most updates, each a full f32 update, paying each."""
+    """An upper bound on a round's last block of ``task``'s most updates, each a full f32 update,
+    paying every update of the round."""
     n = task.max_updates_per_block
-    return block_size([max_coinbase_size(n + 1), *[max_update_tx_size(task.param_count)] * n])
+    paid = task.round_blocks * n
+    return block_size([max_coinbase_size(paid + 1), *[max_update_tx_size(task.param_count)] * n])
 
 
 def check_task_fits(task: TaskSpec) -> None:

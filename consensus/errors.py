@@ -42,10 +42,18 @@ class Reject(enum.Enum):
     BAD_UPDATE_SHAPE = "bad-update-shape"
     UPDATE_NOT_FINITE = "update-not-finite"
     UPDATE_NORM = "update-norm"
-    UPDATE_STALE = "update-stale"
-    UPDATE_BAD_BASE = "update-bad-base"
+    UPDATE_BAD_BASE = "update-bad-base"  # a commitment's base is not its round's start block
     UPDATE_NOT_USEFUL = "update-not-useful"
     BAD_AGGREGATION = "bad-aggregation"
+    # identities, rounds and commit-reveal
+    UNKNOWN_TASK = "unknown-task"  # a task id the chain does not run
+    NOT_BONDED = "not-bonded"  # a commitment or update from an address without a mature bond
+    ALREADY_BONDED = "already-bonded"  # a second bond while one is locked
+    BAD_ROUND = "bad-round"  # a commitment for another round, an update outside its reveal round
+    BAD_COMMIT = "bad-commit"  # a commitment of repeated digests or more than a round's worth
+    DUPLICATE_COMMIT = "duplicate-commit"  # a second commitment by one sender in one round
+    NO_COMMITMENT = "no-commitment"  # an update that matches no unrevealed digest of its sender
+    DUPLICATE_SENDER = "duplicate-sender"  # a second update by one sender in one block
 
 
 class BlockRejected(Exception):

@@ -16,7 +16,7 @@ from consensus.caps import check_task_fits
 from consensus.header import Header
 from consensus.merkle import merkle_root
 from consensus.params import ChainParams
-from consensus.state import State
+from consensus.state import State, TaskState
 from consensus.tx import TaskTx, encode_tx, txid
 from consensus.validation import HEADER_VERSION
 from ml.models import init_params
@@ -32,14 +32,16 @@ def chain_params_for(params: ChainParams, task: TaskSpec) -> ChainParams:
 
 
 def genesis_state(task: TaskSpec) -> State:
-    params = init_params(task)
-    return State(
-        height=0,
-        accounts={},
-        params=np.array(params, dtype=np.float32),
-        last_aggregate=np.zeros_like(params, dtype=np.float32),
-        model_version=0,
-    )
+    """No accounts, and the task's initial model with no bond, commitment or vote yet."""
+    params = np.array(init_params(task), dtype=np.float32)
+    model = TaskState(params=params, last_aggregate=np.zeros_like(params), model_version=0)
+    return State(height=0, accounts={}, tasks={genesis_task_id(task): model})
+
+
+def genesis_task_id(task: TaskSpec) -> bytes:
+    """The id of the task a genesis block carries: its ``TaskTx``'s txid (every task's id is the
+    txid of the transaction that created it)."""
+    return txid(encode_tx(TaskTx(task.to_dict())))
 
 
 def make_genesis(params: ChainParams, task: TaskSpec) -> tuple[Block, State]:

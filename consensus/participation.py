@@ -1,9 +1,11 @@
-"""Who gets paid: the miner, and the contributors whose updates the rule counted.
+"""Who gets paid: the miner, and the contributors whose updates the rules counted.
 
 A block's coinbase lists exactly :func:`payouts`: first the miner (the
-task's block reward plus every fee in the block), then the task's
-contributor reward to the sender of each counted gradient update, in block
-order. A block whose coinbase says otherwise is ``BAD_COINBASE``.
+task's block reward plus every fee in the block), then, in a round's last
+block only, the task's contributor reward to the sender of each update
+counted twice over: by its block's rule (below) and, through its block's
+vote, by the round's vote rule (:mod:`consensus.rounds`). A block whose
+coinbase says otherwise is ``BAD_COINBASE``.
 
 Which updates count is a fact of the task's rule, read from its record in
 the registry (:data:`ml.aggregation.RULES`, :class:`ml.aggregation.Pays`):
@@ -67,14 +69,16 @@ def counted(pipeline: Pipeline, updates: np.ndarray, aggregate: np.ndarray, mask
     return np.ones(updates.shape[0], dtype=bool)
 
 
-def payouts(
-    task: TaskSpec, miner: bytes, fees: int, senders: Sequence[bytes], counted_mask: np.ndarray
-) -> list[Payout]:
-    """The coinbase's payouts: the miner first (reward and fees), then each counted update's sender."""
+def payouts(task: TaskSpec, miner: bytes, fees: int, contributors: Sequence[bytes]) -> list[Payout]:
+    """The coinbase's payouts: the miner first (reward and fees), then each paid contributor.
+
+    ``contributors`` is empty except in a round's last block, where it lists,
+    block by block of the round and in each block's order, the senders of the
+    updates their block's rule counted in the blocks whose vote the round
+    counted, of a round whose step was applied (:mod:`consensus.rounds`).
+    """
     paid = [Payout(miner, task.block_reward + fees)]
-    paid += [
-        Payout(sender, task.contributor_reward) for sender, ok in zip(senders, counted_mask, strict=True) if ok
-    ]
+    paid += [Payout(sender, task.contributor_reward) for sender in contributors]
     return paid
 
 

@@ -1,9 +1,11 @@
-"""The chain state: accounts and the shared model, and its root.
+"""The chain state: accounts and each task's state, and its root.
 
 ``state_root`` hashes a canonical encoding of everything a block can change:
-every account (sorted by address), the model parameters, the last applied
-aggregate and the model version. Two nodes agree on the root only if they
-hold bit-identical models, which is what makes the model shared.
+every account (sorted by address) and, per task id, the task's model
+(parameters, last applied step, version), its bonds, open commitments, the
+open round's block votes and the recent reveals (:class:`TaskState`). Two
+nodes agree on the root only if they hold bit-identical models, which is what
+makes the model shared.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import bisect
 import hashlib
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
-STATE_DOMAIN = b"gradchain/state/v1"
+STATE_DOMAIN = b"gradchain/state/v2"  # v2: per-task state (bonds, commitments, votes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,33 +104,176 @@ class Accounts(Mapping[bytes, Account]):
         return self._digest
 
 
-@dataclass(frozen=True)
-class State:
-    """Immutable post-state of a block. Arrays are read-only float32.
+TASK_DOMAIN = b"gradchain/task-state/v1"
 
-    ``accounts`` may be given as any mapping; it is kept as :class:`Accounts`.
+
+@dataclass(frozen=True, slots=True)
+class Stake:
+    """A bond: ``amount`` locked by the block at height ``since``."""
+
+    amount: int
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unbonding:
+    """Coins on their way back: ``amount`` returns to the account in the block at ``release``."""
+
+    amount: int
+    release: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """A sender's commitment of one round: its update digests and which are revealed."""
+
+    hashes: tuple[bytes, ...]
+    revealed: tuple[bool, ...]
+
+    def with_revealed(self, index: int) -> Commitment:
+        flags = list(self.revealed)
+        flags[index] = True
+        return Commitment(self.hashes, tuple(flags))
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One block's vote in the open round.
+
+    ``vector`` is the task's rule over the block's updates (zeros when
+    ``ran`` is False: too few updates for the rule's bound); ``counted`` the
+    senders the rule counted, in block order: the contributors the round's
+    last block pays if the round counts this vote.
     """
 
-    height: int
-    accounts: Mapping[bytes, Account]
+    vector: np.ndarray
+    ran: bool
+    counted: tuple[bytes, ...]
+    digest: bytes = field(init=False, compare=False, repr=False)  # array_digest(vector), computed once
+
+    def __post_init__(self) -> None:
+        if self.vector.dtype != np.float32 or self.vector.ndim != 1:
+            raise ValueError("a vote must be a flat float32 vector")
+        self.vector.setflags(write=False)
+        object.__setattr__(self, "digest", array_digest(self.vector))
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """Everything one task keeps between blocks, keyed in :class:`State` by its task id.
+
+    ``params``, ``last_aggregate`` (the previous round's applied step) and
+    ``model_version`` are the model; ``stakes`` and ``unbonding`` the bonded
+    identities; ``commitments`` the open commitments by ``(round, address)``
+    (this round's and the previous one's, whose updates are being revealed);
+    ``votes`` the open round's block votes so far; ``reveals`` the content
+    digest of every update revealed in this or the previous round, with its
+    round and first sender (a later copy by another sender is a clone and
+    never counts).
+    """
+
     params: np.ndarray
     last_aggregate: np.ndarray
     model_version: int
-    root: bytes = field(default=b"", compare=False)
+    stakes: Mapping[bytes, Stake] = field(default_factory=dict)
+    unbonding: Mapping[bytes, Unbonding] = field(default_factory=dict)
+    commitments: Mapping[tuple[int, bytes], Commitment] = field(default_factory=dict)
+    votes: tuple[Vote, ...] = ()
+    reveals: Mapping[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    # A successor that keeps ``params`` and ``last_aggregate`` (every block but a
+    # round's last) passes their digests on instead of hashing the arrays again.
+    model_digests: InitVar[tuple[bytes, bytes] | None] = None
+    # derived, computed once: array_digest of each array and task_state_digest of the whole
+    params_digest: bytes = field(init=False, compare=False, repr=False)
+    last_aggregate_digest: bytes = field(init=False, compare=False, repr=False)
+    digest: bytes = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.accounts, Accounts):
-            object.__setattr__(self, "accounts", Accounts(self.accounts))
+    def __post_init__(self, model_digests: tuple[bytes, bytes] | None) -> None:
         for name in ("params", "last_aggregate"):
             array = getattr(self, name)
             if array.dtype != np.float32 or array.ndim != 1:
                 raise ValueError(f"{name} must be a flat float32 vector")
             array.setflags(write=False)
+        params_digest, last_digest = model_digests or (array_digest(self.params), array_digest(self.last_aggregate))
+        object.__setattr__(self, "params_digest", params_digest)
+        object.__setattr__(self, "last_aggregate_digest", last_digest)
+        object.__setattr__(self, "digest", task_state_digest(self))
+
+
+def task_state_digest(task: TaskState) -> bytes:
+    """sha256 of a canonical encoding of every field, maps in key order (the state root's input)."""
+    h = hashlib.sha256(TASK_DOMAIN)
+    h.update(task.params_digest)
+    h.update(task.last_aggregate_digest)
+    h.update(struct.pack("<Q", task.model_version))
+    h.update(struct.pack("<I", len(task.stakes)))
+    for address in sorted(task.stakes):
+        stake = task.stakes[address]
+        h.update(address + struct.pack("<QQ", stake.amount, stake.since))
+    h.update(struct.pack("<I", len(task.unbonding)))
+    for address in sorted(task.unbonding):
+        out = task.unbonding[address]
+        h.update(address + struct.pack("<QQ", out.amount, out.release))
+    h.update(struct.pack("<I", len(task.commitments)))
+    for key in sorted(task.commitments):
+        round_, address = key
+        commitment = task.commitments[key]
+        h.update(struct.pack("<I", round_) + address + struct.pack("<I", len(commitment.hashes)))
+        h.update(b"".join(commitment.hashes) + bytes(commitment.revealed))
+    h.update(struct.pack("<I", len(task.votes)))
+    for vote in task.votes:
+        h.update(bytes([vote.ran]) + vote.digest + struct.pack("<I", len(vote.counted)))
+        h.update(b"".join(vote.counted))
+    h.update(struct.pack("<I", len(task.reveals)))
+    for content in sorted(task.reveals):
+        round_, sender = task.reveals[content]
+        h.update(content + struct.pack("<I", round_) + sender)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class State:
+    """Immutable post-state of a block: the accounts and every task's state.
+
+    ``accounts`` may be given as any mapping; it is kept as :class:`Accounts`.
+    ``tasks`` maps a task id (the txid of the transaction that created the
+    task; the genesis block's ``TaskTx`` for the first) to its state, the
+    genesis task first: ``task``, ``params``, ``last_aggregate`` and
+    ``model_version`` read it.
+    """
+
+    height: int
+    accounts: Mapping[bytes, Account]
+    tasks: Mapping[bytes, TaskState]
+    root: bytes = field(default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.accounts, Accounts):
+            object.__setattr__(self, "accounts", Accounts(self.accounts))
+        if not self.tasks:
+            raise ValueError("a state holds at least the genesis task")
         if not self.root:
             object.__setattr__(self, "root", compute_state_root(self))
 
     def account(self, address: bytes) -> Account:
         return self.accounts.get(address, Account())
+
+    @property
+    def task(self) -> TaskState:
+        """The genesis task's state (the first of ``tasks``)."""
+        return next(iter(self.tasks.values()))
+
+    @property
+    def params(self) -> np.ndarray:
+        return self.task.params
+
+    @property
+    def last_aggregate(self) -> np.ndarray:
+        return self.task.last_aggregate
+
+    @property
+    def model_version(self) -> int:
+        return self.task.model_version
 
 
 def accounts_digest(accounts: Mapping[bytes, Account]) -> bytes:
@@ -147,10 +292,11 @@ def array_digest(array: np.ndarray) -> bytes:
 
 
 def compute_state_root(state: State) -> bytes:
+    """sha256(domain ‖ height ‖ accounts digest ‖ task count ‖ (task id ‖ task digest) in id order)."""
     h = hashlib.sha256(STATE_DOMAIN)
     h.update(struct.pack("<Q", state.height))
     h.update(accounts_digest(state.accounts))
-    h.update(array_digest(state.params))
-    h.update(array_digest(state.last_aggregate))
-    h.update(struct.pack("<Q", state.model_version))
+    h.update(struct.pack("<I", len(state.tasks)))
+    for task_id in sorted(state.tasks):
+        h.update(task_id + state.tasks[task_id].digest)
     return h.digest()

@@ -46,20 +46,37 @@ from consensus.caps import (
 )
 from consensus.errors import BlockRejected, Reject
 from consensus.participation import counted, payouts
-from consensus.state import Account, Accounts, State
+from consensus.rounds import (
+    TaskWork,
+    apply_bond,
+    apply_commit,
+    apply_unbond,
+    check_reveal,
+    close_round,
+    closes_round,
+    next_task_state,
+    record_reveal,
+    release_unbonded,
+    round_of,
+    round_start,
+)
+from consensus.state import Account, Accounts, State, TaskState, Vote
 from consensus.tx import (
+    Bond,
     Coinbase,
+    Commit,
     GradientUpdate,
     Payout,
     TaskTx,
     Transfer,
     Tx,
+    Unbond,
     check_signature,
 )
 from consensus.validation import validate_header
 from consensus.view import ChainRules, ChainView, hash_at_height
 from ml.aggregation import AggregationError, Pipeline, bucket_seed
-from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_staleness
+from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm
 from ml.codec import decode_update
 from ml.gate import check_useful, validation_loss
 from ml.tasks import TaskSpec
@@ -69,21 +86,44 @@ _UPDATE_REJECTS = {
     UpdateProblem.SHAPE: Reject.BAD_UPDATE_SHAPE,
     UpdateProblem.NOT_FINITE: Reject.UPDATE_NOT_FINITE,
     UpdateProblem.NORM: Reject.UPDATE_NORM,
-    UpdateProblem.STALE: Reject.UPDATE_STALE,
-    UpdateProblem.BAD_BASE: Reject.UPDATE_BAD_BASE,
     UpdateProblem.NOT_USEFUL: Reject.UPDATE_NOT_USEFUL,
 }
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a block did with its updates and, at a round's end, with the round's votes.
+
+    ``counted`` per update in block order: the block's rule counted it
+    (a clone never counts; all False when the rule could not run, see
+    ``vote_ran``). ``round_counted``: at a round's last block, per block of
+    the round, whether its vote counted (None elsewhere); ``gated``: the
+    round gate refused the round's step.
+    """
+
+    counted: tuple[bool, ...] = ()
+    clones: tuple[bool, ...] = ()
+    vote_ran: bool = False
+    round_counted: tuple[bool, ...] | None = None
+    gated: bool = False
+
+
+@dataclass(frozen=True)
 class Undo:
-    """What a block changed, so it can be disconnected bit for bit."""
+    """What a block changed, so it can be disconnected bit for bit, and what it did."""
 
     accounts_before: Mapping[bytes, Account | None]
-    params_before: np.ndarray
-    last_aggregate_before: np.ndarray
-    model_version_before: int
-    accepted: tuple[bool, ...] = ()  # per gradient update in block order: did the rule count it
+    tasks_before: Mapping[bytes, TaskState]
+    outcome: Outcome = Outcome()
+
+    @property
+    def params_before(self) -> np.ndarray:
+        """The genesis task's model before the block."""
+        return next(iter(self.tasks_before.values())).params
+
+    @property
+    def model_version_before(self) -> int:
+        return next(iter(self.tasks_before.values())).model_version
 
 
 @dataclass(frozen=True)
@@ -93,7 +133,10 @@ class Execution:
     state: State
     undo: Undo
     payouts: list[Payout]
-    accepted: np.ndarray  # one flag per gradient update, in block order
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.undo.outcome
 
 
 # -- the entry point -----------------------------------------------------------------------
@@ -234,8 +277,8 @@ class UsefulGate:
 
 
 def useful_gate(rules: ChainRules, params: np.ndarray) -> UsefulGate | None:
-    """The useful-update gate on parent ``params``, or None when the task has it off."""
-    if rules.gate_set is None:
+    """The useful-update gate on parent ``params``, or None unless the task gates each update."""
+    if rules.gate_set is None or rules.task.gate_scope != "update":
         return None
     flat = np.ascontiguousarray(params, dtype=np.float32).reshape(-1)
     gate_set = rules.gate_set
@@ -264,31 +307,19 @@ def check_update_payload(task: TaskSpec, tx: GradientUpdate, param_count: int | 
 
 
 def check_update(
-    view: ChainView, tx: GradientUpdate, *, gate: UsefulGate | None, param_count: int | None = None
+    task: TaskSpec, tx: GradientUpdate, *, gate: UsefulGate | None, param_count: int | None = None
 ) -> np.ndarray:
-    """The decoded update of ``tx`` for the block after ``view``'s parent, after the ml checks.
+    """The decoded update of ``tx`` after the ml checks: :func:`check_update_payload`, then
+    the useful-update gate when the task gates each update (``gate_scope`` "update").
 
-    In order: staleness and base hash on this branch, then
-    :func:`check_update_payload`, then the useful-update gate. ``gate`` is
-    :func:`useful_gate` of the parent state; it must be given when the task
-    has the gate on (the mempool passes the tip's).
+    ``gate`` is :func:`useful_gate` of the parent state; it must be given
+    when the task gates updates (the mempool passes the tip's).
 
     Raises
     ------
     BlockRejected
         With the code of the first check the update fails.
     """
-    task = view.rules.task
-    if gate is None and view.rules.gate_set is not None:
-        raise ValueError("the task has a useful-update gate: pass useful_gate(rules, parent params)")
-    try:
-        check_staleness(tx.base_height, view.height + 1, task.staleness_window)
-        if hash_at_height(view, tx.base_height) != tx.base_hash:
-            raise UpdateCheckError(
-                UpdateProblem.BAD_BASE, f"base hash is not the block at height {tx.base_height}"
-            )
-    except UpdateCheckError as exc:
-        raise BlockRejected(_UPDATE_REJECTS[exc.problem], exc.detail) from None
     vector = check_update_payload(task, tx, param_count)
     if gate is not None:
         try:
@@ -298,23 +329,56 @@ def check_update(
     return vector
 
 
-def apply_transfer(ledger: Ledger, tx: Transfer, chain_id: int) -> int:
+def apply_transfer(ledger: Ledger, tx: Transfer, tag: bytes) -> int:
     """Move ``tx.amount`` from the sender to the recipient; return the fee it pays the miner."""
-    check_signature(tx, chain_id)
+    check_signature(tx, tag)
     ledger.debit(tx.sender_address, tx.nonce, tx.amount + tx.fee)
     ledger.credit(tx.to, tx.amount)
     return tx.fee
 
 
-def apply_update(
-    ledger: Ledger, view: ChainView, tx: GradientUpdate, gate: UsefulGate | None, param_count: int
-) -> tuple[bytes, np.ndarray]:
-    """Check a gradient update and charge its fee; return its sender's address and its vector."""
-    check_signature(tx, view.rules.chain_id)
-    vector = check_update(view, tx, gate=gate, param_count=param_count)
-    sender = tx.sender_address  # a hash of the key: derive it once
-    ledger.debit(sender, tx.nonce, tx.fee)
-    return sender, vector
+@dataclass
+class BlockRun:
+    """One block's walk through its transactions: the ledger, the task's work and the fees."""
+
+    view: ChainView
+    ledger: Ledger
+    work: TaskWork
+    gate: UsefulGate | None
+    fees: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.view.height + 1
+
+
+def apply_tx(run: BlockRun, tx: Tx) -> None:
+    """Apply one non-coinbase transaction of the block (:mod:`consensus.rounds` has the rules)."""
+    rules = run.view.rules
+    task = rules.task
+    if isinstance(tx, Transfer):
+        run.fees += apply_transfer(run.ledger, tx, rules.tag)
+    elif isinstance(tx, Bond):
+        check_signature(tx, rules.tag)
+        locked = apply_bond(run.work, tx, run.height, task, rules.task_id)
+        run.ledger.debit(tx.sender_address, tx.nonce, locked + tx.fee)
+        run.fees += tx.fee
+    elif isinstance(tx, Unbond):
+        check_signature(tx, rules.tag)
+        apply_unbond(run.work, tx, run.height, task, rules.task_id)
+        run.ledger.debit(tx.sender_address, tx.nonce, tx.fee)
+        run.fees += tx.fee
+    elif isinstance(tx, Commit):
+        check_signature(tx, rules.tag)
+        base = hash_at_height(run.view, round_start(round_of(run.height, task.round_blocks), task.round_blocks))
+        apply_commit(run.work, tx, run.height, task, rules.task_id, base)
+    elif isinstance(tx, GradientUpdate):
+        check_signature(tx, rules.tag)
+        index = check_reveal(run.work, tx, run.height, task, rules.task_id)
+        vector = check_update(task, tx, gate=run.gate)
+        record_reveal(run.work, tx, index, vector)
+    else:
+        raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
 
 
 # -- aggregation ---------------------------------------------------------------------------
@@ -368,72 +432,84 @@ def aggregate_updates(
 
 
 def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -> Execution:
-    """Run the non-coinbase ``txs`` on ``state``, aggregate, and pay ``miner``; no root checks.
+    """Run the non-coinbase ``txs`` on ``state``, vote, close the round if due, pay; no root checks.
 
-    Shared by :func:`state_transition` and the miner's template, so both
-    compute the payouts and the post-state in exactly the same way.
+    In order: the coins whose unbonding delay ends here return; each
+    transaction (:func:`apply_tx`); the block's vote (the task's rule over its
+    counted updates, zero when too few); at a round's last block the round's
+    step and payouts (:func:`consensus.rounds.close_round`); the miner's and
+    contributors' payouts. Shared by :func:`state_transition` and the miner's
+    template, so both compute the payouts and the post-state in exactly the same way.
     """
     if state.height != view.height:
         raise ValueError(f"the state is at height {state.height}, the view's parent at {view.height}")
     rules = view.rules
     task = rules.task
+    height = state.height + 1
+    base = state.tasks[rules.task_id]
     ledger = Ledger(state.accounts)
-    param_count = task.param_count  # computed from the layer sizes on each access
-    fees = 0
-    updates: list[np.ndarray] = []
-    senders: list[bytes] = []
+    work = TaskWork(base)
+    for address, amount in release_unbonded(work, height).items():
+        ledger.credit(address, amount)
     gate = useful_gate(rules, state.params) if any(isinstance(tx, GradientUpdate) for tx in txs) else None
+    run = BlockRun(view, ledger, work, gate)
     for tx in txs:
-        if isinstance(tx, Transfer):
-            fees += apply_transfer(ledger, tx, rules.chain_id)
-        elif isinstance(tx, GradientUpdate):
-            sender, vector = apply_update(ledger, view, tx, gate, param_count)
-            senders.append(sender)
-            updates.append(vector)
-            fees += tx.fee
-        else:
-            raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
+        apply_tx(run, tx)
 
-    params = state.params
-    last_aggregate = state.last_aggregate
-    version = state.model_version
-    accepted = np.zeros(len(updates), dtype=bool)
-    if updates:
-        result, accepted = aggregate_updates(task, updates, state.last_aggregate, hash_at_height(view, view.height))
+    kept = [u for u in work.updates if not u.clone]
+    vote_vector = np.zeros(task.param_count, dtype=np.float32)
+    counted_kept = np.zeros(len(kept), dtype=bool)
+    vote_ran = False
+    if kept:
+        result, counted_kept = aggregate_updates(
+            task, [u.vector for u in kept], base.last_aggregate, hash_at_height(view, view.height)
+        )
         if result is not None:
-            step = np.float32(task.server_lr) * result.astype(np.float32, copy=False)
-            params = (state.params - step).astype(np.float32, copy=False)
-            last_aggregate = result.astype(np.float32, copy=True)
-            version += 1
+            vote_vector, vote_ran = np.array(result, dtype=np.float32), True
+    counted_iter = iter(counted_kept)
+    counted_flags = tuple(False if u.clone else bool(next(counted_iter)) for u in work.updates)
+    vote = Vote(
+        vote_vector, vote_ran, tuple(u.sender for u, c in zip(work.updates, counted_flags, strict=True) if c)
+    )
 
-    paid = payouts(task, miner, fees, senders, accepted)
+    params, last_aggregate, version = base.params, base.last_aggregate, base.model_version
+    closed = closes_round(height, task.round_blocks)
+    contributors: list[bytes] = []
+    round_counted: tuple[bool, ...] | None = None
+    gated = False
+    if closed:
+        votes = (*base.votes, vote)
+        close = close_round(task, votes, params, last_aggregate, rules.gate_set)
+        round_counted, gated = close.counted, close.gated
+        if close.step is not None:
+            params = np.array(params - np.float32(task.server_lr) * close.step, dtype=np.float32)
+            last_aggregate = np.array(close.step, dtype=np.float32)
+            version += 1
+        for each, ok in zip(votes, close.counted, strict=True):
+            if ok:
+                contributors += each.counted
+
+    paid = payouts(task, miner, run.fees, contributors)
     for payout in paid:
         ledger.credit(payout.address, payout.amount)
-    new_state = State(
-        height=state.height + 1,
-        accounts=ledger.merged(),
-        params=np.array(params, dtype=np.float32),
-        last_aggregate=np.array(last_aggregate, dtype=np.float32),
-        model_version=version,
+    new_task = next_task_state(
+        base, work, height=height, task=task, vote=vote, params=params,
+        last_aggregate=last_aggregate, version=version, closed=closed,
     )
-    undo = Undo(
-        accounts_before=dict(ledger.before),
-        params_before=state.params,
-        last_aggregate_before=state.last_aggregate,
-        model_version_before=state.model_version,
-        accepted=tuple(bool(a) for a in accepted),
+    new_state = State(height=height, accounts=ledger.merged(), tasks={**state.tasks, rules.task_id: new_task})
+    outcome = Outcome(
+        counted=counted_flags,
+        clones=tuple(u.clone for u in work.updates),
+        vote_ran=vote_ran,
+        round_counted=round_counted,
+        gated=gated,
     )
-    return Execution(new_state, undo, paid, accepted)
+    undo = Undo(accounts_before=dict(ledger.before), tasks_before=dict(state.tasks), outcome=outcome)
+    return Execution(new_state, undo, paid)
 
 
 def undo_block(state: State, undo: Undo) -> State:
     """The parent's state, from a block's post-state and its undo data."""
     accounts = state.accounts if isinstance(state.accounts, Accounts) else Accounts(state.accounts)
     accounts = accounts.updated(undo.accounts_before)
-    return State(
-        height=state.height - 1,
-        accounts=accounts,
-        params=np.array(undo.params_before, dtype=np.float32),
-        last_aggregate=np.array(undo.last_aggregate_before, dtype=np.float32),
-        model_version=undo.model_version_before,
-    )
+    return State(height=state.height - 1, accounts=accounts, tasks=undo.tasks_before)

@@ -1,9 +1,20 @@
-"""Transactions: the coinbase, transfers, gradient updates and the genesis task.
+"""Transactions: the coinbase, transfers, bonds, commitments, gradient updates and the task.
 
 Each transaction is a msgpack array whose first field is its kind. Signed
-transactions are signed over ``signing_digest``: a domain tag, the chain id
-and the encoding of every field but the signature, so a signature never
-replays on another network; the account nonce stops replays within one.
+transactions are signed over ``signing_digest``: a domain tag, the chain id,
+the **genesis hash** and the encoding of every field but the signature, so a
+signature never replays on another network, nor on another chain of the same
+network (another task, another ``--rule``/``--f``: another genesis). Within a
+chain the account nonce stops replays of what spends coins (transfers, bonds,
+unbonds); a commitment is one per sender and round, and an update is spent
+once by revealing the commitment it matches (docs/DESIGN-NOTES.md, "Rounds,
+bonds and commit-reveal").
+
+Kinds: ``Coinbase``; ``Transfer``; ``Bond``/``Unbond`` (lock the task's bond
+amount, release it after the task's delay); ``Commit`` (up to a round's worth
+of update digests, :func:`commitment_digest`); ``GradientUpdate`` (the reveal
+of one committed update); ``TaskTx`` (genesis only). Commitments and updates
+carry no fee and no nonce: update slots are not for sale.
 """
 
 from __future__ import annotations
@@ -14,14 +25,21 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
-from consensus.caps import MAX_AMOUNT, MAX_COINBASE_EXTRA, MAX_PAYOUTS, MAX_TX_BYTES
+from consensus.caps import (
+    MAX_AMOUNT,
+    MAX_COINBASE_EXTRA,
+    MAX_COMMIT_HASHES,
+    MAX_PAYOUTS,
+    MAX_TX_BYTES,
+)
 from consensus.encoding import expect_bytes, expect_int, expect_list, pack, unpack
 from consensus.errors import BlockRejected, Reject
 from consensus.header import U32_MAX
 from ml.codec import EncodedUpdate
 from wallet import KeyPair, address_bytes, sign, verify
 
-SIGNING_DOMAIN = b"gradchain/tx/v1"
+SIGNING_DOMAIN = b"gradchain/tx/v2"  # v2: the digest binds the genesis hash
+COMMIT_DOMAIN = b"gradchain/commit/v1"
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 ADDRESS_SIZE = 21
@@ -31,8 +49,11 @@ HASH_SIZE = 32
 class TxKind(enum.IntEnum):
     COINBASE = 0
     TRANSFER = 1
-    UPDATE = 2
+    UPDATE = 2  # the reveal of a committed gradient update
     TASK = 3  # only in the genesis block: carries the training task
+    BOND = 4
+    UNBOND = 5
+    COMMIT = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +86,64 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
-class GradientUpdate:
-    """A signed pseudo-gradient computed on the model at ``base_height``."""
+class _BondFields:
+    """What a bond and an unbond carry: a spend of the sender's (nonce, fee) about one task."""
 
     sender: bytes
     nonce: int
     fee: int
-    base_height: int
+    task_id: bytes  # the txid of the transaction that created the task
+    signature: bytes = b""
+
+    @property
+    def sender_address(self) -> bytes:
+        return address_bytes(self.sender)
+
+
+@dataclass(frozen=True, slots=True)
+class Bond(_BondFields):
+    """Lock the task's ``bond_amount`` of the sender's coins: its identity as a contributor."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unbond(_BondFields):
+    """Stop contributing at once; the bonded coins return after the task's ``unbond_delay``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A bonded sender's commitment to the updates it will reveal in the next round.
+
+    ``round`` is the round the commitment is made in (its updates are
+    computed on the model at that round's start, the block ``base_hash``);
+    ``hashes`` are :func:`commitment_digest` of each update, at most one
+    round's worth.
+    """
+
+    sender: bytes
+    task_id: bytes
+    round: int
     base_hash: bytes
+    hashes: tuple[bytes, ...]
+    signature: bytes = b""
+
+    @property
+    def sender_address(self) -> bytes:
+        return address_bytes(self.sender)
+
+
+@dataclass(frozen=True, slots=True)
+class GradientUpdate:
+    """The reveal of a pseudo-gradient its sender committed to in round ``round``.
+
+    The update was computed on the model at that round's start; it counts in
+    the round after, and matches one unrevealed digest of the sender's
+    commitment (:func:`commitment_digest`).
+    """
+
+    sender: bytes
+    task_id: bytes
+    round: int
     update: EncodedUpdate
     signature: bytes = b""
 
@@ -88,8 +159,8 @@ class TaskTx:
     task: dict[str, Any]
 
 
-Tx = Coinbase | Transfer | GradientUpdate | TaskTx
-SignedTx = Transfer | GradientUpdate
+Tx = Coinbase | Transfer | Bond | Unbond | Commit | GradientUpdate | TaskTx
+SignedTx = Transfer | Bond | Unbond | Commit | GradientUpdate
 
 
 def _update_to_wire(update: EncodedUpdate) -> dict[str, Any]:
@@ -102,16 +173,13 @@ def _fields(tx: Tx, *, with_signature: bool) -> list[Any]:
         return [TxKind.COINBASE, tx.height, [[p.address, p.amount] for p in tx.payouts], tx.extra]
     if isinstance(tx, Transfer):
         fields = [TxKind.TRANSFER, tx.sender, tx.nonce, tx.to, tx.amount, tx.fee]
+    elif isinstance(tx, Bond | Unbond):
+        kind = TxKind.BOND if isinstance(tx, Bond) else TxKind.UNBOND
+        fields = [kind, tx.sender, tx.nonce, tx.fee, tx.task_id]
+    elif isinstance(tx, Commit):
+        fields = [TxKind.COMMIT, tx.sender, tx.task_id, tx.round, tx.base_hash, list(tx.hashes)]
     elif isinstance(tx, GradientUpdate):
-        fields = [
-            TxKind.UPDATE,
-            tx.sender,
-            tx.nonce,
-            tx.fee,
-            tx.base_height,
-            tx.base_hash,
-            _update_to_wire(tx.update),
-        ]
+        fields = [TxKind.UPDATE, tx.sender, tx.task_id, tx.round, _update_to_wire(tx.update)]
     elif isinstance(tx, TaskTx):
         return [TxKind.TASK, {key: tx.task[key] for key in sorted(tx.task)}]
     else:  # pragma: no cover - the union is closed
@@ -137,22 +205,47 @@ def txid(raw: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(raw).digest()).digest()
 
 
-def signing_digest(tx: SignedTx, chain_id: int) -> bytes:
-    """What the sender signs: domain tag, chain id, every field but the signature."""
+def chain_tag(chain_id: int, genesis_hash: bytes) -> bytes:
+    """What a signature binds a transaction to: the network's chain id and the chain's genesis hash."""
+    if len(genesis_hash) != HASH_SIZE:
+        raise ValueError(f"a genesis hash has {HASH_SIZE} bytes, got {len(genesis_hash)}")
+    return struct.pack("<I", chain_id) + genesis_hash
+
+
+def signing_digest(tx: SignedTx, tag: bytes) -> bytes:
+    """What the sender signs: domain tag, chain tag (:func:`chain_tag`), every field but the signature."""
     body = _pack_fields(tx, with_signature=False)
-    return hashlib.sha256(SIGNING_DOMAIN + struct.pack("<I", chain_id) + body).digest()
+    return hashlib.sha256(SIGNING_DOMAIN + tag + body).digest()
 
 
-def sign_tx(tx: SignedTx, keypair: KeyPair, chain_id: int) -> SignedTx:
-    """Return ``tx`` signed by ``keypair`` (whose public key must be the sender)."""
+def sign_tx(tx: SignedTx, keypair: KeyPair, tag: bytes) -> SignedTx:
+    """Return ``tx`` signed by ``keypair`` (whose public key must be the sender) for the chain ``tag``."""
     if tx.sender != keypair.public:
         raise ValueError("the keypair is not the transaction's sender")
-    return replace(tx, signature=sign(keypair, signing_digest(tx, chain_id)))
+    return replace(tx, signature=sign(keypair, signing_digest(tx, tag)))
 
 
-def check_signature(tx: SignedTx, chain_id: int) -> None:
-    if not verify(tx.sender, signing_digest(tx, chain_id), tx.signature):
-        raise BlockRejected(Reject.BAD_SIGNATURE, "signature does not match the sender's key")
+def check_signature(tx: SignedTx, tag: bytes) -> None:
+    if not verify(tx.sender, signing_digest(tx, tag), tx.signature):
+        raise BlockRejected(
+            Reject.BAD_SIGNATURE, "signature does not match the sender's key on this chain"
+        )
+
+
+def update_bytes(update: EncodedUpdate) -> bytes:
+    """The canonical bytes of an update's wire form (what a commitment hashes)."""
+    return pack(_update_to_wire(update))
+
+
+def commitment_digest(sender_address: bytes, task_id: bytes, round_: int, update: EncodedUpdate) -> bytes:
+    """The digest a ``Commit`` lists for one update: it binds the sender, the task and the round.
+
+    ``sha256(COMMIT_DOMAIN || address (21) || task id (32) || round u32 LE || update bytes)``.
+    Binding the sender is what makes a copy worthless: another sender's
+    reveal of the same update matches no digest of its own commitment.
+    """
+    head = COMMIT_DOMAIN + sender_address + task_id + struct.pack("<I", round_)
+    return hashlib.sha256(head + update_bytes(update)).digest()
 
 
 def _is_sorted_str_map(value: Any) -> bool:
@@ -202,21 +295,45 @@ def decode_tx(raw: bytes) -> Tx:
             signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
         )
     elif kind == TxKind.UPDATE:
-        _, sender, nonce, fee, base_height, base_hash, update, signature = expect_list(obj, 8, "update")
+        _, sender, task_id, round_, update, signature = expect_list(obj, 6, "update")
         tx = GradientUpdate(
             sender=expect_bytes(sender, "sender", size=PUBLIC_KEY_SIZE),
-            nonce=expect_int(nonce, "nonce"),
-            fee=expect_int(fee, "fee", hi=MAX_AMOUNT),
-            base_height=expect_int(base_height, "base height", hi=U32_MAX),
-            base_hash=expect_bytes(base_hash, "base hash", size=HASH_SIZE),
+            task_id=expect_bytes(task_id, "task id", size=HASH_SIZE),
+            round=expect_int(round_, "round", hi=U32_MAX),
             update=_decode_update(update),
             signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
         )
-    else:
+    elif kind in (TxKind.BOND, TxKind.UNBOND):
+        _, sender, nonce, fee, task_id, signature = expect_list(obj, 6, "bond")
+        cls = Bond if kind == TxKind.BOND else Unbond
+        tx = cls(
+            sender=expect_bytes(sender, "sender", size=PUBLIC_KEY_SIZE),
+            nonce=expect_int(nonce, "nonce"),
+            fee=expect_int(fee, "fee", hi=MAX_AMOUNT),
+            task_id=expect_bytes(task_id, "task id", size=HASH_SIZE),
+            signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
+        )
+    elif kind == TxKind.COMMIT:
+        _, sender, task_id, round_, base_hash, hashes, signature = expect_list(obj, 7, "commit")
+        if not isinstance(hashes, list) or not 1 <= len(hashes) <= MAX_COMMIT_HASHES:
+            raise BlockRejected(
+                Reject.BAD_ENCODING, f"commit hashes: expected 1..{MAX_COMMIT_HASHES} digests"
+            )
+        tx = Commit(
+            sender=expect_bytes(sender, "sender", size=PUBLIC_KEY_SIZE),
+            task_id=expect_bytes(task_id, "task id", size=HASH_SIZE),
+            round=expect_int(round_, "round", hi=U32_MAX),
+            base_hash=expect_bytes(base_hash, "base hash", size=HASH_SIZE),
+            hashes=tuple(expect_bytes(h, "commitment", size=HASH_SIZE) for h in hashes),
+            signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
+        )
+    elif kind == TxKind.TASK:
         _, task = expect_list(obj, 2, "task")
         if not _is_sorted_str_map(task):
             raise BlockRejected(Reject.BAD_ENCODING, "task: expected a map with sorted keys")
         tx = TaskTx(task)
+    else:  # pragma: no cover - expect_int bounded the kind
+        raise BlockRejected(Reject.BAD_ENCODING, f"unknown transaction kind {kind}")
     if encode_tx(tx) != raw:  # e.g. an update whose wire form is not its own canonical one
         raise BlockRejected(Reject.BAD_ENCODING, "transaction: not in canonical form")
     return tx

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import EllipsisType
 from typing import Protocol
 
 from consensus.header import Header
 from consensus.params import ChainParams
 from consensus.pow import next_anchor_time
+from consensus.tx import chain_tag
 from ml.gate import GateSet
 from ml.tasks import TaskSpec
 
@@ -42,6 +44,9 @@ class ChainRules:
         (:func:`consensus.genesis.chain_params_for`).
     task:
         The training task every block executes.
+    genesis_hash:
+        The chain's genesis block hash, which every signature binds
+        (:func:`consensus.tx.chain_tag`).
     gate_set:
         The task's committed validation set when its useful-update gate is on
         (``task.gate_examples > 0``), checked against ``task.gate_data_sha256``
@@ -50,6 +55,7 @@ class ChainRules:
 
     params: ChainParams
     task: TaskSpec
+    genesis_hash: bytes
     gate_set: GateSet | None = None
 
     def __post_init__(self) -> None:
@@ -60,8 +66,20 @@ class ChainRules:
 
     @property
     def chain_id(self) -> int:
-        """The u32 every signature digest commits to."""
+        """The network's u32 chain id."""
         return self.params.chain_id
+
+    @cached_property
+    def task_id(self) -> bytes:
+        """The id of the genesis task (:func:`consensus.genesis.genesis_task_id`)."""
+        from consensus.genesis import genesis_task_id
+
+        return genesis_task_id(self.task)
+
+    @property
+    def tag(self) -> bytes:
+        """What every signature on this chain binds: the chain id and the genesis hash."""
+        return chain_tag(self.params.chain_id, self.genesis_hash)
 
 
 class ChainView(Protocol):

@@ -3,9 +3,10 @@
 A :class:`TaskSpec` is carried by the genesis block. It fixes the model
 (kind and dimensions, initial parameters through ``init_seed``), the
 consensus knobs (server learning rate, aggregation rule and its Byzantine
-bound, norm bound, staleness window, updates per block, rewards, target
-block time) and the policy defaults a participant's trainer starts from
-(local learning rate, local steps, batch size).
+bound, norm bound, updates per block, rounds and their vote rule, bonds,
+rewards, target block time, the useful-update gate) and the policy defaults
+a participant's trainer starts from (local learning rate, local steps,
+batch size).
 
 Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
 
@@ -27,10 +28,17 @@ Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
     would let plain ``mean`` be dragged further, a tighter one would start to
     reject honest first steps. The robust rules do not depend on it: with 30 %
     sign-flip attackers at the bound (``gradchain sim``) median stays at 94.7 %
-    while mean falls to 32 %. ``staleness_window`` 8
-    blocks lets a participant train on a slightly old model (~40 s at the 5 s
-    target block time). Rewards: 50_000_000 base units to the miner,
-    1_000_000 to each accepted contributor.
+    while mean falls to 32 %. Rounds of ``round_blocks`` 8 blocks at a
+    ``target_block_time_s`` of 3: each block's median is one vote, and the
+    model moves once per round by ``vote_rule`` ``clip+median`` over the
+    votes, if the step does not raise the loss on a committed validation set
+    of ``gate_examples`` 200 (``gate_scope`` "round", tolerance 0); updates
+    are committed one round and revealed the next. ``bond_amount``
+    10_000_000 (a fifth of a block reward) buys an identity, mature after
+    ``bond_maturity`` 4 blocks, returned ``unbond_delay`` 16 blocks after an
+    unbond. docs/DESIGN-NOTES.md ("Rounds, bonds and commit-reveal") has the
+    measurements behind each number. Rewards: 50_000_000 base units to the
+    miner of each block, 1_000_000 per counted update at a round's end.
 
 ``stock``
     A daily price series (ml/datasets.py: synthetic AR(1) returns seeded by
@@ -47,12 +55,13 @@ Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
     ``f`` 1, which averages away more of the noise of regression deltas than
     the median does.
 
-Both keep the useful-update gate (``gate_examples`` 0, see :mod:`ml.gate`) off:
+Neither gates single updates (``gate_scope`` "update", see :mod:`ml.gate`):
 with Dirichlet(1.0) shards a single honest local run raises the global
-validation loss more often than not, and updates based a few blocks back
-more so, so any tolerance that passes nearly every honest update lets a
-sign-flip of honest size through (docs/DESIGN-NOTES.md, "The useful-update
-gate", has the figures).
+validation loss more often than not, so any tolerance that passes nearly
+every honest update lets a sign-flip of honest size through
+(docs/DESIGN-NOTES.md, "The useful-update gate", has the figures). Digits
+gates each round's step instead; ``stock`` has no validation set and uses
+rounds of 16 with ``lowclip+median``, the rule measured best without a gate.
 
 A task deployed for a participant's own data (``gradchain task init``) also
 carries its data schema (``features``: the file's column names before
@@ -94,7 +103,12 @@ MAX_HIDDEN_LAYERS = 2
 MAX_LOCAL_STEPS = 1_000_000
 MAX_BATCH_SIZE = 1 << 20
 MAX_UPDATES_PER_BLOCK = 1024
-MAX_STALENESS_WINDOW_BLOCKS = 1_000_000
+MAX_ROUND_BLOCKS = 256  # a round's votes are kept in the state until its last block
+MAX_ROUND_PAYOUTS = 1024  # contributors one round's last block may pay
+MAX_BOND_BLOCKS = 1_000_000  # bond maturity and unbonding delay
+# Where the useful-update gate applies: each update against the parent model, or
+# each round's step against the model it moves (docs/DESIGN-NOTES.md, "Rounds").
+GATE_SCOPES = ("update", "round")
 MAX_TARGET_BLOCK_TIME_S = 24 * 60 * 60
 MAX_WINDOW = 4096
 MAX_NAME_LEN = 64
@@ -192,16 +206,21 @@ class TaskSpec:
     f: int
     rule_params: tuple[RuleParam, ...]
     norm_bound: float
-    staleness_window: int
     max_updates_per_block: int
     block_reward: int
     contributor_reward: int
     target_block_time_s: int
     data_seed: int
     window: int
+    round_blocks: int = 8
+    vote_rule: str = "clip+median"
+    bond_amount: int = 0
+    bond_maturity: int = 0
+    unbond_delay: int = 0
     gate_examples: int = 0
     gate_tolerance: float = 0.0
     gate_data_sha256: str = ""
+    gate_scope: str = "update"
     # -- Data schema (issue 19): what a participant's file holds and how the
     # model scales it. At their defaults these are left out of ``to_dict``,
     # so a task that does not use them encodes exactly as before.
@@ -235,14 +254,31 @@ class TaskSpec:
         self._check_rule_params()
         self._check_rule()
         _check_positive_float("norm_bound", self.norm_bound)
-        _check_int("staleness_window", self.staleness_window, 0, MAX_STALENESS_WINDOW_BLOCKS)
         _check_int("block_reward", self.block_reward, 0, REWARD_MAX)
         _check_int("contributor_reward", self.contributor_reward, 0, REWARD_MAX)
         _check_int("target_block_time_s", self.target_block_time_s, 1, MAX_TARGET_BLOCK_TIME_S)
         _check_int("data_seed", self.data_seed, 0, U32_MAX)
         self._check_window()
+        self._check_rounds()
         self._check_gate()
         self._check_schema()
+
+    def _check_rounds(self) -> None:
+        from ml.rounds import VOTE_RULES
+
+        _check_int("round_blocks", self.round_blocks, 1, MAX_ROUND_BLOCKS)
+        if self.vote_rule not in VOTE_RULES:
+            raise _fail("vote_rule", f"one of {sorted(VOTE_RULES)}", self.vote_rule)
+        _check_int("bond_amount", self.bond_amount, 0, REWARD_MAX)
+        _check_int("bond_maturity", self.bond_maturity, 0, MAX_BOND_BLOCKS)
+        _check_int("unbond_delay", self.unbond_delay, 0, MAX_BOND_BLOCKS)
+        payouts = self.round_blocks * self.max_updates_per_block
+        if payouts > MAX_ROUND_PAYOUTS:
+            raise _fail(
+                "round_blocks * max_updates_per_block",
+                f"at most {MAX_ROUND_PAYOUTS} (contributors a round's last block pays)",
+                payouts,
+            )
 
     def _check_gate(self) -> None:
         _check_int("gate_examples", self.gate_examples, 0, MAX_GATE_EXAMPLES)
@@ -254,6 +290,8 @@ class TaskSpec:
             or not 0.0 <= tol <= MAX_GATE_TOLERANCE
         ):
             raise _fail("gate_tolerance", f"a float in [0.0, {MAX_GATE_TOLERANCE}]", tol)
+        if self.gate_scope not in GATE_SCOPES:
+            raise _fail("gate_scope", f"one of {GATE_SCOPES}", self.gate_scope)
         digest = self.gate_data_sha256
         if self.gate_examples == 0:
             if digest != "" or tol != 0.0:
@@ -434,16 +472,21 @@ _FIELD_KINDS: dict[str, str] = {
     "f": "int",
     "rule_params": "pairs",
     "norm_bound": "float",
-    "staleness_window": "int",
     "max_updates_per_block": "int",
     "block_reward": "int",
     "contributor_reward": "int",
     "target_block_time_s": "int",
     "data_seed": "int",
     "window": "int",
+    "round_blocks": "int",
+    "vote_rule": "str",
+    "bond_amount": "int",
+    "bond_maturity": "int",
+    "unbond_delay": "int",
     "gate_examples": "int",
     "gate_tolerance": "float",
     "gate_data_sha256": "str",
+    "gate_scope": "str",
     "features": "str_list",
     "input_shift": "float_list",
     "input_scale": "float_list",

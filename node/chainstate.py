@@ -25,29 +25,33 @@ from consensus.params import ChainParams, get_params
 from consensus.pow import next_anchor_time, work
 from consensus.state import State
 from consensus.transition import Undo, state_transition, undo_block, validate_block
-from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
+from consensus.tx import Bond, Coinbase, GradientUpdate, Transfer, Tx, Unbond
 from consensus.validation import earliest_time, validate_header
 from consensus.view import BranchView, ChainRules, ChainView
 from ml.datasets import load_gate_set
 from ml.tasks import TaskSpec
 from node.limits import MAX_LOCATOR_HASHES
-from node.storage import BlockStatus, IndexRow, Storage, StorageError
+from node.storage import BlockStatus, IndexRow, Storage, StorageError, VoteStatus
 
 log = logging.getLogger("gradchain.chain")
 
 DB_NAME = "chain.sqlite"
 
 
-def chain_rules(network: ChainParams, task: TaskSpec) -> ChainRules:
+def chain_rules(network: ChainParams, task: TaskSpec, genesis_hash: bytes | None = None) -> ChainRules:
     """The rules of ``task``'s chain on ``network``, with the data they read loaded from disk.
 
     The one place the node turns a genesis into consensus inputs: the
-    network's parameters with the task's block time, the task, and its
-    committed validation set when the useful-update gate is on (a
-    ``ValueError`` if this node's copy of the data does not match).
+    network's parameters with the task's block time, the task, the genesis
+    hash every signature binds (default: the genesis of this network and
+    task), and its committed validation set when the useful-update gate is
+    on (a ``ValueError`` if this node's copy of the data does not match).
     """
+    params = chain_params_for(network, task)
+    if genesis_hash is None:
+        genesis_hash = make_genesis(params, task)[0].hash
     gate_set = load_gate_set(task) if task.gate_examples > 0 else None
-    return ChainRules(chain_params_for(network, task), task, gate_set)
+    return ChainRules(params, task, genesis_hash, gate_set)
 
 
 @dataclass
@@ -89,7 +93,7 @@ class ChainState:
         self.storage = storage
         self.network = network
         self.task = task
-        self.rules = chain_rules(network, task)
+        self.rules = chain_rules(network, task, genesis.hash)
         self.params = self.rules.params
         self.genesis = genesis
         self.chain_id = network.chain_id
@@ -172,6 +176,11 @@ class ChainState:
     def genesis_hash(self) -> bytes:
         return self.genesis.hash
 
+    @property
+    def signing_tag(self) -> bytes:
+        """What a transaction for this chain is signed over besides its fields (:func:`consensus.tx.chain_tag`)."""
+        return self.rules.tag
+
     def hash_at(self, height: int) -> bytes | None:
         return self.main[height] if 0 <= height < len(self.main) else None
 
@@ -200,6 +209,11 @@ class ChainState:
         if undo is None:
             raise StorageError(f"undo data for height {height + 1} is missing; run `chain verify`")
         return undo.params_before, undo.model_version_before
+
+    def vote_status(self, block_hash: bytes) -> str:
+        """What the round made of a main-chain block's vote: a :class:`node.storage.VoteStatus`, or
+        ``"open"`` while its round is still running."""
+        return self.storage.get_vote_outcome(block_hash) or "open"
 
     def locator(self) -> list[bytes]:
         """Block locator: dense near the tip, then exponentially sparser, then genesis."""
@@ -398,6 +412,24 @@ class ChainState:
         branch.reverse()
         return cursor.height, branch
 
+    def _round_verdicts(self, chain: list[bytes], height: int, undo: Undo) -> list[tuple[bytes, str]]:
+        """The vote status of each block of the round the block at ``height`` (on ``chain``) closed."""
+        assert undo.outcome.round_counted is not None
+        width = len(undo.outcome.round_counted)
+        blocks = chain[height - width + 1 : height + 1]
+        votes = [*undo.tasks_before[self.rules.task_id].votes]
+        ran = [v.ran for v in votes] + [undo.outcome.vote_ran]
+        verdicts = []
+        for block_hash, counted, vote_ran in zip(blocks, undo.outcome.round_counted, ran, strict=True):
+            if not vote_ran:
+                status = VoteStatus.ZERO
+            elif undo.outcome.gated:
+                status = VoteStatus.GATED
+            else:
+                status = VoteStatus.COUNTED if counted else VoteStatus.REJECTED
+            verdicts.append((block_hash, status))
+        return verdicts
+
     def _activate(self, entry: IndexEntry, new_block: Block, now: int) -> Connected:
         """Make ``entry`` the tip: disconnect to the fork, connect the branch."""
         fork_height, branch = self._branch_to(entry)
@@ -449,12 +481,15 @@ class ChainState:
                 self.storage.drop_main(height)
             for block in disconnected:
                 self.storage.unindex_txs(block.txids)
+                self.storage.drop_vote_outcomes(block.hash)
             for block, _new_state, undo, item in connected:
                 item.status = BlockStatus.VALID
                 self.storage.put_index(item.row())
                 self.storage.put_undo(item.hash, undo)
                 self.storage.set_main(item.height, item.hash)
-                self.storage.put_outcomes(item.hash, _outcomes(block, undo, new_state))
+                self.storage.put_outcomes(item.hash, _outcomes(block, undo))
+                if undo.outcome.round_counted is not None:
+                    self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
                 self.storage.index_txs(item.hash, block.txids)
                 touched.update(_addresses_of(block.txs))
             self.storage.write_state(state, touched)
@@ -513,18 +548,18 @@ def _addresses_of(txs: Iterable[Tx]) -> set[bytes]:
             addresses.update(p.address for p in tx.payouts)
         elif isinstance(tx, Transfer):
             addresses.update((tx.sender_address, tx.to))
-        elif isinstance(tx, GradientUpdate):
+        elif isinstance(tx, Bond | Unbond):
             addresses.add(tx.sender_address)
     return addresses
 
 
-def _outcomes(block: Block, undo: Undo, after: State) -> list[tuple[bytes, bool | None]]:
+def _outcomes(block: Block, undo: Undo) -> list[tuple[bytes, bool | None]]:
     """Each gradient update's sender and whether the block's rule counted it.
 
     None for every update of a block whose updates were too few for the rule
-    to run with the task's bound: nobody was rejected, the model stayed.
+    to run with the task's bound: nobody was rejected, the block voted zero.
     """
     senders = [tx.sender_address for tx in block.txs if isinstance(tx, GradientUpdate)]
-    if after.model_version == undo.model_version_before:
+    if not undo.outcome.vote_ran:
         return [(sender, None) for sender in senders]
-    return list(zip(senders, undo.accepted, strict=True))
+    return list(zip(senders, undo.outcome.counted, strict=True))

@@ -1,18 +1,20 @@
 """A small typed client for a node's /api/ (standard library only, synchronous).
 
 Used by the CLI commands and the tests, and meant for participants who train
-elsewhere::
+elsewhere (a bonded key; docs/DESIGN-NOTES.md, "Rounds, bonds and commit-reveal")::
 
     from node.client import NodeClient
     client = NodeClient("http://127.0.0.1:8733")
-    params, height = client.model_params()
-    delta = params - my_training_loop(params)      # float32, the task's shape
-    client.submit_update(keypair, delta, base_height=height)
+    client.bond(keypair)                           # once: locks the task's bond
+    params, height = client.model_params()         # the round's model
+    deltas = [params - my_training_loop(params) for _ in range(4)]  # float32, the task's shape
+    client.contribute(keypair, deltas)             # commit now, reveal one per block next round
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,11 +23,18 @@ from typing import Any
 import numpy as np
 
 from consensus.header import hex_to_hash
-from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
+from consensus.tx import Bond, Transfer, chain_tag, encode_tx, sign_tx
 from ml.codec import encode_update
+from ml.tasks import TaskSpec
+from node.contributor import Contributor, KeyStatus
 from wallet import KeyPair, address_of
 
 DEFAULT_TIMEOUT_S = 30.0
+
+
+def _tag_of(status: dict[str, Any]) -> bytes:
+    """What a signature on the chain ``status`` describes binds (chain id and genesis hash)."""
+    return chain_tag(int(status["chain_id"]), hex_to_hash(str(status["genesis"])))
 
 
 class ApiError(Exception):
@@ -125,23 +134,86 @@ class NodeClient:
     def submit_raw_tx(self, raw: bytes) -> str:
         return str(self._json("POST", "/api/tx", {"tx": raw.hex()})["txid"])
 
-    def submit_update(self, keypair: KeyPair, delta: np.ndarray, *, base_height: int | None = None,
-                      fee: int = 0, encoding: str = "f32") -> str:
-        """Sign and submit ``delta`` (params_base - params_after_training) computed at ``base_height``."""
+    def key_status(self, keypair: KeyPair) -> tuple[KeyStatus, dict[str, Any]]:
+        """The key as the node's tip sees it, for the next block, and the node's status."""
         status = self.status()
-        base = status["height"] if base_height is None else base_height
-        base_hash = hex_to_hash(self.block(base)["hash"])
-        nonce = self.account(address_of(keypair.public))["next_nonce"]
-        update = GradientUpdate(keypair.public, nonce, fee, base, base_hash,
-                                encode_update(np.asarray(delta, dtype=np.float32), encoding))
-        return self.submit_raw_tx(encode_tx(sign_tx(update, keypair, status["chain_id"])))
+        account = self.account(address_of(keypair.public))
+        height = int(status["height"]) + 1
+        current = int(status["round"])
+        bond = account["bond"]
+        commitments = {int(c["round"]): c for c in account["commitments"]}
+        last = commitments.get(current - 1)
+        unrevealed = () if last is None else tuple(range(int(last["revealed"]), int(last["updates"])))
+        key = KeyStatus(
+            height=height, round=current, balance=int(account["balance"]), next_nonce=int(account["next_nonce"]),
+            bonded=bond is not None, mature=bond is not None and height >= int(bond["mature_at"]),
+            bond_pending=False, committed=current in commitments, unrevealed=unrevealed, reveal_pending=False,
+        )
+        return key, status
+
+    def bond(self, keypair: KeyPair, fee: int = 0) -> str | None:
+        """Lock the task's bond for ``keypair`` (its identity as a contributor); None if already bonded.
+
+        Raises ``ApiError`` when the node refuses it (e.g. insufficient funds).
+        """
+        key, status = self.key_status(keypair)
+        if key.bonded:
+            return None
+        tx = Bond(keypair.public, key.next_nonce, fee, hex_to_hash(str(status["task_id"])))
+        return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
+
+    def contribute(
+        self,
+        keypair: KeyPair,
+        deltas: list[np.ndarray],
+        *,
+        encoding: str = "f32",
+        poll_s: float = 1.0,
+        timeout_s: float = 600.0,
+        progress: Any = None,
+    ) -> list[str]:
+        """Commit ``deltas`` (computed on the current round's model) now, then reveal them one per
+        block during the next round; returns the txids of the reveals sent.
+
+        Blocks until the reveals are sent (at most two rounds). ``progress(str)``, if given,
+        hears each step. Raises ``ApiError`` if the node refuses a transaction or ``timeout_s`` passes.
+        """
+        say = progress or (lambda _text: None)
+        key, status = self.key_status(keypair)
+        if not key.mature:
+            raise ApiError(0, "this key has no mature bond: run `gradchain update bond` (or client.bond) first")
+        task = TaskSpec.from_dict(self.model()["task"])
+        me = Contributor(keypair, task, _tag_of(status), hex_to_hash(str(status["task_id"])))
+        start = int(status["round"]) * task.round_blocks
+        base_hash = hex_to_hash(self.block(start)["hash"])
+        encoded = [encode_update(np.asarray(d, dtype=np.float32), encoding) for d in deltas]
+        commit = me.commit(key, base_hash, encoded)
+        self.submit_raw_tx(encode_tx(commit))
+        say(f"committed {len(commit.hashes)} update(s) in round {commit.round}; they reveal in round {commit.round + 1}")
+        sent: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        last_height = -1
+        while len(sent) < len(commit.hashes):
+            if time.monotonic() > deadline:
+                raise ApiError(0, f"gave up after {timeout_s:.0f} s with {len(sent)} reveal(s) sent")
+            key, _ = self.key_status(keypair)
+            if key.round > commit.round + 1:
+                break  # the reveal round is over
+            if key.round == commit.round + 1 and key.height != last_height and key.unrevealed:
+                reveal = me.reveal(key)
+                if reveal is not None and key.unrevealed[0] >= len(sent):
+                    sent.append(self.submit_raw_tx(encode_tx(reveal)))
+                    last_height = key.height
+                    say(f"revealed update {len(sent)} of {len(commit.hashes)} for block {key.height}")
+            time.sleep(poll_s)
+        return sent
 
     def send(self, keypair: KeyPair, to: bytes, amount: int, fee: int = 0) -> str:
         """Sign and submit a transfer of ``amount`` base units to the raw address ``to``."""
         status = self.status()
         nonce = self.account(address_of(keypair.public))["next_nonce"]
         tx = Transfer(keypair.public, nonce, to, amount, fee)
-        return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, status["chain_id"])))
+        return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
 
     def mine(self, blocks: int = 1) -> dict[str, Any]:
         """Mine blocks now (regtest; needs the node's cookie token)."""

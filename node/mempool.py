@@ -1,20 +1,28 @@
 """The mempool: validated transactions waiting for a block (policy, not consensus).
 
-What goes in is checked with the consensus rules against the current tip,
-extended by the sender's transactions already in the pool, so every sender's
-pooled transactions form a chain of consecutive nonces that the next block
-could include in order: signature, nonce, funds for all of the sender's
-pooled spends, and for gradient updates the ml checks of the state
-transition (encoding, shape, finiteness, norm, staleness, base hash, and the
-task's useful-update gate against the tip's model), run by
-the same functions the state transition runs. A consensus failure raises
-``BlockRejected`` with its code; a policy refusal raises ``PolicyRejected``.
+Two compartments, because the chain treats coins and contributions apart:
 
-The rest is this node's own choice: the pool is bounded in count and bytes
-and evicts the lowest fee rate (fee per byte) first, one sender may hold at
-most ``max_per_sender`` transactions, transactions expire, and ``select``
-hands the miner the best fee rates while keeping each sender's nonce order.
-Fee rates are compared as exact fractions, never floats.
+* **Spends** (transfers, bonds, unbonds) carry a nonce and a fee. What goes
+  in is checked with the consensus rules against the current tip, extended by
+  the sender's transactions already in the pool, so every sender's pooled
+  spends form a chain of consecutive nonces that the next block could
+  include in order: signature, nonce, funds for all of the sender's pooled
+  spends (a bond locks the task's bond amount), a bond's task. The pool is
+  bounded in count and bytes and evicts the lowest fee rate (fee per byte)
+  first; one sender may hold at most ``max_per_sender``; ``select`` hands the
+  miner the best fee rates while keeping each sender's nonce order. Fee rates
+  are compared as exact fractions, never floats.
+* **Contributions** (commitments and revealed updates) carry neither: update
+  slots are not for sale. They are checked against the tip as the next block
+  would check them (a mature bond, the round, the commitment a reveal
+  matches, the update's encoding, shape, finiteness and norm, the task's
+  useful-update gate), by the functions the state transition runs. ``select``
+  takes every pooled commitment, then **fair inclusion**: at most one update
+  per sender, the oldest bond first, then arrival order, up to the task's
+  updates per block. A sender may pool at most a round's worth of updates.
+
+A consensus failure raises ``BlockRejected`` with its code; a policy refusal
+raises ``PolicyRejected``. Transactions expire.
 
 Eviction, expiry and revalidation remove a sender's transactions from the
 highest nonce down, or a transaction together with every later one of the
@@ -35,11 +43,26 @@ from typing import Protocol
 
 from consensus.block import Block
 from consensus.errors import BlockRejected, Reject
+from consensus.rounds import TaskWork, apply_commit, check_reveal, round_of, round_start
 from consensus.state import Account, State
 from consensus.transition import check_update, check_update_payload, useful_gate
-from consensus.tx import GradientUpdate, SignedTx, Transfer, Tx, check_signature, txid
-from consensus.view import ChainView
+from consensus.tx import (
+    Bond,
+    Commit,
+    GradientUpdate,
+    SignedTx,
+    Transfer,
+    Tx,
+    Unbond,
+    check_signature,
+    txid,
+)
+from consensus.view import ChainView, hash_at_height
+from ml.tasks import TaskSpec
 from node import limits
+
+Spend = Transfer | Bond | Unbond  # carries a nonce and a fee
+Contribution = Commit | GradientUpdate  # carries neither
 
 
 class PoolChain(Protocol):
@@ -81,7 +104,8 @@ class PoolEntry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sender", self.tx.sender_address)
-        object.__setattr__(self, "fee_rate", Fraction(self.tx.fee, len(self.raw)))
+        fee = self.tx.fee if isinstance(self.tx, Spend) else 0
+        object.__setattr__(self, "fee_rate", Fraction(fee, len(self.raw)))
 
     @property
     def size(self) -> int:
@@ -89,12 +113,17 @@ class PoolEntry:
 
     @property
     def nonce(self) -> int:
+        assert isinstance(self.tx, Spend), "only spends carry a nonce"
         return self.tx.nonce
 
-    @property
-    def spend(self) -> int:
-        """What the tx debits from its sender: amount and fee, or the fee of an update."""
-        return self.tx.amount + self.tx.fee if isinstance(self.tx, Transfer) else self.tx.fee
+
+def spend_of(tx: Spend, task: TaskSpec) -> int:
+    """What a spend debits from its sender: a transfer's amount, a bond's locked amount, and the fee."""
+    if isinstance(tx, Transfer):
+        return tx.amount + tx.fee
+    if isinstance(tx, Bond):
+        return task.bond_amount + tx.fee
+    return tx.fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,38 +135,69 @@ class AddResult:
     evicted: tuple[bytes, ...] = ()
 
 
+_NO_BOND = 2**63  # ranks an update whose sender's bond age is unknown after every known one
+
+
+def _arrival(entry: PoolEntry) -> tuple[float, bytes]:
+    return (entry.added_at, entry.txid)
+
+
 def _priority(entry: PoolEntry) -> tuple[Fraction, float, bytes]:
     """Sort key, best first: higher fee rate, then older, then txid for determinism."""
     return (-entry.fee_rate, entry.added_at, entry.txid)
 
 
-def _check_against_tip(
-    tx: SignedTx, account: Account, pending: Sequence[PoolEntry], chain: PoolChain, *, signature: bool
+def _check_spend(
+    tx: Spend, account: Account, pending: Sequence[PoolEntry], chain: PoolChain, *, signature: bool
 ) -> None:
     """The consensus rules for ``tx`` as the next of ``pending`` on the tip; raises BlockRejected.
 
-    Cheapest first, so junk costs the node little: an update's stateless
-    checks (its shape is one comparison), then nonce and funds (lookups),
-    then the signature (a hash of the whole transaction, megabytes for an
-    update), and last an update's checks against the tip, whose useful-update
-    gate evaluates the model.
+    Cheapest first: nonce and funds (lookups), then the signature, then a
+    bond's or unbond's standing in the task's state.
     """
     view = chain.tip_view()  # the branch the next block extends
-    if isinstance(tx, GradientUpdate):
-        check_update_payload(view.rules.task, tx)
+    task = view.rules.task
     expected = account.nonce + len(pending)
     if tx.nonce != expected:
         raise BlockRejected(Reject.BAD_NONCE, f"nonce {tx.nonce}, the pool expects {expected}")
-    spend = sum(e.spend for e in pending) + (tx.amount + tx.fee if isinstance(tx, Transfer) else tx.fee)
+    spend = sum(spend_of(e.tx, task) for e in pending if isinstance(e.tx, Spend)) + spend_of(tx, task)
     if spend > account.balance:
         raise BlockRejected(
             Reject.INSUFFICIENT_FUNDS, f"pooled spends {spend} exceed the balance {account.balance}"
         )
     if signature:
-        check_signature(tx, view.rules.chain_id)
+        check_signature(tx, view.rules.tag)
+    if isinstance(tx, Bond | Unbond):
+        if tx.task_id != view.rules.task_id:
+            raise BlockRejected(Reject.UNKNOWN_TASK, f"task {tx.task_id[::-1].hex()[:16]}…")
+        bonded = tx.sender_address in chain.state.task.stakes
+        if isinstance(tx, Bond) and (bonded or any(isinstance(e.tx, Bond) for e in pending)):
+            raise BlockRejected(Reject.ALREADY_BONDED, "a bond is locked or pooled")
+        if isinstance(tx, Unbond) and not bonded:
+            raise BlockRejected(Reject.NOT_BONDED, "nothing to unbond")
+
+
+def _check_contribution(tx: Contribution, chain: PoolChain, *, signature: bool) -> None:
+    """The consensus rules for a commitment or update as the next block would apply it; raises BlockRejected.
+
+    Stateless checks of an update first (its shape is one comparison), then
+    the signature, then the task's state (bond, round, commitment), and last
+    the useful-update gate, which evaluates the model.
+    """
+    view = chain.tip_view()
+    task = view.rules.task
+    height = view.height + 1
     if isinstance(tx, GradientUpdate):
-        gate = useful_gate(view.rules, chain.state.params)  # the tip is the next block's parent
-        check_update(view, tx, gate=gate)
+        check_update_payload(task, tx)
+    if signature:
+        check_signature(tx, view.rules.tag)
+    work = TaskWork(chain.state.task)
+    if isinstance(tx, Commit):
+        base = hash_at_height(view, round_start(round_of(height, task.round_blocks), task.round_blocks))
+        apply_commit(work, tx, height, task, view.rules.task_id, base)
+        return
+    check_reveal(work, tx, height, task, view.rules.task_id)
+    check_update(task, tx, gate=useful_gate(view.rules, chain.state.params))
 
 
 class Mempool:
@@ -158,7 +218,8 @@ class Mempool:
         self.max_per_sender = max_per_sender
         self.expiry_s = expiry_s
         self._entries: dict[builtins.bytes, PoolEntry] = {}
-        self._by_sender: dict[builtins.bytes, list[PoolEntry]] = {}  # each in nonce order, consecutive
+        self._by_sender: dict[builtins.bytes, list[PoolEntry]] = {}  # spends, each in nonce order, consecutive
+        self._contributions: dict[builtins.bytes, list[PoolEntry]] = {}  # commitments and updates, by sender
         self._bytes = 0
 
     # -- queries ----------------------------------------------------------------------------
@@ -181,8 +242,8 @@ class Mempool:
         return [e.txid for e in sorted(self._entries.values(), key=_priority)]
 
     def pending(self, sender: builtins.bytes) -> list[PoolEntry]:
-        """The sender's pooled transactions (by address), in nonce order."""
-        return list(self._by_sender.get(sender, ()))
+        """The sender's pooled transactions (by address): spends in nonce order, then contributions."""
+        return [*self._by_sender.get(sender, ()), *self._contributions.get(sender, ())]
 
     def next_nonce(self, sender: builtins.bytes, chain: PoolChain) -> int:
         """The nonce the sender's next transaction needs, counting its pooled ones."""
@@ -206,22 +267,52 @@ class Mempool:
         tx_id = txid(raw)
         if tx_id in self._entries:
             return AddResult(tx_id, added=False)
-        if not isinstance(tx, Transfer | GradientUpdate):
+        if not isinstance(tx, Spend | Contribution):
             raise BlockRejected(Reject.BAD_COINBASE, "only a block may carry a coinbase or the task")
         if len(raw) > self.max_bytes:
             raise PolicyRejected(PolicyReason.TOO_LARGE, f"{len(raw)} bytes > pool limit {self.max_bytes}")
         entry = PoolEntry(raw, tx, tx_id, now)
+        if isinstance(tx, Contribution):
+            return self._admit_contribution(entry, tx, chain, signature=signature)
         pending = self._by_sender.get(entry.sender, [])
         if len(pending) >= self.max_per_sender:
             raise PolicyRejected(
                 PolicyReason.SENDER_LIMIT, f"the sender has {len(pending)} pooled transactions"
             )
-        _check_against_tip(tx, chain.state.account(entry.sender), pending, chain, signature=signature)
+        _check_spend(tx, chain.state.account(entry.sender), pending, chain, signature=signature)
         victims = self._eviction_plan(entry)
         for victim in victims:
             self._remove(victim)
         self._insert(entry)
         return AddResult(tx_id, added=True, evicted=tuple(v.txid for v in victims))
+
+    def _admit_contribution(
+        self, entry: PoolEntry, tx: Contribution, chain: PoolChain, *, signature: bool
+    ) -> AddResult:
+        """Pool a commitment or update valid for the next block; none is ever evicted for another."""
+        task = chain.tip_view().rules.task
+        mine = self._contributions.get(entry.sender, [])
+        if isinstance(tx, Commit) and any(isinstance(e.tx, Commit) for e in mine):
+            raise BlockRejected(Reject.DUPLICATE_COMMIT, "the sender has a commitment pooled")
+        if len(mine) >= task.round_blocks + 1:
+            raise PolicyRejected(
+                PolicyReason.SENDER_LIMIT, f"the sender has {len(mine)} pooled contributions (a round's worth)"
+            )
+        if len(self._entries) + 1 > self.max_txs or self._bytes + entry.size > self.max_bytes:
+            raise PolicyRejected(PolicyReason.POOL_FULL, "no room for a contribution")
+        _check_contribution(tx, chain, signature=signature)
+        self._entries[entry.txid] = entry
+        self._contributions.setdefault(entry.sender, []).append(entry)
+        self._bytes += entry.size
+        return AddResult(entry.txid, added=True)
+
+    def _drop_contribution(self, entry: PoolEntry) -> None:
+        del self._entries[entry.txid]
+        self._bytes -= entry.size
+        mine = self._contributions[entry.sender]
+        mine.remove(entry)
+        if not mine:
+            del self._contributions[entry.sender]
 
     def _eviction_plan(self, newcomer: PoolEntry) -> list[PoolEntry]:
         """The txs to evict so ``newcomer`` fits; PolicyRejected if it pays too little.
@@ -276,26 +367,50 @@ class Mempool:
         return [e.txid for e in doomed]
 
     # -- choosing for a block -----------------------------------------------------------------
-    def select(self, max_updates: int, max_txs: int, max_bytes: int) -> list[tuple[builtins.bytes, SignedTx]]:
-        """The best txs for the next block, in an order the block may carry them.
+    def select(
+        self, max_updates: int, max_txs: int, max_bytes: int, *, bond_age: dict[builtins.bytes, int] | None = None
+    ) -> list[tuple[builtins.bytes, SignedTx]]:
+        """The txs for the next block, in an order the block may carry them.
 
-        Greedy by fee rate over each sender's next tx, so a sender's txs come
-        out in nonce order. A sender whose next tx does not fit (bytes, or the
-        task's update limit) is done for this block: its later txs need it.
+        First every pooled commitment, then the updates by fair inclusion (at
+        most one per sender, oldest bond first by ``bond_age`` (address ->
+        the height the bond was made; unknown last), then arrival), up to
+        ``max_updates``; then spends greedy by fee rate over each sender's
+        next tx, so a sender's spends come out in nonce order. A sender whose
+        next spend does not fit is done for this block: its later txs need it.
         """
+        chosen: list[tuple[builtins.bytes, SignedTx]] = []
+        size = 0
+
+        def take(entry: PoolEntry) -> bool:
+            nonlocal size
+            if len(chosen) >= max_txs or size + entry.size > max_bytes:
+                return False
+            chosen.append((entry.raw, entry.tx))
+            size += entry.size
+            return True
+
+        contributions = [e for mine in self._contributions.values() for e in mine]
+        for entry in sorted((e for e in contributions if isinstance(e.tx, Commit)), key=_arrival):
+            take(entry)
+        ages = bond_age or {}
+        firsts: dict[builtins.bytes, PoolEntry] = {}
+        for entry in sorted((e for e in contributions if isinstance(e.tx, GradientUpdate)), key=_arrival):
+            firsts.setdefault(entry.sender, entry)
+        ranked = sorted(firsts.values(), key=lambda e: (ages.get(e.sender, _NO_BOND), e.added_at, e.txid))
+        updates = 0
+        for entry in ranked:
+            if updates >= max_updates:
+                break
+            updates += take(entry)
+
         heap = [(_priority(chain_[0]), sender, 0) for sender, chain_ in self._by_sender.items()]
         heapq.heapify(heap)
-        chosen: list[tuple[builtins.bytes, SignedTx]] = []
-        updates = size = 0
         while heap and len(chosen) < max_txs:
             _, sender, index = heapq.heappop(heap)
             entry = self._by_sender[sender][index]
-            is_update = isinstance(entry.tx, GradientUpdate)
-            if size + entry.size > max_bytes or (is_update and updates >= max_updates):
+            if not take(entry):
                 continue
-            chosen.append((entry.raw, entry.tx))
-            size += entry.size
-            updates += is_update
             if index + 1 < len(self._by_sender[sender]):
                 following = self._by_sender[sender][index + 1]
                 heapq.heappush(heap, (_priority(following), sender, index + 1))
@@ -311,6 +426,10 @@ class Mempool:
                 if now - entry.added_at >= self.expiry_s:
                     removed += self._drop_from(sender, index)
                     break
+        for entry in [e for mine in self._contributions.values() for e in mine]:
+            if now - entry.added_at >= self.expiry_s:
+                self._drop_contribution(entry)
+                removed.append(entry.txid)
         return removed
 
     def remove_for_block(self, block: Block) -> list[builtins.bytes]:
@@ -322,10 +441,13 @@ class Mempool:
         """
         removed: list[builtins.bytes] = []
         included: dict[builtins.bytes, int] = {}
-        for tx in block.txs:
-            if isinstance(tx, Transfer | GradientUpdate):
+        for tx_id, tx in zip(block.txids, block.txs, strict=True):
+            if isinstance(tx, Spend):
                 address = tx.sender_address
                 included[address] = max(included.get(address, -1), tx.nonce)
+            elif tx_id in self._entries:
+                self._drop_contribution(self._entries[tx_id])
+                removed.append(tx_id)
         for sender, top in included.items():
             chain_ = self._by_sender.get(sender)
             while chain_ and chain_[0].nonce <= top:
@@ -338,8 +460,9 @@ class Mempool:
         """Re-check every pooled tx on the current tip; drop what no longer fits.
 
         Signatures do not depend on the tip and are not re-checked; nonces,
-        funds and, for updates, staleness and base hash are. A failure drops
-        the tx and every later one of its sender.
+        funds, bonds, rounds and commitments are. A failed spend drops every
+        later one of its sender; a contribution goes alone (a turned round
+        leaves the previous round's unrevealed updates behind).
         """
         removed: list[builtins.bytes] = []
         for sender in list(self._by_sender):
@@ -354,10 +477,18 @@ class Mempool:
             chain_ = self._by_sender.get(sender, [])
             for index, entry in enumerate(chain_):
                 try:
-                    _check_against_tip(entry.tx, account, chain_[:index], chain, signature=False)
+                    assert isinstance(entry.tx, Spend)
+                    _check_spend(entry.tx, account, chain_[:index], chain, signature=False)
                 except BlockRejected:
                     removed += self._drop_from(sender, index)
                     break
+        for entry in [e for mine in self._contributions.values() for e in mine]:
+            assert isinstance(entry.tx, Contribution)
+            try:
+                _check_contribution(entry.tx, chain, signature=False)
+            except BlockRejected:
+                self._drop_contribution(entry)
+                removed.append(entry.txid)
         return removed
 
     def readd(self, blocks: Iterable[Block], chain: PoolChain, now: float) -> list[builtins.bytes]:
@@ -373,13 +504,14 @@ class Mempool:
         ]
         for block in blocks:
             for raw, tx in zip(block.tx_bytes, block.txs, strict=True):
-                if isinstance(tx, Transfer | GradientUpdate):
+                if isinstance(tx, Spend | Contribution):
                     candidates.append((raw, tx, now, True))
-        # By nonce, so each sender's txs come in order; at equal nonces the mined
+        # By nonce, so each sender's spends come in order; at equal nonces the mined
         # tx first, since a pooled tx with the same nonce was its competitor.
-        candidates.sort(key=lambda c: (c[1].nonce if isinstance(c[1], Transfer | GradientUpdate) else -1, not c[3]))
+        candidates.sort(key=lambda c: (c[1].nonce if isinstance(c[1], Spend) else -1, not c[3]))
         self._entries.clear()
         self._by_sender.clear()
+        self._contributions.clear()
         self._bytes = 0
         readded: list[builtins.bytes] = []
         for raw, tx, added_at, from_block in candidates:

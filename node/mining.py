@@ -22,7 +22,7 @@ from consensus.errors import BlockRejected
 from consensus.hashing import search_nonce
 from consensus.pow import bits_to_target
 from consensus.template import build_block
-from consensus.tx import GradientUpdate
+from consensus.tx import GradientUpdate, Tx
 from wallet import address_bytes
 
 log = logging.getLogger("gradchain.miner")
@@ -77,21 +77,55 @@ def latest_block_time(drift_s: int) -> int:
     return int(time.time()) + drift_s // 2
 
 
+def template_txs(node: Any) -> list[Tx]:
+    """On the chain thread: what this node's next block carries.
+
+    An honest miner takes the mempool's choice (:meth:`node.mempool.Mempool.select`:
+    commitments, updates by fair inclusion, spends by fee rate). The testnet's
+    attacking miners change it: ``censor`` drops every update but its own;
+    ``miner-poison`` drops every update and carries its own poisoned ones,
+    one per key it fields (:meth:`node.training.Trainer.private_reveals`).
+    """
+    chain = node.chain
+    ages = {address: stake.since for address, stake in chain.state.task.stakes.items()}
+    picked = node.mempool.select(
+        max_updates=chain.task.max_updates_per_block, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES,
+        bond_age=ages,
+    )
+    txs: list[Tx] = [tx for _, tx in picked]
+    attack = node.config.attack
+    trainer = node.trainer
+    if attack == "censor":
+        own = {address_bytes(k.public) for k in trainer.keys} if trainer is not None else set()
+        txs = [tx for tx in txs if not isinstance(tx, GradientUpdate) or tx.sender_address in own]
+    elif attack == "miner-poison":
+        txs = [tx for tx in txs if not isinstance(tx, GradientUpdate)]
+        if trainer is not None:
+            txs += trainer.private_reveals()[: chain.task.max_updates_per_block]
+    return txs
+
+
 def make_template(node: Any) -> Block:
-    """On the chain thread: a block on the tip with the best mempool txs, paying this node."""
+    """On the chain thread: a block on the tip with :func:`template_txs`, paying this node."""
     chain = node.chain
     miner = address_bytes(node.keypair.public)
-    picked = node.mempool.select(
-        max_updates=chain.task.max_updates_per_block, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES
-    )
-    txs = [tx for _, tx in picked]
+    txs = template_txs(node)
     block_time = max(int(time.time()), chain.min_next_time())
     view = chain.tip_view()
     try:
         block, _ = build_block(view, chain.state, txs, miner=miner, time=block_time)
     except BlockRejected as exc:
-        log.warning("template without mempool txs: %s", exc)
-        block, _ = build_block(view, chain.state, [], miner=miner, time=block_time)
+        # One tx the tip no longer takes (a round turned, a nonce was mined elsewhere):
+        # keep the ones that still go in, in order.
+        log.info("template: %s; keeping the txs that still apply", exc)
+        kept: list[Tx] = []
+        for tx in txs:
+            try:
+                build_block(view, chain.state, [*kept, tx], miner=miner, time=block_time)
+            except BlockRejected:
+                continue
+            kept.append(tx)
+        block, _ = build_block(view, chain.state, kept, miner=miner, time=block_time)
     return block
 
 

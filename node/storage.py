@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from consensus.state import Account, State
-from consensus.transition import Undo
+from consensus.state import Account, Commitment, Stake, State, TaskState, Unbonding, Vote
+from consensus.transition import Outcome, Undo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-task state (bonds, commitments, votes) and undo with outcomes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -38,23 +38,38 @@ CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT
 CREATE TABLE IF NOT EXISTS accounts (
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS model (
+CREATE TABLE IF NOT EXISTS tip_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     height INTEGER NOT NULL,
-    params BLOB NOT NULL,
-    last_aggregate BLOB NOT NULL,
-    version INTEGER NOT NULL,
     root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_state (
+    task_id BLOB PRIMARY KEY, position INTEGER NOT NULL, data BLOB NOT NULL  -- position 0: the genesis task
 );
 CREATE TABLE IF NOT EXISTS tx_index (txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS update_outcomes (
     block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
     PRIMARY KEY (block, position)
 );
+CREATE TABLE IF NOT EXISTS vote_outcomes (
+    block BLOB PRIMARY KEY,         -- a block of a closed round
+    round_end BLOB NOT NULL,        -- the round's last block, which decided
+    status TEXT NOT NULL            -- see VoteStatus
+);
+CREATE INDEX IF NOT EXISTS vote_outcomes_round_end ON vote_outcomes(round_end);
 """
 
 
 NOT_APPLIED = -1  # update_outcomes.accepted of a block whose rule did not run
+
+
+class VoteStatus:
+    """What a closed round made of one block's vote (``vote_outcomes.status``)."""
+
+    COUNTED = "counted"  # near the round's step: its counted updates are paid
+    REJECTED = "rejected"  # an outlier to the round's step (an attacker's block): nobody paid
+    ZERO = "zero"  # too few updates for the task's rule: the block voted for no movement
+    GATED = "gated"  # the round's step failed the round gate: the model stayed, nobody paid
 
 
 class BlockStatus:
@@ -81,18 +96,66 @@ class StorageError(Exception):
 CHECK_BLOCKS = 2016  # newest main-chain bodies fully checked at start (Bitcoin Core's -checkblocks, larger)
 
 
+def _f32(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def _from_f32(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def encode_task_state(task: TaskState) -> bytes:
+    """A task's state as msgpack: model, stakes, unbondings, commitments, votes, recent reveals."""
+    raw: bytes = msgpack.packb(
+        [
+            _f32(task.params),
+            _f32(task.last_aggregate),
+            task.model_version,
+            [[a, s.amount, s.since] for a, s in sorted(task.stakes.items())],
+            [[a, u.amount, u.release] for a, u in sorted(task.unbonding.items())],
+            [[r, a, list(c.hashes), list(c.revealed)] for (r, a), c in sorted(task.commitments.items())],
+            [[_f32(v.vector), v.ran, list(v.counted)] for v in task.votes],
+            [[d, r, a] for d, (r, a) in sorted(task.reveals.items())],
+        ],
+        use_bin_type=True,
+    )
+    return raw
+
+
+def decode_task_state(raw: bytes) -> TaskState:
+    params, last, version, stakes, unbonding, commitments, votes, reveals = msgpack.unpackb(raw, raw=False)
+    return TaskState(
+        params=_from_f32(params),
+        last_aggregate=_from_f32(last),
+        model_version=version,
+        stakes={bytes(a): Stake(amount, since) for a, amount, since in stakes},
+        unbonding={bytes(a): Unbonding(amount, release) for a, amount, release in unbonding},
+        commitments={
+            (r, bytes(a)): Commitment(tuple(bytes(h) for h in hashes), tuple(bool(x) for x in revealed))
+            for r, a, hashes, revealed in commitments
+        },
+        votes=tuple(Vote(_from_f32(v), bool(ran), tuple(bytes(c) for c in counted)) for v, ran, counted in votes),
+        reveals={bytes(d): (r, bytes(a)) for d, r, a in reveals},
+    )
+
+
 def encode_undo(undo: Undo) -> bytes:
     accounts = [
         [address, None, None] if acc is None else [address, acc.balance, acc.nonce]
         for address, acc in sorted(undo.accounts_before.items())
     ]
+    out = undo.outcome
     raw: bytes = msgpack.packb(
         [
             accounts,
-            np.ascontiguousarray(undo.params_before, dtype="<f4").tobytes(),
-            np.ascontiguousarray(undo.last_aggregate_before, dtype="<f4").tobytes(),
-            undo.model_version_before,
-            list(undo.accepted),
+            [[task_id, encode_task_state(t)] for task_id, t in undo.tasks_before.items()],  # genesis task first
+            [
+                list(out.counted),
+                list(out.clones),
+                out.vote_ran,
+                None if out.round_counted is None else list(out.round_counted),
+                out.gated,
+            ],
         ],
         use_bin_type=True,
     )
@@ -100,15 +163,19 @@ def encode_undo(undo: Undo) -> bytes:
 
 
 def decode_undo(raw: bytes) -> Undo:
-    accounts, params, last_aggregate, version, accepted = msgpack.unpackb(raw, raw=False)
+    accounts, tasks, (counted, clones, vote_ran, round_counted, gated) = msgpack.unpackb(raw, raw=False)
     return Undo(
         accounts_before={
             bytes(a): (None if bal is None else Account(bal, nonce)) for a, bal, nonce in accounts
         },
-        params_before=np.frombuffer(params, dtype="<f4").astype(np.float32),
-        last_aggregate_before=np.frombuffer(last_aggregate, dtype="<f4").astype(np.float32),
-        model_version_before=version,
-        accepted=tuple(bool(a) for a in accepted),
+        tasks_before={bytes(task_id): decode_task_state(data) for task_id, data in tasks},
+        outcome=Outcome(
+            counted=tuple(bool(c) for c in counted),
+            clones=tuple(bool(c) for c in clones),
+            vote_ran=bool(vote_ran),
+            round_counted=None if round_counted is None else tuple(bool(c) for c in round_counted),
+            gated=bool(gated),
+        ),
     )
 
 
@@ -128,6 +195,12 @@ class Storage:
         elif int(version) > SCHEMA_VERSION:
             raise StorageError(
                 f"{path} was written by a newer gradchain (schema {int(version)}); upgrade gradchain"
+            )
+        elif int(version) < SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} holds a chain of an older gradchain (schema {int(version)}), whose rules this "
+                "one does not run (rounds, bonds and commit-reveal were a hard fork); start a new "
+                "datadir (make testnet FRESH=1) or use the gradchain that wrote it"
             )
         self._depth = 0
 
@@ -240,7 +313,7 @@ class Storage:
 
     # -- state -----------------------------------------------------------------------
     def write_state(self, state: State, changed: set[bytes]) -> None:
-        """Persist ``state``: the accounts in ``changed`` and the model row."""
+        """Persist ``state``: the accounts in ``changed``, every task's state and the tip row."""
         for address in sorted(changed):
             account = state.accounts.get(address)
             if account is None:
@@ -250,36 +323,29 @@ class Storage:
                     "INSERT OR REPLACE INTO accounts(address, balance, nonce) VALUES (?, ?, ?)",
                     (address, account.balance, account.nonce),
                 )
+        self.db.execute("DELETE FROM task_state")
+        self.db.executemany(
+            "INSERT INTO task_state(task_id, position, data) VALUES (?, ?, ?)",
+            [(task_id, i, encode_task_state(task)) for i, (task_id, task) in enumerate(state.tasks.items())],
+        )
         self.db.execute(
-            "INSERT OR REPLACE INTO model(id, height, params, last_aggregate, version, root)"
-            " VALUES (1, ?, ?, ?, ?, ?)",
-            (
-                state.height,
-                np.ascontiguousarray(state.params, dtype="<f4").tobytes(),
-                np.ascontiguousarray(state.last_aggregate, dtype="<f4").tobytes(),
-                state.model_version,
-                state.root,
-            ),
+            "INSERT OR REPLACE INTO tip_state(id, height, root) VALUES (1, ?, ?)", (state.height, state.root)
         )
 
     def load_state(self) -> State | None:
-        row = self.db.execute(
-            "SELECT height, params, last_aggregate, version, root FROM model WHERE id = 1"
-        ).fetchone()
+        row = self.db.execute("SELECT height, root FROM tip_state WHERE id = 1").fetchone()
         if row is None:
             return None
-        height, params, last_aggregate, version, root = row
+        height, root = row
         accounts = {
             bytes(a): Account(b, n)
             for a, b, n in self.db.execute("SELECT address, balance, nonce FROM accounts")
         }
-        state = State(
-            height=height,
-            accounts=accounts,
-            params=np.frombuffer(params, dtype="<f4").astype(np.float32),
-            last_aggregate=np.frombuffer(last_aggregate, dtype="<f4").astype(np.float32),
-            model_version=version,
-        )
+        tasks = {
+            bytes(task_id): decode_task_state(bytes(data))
+            for task_id, data in self.db.execute("SELECT task_id, data FROM task_state ORDER BY position")
+        }
+        state = State(height=height, accounts=accounts, tasks=tasks)
         if state.root != bytes(root):
             raise StorageError(f"{self.path}: stored state does not match its root; run `chain verify`")
         return state
@@ -305,6 +371,21 @@ class Storage:
             "INSERT OR REPLACE INTO update_outcomes(block, position, sender, accepted) VALUES (?, ?, ?, ?)",
             [(block_hash, i, s, NOT_APPLIED if a is None else int(a)) for i, (s, a) in enumerate(outcomes)],
         )
+
+    def put_vote_outcomes(self, round_end: bytes, statuses: list[tuple[bytes, str]]) -> None:
+        """What the round closed by ``round_end`` made of each of its blocks' votes (:class:`VoteStatus`)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO vote_outcomes(block, round_end, status) VALUES (?, ?, ?)",
+            [(block, round_end, status) for block, status in statuses],
+        )
+
+    def drop_vote_outcomes(self, round_end: bytes) -> None:
+        """Forget the verdicts of a round whose last block is disconnected: its votes are open again."""
+        self.db.execute("DELETE FROM vote_outcomes WHERE round_end = ?", (round_end,))
+
+    def get_vote_outcome(self, block_hash: bytes) -> str | None:
+        row = self.db.execute("SELECT status FROM vote_outcomes WHERE block = ?", (block_hash,)).fetchone()
+        return None if row is None else str(row[0])
 
     def get_outcomes(self, block_hash: bytes) -> list[tuple[bytes, bool | None]]:
         rows = self.db.execute(

@@ -1,43 +1,90 @@
-"""The trainer of a node: a fresh gradient update on its private data per tip.
+"""The trainer of a node: bond, commit a round's updates, reveal them one block at a time.
 
-When the tip advances, the trainer takes the model at the tip, runs the
-task's local steps on this node's encrypted shard (or on the participant's
-own file given with ``--data``, followed as rows are appended:
-node/datafile.py), signs the update and submits it like any transaction,
-so it reaches peers by gossip. An attacker
-node (testnet demos) runs the same trainer with a poisoned step, so the
-chain's aggregation rule has to defend against it.
+An honest participant, at every new tip (docs/DESIGN-NOTES.md, "Rounds, bonds
+and commit-reveal"):
+
+1. **bonds** its key as soon as it can afford the task's bond (coins come
+   from mining, or from a transfer for a node that does not mine);
+2. once the bond is mature, **commits** in each round ``r``: it trains one
+   update per block of the round on the model at the round's start (the tip's
+   model: the model moves only at a round's last block), signs them and
+   submits one ``Commit`` of their digests;
+3. during round ``r + 1`` it **reveals** them, keeping one reveal in the
+   mempool at a time (a block counts at most one update per sender).
+
+Attacker nodes (testnet demos, ``--attack``) run the same loop with other
+choices, so the chain's rules have to defend against them:
+
+``sign-flip``, ``gaussian``, ... (:data:`ml.attacks.ATTACKS`)
+    a participant whose updates are poisoned the named way.
+``miner-poison``
+    a miner that fields as many bonded keys as a block has update slots (it
+    funds and bonds them from its rewards), commits poisoned updates
+    (sign-flip at the norm bound) under each, and reveals them only in its
+    own blocks (:meth:`Trainer.private_reveals`), leaving everyone else's out.
+``censor``
+    trains honestly; its miner leaves out every update but its own.
+``copy``
+    trains nothing: it commits to copies of other senders' reveals it saw
+    during the round and reveals them in the next; the chain never counts a
+    clone, so it earns nothing.
+``sybil-flood``
+    a non-mining participant with many keys that sends poisoned updates
+    from all of them to every peer at every tip, and bonds any key it can
+    afford.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from consensus.errors import BlockRejected
-from consensus.tx import GradientUpdate, encode_tx, sign_tx
-from ml.attacks import attack, flip_labels, is_data_attack
-from ml.codec import encode_update
+from consensus.rounds import round_of, round_start
+from consensus.tx import (
+    Bond,
+    Commit,
+    GradientUpdate,
+    SignedTx,
+    Transfer,
+    encode_tx,
+    sign_tx,
+    update_bytes,
+)
+from ml.attacks import ATTACKS, attack, flip_labels, is_data_attack
+from ml.codec import EncodedUpdate, encode_update
 from ml.datasets import load_dataset
 from ml.shards import decrypt_shard, derive_shard_key, encrypt_shard, shard
 from ml.tasks import TaskSpec
 from ml.trainer import clip_to_norm, train_update
+from node.contributor import Contributor, KeyStatus
 from node.datafile import LocalData
 from node.keystore_file import write_private_file
 from node.mempool import PolicyRejected
 from node.taskfile import genesis_task_id, match_task_id
-from wallet import address_bytes
+from wallet import KeyPair, address_bytes, keypair_from_seed
 
 log = logging.getLogger("gradchain.trainer")
 
 SHARD_FILE = "shard.bin"
 ATTACK_NORM_FRACTION = 0.999  # an adaptive attacker stays just inside the norm bound
+CHAIN_ATTACKS = ("miner-poison", "censor", "copy", "sybil-flood")  # ml.chainsim's names
+SYBIL_KEYS = 24  # sybil-flood's keys (the issue's figure)
+POISON_JITTER = 1e-6  # per-key noise on miner-poison's updates: exact copies would be clones
+COPY_COMMIT_AT = 0.5  # the copier commits once this share of the round has passed
+RETRY_S = 0.2  # after an own transaction the tip outran: try again this soon
+
+
+def all_attacks() -> tuple[str, ...]:
+    """Every ``--attack`` a node accepts: participant poisons and the chain attacks."""
+    return (*ATTACKS, *CHAIN_ATTACKS)
 
 
 def load_or_create_shard(
@@ -54,28 +101,49 @@ def load_or_create_shard(
     return X, y
 
 
+def extra_keys(main: KeyPair, count: int) -> list[KeyPair]:
+    """``count`` further keys of an attacker, derived from its main key's seed (same on every start)."""
+    return [
+        keypair_from_seed(hashlib.sha256(b"gradchain-attacker-key-%d" % i + main.seed).digest())
+        for i in range(1, count + 1)
+    ]
+
+
 @dataclass
-class _Job:
+class Snapshot:
+    """What one pass of the trainer needs, read together on the chain thread."""
+
+    round: int  # the next block's
+    position: float  # how far into the round the next block is, 0 .. 1
     params: np.ndarray
-    height: int
-    tip: bytes
-    nonce: int
-    honest: np.ndarray | None  # updates of others on this base (what an omniscient attacker sees)
+    base_hash: bytes  # the block the round's model is at
+    keys: list[KeyStatus]  # one per contributor, in the trainer's order
+    others_updates: list[GradientUpdate] = field(default_factory=list)
 
 
 class Trainer:
+    """The node's participant: see the module docstring."""
+
     def __init__(self, node: Any) -> None:
         self.node = node
         self.task: TaskSpec = node.chain.task
+        self.role: str | None = node.config.attack
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.X: np.ndarray
         self.y: np.ndarray
         seed = int.from_bytes(node.keypair.public[:8], "little")
         self.rng = np.random.default_rng(seed)
-        self.submitted = 0
+        main: KeyPair = node.keypair
+        extra = {"miner-poison": self.task.max_updates_per_block - 1, "sybil-flood": SYBIL_KEYS - 1}
+        self.keys: list[KeyPair] = [main, *extra_keys(main, extra.get(self.role or "", 0))]
+        tag = node.chain.signing_tag
+        self.contributors = [Contributor(key, self.task, tag, node.chain.rules.task_id) for key in self.keys]
+        self.copies: dict[bytes, EncodedUpdate] = {}  # the copier's catch of this round, by content
         self.data: LocalData | None = None
+        self.submitted = 0
 
+    # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.node.config
         index, total = config.shard
@@ -95,22 +163,22 @@ class Trainer:
                 index, total, config.shard_scheme, config.dirichlet_alpha,
             ))
             source = f"shard {index}/{total}"
-        role = f"attacker ({config.attack})" if config.attack else "honest"
+        role = f"attacker ({self.role}, {len(self.keys)} key(s))" if self.role else "honest"
         self.node.event("trainer", f"trainer ready for task {self.task.name} ({self.task_id[:12]}…): "
                                    f"{len(self.y)} private examples, {source}, {role}")
         self.node.on_tip_change(self._wake.set)
+        self.node.on_new_update(self._on_new_update)
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="trainer")
 
     def _use(self, X: np.ndarray, y: np.ndarray) -> None:
         """Train on ``(X, y)`` from now on (a label-flip attacker flips the labels)."""
-        attack_name = self.node.config.attack
-        if attack_name and is_data_attack(attack_name):
+        if self.role in ATTACKS and is_data_attack(self.role):
             y = flip_labels(y, self.task.output_dim)
         self.X, self.y = X, y
 
     def _follow_data(self) -> None:
-        """Before a step: take the rows appended to the participant's file since the last one."""
+        """At each tip: take the rows appended to the participant's file since the last one."""
         if self.data is not None and (added := self.data.refresh()) != 0:
             self._use(self.data.X, self.data.y)
             self.node.event("data", f"{added:+d} rows from {self.data.source}: training on {self.data.rows}")
@@ -123,44 +191,168 @@ class Trainer:
             except asyncio.CancelledError:
                 pass
 
-    def _snapshot(self) -> _Job | None:
-        """On the chain thread: the tip model, unless our last update is still pending."""
+    def _on_new_update(self) -> None:
+        if self.role == "copy":
+            self._wake.set()
+
+    # -- reading the tip (chain thread) ----------------------------------------------------------
+    def _snapshot(self) -> Snapshot:
         chain, mempool = self.node.chain, self.node.mempool
-        sender = address_bytes(self.node.keypair.public)
-        pending = mempool.pending(sender)
-        if any(isinstance(e.tx, GradientUpdate) for e in pending):
-            return None
-        others = [
-            e.tx for e in (mempool.get(t) for t in mempool.txids())
-            if e is not None and isinstance(e.tx, GradientUpdate) and e.tx.sender != self.node.keypair.public
-        ]
-        honest = None
-        if others:
-            from ml.codec import decode_update
-
-            honest = np.stack([decode_update(tx.update, self.task.param_count) for tx in others])
+        task = self.task
+        state = chain.state
         tip = chain.tip
-        return _Job(np.array(chain.state.params), tip.height, tip.hash, mempool.next_nonce(sender, chain), honest)
-
-    def _train(self, job: _Job) -> GradientUpdate:
-        self._follow_data()
-        delta = train_update(self.task, job.params, self.X, self.y, rng=self.rng)
-        name = self.node.config.attack
-        if name and not is_data_attack(name):
-            honest = job.honest if job.honest is not None else delta[None, :]
-            params: dict[str, Any] = {}
-            if name == "alie":
-                params["f"] = 1
-            elif name == "sign-flip":
-                params["scale"] = self.node.config.attack_scale
-            delta = attack(name, delta, honest, self.rng, **params)
-            delta = clip_to_norm(delta, ATTACK_NORM_FRACTION * self.task.norm_bound)
-        tx = GradientUpdate(
-            self.node.keypair.public, job.nonce, 0, job.height, job.tip, encode_update(delta)
+        height = tip.height + 1
+        current = round_of(height, task.round_blocks)
+        statuses = [
+            KeyStatus.read(
+                task, state.task, c.address, height=height, balance=state.account(c.address).balance,
+                next_nonce=mempool.next_nonce(c.address, chain), pooled=[e.tx for e in mempool.pending(c.address)],
+            )
+            for c in self.contributors
+        ]
+        others: list[GradientUpdate] = []
+        if self.role == "copy":
+            ours = {c.address for c in self.contributors}
+            others = [
+                e.tx for e in (mempool.get(t) for t in mempool.txids())
+                if e is not None and isinstance(e.tx, GradientUpdate) and e.sender not in ours
+            ]
+            block = chain.get_block(tip.hash)
+            if block is not None:
+                others += [tx for tx in block.txs if isinstance(tx, GradientUpdate) and tx.sender_address not in ours]
+        return Snapshot(
+            round=current,
+            position=((height - 1) % task.round_blocks) / task.round_blocks,
+            params=np.array(state.params),
+            base_hash=chain.main[round_start(current, task.round_blocks)],
+            keys=statuses,
+            others_updates=others,
         )
-        signed = sign_tx(tx, self.node.keypair, self.node.chain.chain_id)
-        assert isinstance(signed, GradientUpdate)
-        return signed
+
+    # -- what to submit --------------------------------------------------------------------------
+    def _bonding(self, snap: Snapshot) -> list[SignedTx]:
+        """Bond every key that can afford it; the main key funds the others (attackers only)."""
+        need = self.task.bond_amount
+        main, main_status = self.contributors[0], snap.keys[0]
+        out: list[SignedTx] = []
+        bond = main.bond(main_status)
+        nonce, spare = main_status.next_nonce, main_status.balance
+        if bond is not None:
+            out.append(bond)
+            nonce, spare = nonce + 1, spare - need
+        for contributor, status in zip(self.contributors[1:], snap.keys[1:], strict=True):
+            own = contributor.bond(status)
+            if own is not None:
+                out.append(own)
+            elif not (status.bonded or status.bond_pending) and spare >= 2 * need:
+                # fund it; keep one bond's worth for the main key
+                transfer = Transfer(main.key.public, nonce, contributor.address, need, 0)
+                out.append(sign_tx(transfer, main.key, self.node.chain.signing_tag))
+                nonce, spare = nonce + 1, spare - need
+        return out
+
+    def _updates(self, snap: Snapshot, key: KeyPair, count: int) -> list[np.ndarray]:
+        """``count`` updates of this node's kind on the round's model."""
+        deltas = [train_update(self.task, snap.params, self.X, self.y, rng=self.rng) for _ in range(count)]
+        bound = ATTACK_NORM_FRACTION * self.task.norm_bound
+        if self.role in ("miner-poison", "sybil-flood"):
+            jitter = np.random.default_rng(int.from_bytes(key.public[:8], "little"))
+            poisoned = []
+            for delta in deltas:
+                flipped = attack("sign-flip", delta, None, self.rng, to_norm=bound)
+                flipped = flipped + jitter.normal(0.0, POISON_JITTER, size=flipped.shape).astype(np.float32)
+                poisoned.append(clip_to_norm(flipped, bound))
+            return poisoned
+        if self.role in ATTACKS and not is_data_attack(self.role):
+            honest = np.stack(deltas)
+            params: dict[str, Any] = {"f": 1} if self.role == "alie" else {}
+            if self.role == "sign-flip":
+                params["scale"] = self.node.config.attack_scale
+            return [clip_to_norm(attack(self.role, d, honest, self.rng, **params), bound) for d in deltas]
+        return deltas
+
+    def _copies(self, snap: Snapshot) -> list[EncodedUpdate] | None:
+        """The copier's catch: other senders' updates seen this round, once half the round is gone."""
+        for tx in snap.others_updates:
+            self.copies.setdefault(hashlib.sha256(update_bytes(tx.update)).digest(), tx.update)
+        if snap.position < COPY_COMMIT_AT or not self.copies:
+            return None
+        picked = list(self.copies.values())
+        self.copies = {}
+        return picked
+
+    def _work(self, snap: Snapshot) -> list[SignedTx]:
+        """Off the loop (training is CPU work): bonds, this round's commitments, the next reveals."""
+        self._follow_data()
+        out: list[SignedTx] = self._bonding(snap)
+        for contributor, status in zip(self.contributors, snap.keys, strict=True):
+            if contributor.wants_commit(status):
+                if self.role == "copy":
+                    copies = self._copies(snap)
+                    if copies is not None:
+                        out.append(contributor.commit(status, snap.base_hash, copies))
+                else:
+                    deltas = self._updates(snap, contributor.key, self.task.round_blocks)
+                    out.append(contributor.commit(status, snap.base_hash, deltas))
+            if self.role != "miner-poison":  # miner-poison reveals only in its own blocks
+                reveal = contributor.reveal(status)
+                if reveal is not None:
+                    out.append(reveal)
+            contributor.forget_before(snap.round)
+        return out
+
+    def private_reveals(self) -> list[GradientUpdate]:
+        """On the chain thread, for the miner: this node's reveals for the next block, one per key
+        (miner-poison keeps them out of the mempool so that only its own blocks carry them)."""
+        if self.role != "miner-poison":
+            return []
+        chain = self.node.chain
+        height = chain.tip.height + 1
+        out = []
+        for contributor in self.contributors:
+            status = KeyStatus.read(
+                self.task, chain.state.task, contributor.address, height=height, balance=0, next_nonce=0
+            )
+            reveal = contributor.reveal(status) if status.mature else None
+            if reveal is not None:
+                out.append(reveal)
+        return out
+
+    def _flood_txs(self, snap: Snapshot) -> list[SignedTx]:
+        """sybil-flood: a poisoned update from every unbonded key at every tip (bonded ones commit)."""
+        tag = self.node.chain.signing_tag
+        out: list[SignedTx] = []
+        for contributor, status in zip(self.contributors, snap.keys, strict=True):
+            if status.bonded:
+                continue
+            delta = self._updates(snap, contributor.key, 1)[0]
+            update = GradientUpdate(contributor.key.public, contributor.task_id, max(snap.round - 1, 0),
+                                    encode_update(delta))
+            out.append(sign_tx(update, contributor.key, tag))
+        return out
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def _submit(self, tx: SignedTx) -> None:
+        await self.node.submit_tx(encode_tx(tx), source=None)
+        if isinstance(tx, GradientUpdate):
+            self.submitted += 1
+            self.node.event("update", f"revealed update of round {tx.round} ({self.submitted} so far)")
+        elif isinstance(tx, Commit):
+            self.node.event("commit", f"committed {len(tx.hashes)} updates for round {tx.round}")
+        elif isinstance(tx, Bond):
+            self.node.event("bond", f"bonded {address_bytes(tx.sender).hex()[:12]}… for {self.task.bond_amount}")
+
+    async def _flood(self, raw: bytes) -> None:
+        """Hand a sybil's update to every peer's API, as an outsider would; they refuse it."""
+        from node.client import ApiError, NodeClient
+
+        peers = list(self.node.peers.peers) if self.node.peers is not None else []
+        loop = asyncio.get_running_loop()
+        for url in peers:
+            try:
+                await loop.run_in_executor(None, NodeClient(url).submit_raw_tx, raw)
+            except ApiError as exc:
+                log.debug("peer %s refused a sybil update: %s", url, exc)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,20 +360,16 @@ class Trainer:
             await self._wake.wait()
             self._wake.clear()
             try:
-                job = await self.node.run_chain(self._snapshot)
-                if job is None:
-                    continue
-                tx = await loop.run_in_executor(None, self._train, job)
-                await self.node.submit_tx(encode_tx(tx), source=None)
-                self.submitted += 1
-                self.node.event(
-                    "update", f"submitted update on base {job.height} ({self.submitted} so far)", job.height
-                )
-            except (BlockRejected, PolicyRejected) as exc:
-                # The tip moved on while we trained (stale nonce or base): train again.
-                log.info("own update not pooled (%s); retrying on the new tip", exc)
-                self._wake.set()
-                await asyncio.sleep(0.2)
+                snap = await self.node.run_chain(self._snapshot)
+                txs = await loop.run_in_executor(None, self._work, snap)
+                if self.role == "sybil-flood":
+                    for tx in await loop.run_in_executor(None, self._flood_txs, snap):
+                        await self._flood(encode_tx(tx))
+                for tx in txs:
+                    try:
+                        await self._submit(tx)
+                    except (BlockRejected, PolicyRejected) as exc:
+                        log.info("own %s not pooled (%s)", type(tx).__name__, exc)
             except asyncio.CancelledError:
                 raise
             except Exception:

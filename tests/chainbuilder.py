@@ -7,6 +7,14 @@ fails). It judges blocks with the node's own glue: the rules come from
 :func:`node.chainstate.chain_rules`, the branch is a
 :class:`consensus.view.BranchView`, and every block goes through
 :func:`consensus.transition.state_transition`, header rules included.
+
+Contributions follow the chain's rounds (:mod:`consensus.rounds`):
+:meth:`ChainBuilder.join` funds, bonds and matures keys; :meth:`ChainBuilder.commit`
+signs a round's updates and returns their commitment; :meth:`ChainBuilder.update`
+then hands out the reveals, one at a time; :meth:`ChainBuilder.contribute`
+does all of it for one vote per key. :func:`quick_task` is a task whose
+rounds are one block and whose bonds are free and mature at once, for tests
+about a block's rule rather than the rounds.
 """
 
 from __future__ import annotations
@@ -26,12 +34,27 @@ from consensus.hashing import search_nonce
 from consensus.merkle import merkle_root
 from consensus.params import REGTEST, ChainParams
 from consensus.pow import bits_to_target
+from consensus.rounds import is_mature, round_of, round_start
 from consensus.state import State
 from consensus.template import build_block
 from consensus.transition import state_transition
-from consensus.tx import Coinbase, GradientUpdate, Payout, Transfer, Tx, encode_tx, sign_tx, txid
+from consensus.tx import (
+    Bond,
+    Coinbase,
+    Commit,
+    GradientUpdate,
+    Payout,
+    SignedTx,
+    Transfer,
+    Tx,
+    Unbond,
+    commitment_digest,
+    encode_tx,
+    sign_tx,
+    txid,
+)
 from consensus.view import BranchView
-from ml.codec import encode_update
+from ml.codec import EncodedUpdate, encode_update
 from ml.tasks import TaskSpec, builtin_task
 from node.chainstate import chain_rules
 from wallet import KeyPair, address_bytes, keypair_from_seed
@@ -57,14 +80,28 @@ def det_vector(seed: int, size: int, scale: float = DEFAULT_UPDATE_SCALE) -> np.
     return ((words / _U32_SPAN - 0.5) * scale).astype(np.float32)
 
 
+def quick_task(name: str = "digits", **changes: object) -> TaskSpec:
+    """A built-in task whose rounds are one block, with free bonds that mature at once and no gate.
+
+    Then a vote is a round: updates committed in block ``h`` are revealed in
+    block ``h + 1``, whose vote is the round's step. Tests about a block's
+    rule use it; ``changes`` override any field (``f=0``, ``round_blocks=4``).
+    """
+    base = dict(
+        round_blocks=1, bond_amount=0, bond_maturity=0, unbond_delay=2,
+        gate_examples=0, gate_tolerance=0.0, gate_data_sha256="", gate_scope="update",
+    )
+    return dataclasses.replace(builtin_task(name), **{**base, **changes})  # type: ignore[arg-type]
+
+
 def solo_task(name: str = "digits") -> TaskSpec:
-    """A built-in task with f=0: every block's updates move the model, however few.
+    """:func:`quick_task` with f=0: every vote moves the model, however few updates it has.
 
     The built-in tasks keep f=1, so a block needs 2f+1 = 3 updates before the
     median moves the model; tests about other rules use this task so a single
     update still trains.
     """
-    return dataclasses.replace(builtin_task(name), f=0)
+    return quick_task(name, f=0)
 
 
 def key(i: int) -> KeyPair:
@@ -116,6 +153,7 @@ class ChainBuilder:
         self.states: list[State] = [state]
         self.headers: dict[bytes, header_codec.Header] = {genesis.hash: genesis.header}  # every branch's
         self.miner = key(0)
+        self.plans: dict[tuple[int, bytes], list[GradientUpdate]] = {}  # committed reveals, by (round, sender)
 
     @property
     def tip(self) -> Block:
@@ -134,6 +172,7 @@ class ChainBuilder:
         other = ChainBuilder.__new__(ChainBuilder)
         other.rules, other.task, other.params, other.miner = self.rules, self.task, self.params, self.miner
         other.headers = self.headers
+        other.plans = dict(self.plans)
         other.blocks = self.blocks[: height + 1]
         other.states = self.states[: height + 1]
         return other
@@ -191,13 +230,8 @@ class ChainBuilder:
         """
         miner_address = address_bytes((miner or self.miner).public)
         if payouts is None:
-            fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | GradientUpdate))
+            fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | Bond | Unbond))
             payouts = [Payout(miner_address, self.task.block_reward + fees)]
-            payouts += [
-                Payout(tx.sender_address, self.task.contributor_reward)
-                for tx in txs
-                if isinstance(tx, GradientUpdate)
-            ]
         cb = Coinbase(height=len(self.blocks) if height is None else height, payouts=tuple(payouts))
         all_txs: list[Tx] = [cb, *txs] if coinbase else list(txs)
         header = header_codec.Header(
@@ -218,20 +252,96 @@ class ChainBuilder:
     def transfer(self, sender: KeyPair, to: KeyPair, amount: int, fee: int = 0, nonce: int | None = None) -> Transfer:
         tx = Transfer(sender.public, self.nonce_of(sender) if nonce is None else nonce,
                       address_bytes(to.public), amount, fee)
-        signed = sign_tx(tx, sender, self.params.chain_id)
-        assert isinstance(signed, Transfer)
-        return signed
+        return _signed(tx, sender, self.rules.tag)
 
-    def update(self, sender: KeyPair, vector: np.ndarray | None = None, *, base_height: int | None = None,
-               fee: int = 0, nonce: int | None = None, seed: int = 0, kind: str = "f32") -> GradientUpdate:
+    def bond(self, sender: KeyPair, *, fee: int = 0, nonce: int | None = None, task_id: bytes | None = None) -> Bond:
+        tid = self.rules.task_id if task_id is None else task_id
+        tx = Bond(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, tid)
+        return _signed(tx, sender, self.rules.tag)
+
+    def unbond(self, sender: KeyPair, *, fee: int = 0, nonce: int | None = None, task_id: bytes | None = None) -> Unbond:
+        tid = self.rules.task_id if task_id is None else task_id
+        tx = Unbond(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, tid)
+        return _signed(tx, sender, self.rules.tag)
+
+    # -- rounds ----------------------------------------------------------------------------
+    @property
+    def next_height(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def round(self) -> int:
+        """The round of the next block."""
+        return round_of(self.next_height, self.task.round_blocks)
+
+    def join(self, *keys: KeyPair) -> None:
+        """Fund (from the miner's rewards), bond and mature ``keys``: they may commit in the next block."""
+        need = self.task.bond_amount
+        if need:
+            while self.state.account(addr(self.miner)).balance < need * len(keys):
+                self.extend(1)
+            nonce = self.nonce_of(self.miner)
+            self.add(self.template([self.transfer(self.miner, k, need, nonce=nonce + i) for i, k in enumerate(keys)]))
+        self.add(self.template([self.bond(k) for k in keys]))
+        while not all(
+            is_mature(self.state.task.stakes.get(addr(k)), self.next_height, self.task.bond_maturity) for k in keys
+        ):
+            self.extend(1)
+
+    def commit(self, sender: KeyPair, vectors: Sequence[np.ndarray | EncodedUpdate] | None = None, *,
+               seeds: Sequence[int] = (0,), round_: int | None = None, base_hash: bytes | None = None,
+               kind: str = "f32", task_id: bytes | None = None, digests: Sequence[bytes] | None = None) -> Commit:
+        """A commitment of ``sender`` in the next block's round to ``vectors`` (default: one
+        :func:`det_vector` per seed; an ``EncodedUpdate`` is committed as is); their reveals
+        come from :meth:`update`."""
+        r = self.round if round_ is None else round_
+        tid = self.rules.task_id if task_id is None else task_id
+        if vectors is None:
+            vectors = [det_vector(seed, self.task.param_count) for seed in seeds]
+        encoded = [v if isinstance(v, EncodedUpdate) else encode_update(v, kind) for v in vectors]
+        reveals = [
+            _signed(GradientUpdate(sender.public, tid, r, e), sender, self.rules.tag) for e in encoded
+        ]
+        self.plans[(r, addr(sender))] = reveals
+        if digests is None:
+            digests = [commitment_digest(addr(sender), tid, r, u.update) for u in reveals]
+        if base_hash is None:
+            start = round_start(r, self.task.round_blocks)
+            base_hash = self.blocks[start].hash if start < len(self.blocks) else bytes(32)
+        return _signed(Commit(sender.public, tid, r, base_hash, tuple(digests)), sender, self.rules.tag)
+
+    def update(self, sender: KeyPair, vector: np.ndarray | None = None, *, index: int = 0,
+               round_: int | None = None, seed: int = 0, kind: str = "f32", task_id: bytes | None = None) -> GradientUpdate:
+        """The reveal of ``sender``'s committed update number ``index`` (round: the previous one);
+        with ``vector``, a reveal of that vector instead (committed or not)."""
+        r = self.round - 1 if round_ is None else round_
+        tid = self.rules.task_id if task_id is None else task_id
+        plan = self.plans.get((r, addr(sender)))
+        if vector is None and plan is not None:
+            return plan[index]
         if vector is None:
             vector = det_vector(seed, self.task.param_count)
-        base = len(self.blocks) - 1 if base_height is None else base_height
-        tx = GradientUpdate(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, base,
-                            self.blocks[base].hash, encode_update(vector, kind))
-        signed = sign_tx(tx, sender, self.params.chain_id)
-        assert isinstance(signed, GradientUpdate)
-        return signed
+        return _signed(GradientUpdate(sender.public, tid, r, encode_update(vector, kind)), sender, self.rules.tag)
+
+    def contribute(self, updates: dict[KeyPair, np.ndarray], extra: Sequence[Tx] = (), *,
+                   miner: KeyPair | None = None) -> Block:
+        """Commit one update per key and mine until the next round, then add the block that reveals
+        them (with ``extra`` txs); returns that block. The keys must be mature (:meth:`join`)."""
+        self.add(self.template([self.commit(k, [v]) for k, v in updates.items()]))
+        while (self.next_height - 1) % self.task.round_blocks:
+            self.extend(1)
+        block = self.template([*[self.update(k) for k in updates], *extra], miner=miner)
+        self.add(block)
+        return block
+
+
+_T = TypeVar("_T", bound=SignedTx)
+
+
+def _signed(tx: _T, sender: KeyPair, tag: bytes) -> _T:
+    signed = sign_tx(tx, sender, tag)
+    assert type(signed) is type(tx)
+    return signed  # type: ignore[return-value]
 
 
 # -- rule coverage ---------------------------------------------------------------------

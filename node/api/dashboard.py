@@ -52,7 +52,14 @@ from node.api.dashboard_render import (
 )
 from node.api.routes import find_block
 from node.api.status import take_status
-from node.api.summaries import CoinbaseSummary, TransferSummary, UpdateSummary, summarise_block
+from node.api.summaries import (
+    BondSummary,
+    CoinbaseSummary,
+    CommitSummary,
+    TransferSummary,
+    UpdateSummary,
+    summarise_block,
+)
 from node.api.tasks import task_registry
 
 if TYPE_CHECKING:
@@ -98,17 +105,21 @@ def block_view(node: Node, block: Block, height: int) -> views.BlockView:
             update = views.UpdateView(
                 txid=info.txid,
                 sender=info.sender,
-                base_height=info.base_height,
+                round=info.round,
                 encoding=info.encoding,
                 values=info.values,
-                fee=info.fee,
                 norm=norm,
                 accepted=info.accepted,
                 outcome=info.outcome or "",
             )
-            detail = (
-                f"base {info.base_height}; {info.encoding}, {info.values} values; norm {number(norm)}; fee {info.fee}"
-            )
+            detail = f"committed in round {info.round}; {info.encoding}, {info.values} values; norm {number(norm)}"
+        elif isinstance(info, CommitSummary):
+            sender = info.sender
+            detail = f"commits {info.updates} update(s) for round {info.round}"
+        elif isinstance(info, BondSummary):
+            sender = info.sender
+            verb = "locks" if info.kind == "bond" else "releases"
+            detail = f"{verb} a bond; fee {info.fee}; nonce {info.nonce}"
         elif isinstance(info, TransferSummary):
             sender = info.sender
             detail = f"{info.amount:,} to {short_address(info.to)}; fee {info.fee}; nonce {info.nonce}"
@@ -126,6 +137,7 @@ def block_view(node: Node, block: Block, height: int) -> views.BlockView:
         main_chain=summary.main_chain,
         miner=miner,
         txs=txs,
+        vote=summary.vote.status if summary.vote is not None else "open",
     )
 
 
@@ -142,9 +154,10 @@ def _update_norm(tx: GradientUpdate, size: int) -> float | None:
 def recent_blocks(node: Node, count: int, state: DashboardState) -> list[views.BlockView]:
     """The newest ``count`` main-chain blocks, newest first.
 
-    A connected block's view never changes (its updates' verdicts are fixed
-    when it connects), so views are cached by hash and a refresh usually
-    reads only the block that arrived since the last one.
+    A connected block's view stops changing when its round closes (its
+    updates' verdicts are fixed when it connects, its vote's when the round
+    ends), so those views are cached by hash and a refresh reads the open
+    round's blocks only.
     """
     chain = node.chain
     cache = state.main_blocks
@@ -156,7 +169,9 @@ def recent_blocks(node: Node, count: int, state: DashboardState) -> list[views.B
             block = chain.get_block(block_hash)
             if block is None:
                 continue
-            view = cache[block_hash] = block_view(node, block, height)
+            view = block_view(node, block, height)
+            if view.vote != "open":  # final: its round has closed
+                cache[block_hash] = view
         out.append(view)
     while len(cache) > BLOCK_VIEW_CACHE_MAX:
         del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
@@ -164,7 +179,8 @@ def recent_blocks(node: Node, count: int, state: DashboardState) -> list[views.B
 
 
 def rejected_heights(node: Node, low: int, state: DashboardState) -> dict[int, int]:
-    """Height -> updates the aggregation rule rejected there, on the main chain from ``low``."""
+    """Height -> updates the aggregation rule rejected there, plus one for a vote the round
+    rejected (an attacker's block), on the main chain from ``low``."""
     chain = node.chain
     cache = state.rejected_by_hash
     if len(cache) > OUTCOME_CACHE_MAX:
@@ -175,7 +191,10 @@ def rejected_heights(node: Node, low: int, state: DashboardState) -> dict[int, i
         count = cache.get(block_hash)
         if count is None:
             count = sum(1 for _, accepted in chain.storage.get_outcomes(block_hash) if accepted is False)
-            cache[block_hash] = count
+            vote = chain.vote_status(block_hash)
+            count += vote == "rejected"
+            if vote != "open":
+                cache[block_hash] = count
         if count:
             out[height] = count
     return out

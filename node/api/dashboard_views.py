@@ -26,10 +26,9 @@ class UpdateView:
 
     txid: str
     sender: str  # full address; shortened when shown
-    base_height: int
+    round: int  # the round it was committed in (trained on that round's model)
     encoding: str
     values: int
-    fee: int
     norm: float | None  # None when decoding it would be too costly
     accepted: bool | None  # None: not applied (too few updates for the rule), or never connected
     outcome: str = ""  # "accepted", "rejected", "not applied"; "" while the block is not connected
@@ -38,7 +37,7 @@ class UpdateView:
 @dataclass(frozen=True)
 class TxView:
     position: int
-    kind: str  # "coinbase", "transfer", "update", "task"
+    kind: str  # "coinbase", "transfer", "bond", "unbond", "commit", "update", "task"
     txid: str
     size: int
     sender: str | None
@@ -58,6 +57,7 @@ class BlockView:
     main_chain: bool
     miner: str | None
     txs: list[TxView]
+    vote: str = "open"  # what the round made of the block's vote: open, counted, rejected, zero, gated
 
     @property
     def updates(self) -> list[UpdateView]:

@@ -43,7 +43,7 @@ def tx_summary(
 
 
 def block_summary(node: Any, block: Block, height: int) -> dict[str, Any]:
-    """JSON of a stored block with each update's verdict (on the chain thread: it reads storage)."""
+    """JSON of a stored block with each update's verdict and its vote's (on the chain thread: it reads storage)."""
     return summarise_block(node.chain, block, height).to_json()
 
 
@@ -157,10 +157,22 @@ def add_routes(app: web.Application, node: Any) -> None:
         except AddressError as exc:
             return json_error(400, str(exc))
         def read() -> dict[str, Any]:
-            acc = node.chain.state.account(address)
-            pending = node.mempool.pending(address)
-            return {"address": request.match_info["address"], "balance": acc.balance, "nonce": acc.nonce,
-                    "next_nonce": acc.nonce + len(pending), "height": node.chain.height}
+            chain = node.chain
+            state, task = chain.state, chain.task
+            acc = state.account(address)
+            stake = state.task.stakes.get(address)
+            unbonding = state.task.unbonding.get(address)
+            return {
+                "address": request.match_info["address"], "balance": acc.balance, "nonce": acc.nonce,
+                "next_nonce": node.mempool.next_nonce(address, chain), "height": chain.height,
+                "bond": None if stake is None else {
+                    "amount": stake.amount, "since": stake.since, "mature_at": stake.since + task.bond_maturity},
+                "unbonding": None if unbonding is None else {"amount": unbonding.amount, "release": unbonding.release},
+                "commitments": [
+                    {"round": r, "updates": len(c.hashes), "revealed": sum(c.revealed)}
+                    for (r, who), c in sorted(state.task.commitments.items()) if who == address
+                ],
+            }
 
         return json_reply(await node.run_chain(read))
 

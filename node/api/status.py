@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from consensus.genesis import genesis_task_id
 from consensus.header import hash_hex
 
 if TYPE_CHECKING:
@@ -25,12 +26,16 @@ class StatusSnapshot:
     """The chain tip, the task and this node's activity, read together on the event loop."""
 
     chain_id: int
+    genesis: str  # hex: with chain_id, what every signature on this chain binds
     network: str
     task: str  # the task's name
+    task_id: str  # hex: the genesis task's id, which bonds, commitments and updates name
     head: str  # "classify" or "regress"
     rule: str  # the task's aggregation rule
     f: int  # the Byzantine bound the rule runs with
     height: int
+    round: int  # the round the next block belongs to
+    round_blocks: int  # blocks per round: the model moves at each round's last block
     tip: str  # hex
     state_root: str  # hex
     model_version: int
@@ -49,8 +54,10 @@ class StatusSnapshot:
     def to_json(self) -> dict[str, Any]:
         """The body of ``GET /api/status`` (node/api/openapi.py documents each field)."""
         return {
-            "chain_id": self.chain_id, "network": self.network, "task": self.task, "head": self.head,
-            "rule": self.rule, "f": self.f, "height": self.height, "tip": self.tip,
+            "chain_id": self.chain_id, "genesis": self.genesis, "network": self.network, "task": self.task,
+            "task_id": self.task_id, "head": self.head,
+            "rule": self.rule, "f": self.f, "height": self.height, "round": self.round,
+            "round_blocks": self.round_blocks, "tip": self.tip,
             "state_root": self.state_root, "model_version": self.model_version, "peers": self.peers,
             "known_peers": self.known_peers, "banned_peers": self.banned_peers, "mining": self.mining,
             "hashrate": round(self.hashrate, JSON_DECIMALS), "mempool": self.mempool, "syncing": self.syncing,
@@ -69,12 +76,16 @@ def take_status(node: Node, now: float | None = None) -> StatusSnapshot:
     snap, peers, miner = node.chain_service.snapshot, node.peers, node.miner
     return StatusSnapshot(
         chain_id=snap.chain_id,
+        genesis=hash_hex(snap.genesis_hash),
         network=snap.network,
         task=snap.task.name,
+        task_id=hash_hex(genesis_task_id(snap.task)),
         head=snap.task.head,
         rule=snap.task.rule,
         f=snap.task.f,
         height=snap.height,
+        round=snap.height // snap.task.round_blocks,
+        round_blocks=snap.task.round_blocks,
         tip=hash_hex(snap.tip_hash),
         state_root=hash_hex(snap.state_root),
         model_version=snap.model_version,

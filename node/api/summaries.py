@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from consensus.block import Block
 from consensus.header import hash_hex
 from consensus.participation import verdict
-from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx, txid
+from consensus.rounds import round_of
+from consensus.tx import Bond, Coinbase, Commit, GradientUpdate, Transfer, Tx, Unbond, txid
 from ml.tasks import TaskSpec
 from wallet import encode_address
 
@@ -63,16 +64,50 @@ class TransferSummary:
 
 
 @dataclass(frozen=True)
-class UpdateSummary:
-    """A gradient update; in a connected block, with the aggregation rule's verdict."""
+class BondSummary:
+    """A bond (``kind`` "bond") or an unbond ("unbond") of a task."""
 
     txid: str
     size: int
     sender: str
+    task: str  # the task's id (hex, as /api/tasks shows it)
     fee: int
     nonce: int
-    base_height: int
+    kind: Literal["bond", "unbond"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "task": self.task,
+                "fee": self.fee, "nonce": self.nonce}
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """A commitment to a round's updates."""
+
+    txid: str
+    size: int
+    sender: str
+    task: str  # the task's id (hex, as /api/tasks shows it)
+    round: int
     base_hash: str
+    updates: int
+
+    kind = "commit"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "task": self.task,
+                "round": self.round, "base_hash": self.base_hash, "updates": self.updates}
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    """A revealed gradient update; in a connected block, with the block rule's verdict."""
+
+    txid: str
+    size: int
+    sender: str
+    task: str  # the task's id (hex, as /api/tasks shows it)
+    round: int  # the round it was committed in (trained on that round's model)
     encoding: str
     values: int
     connected: bool = False  # whether ``accepted`` is a verdict: only a connected block has one
@@ -87,9 +122,8 @@ class UpdateSummary:
         return OUTCOME_NAMES[self.accepted] if self.connected else None
 
     def to_json(self) -> dict[str, Any]:
-        out = {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "fee": self.fee,
-               "nonce": self.nonce, "base_height": self.base_height, "base_hash": self.base_hash,
-               "encoding": self.encoding, "values": self.values}
+        out = {"txid": self.txid, "size": self.size, "type": self.kind, "from": self.sender, "task": self.task,
+               "round": self.round, "encoding": self.encoding, "values": self.values}
         if self.connected:
             out |= {"accepted": self.accepted, "outcome": self.outcome}
         if self.reason is not None:
@@ -109,7 +143,26 @@ class TaskSummary:
         return {"txid": self.txid, "size": self.size, "type": self.kind, "task": dict(self.task)}
 
 
-TxSummary = CoinbaseSummary | TransferSummary | UpdateSummary | TaskSummary
+TxSummary = CoinbaseSummary | TransferSummary | BondSummary | CommitSummary | UpdateSummary | TaskSummary
+VoteStatusName = Literal["open", "counted", "rejected", "zero", "gated"]
+
+
+@dataclass(frozen=True)
+class VoteSummary:
+    """A block's vote in its round and what the round made of it.
+
+    ``open`` while the round runs; then ``counted`` (its counted updates are
+    paid), ``rejected`` (an outlier to the round's step: an attacker's block),
+    ``zero`` (too few updates for the task's rule) or ``gated`` (the round
+    gate refused the round's step).
+    """
+
+    round: int
+    position: int
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "position": self.position, "status": self.status}
 
 
 @dataclass(frozen=True)
@@ -124,11 +177,13 @@ class BlockSummary:
     state_root: str
     main_chain: bool
     txs: tuple[TxSummary, ...]
+    vote: VoteSummary | None = None  # None for genesis
 
     def to_json(self) -> dict[str, Any]:
         return {"height": self.height, "hash": self.hash, "prev": self.prev, "time": self.time, "bits": self.bits,
                 "nonce": self.nonce, "version": self.version, "state_root": self.state_root,
-                "main_chain": self.main_chain, "txs": [tx.to_json() for tx in self.txs]}
+                "main_chain": self.main_chain, "vote": None if self.vote is None else self.vote.to_json(),
+                "txs": [tx.to_json() for tx in self.txs]}
 
 
 def summarise_tx(
@@ -148,12 +203,20 @@ def summarise_tx(
     if isinstance(tx, Transfer):
         return TransferSummary(tx_id, size, encode_address(tx.sender_address), encode_address(tx.to), tx.amount,
                                tx.fee, tx.nonce)
+    if isinstance(tx, Bond | Unbond):
+        kind: Literal["bond", "unbond"] = "bond" if isinstance(tx, Bond) else "unbond"
+        return BondSummary(tx_id, size, encode_address(tx.sender_address), hash_hex(tx.task_id), tx.fee, tx.nonce,
+                           kind)
+    if isinstance(tx, Commit):
+        return CommitSummary(tx_id, size, encode_address(tx.sender_address), hash_hex(tx.task_id), tx.round,
+                             hash_hex(tx.base_hash), len(tx.hashes))
     if isinstance(tx, GradientUpdate):
         reason = None
         if connected and task is not None:
             reason = verdict(task.pipeline, task.pipeline.f_for(task.f), accepted)
-        return UpdateSummary(tx_id, size, encode_address(tx.sender_address), tx.fee, tx.nonce, tx.base_height,
-                             hash_hex(tx.base_hash), tx.update.kind, tx.update.size, connected, accepted, reason)
+        return UpdateSummary(tx_id, size, encode_address(tx.sender_address), hash_hex(tx.task_id), tx.round,
+                             tx.update.kind,
+                             tx.update.size, connected, accepted, reason)
     return TaskSummary(tx_id, size, tx.task)
 
 
@@ -167,5 +230,11 @@ def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummar
         for tx, raw in zip(block.txs, block.tx_bytes, strict=True)
     )
     h = block.header
+    main = chain.is_main(block.hash)
+    vote = None
+    if height > 0:
+        width = chain.task.round_blocks
+        vote = VoteSummary(round_of(height, width), (height - 1) % width,
+                           chain.vote_status(block.hash) if main else "open")
     return BlockSummary(height, hash_hex(block.hash), hash_hex(h.prev), h.time, f"{h.bits:#010x}", h.nonce,
-                        h.version, hash_hex(block.state_root), chain.is_main(block.hash), txs)
+                        h.version, hash_hex(block.state_root), main, txs, vote)

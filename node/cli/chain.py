@@ -144,11 +144,12 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     from consensus.errors import BlockRejected
     from consensus.header import hash_hex
+    from consensus.rounds import round_start
     from consensus.template import build_block
-    from consensus.tx import GradientUpdate, sign_tx
-    from ml.codec import encode_update
+    from consensus.tx import Tx
     from ml.evaluate import evaluate, headline_label
     from ml.trainer import train_update
+    from node.contributor import Contributor, KeyStatus
     from node.keystore_file import KeystoreFileError, read_keystore, read_password
     from node.mining import solve
     from wallet import KeystoreError, address_bytes
@@ -169,14 +170,25 @@ def cmd_mine(args: argparse.Namespace) -> int:
     dataset, (X, y) = _training_rows(task, args.data, index, total, needed=not args.no_update)
     rng = np.random.default_rng(int.from_bytes(keypair.public[:8], "little") ^ chain.height)
     miner = address_bytes(keypair.public)
+    me = Contributor(keypair, task, chain.signing_tag, chain.rules.task_id)
     for _ in range(args.blocks):
-        tip = chain.tip
-        txs = []
+        txs: list[Tx] = []
         if not args.no_update:
-            delta = train_update(task, chain.state.params, X, y, rng=rng)
+            # the solo participant's part of the rounds: bond, commit, reveal (node/contributor.py)
+            height = chain.height + 1
             account = chain.state.account(miner)
-            update = GradientUpdate(keypair.public, account.nonce, 0, tip.height, tip.hash, encode_update(delta))
-            txs.append(sign_tx(update, keypair, chain.chain_id))
+            status = KeyStatus.read(task, chain.state.task, miner, height=height, balance=account.balance,
+                                    next_nonce=account.nonce)
+            bond = me.bond(status)
+            if bond is not None:
+                txs.append(bond)
+            if me.wants_commit(status):
+                deltas = [train_update(task, chain.state.params, X, y, rng=rng) for _ in range(task.round_blocks)]
+                txs.append(me.commit(status, chain.main[round_start(status.round, task.round_blocks)], deltas))
+            reveal = me.reveal(status)
+            if reveal is not None:
+                txs.append(reveal)
+            me.forget_before(status.round)
         now = int(time.time())
         block_time = max(now, chain.min_next_time())
         template, _ = build_block(chain.tip_view(), chain.state, txs, miner=miner, time=block_time)
@@ -190,7 +202,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         quality = headline_label(task, evaluate(task, chain.state.params, dataset)) if dataset else "no figures"
         print(
             f"mined block {chain.height} {hash_hex(block.hash)[:16]}… "
-            f"({len(txs)} update{'s' * (len(txs) != 1)}, {quality}, {time.perf_counter() - started:.2f}s)",
+            f"({len(txs)} tx{'s' * (len(txs) != 1)}, model v{chain.state.model_version}, {quality}, "
+            f"{time.perf_counter() - started:.2f}s)",
             flush=True,
         )
     chain.close()

@@ -41,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--block-interval", type=float, default=None,
                    help="seconds to wait after each mined block (default: 1 on regtest, 0 elsewhere)")
     p.add_argument("--attack", default=None, help="make this an attacker node (testnet demos): "
-                   "sign-flip, gaussian, scaling, label-flip, alie")
+                   "miner-poison, sybil-flood, censor, copy (chain attacks), or a poisoned "
+                   "participant: sign-flip, gaussian, scaling, label-flip, alie, ...")
     p.set_defaults(handler=cmd_run)
 
 
@@ -57,7 +58,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from ml.attacks import ATTACKS
     from node.cli.chain import parse_shard
     from node.config import NodeConfig
     from node.keystore_file import KeystoreFileError, read_password
@@ -69,10 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for url in args.peer:
         if not is_listen_url(url):
             raise CliError(f"--peer must look like http://host:port, got {url!r}")
+    from node.training import all_attacks
+
     if args.data is not None and args.train is None:
         raise CliError("--data is the file this node trains on: add --train")
-    if args.attack is not None and args.attack not in ATTACKS:
-        raise CliError(f"--attack must be one of {', '.join(ATTACKS)}")
+    if args.attack is not None and args.attack not in all_attacks():
+        raise CliError(f"--attack must be one of {', '.join(all_attacks())}")
     password = None
     if args.keystore is not None:
         try:

@@ -8,7 +8,8 @@ import pathlib
 from node.cli.errors import CliError
 
 DEFAULT_DIR = pathlib.Path(".testnet")
-ATTACKS = ("sign-flip", "gaussian", "scaling", "label-flip", "alie")
+# the chain attacks (issue 18's names) first, then the poisoned participants
+ATTACKS = ("miner-poison", "sybil-flood", "censor", "copy", "sign-flip", "gaussian", "scaling", "label-flip", "alie")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -57,10 +57,16 @@ TIP_DEPENDENT: frozenset[Reject] = frozenset(
     {
         Reject.BAD_NONCE,
         Reject.INSUFFICIENT_FUNDS,
-        Reject.UPDATE_STALE,
         Reject.UPDATE_BAD_BASE,
         Reject.UPDATE_NOT_USEFUL,
         Reject.DUPLICATE_TX,
+        # bonds mature, rounds turn and commitments land at a height: a peer a block
+        # ahead or behind relays these in good faith
+        Reject.NOT_BONDED,
+        Reject.ALREADY_BONDED,
+        Reject.BAD_ROUND,
+        Reject.DUPLICATE_COMMIT,
+        Reject.NO_COMMITMENT,
     }
 )
 

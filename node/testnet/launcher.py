@@ -29,6 +29,8 @@ MANIFEST = "testnet.json"
 PASSWORD_FILE = ".password"
 BASE_PORT = 18740  # first port tried; the next free one is used if taken
 STOP_TIMEOUT_S = 20.0  # a node flushes and exits well within this after SIGTERM
+# attackers that take part without mining: sybil-flood is an outsider with many keys
+NON_MINING_ATTACKS = frozenset({"sybil-flood"})
 
 
 @dataclass
@@ -123,11 +125,13 @@ def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, s
     argv = [
         sys.executable, "-m", "node.cli", "node", "run",
         "--datadir", str(datadir), "--network", plan.network, "--task", plan.task,
-        "--listen", f"127.0.0.1:{port}", "--mine", "--train",
+        "--listen", f"127.0.0.1:{port}", "--train",
         "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
         "--keystore", str(datadir / "wallet.json"), "--password-file", str(datadir.parent / PASSWORD_FILE),
         "--threads", str(plan.threads),
     ]
+    if not (attacker and plan.attack in NON_MINING_ATTACKS):
+        argv.append("--mine")
     if plan.data:
         argv += ["--data", str(node_file(pathlib.Path(plan.data), index)),
                  "--eval", str(pathlib.Path(plan.data) / EVAL_FILE)]

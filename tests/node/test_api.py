@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from consensus.header import hash_hex
-from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
-from ml.codec import encode_update
+from consensus.tx import Transfer, encode_tx, sign_tx
 from ml.datasets import load_dataset
 from ml.tasks import builtin_task
 from node.service import Node
 from tests.conftest import until
+from tests.node.contrib import contribute, fund, join, settled
 from tests.node.harness import (
     Cluster,
     auth,
@@ -31,7 +31,7 @@ from tests.node.harness import (
 )
 from wallet import address_bytes, encode_address
 
-TRAIN_BLOCKS = 40  # blocks of two training nodes; digits passes 90% in ~10 (measured), 40 is a margin
+TRAIN_BLOCKS = 40  # blocks of two training nodes: bonds mature, then four rounds of eight move the model
 MIN_TRAINED_ACCURACY = 0.8
 MAX_UNTRAINED_ACCURACY = 0.5  # the seeded initial model is far from trained (10 classes)
 UPDATE_WAIT_S = 60.0  # one local training step per node per block, on a loaded 2-core box
@@ -53,7 +53,7 @@ async def post_json(session: Any, url: str, body: Any, headers: dict[str, str] |
 def transfer(node: Node, nonce: int, amount: int, fee: int = 0) -> Transfer:
     """A transfer from ``node``'s key to a fixed recipient, signed for the node's chain."""
     to = address_bytes(node_key("recipient").public)
-    tx = sign_tx(Transfer(node.keypair.public, nonce, to, amount, fee), node.keypair, node.chain.chain_id)
+    tx = sign_tx(Transfer(node.keypair.public, nonce, to, amount, fee), node.keypair, node.chain.signing_tag)
     assert isinstance(tx, Transfer)
     return tx
 
@@ -120,25 +120,22 @@ async def test_blocks_by_height_and_by_hash_and_404s(cluster: Cluster) -> None:
 
 @scenario
 async def test_a_block_says_which_updates_the_rule_counted_and_why(cluster: Cluster) -> None:
-    """GET /api/blocks/2: three honest updates counted and paid, a sign-flipped one an outlier.
+    """GET /api/blocks/t: three honest updates counted, a sign-flipped one an outlier.
 
     ::
 
-        genesis - 1 - 2[3 honest updates + 1 sign flip]     (a, digits: median, f=1)
+        ... - commit - ... - t[3 honest updates + 1 sign flip]     (a, digits: median, f=1)
     """
     (a,) = await cluster.start_many(1)
-    (first,) = await mine(a, 1)
     rng = np.random.default_rng(4)
     direction = (0.05 * rng.standard_normal(a.chain.task.param_count)).astype(np.float32)
     vectors = [(direction + 0.01 * rng.standard_normal(direction.size)).astype(np.float32) for _ in range(3)]
     vectors.append((-direction).astype(np.float32))
     senders = [node_key(f"updater-{i}") for i in range(4)]
-    for kp, vector in zip(senders, vectors, strict=True):
-        tx = GradientUpdate(kp.public, 0, 0, 1, first, encode_update(vector))
-        await a.submit_tx(encode_tx(sign_tx(tx, kp, a.chain.chain_id)), source=None)
-    await mine(a, 1)
+    await join(a, senders)
+    await contribute(a, dict(zip(senders, vectors, strict=True)))
     async with http() as session:
-        status, block = await get_json(session, f"{a.url}/api/blocks/2")
+        status, block = await get_json(session, f"{a.url}/api/blocks/{a.chain.height}")
     assert status == 200
     updates = [tx for tx in block["txs"] if tx["type"] == "update"]
     by_sender = {tx["from"]: tx for tx in updates}
@@ -284,21 +281,15 @@ async def test_predict_refuses_wrong_shapes(cluster: Cluster) -> None:
         assert all(0 <= p < a.chain.task.output_dim for p in body["predictions"])
 
 
-async def _updates_on_tip(node: Node, count: int) -> bool:
-    tip = node.chain.tip.hash
-    entries = (node.mempool.get(t) for t in node.mempool.txids())
-    ups = [e for e in entries if e is not None and isinstance(e.tx, GradientUpdate) and e.tx.base_hash == tip]
-    return len(ups) >= count
-
-
 @scenario
 async def test_two_training_nodes_reach_80_percent_through_predict(cluster: Cluster) -> None:
     """Two --train nodes on disjoint shards; 40 blocks later /api/predict scores > 80%.
 
     ::
 
-        a (shard 0/2) - b (shard 1/2)    both train on every tip, a mines each block
-        genesis - 1 - ... - 40           once both updates for the tip are in a's mempool
+        a (shard 0/2) - b (shard 1/2)    both bond, commit each round and reveal on every tip
+        genesis - 1 - ... - 41           a mines each block once both nodes' due txs are in its pool
+                                         (a funds b's bond after block 1)
 
     Accuracy is measured over HTTP against the digits test split, at height 0
     (the seeded model) and at the tip; b, which only receives blocks, serves
@@ -308,16 +299,21 @@ async def test_two_training_nodes_reach_80_percent_through_predict(cluster: Clus
     a = await cluster.start("a", train=True, shard=(0, 2), byzantine_f=0)
     b = await cluster.start("b", train=True, shard=(1, 2), byzantine_f=0)
     await connect(a, b)
+    await fund(a, [b.keypair])  # b does not mine: a pays its bond
+    start = a.chain.height
     for _ in range(TRAIN_BLOCKS):
-        await until(lambda: _updates_on_tip(a, 2), UPDATE_WAIT_S, what="both nodes' updates on the tip")
+        await until(lambda: a.run_chain(settled, a, [a, b]), UPDATE_WAIT_S,
+                    what="both nodes' bonds, commitments and reveals in a's pool")
         await mine(a, 1)
         await wait_same_tip([a, b])
+    tip = a.chain.height
+    assert tip == start + TRAIN_BLOCKS
     assert a.chain.state.model_version > 0
     data = load_dataset(builtin_task("digits"))
     inputs = data.X_test.tolist()
     async with http() as session:
         results = {}
-        for node, height in ((a, 0), (a, TRAIN_BLOCKS), (b, TRAIN_BLOCKS)):
+        for node, height in ((a, 0), (a, tip), (b, tip)):
             status, body = await post_json(
                 session, f"{node.url}/api/predict?height={height}", {"inputs": inputs}
             )
@@ -325,8 +321,8 @@ async def test_two_training_nodes_reach_80_percent_through_predict(cluster: Clus
             results[node.url, height] = np.asarray(body["predictions"])
     accuracy = {key: float(np.mean(pred == data.y_test)) for key, pred in results.items()}
     assert accuracy[a.url, 0] < MAX_UNTRAINED_ACCURACY, accuracy
-    assert accuracy[a.url, TRAIN_BLOCKS] > MIN_TRAINED_ACCURACY, accuracy
-    assert np.array_equal(results[a.url, TRAIN_BLOCKS], results[b.url, TRAIN_BLOCKS])
+    assert accuracy[a.url, tip] > MIN_TRAINED_ACCURACY, accuracy
+    assert np.array_equal(results[a.url, tip], results[b.url, tip])
 
 
 @scenario

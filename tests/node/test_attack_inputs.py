@@ -18,6 +18,7 @@ from consensus.tx import GradientUpdate, Transfer, encode_tx, sign_tx
 from ml.codec import encode_update
 from node.service import FloatEnvironmentError, Node
 from tests.floatmode import subnormals_flushed
+from tests.node.contrib import commit, join, next_round, reveals
 from tests.node.harness import Cluster, config, get_json, http, mine, node_key, scenario
 from wallet import address_bytes
 
@@ -48,7 +49,7 @@ async def test_the_identity_key_cannot_spend_what_was_sent_to_it(cluster: Cluste
     a = await cluster.start("a")
     await mine(a, 1)
     burn = address_bytes(IDENTITY_KEY)
-    pay = sign_tx(Transfer(a.keypair.public, 0, burn, SENT_TO_IDENTITY, 0), a.keypair, a.chain.chain_id)
+    pay = sign_tx(Transfer(a.keypair.public, 0, burn, SENT_TO_IDENTITY, 0), a.keypair, a.chain.signing_tag)
     status, body = await post_tx(a, pay)
     assert status == 202, body
     await mine(a, 1)
@@ -75,8 +76,8 @@ async def test_an_update_carrying_a_subnormal_is_refused(cluster: Cluster) -> No
     the first one; consensus therefore never lets one in.
     """
     a = await cluster.start("a", byzantine_f=0)
-    await mine(a, 1)
-    tip = a.chain.tip
+    me = node_key("subnormal-sender")
+    await join(a, [me])
     vector = np.zeros(a.chain.task.param_count, dtype=np.float32)
     vector[0] = 0.5
     encoded = encode_update(vector)
@@ -85,15 +86,17 @@ async def test_an_update_carrying_a_subnormal_is_refused(cluster: Cluster) -> No
     import dataclasses
 
     tampered = dataclasses.replace(encoded, data=raw.tobytes())
-    update = GradientUpdate(a.keypair.public, 0, 0, tip.height, tip.hash, tampered)
-    status, body = await post_tx(a, sign_tx(update, a.keypair, a.chain.chain_id))
+    update = GradientUpdate(me.public, a.chain.rules.task_id, a.chain.height // a.chain.task.round_blocks, tampered)
+    status, body = await post_tx(a, sign_tx(update, me, a.chain.signing_tag))
     assert status == 422 and Reject.BAD_UPDATE_ENCODING.value in body and "subnormal" in body, body
     assert len(a.mempool) == 0
-    honest = GradientUpdate(a.keypair.public, 0, 0, tip.height, tip.hash, encode_update(vector))
-    status, body = await post_tx(a, sign_tx(honest, a.keypair, a.chain.chain_id))
+    contributors = await commit(a, {me: [vector]})
+    await next_round(a)
+    (honest,) = reveals(a, contributors)
+    status, body = await post_tx(a, honest)
     assert status == 202, body
     (block_hash,) = await mine(a, 1)
-    assert len(a.chain.get_block(block_hash).txs) == 2
+    assert honest in a.chain.get_block(block_hash).txs
 
 
 def test_a_node_refuses_to_start_on_a_cpu_that_flushes_subnormals(tmp_path: pathlib.Path) -> None:

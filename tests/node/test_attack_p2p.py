@@ -76,12 +76,12 @@ def relayer(node: Node, raws: list[bytes]) -> dict[str, Any]:
     return {"txs": txs, "headers": headers}
 
 
-def update_tx(node: Node, key_name: str, nonce: int, values: int) -> bytes:
-    """A signed update from ``key_name`` on ``node``'s tip with ``values`` zeros."""
+def update_tx(node: Node, key_name: str, values: int) -> bytes:
+    """A signed update from ``key_name`` (no bond, no commitment) naming the last round, with ``values`` zeros."""
     key = node_key(key_name)
-    tip = node.chain.tip
-    tx = GradientUpdate(key.public, nonce, 0, tip.height, tip.hash, encode_update(np.zeros(values, np.float32)))
-    return encode_tx(sign_tx(tx, key, node.chain.chain_id))
+    last_round = max(node.chain.height // node.chain.task.round_blocks - 1, 0)
+    tx = GradientUpdate(key.public, node.chain.rules.task_id, last_round, encode_update(np.zeros(values, np.float32)))
+    return encode_tx(sign_tx(tx, key, node.chain.signing_tag))
 
 
 @scenario
@@ -90,18 +90,18 @@ async def test_junk_updates_relayed_by_a_peer_cost_it_its_standing(cluster: Clus
 
     ::
 
-        fake1 --announce--> a --get_txs--> fake1: an 8 MB update of the wrong shape and a wrong nonce
+        fake1 --announce--> a --get_txs--> fake1: an 8 MB update of the wrong shape from an unbonded key
               a checks the shape first (no hash of 8 MB, no signature): bad-update-shape, fake1 banned
-        fake2 --announce 40--> a: right-shaped updates, wrong nonce: forgiven (tip-dependent)
+        fake2 --announce 40--> a: right-shaped updates from unbonded keys: forgiven (tip-dependent)
               until fake2's relay allowance runs dry, then charged wasted-relay until banned
         a - b  keep syncing; a's mempool holds none of it
 
-    Before the fix the signature came first and a wrong nonce cost the relayer nothing.
+    Before the fix the signature came first and a tip-dependent refusal cost the relayer nothing.
     """
     monkeypatch.setattr(limits, "RELAY_WASTE_BURST_BYTES", SMALL_ALLOWANCE)
     a, b = await cluster.start_many(2)
     await connect(a, b)
-    huge = update_tx(a, "junk", nonce=7, values=HUGE_UPDATE_VALUES)
+    huge = update_tx(a, "junk", values=HUGE_UPDATE_VALUES)
     async with FakePeer(a, relayer(a, [huge])) as fake1, http() as session:
         assert await fake1.handshake(session) == 200
         announce = m.encode(m.Announce(blocks=(), txs=(txid(huge),)))
@@ -109,13 +109,13 @@ async def test_junk_updates_relayed_by_a_peer_cost_it_its_standing(cluster: Clus
         await until(lambda: a.peers.is_banned(fake1.url), 15, what="a to ban the junk relayer")
     assert await metric(a, "gradchain_txs_rejected_total", reason=Reject.BAD_UPDATE_SHAPE.value) == 1
     param_count = a.chain.task.param_count
-    stale = [update_tx(a, f"stale{i}", nonce=5, values=param_count) for i in range(STALE_RELAYS)]
+    stale = [update_tx(a, f"stale{i}", values=param_count) for i in range(STALE_RELAYS)]
     async with FakePeer(a, relayer(a, stale)) as fake2, http() as session:
         assert await fake2.handshake(session) == 200
         announce = m.encode(m.Announce(blocks=(), txs=tuple(txid(raw) for raw in stale)))
         assert (await fake2.post(session, "announce", announce))[0] == 204
         await until(lambda: a.peers.is_banned(fake2.url), 15, what="a to ban the stale-update flooder")
-    assert await metric(a, "gradchain_txs_rejected_total", reason=Reject.BAD_NONCE.value) > 1
+    assert await metric(a, "gradchain_txs_rejected_total", reason=Reject.NOT_BONDED.value) > 1
     assert len(a.mempool) == 0
     assert not a.peers.is_banned(b.url)
     await still_serving(a, b)

@@ -65,20 +65,18 @@ def failing_pow(block: Block) -> Block:
 
 def transfer(node: Node, amount: int) -> Transfer:
     tx = Transfer(node.keypair.public, 0, address_bytes(node_key("payee").public), amount, 0)
-    signed = sign_tx(tx, node.keypair, node.chain.chain_id)
+    signed = sign_tx(tx, node.keypair, node.chain.signing_tag)
     assert isinstance(signed, Transfer)
     return signed
 
 
 def updates(node: Node, count: int) -> list[GradientUpdate]:
-    """``count`` signed updates on the node's tip from fresh keys."""
-    tip = node.chain.tip
+    """``count`` signed updates from fresh keys (a block of more than the task's limit fails before their bonds)."""
     vector = np.full(node.chain.task.param_count, 0.001, dtype=np.float32)
     out = []
     for i in range(count):
         kp = node_key(f"updater-{i}")
-        signed = sign_tx(GradientUpdate(kp.public, 0, 0, tip.height, tip.hash, encode_update(vector)),
-                         kp, node.chain.chain_id)
+        signed = sign_tx(GradientUpdate(kp.public, node.chain.rules.task_id, 0, encode_update(vector)), kp, node.chain.signing_tag)
         assert isinstance(signed, GradientUpdate)
         out.append(signed)
     return out

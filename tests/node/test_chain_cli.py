@@ -15,16 +15,18 @@ import pytest
 from node.cli.main import main
 
 PASSWORD = "correct horse"
+SOLO_BLOCKS = 24  # three rounds of the digits task: bond, commit, two rounds of reveals
 
 
 @pytest.fixture()
 def mined(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
-    """A datadir with 6 mined blocks, each carrying the miner's own update."""
+    """A datadir with 24 mined blocks: the miner bonds (block 2), commits a round's updates (block
+    6, its bond mature), reveals one per block of rounds 1 and 2, and the model moves at 16 and 24."""
     monkeypatch.setenv("GRADCHAIN_PASSWORD", PASSWORD)
     datadir = tmp_path / "a"
     assert main(["chain", "init", "--datadir", str(datadir), "--network", "regtest", "--f", "0"]) == 0
     assert main(["wallet", "new", "--keystore", str(tmp_path / "k.json")]) == 0
-    code = main(["chain", "mine", "--datadir", str(datadir), "--blocks", "6",
+    code = main(["chain", "mine", "--datadir", str(datadir), "--blocks", str(SOLO_BLOCKS),
                  "--keystore", str(tmp_path / "k.json"), "--shard", "1/3", "--threads", "1"])
     assert code == 0
     return datadir
@@ -48,10 +50,11 @@ def show(datadir: pathlib.Path, capsys: pytest.CaptureFixture[str], *extra: str)
 
 def test_mined_chain_trains_and_verifies(mined: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     info = show(mined, capsys)
-    assert info["height"] == 6
-    assert info["model_version"] == 6  # every block applied its update
+    assert info["height"] == SOLO_BLOCKS
+    assert info["model_version"] == 2  # the model moves once per round, from the round after the commitment
     assert len(str(info["tip"])) == 64 and len(str(info["state_root"])) == 64
-    assert show(mined, capsys, "--height", "2")["model_version"] == 2
+    assert show(mined, capsys, "--height", "15")["model_version"] == 0
+    assert show(mined, capsys, "--height", "16")["model_version"] == 1
     assert main(["chain", "verify", "--datadir", str(mined)]) == 0
     assert "matches" in capsys.readouterr().out
 

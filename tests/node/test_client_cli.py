@@ -8,6 +8,8 @@ as an external participant would.
 from __future__ import annotations
 
 import pathlib
+import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +24,8 @@ from node.keystore_file import keystore_address
 from tests.node.threaded import NodeThread
 
 PASSWORD = "pw"
+SUBMIT_TIMEOUT_S = 120.0  # two rounds of on-demand blocks and a commitment's worth of reveals
+POLL_S = 0.3
 
 
 @pytest.fixture()
@@ -69,21 +73,47 @@ def test_send_and_balance(live: tuple[NodeClient, pathlib.Path], tmp_path: pathl
 
 def test_update_submit_trains_the_shared_model(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Bond, then submit a round's worth of updates: committed now, revealed one per block of the
+    next round (the command returns when they are sent), applied at that round's end."""
     client, keystore = live
     task = builtin_task("digits")
-    params, height = client.model_params()
+    client.mine(1)  # the bond's coins
+    code, out, err = run(capsys, "update", "bond", "--node", client.url, "--keystore", str(keystore))
+    assert code == 0, err
+    client.mine(1 + task.bond_maturity)
+    assert client.account(keystore_address(keystore))["bond"] is not None
+    params, _ = client.model_params()
     assert params.shape == (task.param_count,)
     from ml.trainer import train_update
 
     data = load_dataset(task)
-    delta = train_update(task, params, data.X_train, data.y_train, rng=np.random.default_rng(0))
-    np.save(tmp_path / "update.npy", delta)
-    code, out, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
-                         "--file", str(tmp_path / "update.npy"), "--base-height", str(height))
-    assert code == 0, err
+    deltas = np.stack([train_update(task, params, data.X_train, data.y_train, rng=np.random.default_rng(i))
+                       for i in range(task.round_blocks)])
+    np.save(tmp_path / "updates.npy", deltas)
     before = client.model()["metrics"]["accuracy"]
-    client.mine(1)
-    assert client.tx(out.strip())["status"] == "confirmed"
+    result: dict[str, int] = {}
+    submit = threading.Thread(target=lambda: result.setdefault("code", main([
+        "update", "submit", "--node", client.url, "--keystore", str(keystore), "--file", str(tmp_path / "updates.npy"),
+    ])))
+    submit.start()
+    deadline = time.monotonic() + SUBMIT_TIMEOUT_S
+
+    def wait_for_a_tx() -> None:
+        while submit.is_alive() and client.status()["mempool"] == 0:
+            assert time.monotonic() < deadline, "update submit sent nothing"
+            submit.join(timeout=POLL_S)
+
+    wait_for_a_tx()
+    client.mine(1)  # the commitment
+    while client.status()["height"] % task.round_blocks:
+        client.mine(1)  # to the round that reveals
+    while submit.is_alive():  # each block of the round: the command's next reveal, then the block
+        wait_for_a_tx()
+        if submit.is_alive() or client.status()["mempool"]:
+            client.mine(1)
+    assert result["code"] == 0
+    while client.status()["height"] % task.round_blocks:
+        client.mine(1)  # to the reveal round's last block, which moves the model
     assert client.model()["version"] == 1
     assert client.model()["metrics"]["accuracy"] > before
 

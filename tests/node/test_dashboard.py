@@ -16,8 +16,7 @@ import numpy as np
 from markupsafe import escape
 
 from consensus.header import hash_hex
-from consensus.tx import GradientUpdate, encode_tx, sign_tx
-from ml.codec import encode_update
+from consensus.tx import GradientUpdate
 from node.api import dashboard_render as render
 from node.api import dashboard_views as views
 from node.api import plot
@@ -26,6 +25,7 @@ from node.p2p import messages as m
 from node.service import Node
 from tests.chainbuilder import key
 from tests.conftest import until
+from tests.node.contrib import commit, join, next_round, reveals, settled, submit
 from tests.node.harness import Cluster, FakePeer, connect, get_json, http, mine, scenario
 
 UPDATE_TIMEOUT_S = 20.0  # one local training run of the trainer, on a loaded 2-core box
@@ -40,11 +40,18 @@ class HostileAgentPeer(FakePeer):
         return dataclasses.replace(super().hello(session), user_agent=HOSTILE_AGENT)
 
 
-async def mine_with_updates(node: Node, blocks: int) -> None:
-    """Mine ``blocks`` blocks, each after the trainer's next update is pooled."""
-    for _ in range(blocks):
-        await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's update")
+async def mine_with_updates(node: Node, blocks: int) -> list[int]:
+    """Mine until ``blocks`` blocks carry the trainer's update (it bonds with the rewards of the
+    first, commits once mature, reveals next round), each after its due txs are pooled;
+    returns those blocks' heights."""
+    with_updates: list[int] = []
+    while len(with_updates) < blocks:
+        await until(lambda: node.run_chain(settled, node, [node]), UPDATE_TIMEOUT_S, what="the trainer's txs")
         await mine(node, 1)
+        block = node.chain.get_block(node.chain.tip.hash)
+        if block is not None and any(isinstance(tx, GradientUpdate) for tx in block.txs):
+            with_updates.append(node.chain.height)
+    return with_updates
 
 
 async def fetch(session: aiohttp.ClientSession, url: str, status: int = 200) -> tuple[str, aiohttp.ClientResponse]:
@@ -65,20 +72,21 @@ async def test_page_shows_tables_plot_peers_and_follows_new_blocks(cluster: Clus
     node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
     other = await cluster.start("b", byzantine_f=0)  # the same task, so the same genesis
     await connect(node, other)
-    await mine_with_updates(node, 3)
+    await mine_with_updates(node, 2)
+    tip = node.chain.height
     async with http() as session:
         page, resp = await fetch(session, node.url + "/")
         assert resp.content_type == "text/html"
         assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
-        assert shown_height(page) == 3
+        assert shown_height(page) == tip
         for table in ('id="blocks"', 'id="updates"', 'id="peers"'):
             assert table in page
         assert re.search(r'<svg class="plot history-plot"[^>]*>.*<polyline[^>]+data-series="accuracy"', page, re.S)
         assert 'data-series="loss"' in page
         assert other.url in page, "the peers table lists the connected peer"
-        for height in range(4):
+        for height in range(tip - 3, tip + 1):
             assert f'<tr data-height="{height}">' in page
-        assert page.count('<span class="badge ok">accepted</span>') >= 2, "blocks 2 and 3 carry accepted updates"
+        assert page.count('<span class="badge ok">accepted</span>') >= 2, "the last two blocks carry accepted updates"
 
         before = node.chain.height
         [new_hash] = await mine(node, 1)
@@ -142,10 +150,10 @@ async def test_the_page_and_api_status_show_one_snapshot(cluster: Cluster) -> No
 @scenario
 async def test_block_page_lists_txs_and_each_update_verdict(cluster: Cluster) -> None:
     node = await cluster.start("a", train=True, mine=False, byzantine_f=0)
-    await mine_with_updates(node, 2)
-    block_hash = hash_hex(node.chain.hash_at(2) or b"")
+    (height,) = await mine_with_updates(node, 1)
+    block_hash = hash_hex(node.chain.hash_at(height) or b"")
     async with http() as session:
-        by_height, _ = await fetch(session, node.url + "/blocks/2")
+        by_height, _ = await fetch(session, node.url + f"/blocks/{height}")
         by_hash, _ = await fetch(session, node.url + f"/blocks/{block_hash}")
         missing, _ = await fetch(session, node.url + "/blocks/999", 404)
         malformed, _ = await fetch(session, node.url + "/blocks/not-a-hash", 400)
@@ -155,40 +163,42 @@ async def test_block_page_lists_txs_and_each_update_verdict(cluster: Cluster) ->
     updates = by_height.split('id="block-updates"')[1].split("</table>")[0]
     assert '<span class="badge ok">accepted</span>' in updates
     assert ">f32<" in updates and "norm" not in updates.split("<tbody>")[1], "the norm is a number"
-    assert 'href="/blocks/1"' in by_height and 'href="/blocks/' + hash_hex(node.chain.hash_at(1) or b"") in by_height
+    previous = height - 1
+    assert f'href="/blocks/{previous}"' in by_height
+    assert 'href="/blocks/' + hash_hex(node.chain.hash_at(previous) or b"") in by_height
     assert "no block 999" in missing and "64-digit" in malformed
 
 
 @scenario
 async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster) -> None:
-    """Median (f=1) drops a sign-flipped update; a block too small for the rule applies nothing:
+    """Median (f=1) drops a sign-flipped update; a block too small for the rule votes zero:
 
-    genesis - 1 - 2 (3 honest + 1 flipped: 1 rejected) - 3 (1 update: not applied)
+    ... - b (3 honest + 1 flipped: 1 rejected) - b+1 (1 update: not applied)
     """
     node = await cluster.start("a", train=False, mine=False)
-    await mine(node, 1)
-    tip = node.chain.tip
     rng = np.random.default_rng(3)
     direction = (0.05 * rng.standard_normal(node.chain.task.param_count)).astype(np.float32)
     vectors = [(direction + 0.01 * rng.standard_normal(direction.size)).astype(np.float32) for _ in range(3)]
     vectors.append((-direction).astype(np.float32))
-    for i, vector in enumerate(vectors):
-        sender = key(20 + i)
-        tx = GradientUpdate(sender.public, 0, 0, tip.height, tip.hash, encode_update(vector))
-        await node.submit_tx(encode_tx(sign_tx(tx, sender, node.chain.chain_id)), source=None)
-    await mine(node, 1)
+    senders = [key(20 + i) for i in range(4)]
     lone = key(30)
-    tip = node.chain.tip
-    tx = GradientUpdate(lone.public, 0, 0, tip.height, tip.hash, encode_update(vectors[0]))
-    await node.submit_tx(encode_tx(sign_tx(tx, lone, node.chain.chain_id)), source=None)
+    await join(node, [*senders, lone])
+    plans = {k: [v] for k, v in zip(senders, vectors, strict=True)}
+    contributors = await commit(node, {**plans, lone: [vectors[0] * np.float32(0.5)]})
+    await next_round(node)
+    lone_reveal = [r for r in reveals(node, contributors) if r.sender == lone.public]
+    await submit(node, [r for r in reveals(node, contributors) if r.sender != lone.public])
+    await mine(node, 1)
+    b = node.chain.height
+    await submit(node, lone_reveal)
     await mine(node, 1)
     async with http() as session:
         page, _ = await fetch(session, node.url + "/")
         svg, resp = await fetch(session, node.url + "/plot.svg")
     assert resp.content_type == "image/svg+xml"
     for doc in (page, svg):
-        assert '<g class="rejected" data-height="2">' in doc
-        assert 'class="rejected" data-height="3"' not in doc, "an update the rule never ran on is not rejected"
+        assert f'<g class="rejected" data-height="{b}">' in doc
+        assert f'class="rejected" data-height="{b + 1}"' not in doc, "an update the rule never ran on is not rejected"
     assert '<span class="badge bad">1 rejected</span>' in page
     assert '<span class="badge ok">3 accepted</span>' in page
     assert "1 not applied</span>" in page
@@ -211,8 +221,9 @@ async def test_stock_task_plots_mse_against_naive_and_the_prediction(cluster: Cl
 # -- rendering with values ----------------------------------------------------------------------------
 def status(**overrides: object) -> StatusSnapshot:
     base = StatusSnapshot(
-        chain_id=1, network="regtest", task="digits", head="classify", rule="median", f=1, height=7,
-        tip="ab" * 32, state_root="cd" * 32, model_version=7, peers=0, known_peers=0, banned_peers=0, mining=True,
+        chain_id=1, genesis="ef" * 32, network="regtest", task="digits", task_id="12" * 32, head="classify",
+        rule="median", f=1, height=7, round=0, round_blocks=8, tip="ab" * 32, state_root="cd" * 32, model_version=7,
+        peers=0, known_peers=0, banned_peers=0, mining=True,
         hashrate=1.5e6, mempool=2, syncing=False, url="http://127.0.0.1:1", training=True, uptime_s=90,
         taken_at=1_000_000.0,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from consensus.tx import Commit
 from ml.datafile import Table
 from ml.datasets import load_dataset
 from ml.tabular import table_csv
@@ -13,6 +14,7 @@ from ml.tasks import builtin_task
 from node.datafile import SEALED_FILE, DataSourceError
 from tests.conftest import until
 from tests.node.harness import Cluster, mine, scenario
+from wallet import address_bytes
 
 UPDATE_TIMEOUT_S = 30.0  # one local training run of 20 steps, on a loaded CI box
 
@@ -30,7 +32,8 @@ async def test_appended_rows_reach_the_next_updates_without_a_restart(cluster: C
     trainer = node.trainer
     assert trainer.data is not None and trainer.data.rows == 40 and len(trainer.y) == 40
     assert (node.config.datadir / SEALED_FILE).exists()
-    await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="the first update")
+    await mine(node, 1)  # the reward the trainer bonds with
+    await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's bond")
 
     more = digits_csv(slice(40, 70)).split("\n", 1)[1]  # the rows without the header
     with path.open("a") as handle:
@@ -39,7 +42,11 @@ async def test_appended_rows_reach_the_next_updates_without_a_restart(cluster: C
     await until(lambda: len(trainer.y) == 70, UPDATE_TIMEOUT_S, what="the appended rows")
     assert any(e.kind == "data" and "+30 rows" in e.message for e in node.events)
     np.testing.assert_array_equal(trainer.X[40:], load_dataset(builtin_task("digits")).X_train[40:70])
-    await until(lambda: len(node.mempool) > 0, UPDATE_TIMEOUT_S, what="an update on the grown data")
+    for _ in range(node.chain.task.bond_maturity + 1):  # once the bond is mature: a round's updates on 70 rows
+        await mine(node, 1)
+    own = address_bytes(node.keypair.public)
+    await until(lambda: any(isinstance(e.tx, Commit) for e in node.mempool.pending(own)), UPDATE_TIMEOUT_S,
+                what="a commitment to updates trained on the grown data")
 
 
 @scenario

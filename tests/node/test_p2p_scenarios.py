@@ -12,8 +12,6 @@ import dataclasses
 import statistics
 import time
 
-import numpy as np
-
 from consensus.errors import Reject
 from consensus.tx import Transfer, encode_tx, sign_tx
 from node import limits
@@ -315,7 +313,7 @@ async def test_learned_addresses_fill_only_the_outbound_slots(cluster: Cluster) 
 def transfer_tx(node: Node, amount: int) -> Transfer:
     """``node``'s next transfer (nonce 0 here) of ``amount`` to a fixed test recipient."""
     to = address_bytes(node_key("recipient").public)
-    tx = sign_tx(Transfer(node.keypair.public, 0, to, amount, 0), node.keypair, node.chain.chain_id)
+    tx = sign_tx(Transfer(node.keypair.public, 0, to, amount, 0), node.keypair, node.chain.signing_tag)
     assert isinstance(tx, Transfer)
     return tx
 
@@ -386,14 +384,8 @@ async def test_mempool_reaches_a_peer_that_connects_later(cluster: Cluster) -> N
     """
     a = await cluster.start("a", byzantine_f=0)
     await mine(a, 1)
-    from consensus.tx import GradientUpdate
-    from ml.codec import encode_update
-
-    tip = a.chain.tip
-    vector = np.zeros(a.chain.task.param_count, dtype=np.float32)
-    vector[0] = 0.5
-    tx = sign_tx(GradientUpdate(a.keypair.public, 0, 0, tip.height, tip.hash, encode_update(vector)),
-                 a.keypair, a.chain.chain_id)
+    tx = sign_tx(Transfer(a.keypair.public, 0, address_bytes(node_key("payee").public), 1_000, 1),
+                 a.keypair, a.chain.signing_tag)
     tx_id = await a.submit_tx(encode_tx(tx), source=None)
     b = await cluster.start("b", byzantine_f=0)
     await connect(a, b)

@@ -5,7 +5,8 @@
 The first test is quick (regtest). The end-to-end ones run the default
 testnet the README promises and hold it to issue 8's figures: 3 honest nodes
 reach >= 95 % on the digits test split within 5 minutes with one state root,
-and a sign-flip attacker among 4 nodes is outvoted by the task's rule.
+and a miner with a quarter of the hashrate poisoning its own blocks (issue 18)
+does not keep 4 nodes below 93 %.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from node.testnet.launcher import is_alive, load_manifest
 from tests.conftest import wait_until
 
 E2E_DEADLINE_S = 300  # issue 8: "within 5 minutes on 2 cores"
-MIN_JUDGED_ATTACKS = 3  # attacker updates the rule must have judged: proof the attack ran
-MAX_COUNTED_ATTACKS_RATIO = 4  # at least four rejected for every attacker update the rule counted
+ATTACK_DEADLINE_S = 360  # issue 18: 93 % with a poisoning quarter of the hashrate "within 6 minutes"
+MIN_JUDGED_ATTACKS = 3  # the attacker's blocks whose votes a round judged: proof the attack ran
+MAX_COUNTED_ATTACKS_RATIO = 4  # at least four refused for every attacker's block whose vote counted
 
 
 @pytest.fixture()
@@ -116,12 +118,13 @@ def test_accuracy(api: str, height: int | None = None) -> float:
 test_accuracy.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
-def run_until_accuracy(directory: pathlib.Path, nodes: int, attackers: int, goal: float) -> tuple[float, int]:
+def run_until_accuracy(directory: pathlib.Path, nodes: int, attackers: int, goal: float,
+                       attack: str = "miner-poison", deadline: float = E2E_DEADLINE_S) -> tuple[float, int]:
     """Start the testnet and wait until the model at the tip (the latest poll, not the best
     ever seen) reaches ``goal``; returns that accuracy and the height it was measured at."""
     argv = ["testnet", "up", "--dir", str(directory), "--nodes", str(nodes), "--detach"]
     if attackers:
-        argv += ["--attackers", str(attackers), "--attack", "sign-flip"]
+        argv += ["--attackers", str(attackers), "--attack", attack]
     assert main(argv) == 0
     honest = [e for e in load_manifest(directory) if not e.attacker]
     latest = (0.0, 0)
@@ -136,7 +139,7 @@ def run_until_accuracy(directory: pathlib.Path, nodes: int, attackers: int, goal
         return latest[0] >= goal
 
     try:
-        wait_until(reached, timeout=E2E_DEADLINE_S, interval=5, what=f"accuracy >= {goal} at the tip")
+        wait_until(reached, timeout=deadline, interval=5, what=f"accuracy >= {goal} at the tip")
     except AssertionError as exc:
         raise AssertionError(f"{exc} (the last poll: {latest[0]:.3f} at height {latest[1]})") from None
     return latest
@@ -156,14 +159,16 @@ def same_model_everywhere(directory: pathlib.Path, height: int, accuracy: float)
     return len(roots) == 1 and all(test_accuracy(e.api, height) == accuracy for e in entries if not e.attacker)
 
 
-def update_outcomes(api: str, height: int, sender: str) -> collections.Counter[str]:
-    """How the rule judged ``sender``'s updates in blocks 1..height: accepted / rejected / not applied."""
+def vote_outcomes(api: str, height: int, miner: str) -> collections.Counter[str]:
+    """What the rounds made of the votes of the blocks ``miner`` mined in 1..height (the coinbase
+    pays the miner first): counted / rejected / zero / gated / open."""
     client = NodeClient(api, timeout=10)
     outcomes: collections.Counter[str] = collections.Counter()
     for h in range(1, height + 1):
-        for tx in client.block(h)["txs"]:
-            if tx["type"] == "update" and tx["from"] == sender:
-                outcomes[tx["outcome"]] += 1
+        block = client.block(h)
+        coinbase = block["txs"][0]
+        if coinbase["payouts"][0]["address"] == miner and block["vote"] is not None:
+            outcomes[block["vote"]["status"]] += 1
     return outcomes
 
 
@@ -176,19 +181,19 @@ def test_three_honest_nodes_train_digits_to_95_percent(testnet_dir: pathlib.Path
 
 
 @pytest.mark.slow
-def test_a_sign_flip_attacker_is_outvoted(testnet_dir: pathlib.Path) -> None:
-    """The model reaches 93 % with one sign-flip attacker among four nodes, and that is the
-    rule's doing: the attacker's updates reached blocks and the rule rejected them."""
-    accuracy, height = run_until_accuracy(testnet_dir, nodes=4, attackers=1, goal=0.93)
-    print(f"4 nodes, 1 sign-flip attacker: {accuracy:.3f} at height {height}", file=sys.stderr)
+def test_a_poisoning_miner_with_a_quarter_of_the_hashrate_does_not_steer_the_model(testnet_dir: pathlib.Path) -> None:
+    """Issue 18: one of four nodes mines blocks that carry only its own poisoned updates, under as
+    many bonded keys as a block has slots; the model still reaches 93 %, and that is the rounds'
+    doing: the attacker's blocks voted, and their votes were rejected (or the round gate refused them)."""
+    accuracy, height = run_until_accuracy(testnet_dir, nodes=4, attackers=1, goal=0.93, attack="miner-poison",
+                                          deadline=ATTACK_DEADLINE_S)
+    print(f"4 nodes, 1 miner-poison attacker: {accuracy:.3f} at height {height}", file=sys.stderr)
     entries = load_manifest(testnet_dir)
     (attacker,) = [e for e in entries if e.attacker]
     honest = [e for e in entries if not e.attacker]
-    bad = update_outcomes(honest[0].api, height, keystore_address(pathlib.Path(attacker.datadir) / "wallet.json"))
-    good = update_outcomes(honest[0].api, height, keystore_address(pathlib.Path(honest[0].datadir) / "wallet.json"))
-    print(f"attacker's updates: {dict(bad)}; an honest node's: {dict(good)}", file=sys.stderr)
-    assert bad["rejected"] >= MIN_JUDGED_ATTACKS, "the attack never reached the rule"
-    # The median's inlier rule (1.75x the typical distance) counts a sign-flipped update now and
-    # then late in training, when every update is small (0 of 12 and 2 of 17 in two runs).
-    assert bad["accepted"] * MAX_COUNTED_ATTACKS_RATIO <= bad["rejected"], "the rule counted the attacker"
-    assert good["accepted"] > good["rejected"], "the rule rejected the honest node too"
+    bad = vote_outcomes(honest[0].api, height, keystore_address(pathlib.Path(attacker.datadir) / "wallet.json"))
+    good = vote_outcomes(honest[0].api, height, keystore_address(pathlib.Path(honest[0].datadir) / "wallet.json"))
+    print(f"votes of the attacker's blocks: {dict(bad)}; of an honest miner's: {dict(good)}", file=sys.stderr)
+    assert sum(bad.values()) >= MIN_JUDGED_ATTACKS, "the attacker mined too few blocks to judge"
+    assert bad["counted"] * MAX_COUNTED_ATTACKS_RATIO <= bad["rejected"] + bad["gated"], "the rounds counted the attacker"
+    assert good["counted"] > good["rejected"], "the rounds rejected an honest miner too"

@@ -10,6 +10,9 @@ How each block is made so that only the intended rule fails:
   so the coinbase and state root are those the valid block would have; where
   no valid twin exists (a replayed or skipped nonce) ``ChainBuilder.forge``
   writes the coinbase by hand;
+* update rules: the update is committed first (its digest is what a block
+  checks before its contents), then the reveal block is built valid and the
+  reveal swapped for its broken twin;
 * encoding rules: bytes fed to ``decode_block`` / ``decode_tx``.
 
 Each test asserts on ``exc.code``. ``test_every_reject_code_is_tested`` fails
@@ -39,9 +42,10 @@ from consensus.tx import (
     Coinbase,
     GradientUpdate,
     Payout,
+    SignedTx,
     TaskTx,
-    Transfer,
     Tx,
+    chain_tag,
     decode_tx,
     sign_tx,
     signing_digest,
@@ -52,7 +56,9 @@ from tests.chainbuilder import (
     ChainBuilder,
     addr,
     covers,
+    det_vector,
     key,
+    quick_task,
     recommit,
     rejection,
     solo_task,
@@ -73,9 +79,14 @@ NOT_TESTED: dict[Reject, str] = {}
 
 @pytest.fixture(scope="module")
 def base() -> ChainBuilder:
-    """genesis - 1: the miner (key 0) holds one block reward (f=0: one update trains)."""
+    """genesis - 1 - 2: the miner (key 0) holds block rewards; Alice, Bob and Carol are bonded.
+
+    The task is :func:`solo_task`: rounds of one block, free bonds mature at
+    once, f=0, so one revealed update moves the model in the block after its commitment.
+    """
     builder = ChainBuilder(solo_task())
     builder.extend(1)
+    builder.join(ALICE, BOB, CAROL)
     return builder
 
 
@@ -96,16 +107,13 @@ def code_of(cb: ChainBuilder, block: Block) -> Reject:
     return rejection(lambda: cb.add(block))
 
 
-def resign(cb: ChainBuilder, tx: Transfer | GradientUpdate, signer: KeyPair, chain_id: int | None = None) -> Tx:
-    return sign_tx(tx, signer, cb.params.chain_id if chain_id is None else chain_id)
+def resign(cb: ChainBuilder, tx: SignedTx, signer: KeyPair, tag: bytes | None = None) -> Tx:
+    return sign_tx(dataclasses.replace(tx, signature=b""), signer, cb.rules.tag if tag is None else tag)
 
 
-def raw_update(cb: ChainBuilder, sender: KeyPair, encoded: EncodedUpdate) -> GradientUpdate:
-    """A signed update carrying ``encoded`` as is (the builder would refuse to encode it)."""
-    honest = cb.update(sender)
-    signed = resign(cb, dataclasses.replace(honest, update=encoded, signature=b""), sender)
-    assert isinstance(signed, GradientUpdate)
-    return signed
+def committed(cb: ChainBuilder, sender: KeyPair, *updates: np.ndarray | EncodedUpdate) -> None:
+    """Add a block committing ``sender`` to ``updates``: the next block may reveal any of them."""
+    cb.add(cb.template([cb.commit(sender, list(updates))]))
 
 
 def f32_bytes(values: np.ndarray) -> bytes:
@@ -127,17 +135,20 @@ def test_body_that_does_not_match_the_header_is_bad_tx_root(cb: ChainBuilder) ->
 
 @covers(Reject.BAD_STATE_ROOT)
 def test_wrong_state_root_is_bad_state_root(cb: ChainBuilder) -> None:
+    committed(cb, ALICE, det_vector(0, cb.task.param_count))
     valid = cb.template([cb.update(ALICE)])
     assert code_of(cb, recommit(valid, valid.txs, state_root=bytes(32))) is Reject.BAD_STATE_ROOT
 
 
 def test_state_root_differing_by_one_ulp_of_one_parameter_is_rejected(cb: ChainBuilder) -> None:
     """The root commits to the model's bits: one parameter one ULP off is a different state."""
+    committed(cb, ALICE, det_vector(0, cb.task.param_count))
     valid = cb.template([cb.update(ALICE)])
     right, _ = state_transition(cb.view(), cb.state, valid, valid.header.time)
     params = right.params.copy()
     params[0] = np.nextafter(params[0], np.float32(np.inf))
-    nudged = State(right.height, right.accounts, params, right.last_aggregate.copy(), right.model_version)
+    nudged_task = dataclasses.replace(right.task, params=params)
+    nudged = State(right.height, right.accounts, {cb.rules.task_id: nudged_task})
     assert nudged.root != right.root
     assert code_of(cb, recommit(valid, valid.txs, state_root=nudged.root)) is Reject.BAD_STATE_ROOT
 
@@ -198,7 +209,9 @@ def test_coinbase_paying_the_miner_too_much_or_too_little_is_bad_coinbase(cb: Ch
 
 
 def test_coinbase_missing_or_adding_a_contributor_is_bad_coinbase(cb: ChainBuilder) -> None:
-    valid = cb.template([cb.update(ALICE, seed=1), cb.update(BOB, seed=2), cb.update(CAROL, seed=3)])
+    size = cb.task.param_count
+    cb.add(cb.template([cb.commit(k, [det_vector(i, size)]) for i, k in enumerate((ALICE, BOB, CAROL))]))
+    valid = cb.template([cb.update(ALICE), cb.update(BOB), cb.update(CAROL)])
     coinbase = valid.txs[0]
     assert isinstance(coinbase, Coinbase)
     assert len(coinbase.payouts) == 4  # miner + three accepted contributors
@@ -223,10 +236,13 @@ def test_same_transaction_twice_is_duplicate_tx(cb: ChainBuilder) -> None:
 @covers(Reject.TOO_MANY_UPDATES)
 def test_one_update_above_the_task_limit_is_too_many_updates() -> None:
     """Five valid updates: the block passes a context allowing five and fails the task's four."""
-    limit = ChainBuilder().task.max_updates_per_block
-    relaxed = ChainBuilder(dataclasses.replace(ChainBuilder().task, max_updates_per_block=limit + 1))
+    limit = solo_task().max_updates_per_block
+    relaxed = ChainBuilder(dataclasses.replace(solo_task(), max_updates_per_block=limit + 1))
     relaxed.extend(1)
-    block = relaxed.template([relaxed.update(key(10 + i), seed=i) for i in range(limit + 1)])
+    senders = [key(10 + i) for i in range(limit + 1)]
+    relaxed.join(*senders)
+    relaxed.add(relaxed.template([relaxed.commit(k, seeds=(i,)) for i, k in enumerate(senders)]))
+    block = relaxed.template([relaxed.update(k) for k in senders])
     strict_task = dataclasses.replace(relaxed.task, max_updates_per_block=limit)
     strict = dataclasses.replace(relaxed.view(), rules=dataclasses.replace(relaxed.rules, task=strict_task))
     code = rejection(lambda: state_transition(strict, relaxed.state, block, block.header.time))
@@ -249,6 +265,7 @@ def flip_bit(data: bytes, bit: int = 0) -> bytes:
 
 @covers(Reject.BAD_SIGNATURE)
 def test_flipped_signature_bit_is_bad_signature(cb: ChainBuilder) -> None:
+    committed(cb, BOB, det_vector(0, cb.task.param_count))
     transfer = cb.transfer(MINER, ALICE, AMOUNT)
     update = cb.update(BOB)
     valid = cb.template([transfer, update])
@@ -264,14 +281,28 @@ def test_signature_for_another_chain_is_bad_signature(cb: ChainBuilder) -> None:
     assert TESTNET.chain_id != cb.params.chain_id
     transfer = cb.transfer(MINER, ALICE, AMOUNT)
     valid = cb.template([transfer])
-    testnet_signed = resign(cb, dataclasses.replace(transfer, signature=b""), MINER, TESTNET.chain_id)
+    testnet_signed = resign(cb, transfer, MINER, chain_tag(TESTNET.chain_id, cb.rules.genesis_hash))
     assert code_of(cb, swap(valid, 1, testnet_signed)) is Reject.BAD_SIGNATURE
+
+
+def test_signature_for_another_chain_of_the_same_network_is_bad_signature(cb: ChainBuilder) -> None:
+    """Same network, another genesis (another --f, another task): the genesis hash is signed too.
+
+    Before, a transfer signed on one digits chain replayed on a stock chain of
+    the same network, and across --rule/--f variants.
+    """
+    other = ChainBuilder(dataclasses.replace(cb.task, f=1))
+    assert other.rules.chain_id == cb.rules.chain_id and other.rules.genesis_hash != cb.rules.genesis_hash
+    transfer = cb.transfer(MINER, ALICE, AMOUNT)
+    valid = cb.template([transfer])
+    replayed = resign(cb, transfer, MINER, other.rules.tag)
+    assert code_of(cb, swap(valid, 1, replayed)) is Reject.BAD_SIGNATURE
 
 
 def test_signature_by_another_key_is_bad_signature(cb: ChainBuilder) -> None:
     transfer = cb.transfer(MINER, ALICE, AMOUNT)
     valid = cb.template([transfer])
-    forged = dataclasses.replace(transfer, signature=sign(ALICE, signing_digest(transfer, cb.params.chain_id)))
+    forged = dataclasses.replace(transfer, signature=sign(ALICE, signing_digest(transfer, cb.rules.tag)))
     assert code_of(cb, swap(valid, 1, forged)) is Reject.BAD_SIGNATURE
 
 
@@ -292,16 +323,18 @@ def test_skipped_nonce_is_bad_nonce(cb: ChainBuilder) -> None:
     cb.add(cb.template(in_order))  # the same tx is fine once the gap is filled
 
 
-def test_replayed_update_is_bad_nonce(cb: ChainBuilder) -> None:
-    update = cb.update(ALICE)
-    cb.add(cb.template([update]))
-    assert code_of(cb, cb.forge([update])) is Reject.BAD_NONCE
+def test_replayed_bond_is_bad_nonce(cb: ChainBuilder) -> None:
+    cb.add(cb.template([cb.transfer(MINER, key(7), AMOUNT)]))
+    bond = cb.bond(key(7))
+    cb.add(cb.template([bond]))
+    cb.add(cb.template([cb.unbond(key(7))]))
+    assert code_of(cb, cb.forge([bond])) is Reject.BAD_NONCE  # unbonded: only the nonce stops it
 
 
 @covers(Reject.INSUFFICIENT_FUNDS)
 def test_spending_more_than_the_balance_is_insufficient_funds(cb: ChainBuilder) -> None:
     balance = cb.state.account(addr(MINER)).balance
-    assert balance == cb.task.block_reward
+    assert balance == 2 * cb.task.block_reward  # two blocks mined (the second bonded the others)
     over = cb.transfer(MINER, ALICE, balance - FEE + 1, fee=FEE)
     assert code_of(cb, cb.forge([over])) is Reject.INSUFFICIENT_FUNDS
     broke = cb.transfer(ALICE, BOB, 1)
@@ -311,12 +344,17 @@ def test_spending_more_than_the_balance_is_insufficient_funds(cb: ChainBuilder) 
     assert cb.state.account(addr(ALICE)).balance == balance - FEE
 
 
-def test_update_fee_above_the_balance_is_insufficient_funds(cb: ChainBuilder) -> None:
-    free = cb.update(ALICE)
-    valid = cb.template([free])
-    costly = resign(cb, dataclasses.replace(free, fee=1, signature=b""), ALICE)
-    # The coinbase of ``valid`` pays no fee; the sender's balance fails first.
-    assert code_of(cb, swap(valid, 1, costly)) is Reject.INSUFFICIENT_FUNDS
+def test_bond_above_the_balance_is_insufficient_funds() -> None:
+    """The task's bond is locked from the balance: a key without it cannot bond."""
+    cb = ChainBuilder(quick_task(bond_amount=AMOUNT))
+    cb.extend(1)
+    assert code_of(cb, cb.forge([cb.bond(ALICE)])) is Reject.INSUFFICIENT_FUNDS
+    cb.add(cb.template([cb.transfer(MINER, ALICE, AMOUNT - 1)]))
+    assert code_of(cb, cb.forge([cb.bond(ALICE)])) is Reject.INSUFFICIENT_FUNDS
+    cb.add(cb.template([cb.transfer(MINER, ALICE, 1)]))
+    cb.add(cb.template([cb.bond(ALICE)]))
+    assert cb.state.account(addr(ALICE)).balance == 0
+    assert cb.state.task.stakes[addr(ALICE)].amount == AMOUNT
 
 
 @covers(Reject.BAD_AMOUNT)
@@ -331,46 +369,54 @@ def test_balance_above_the_amount_limit_is_bad_amount() -> None:
 # -- gradient updates --------------------------------------------------------------------
 
 
-def valid_update_block(cb: ChainBuilder) -> tuple[Block, GradientUpdate]:
-    update = cb.update(ALICE)
-    return cb.template([update]), update
+def update_block(cb: ChainBuilder, broken: np.ndarray | EncodedUpdate) -> tuple[Block, GradientUpdate]:
+    """Commit Alice to an honest update and Bob to ``broken``; the valid block reveals Alice's,
+    and its twin with Bob's committed reveal swapped in fails on the update's contents alone."""
+    cb.add(cb.template([cb.commit(ALICE, [det_vector(0, cb.task.param_count)]), cb.commit(BOB, [broken])]))
+    valid = cb.template([cb.update(ALICE)])
+    return valid, cb.update(BOB)
 
 
 @covers(Reject.BAD_UPDATE_ENCODING)
 def test_update_with_wrong_byte_length_is_bad_update_encoding(cb: ChainBuilder) -> None:
-    valid, update = valid_update_block(cb)
     size = cb.task.param_count
     short = EncodedUpdate("f32", size, bytes(4 * (size - 1)))
-    assert code_of(cb, swap(valid, 1, raw_update(cb, ALICE, short))) is Reject.BAD_UPDATE_ENCODING
+    valid, broken = update_block(cb, short)
+    assert code_of(cb, swap(valid, 1, broken)) is Reject.BAD_UPDATE_ENCODING
+
+
+def test_update_with_unsorted_topk_indices_is_bad_update_encoding(cb: ChainBuilder) -> None:
+    size = cb.task.param_count
     unsorted_topk = EncodedUpdate("topk", size, f32_bytes(np.ones(2)), indices=struct.pack("<II", 5, 3))
-    assert code_of(cb, swap(valid, 1, raw_update(cb, ALICE, unsorted_topk))) is Reject.BAD_UPDATE_ENCODING
+    valid, broken = update_block(cb, unsorted_topk)
+    assert code_of(cb, swap(valid, 1, broken)) is Reject.BAD_UPDATE_ENCODING
 
 
 def test_update_of_unknown_kind_is_rejected_when_decoded(cb: ChainBuilder) -> None:
-    valid, update = valid_update_block(cb)
     unknown = EncodedUpdate("f64", cb.task.param_count, bytes(8 * cb.task.param_count))
-    block = swap(valid, 1, raw_update(cb, ALICE, unknown))
+    valid, broken = update_block(cb, unknown)
+    block = swap(valid, 1, broken)
     assert rejection(lambda: decode_block(block.encode())) is Reject.BAD_UPDATE_ENCODING
 
 
 @covers(Reject.BAD_UPDATE_SHAPE)
 def test_update_of_the_wrong_length_is_bad_update_shape(cb: ChainBuilder) -> None:
-    valid, _ = valid_update_block(cb)
     size = cb.task.param_count
     for wrong in (size - 1, size + 1):
-        encoded = encode_update(np.zeros(wrong, dtype=np.float32), "f32")
-        assert code_of(cb, swap(valid, 1, raw_update(cb, ALICE, encoded))) is Reject.BAD_UPDATE_SHAPE
+        branch = cb.fork(len(cb.blocks) - 1)
+        valid, broken = update_block(branch, encode_update(np.zeros(wrong, dtype=np.float32), "f32"))
+        assert code_of(branch, swap(valid, 1, broken)) is Reject.BAD_UPDATE_SHAPE
 
 
 @covers(Reject.UPDATE_NOT_FINITE)
 def test_update_with_nan_or_inf_is_not_finite(cb: ChainBuilder) -> None:
-    valid, _ = valid_update_block(cb)
     size = cb.task.param_count
     for bad in (np.nan, np.inf, -np.inf):
         values = np.zeros(size, dtype=np.float32)
         values[size // 2] = bad
-        encoded = EncodedUpdate("f32", size, f32_bytes(values))
-        assert code_of(cb, swap(valid, 1, raw_update(cb, ALICE, encoded))) is Reject.UPDATE_NOT_FINITE
+        branch = cb.fork(len(cb.blocks) - 1)
+        valid, broken = update_block(branch, EncodedUpdate("f32", size, f32_bytes(values)))
+        assert code_of(branch, swap(valid, 1, broken)) is Reject.UPDATE_NOT_FINITE
 
 
 def norm_vector(size: int, last: np.float32) -> np.ndarray:
@@ -383,13 +429,18 @@ def norm_vector(size: int, last: np.float32) -> np.ndarray:
 
 @covers(Reject.UPDATE_NOT_USEFUL)
 def test_update_that_raises_the_validation_loss_is_not_useful() -> None:
-    """With the task's gate on, an ascent step swapped in for an honest one fails the gate."""
+    """With the task's per-update gate on, an ascent step swapped in for an honest one fails the gate."""
     from tests.unit.test_gate import descent_update, gated
 
     gated_cb = ChainBuilder(gated(solo_task()))
     gated_cb.extend(1)
-    valid = gated_cb.template([gated_cb.update(ALICE, descent_update(gated_cb, 0.5))])
-    useless = gated_cb.update(ALICE, descent_update(gated_cb, -2.0))
+    gated_cb.join(ALICE)
+    gated_cb.join(BOB)
+    gated_cb.add(gated_cb.template([
+        gated_cb.commit(ALICE, [descent_update(gated_cb, 0.5)]), gated_cb.commit(BOB, [descent_update(gated_cb, -2.0)])
+    ]))
+    valid = gated_cb.template([gated_cb.update(ALICE)])
+    useless = gated_cb.update(BOB)
     assert code_of(gated_cb, swap(valid, 1, useless)) is Reject.UPDATE_NOT_USEFUL
     gated_cb.add(valid)
 
@@ -400,43 +451,14 @@ def test_update_norm_just_above_the_bound_is_rejected_and_at_the_bound_passes(cb
     size = cb.task.param_count
     at_bound = norm_vector(size, np.float32(16.0))
     just_above = norm_vector(size, np.nextafter(np.float32(16.0), np.float32(np.inf)))
-    valid = cb.template([cb.update(ALICE, at_bound)])
-    above_update = cb.update(ALICE, just_above)
-    assert code_of(cb, swap(valid, 1, above_update)) is Reject.UPDATE_NORM
+    valid, above = update_block(cb, just_above)
+    assert code_of(cb, swap(valid, 1, above)) is Reject.UPDATE_NORM
+    cb.add(cb.template([cb.commit(ALICE, [at_bound])]))
+    valid = cb.template([cb.update(ALICE)])
     before = cb.state.params
     cb.add(valid)
-    step = np.float32(cb.task.server_lr) * at_bound
+    step = np.float32(cb.task.server_lr) * at_bound  # a round of one vote: clip+median of it is itself
     assert np.array_equal(cb.state.params, (before - step).astype(np.float32))
-
-
-@covers(Reject.UPDATE_STALE)
-def test_update_older_than_the_window_is_stale() -> None:
-    """An update on the model ``window + 1`` blocks back is stale; ``window`` back passes."""
-    cb = ChainBuilder()
-    window = cb.task.staleness_window
-    cb.extend(window + 1)
-    height = len(cb.blocks)
-    oldest_ok = cb.update(ALICE, base_height=height - window)
-    valid = cb.template([oldest_ok])
-    stale = cb.update(ALICE, base_height=height - window - 1)
-    assert code_of(cb, swap(valid, 1, stale)) is Reject.UPDATE_STALE
-    cb.add(valid)
-
-
-@covers(Reject.UPDATE_BAD_BASE)
-def test_update_whose_base_hash_is_not_the_ancestor_is_bad_base(cb: ChainBuilder) -> None:
-    """genesis - 1 - 2 (this chain), genesis - 1' (a fork): an update claiming base 1' is rejected."""
-    fork = cb.fork(0)
-    fork.add(fork.template(miner=ALICE))
-    cb.add(cb.template())
-    valid, update = valid_update_block(cb)
-    on_fork = resign(
-        cb, dataclasses.replace(update, base_height=1, base_hash=fork.blocks[1].hash, signature=b""), ALICE
-    )
-    assert code_of(cb, swap(valid, 1, on_fork)) is Reject.UPDATE_BAD_BASE
-    current = cb.update(ALICE, base_height=len(cb.blocks) - 1)
-    future = resign(cb, dataclasses.replace(current, base_height=len(cb.blocks), signature=b""), ALICE)
-    assert code_of(cb, swap(valid, 1, future)) is Reject.UPDATE_BAD_BASE
 
 
 @covers(Reject.BAD_AGGREGATION)
@@ -448,12 +470,168 @@ def test_rule_parameter_the_rule_refuses_for_this_block_is_bad_aggregation() -> 
     """
     task = dataclasses.replace(solo_task(), rule="geomed", rule_params=(("iters", 0),))
     cb = ChainBuilder(task)
+    cb.join(ALICE)
+    committed(cb, ALICE, det_vector(0, cb.task.param_count))
     assert code_of(cb, cb.forge([cb.update(ALICE)])) is Reject.BAD_AGGREGATION
     many = dataclasses.replace(solo_task(), rule="multi_krum", f=0, rule_params=(("m", 4),))
     cb = ChainBuilder(many)
-    three = [cb.update(key(10 + i), seed=i) for i in range(3)]
+    senders = [key(10 + i) for i in range(4)]
+    cb.join(*senders)
+    cb.add(cb.template([cb.commit(k, seeds=(i,)) for i, k in enumerate(senders)]))
+    three = [cb.update(k) for k in senders[:3]]
     assert code_of(cb, cb.forge(three)) is Reject.BAD_AGGREGATION  # m = 4 of 3 updates
-    cb.add(cb.template([*three, cb.update(key(20), seed=9)]))  # with four it runs
+    cb.add(cb.template([*three, cb.update(senders[3])]))  # with four it runs
+
+
+# -- identities, rounds and commit-reveal ---------------------------------------------------
+
+ROUNDS = 4  # blocks per round in the tests below
+
+
+@pytest.fixture(scope="module")
+def rounds_base() -> ChainBuilder:
+    """A chain of rounds of four, bonds of AMOUNT maturing after two blocks; Alice and Bob bonded.
+
+    genesis - 1 .. (Alice, Bob funded, bonded, mature); the next block is the first of a round.
+    """
+    cb = ChainBuilder(quick_task(round_blocks=ROUNDS, bond_amount=AMOUNT, bond_maturity=2, unbond_delay=3))
+    cb.join(ALICE, BOB)
+    while (cb.next_height - 1) % ROUNDS:
+        cb.extend(1)
+    return cb
+
+
+@pytest.fixture
+def rb(rounds_base: ChainBuilder) -> ChainBuilder:
+    return rounds_base.fork(len(rounds_base.blocks) - 1)
+
+
+@covers(Reject.UNKNOWN_TASK)
+def test_a_task_id_the_chain_does_not_run_is_unknown_task(rb: ChainBuilder) -> None:
+    valid = rb.template([rb.commit(ALICE)])
+    assert code_of(rb, swap(valid, 1, rb.commit(ALICE, task_id=b"\x01" * 32))) is Reject.UNKNOWN_TASK
+    rb.add(rb.template([rb.transfer(MINER, CAROL, AMOUNT)]))
+    assert code_of(rb, rb.forge([rb.bond(CAROL, task_id=rb.rules.task_id[::-1])])) is Reject.UNKNOWN_TASK
+
+
+@covers(Reject.NOT_BONDED)
+def test_commitments_and_updates_need_a_mature_bond(rb: ChainBuilder) -> None:
+    """No bond, a bond not yet mature, an unbonded key: NOT_BONDED; the same sender bonded and mature passes."""
+    valid = rb.template([rb.commit(ALICE)])
+    assert code_of(rb, swap(valid, 1, rb.commit(CAROL))) is Reject.NOT_BONDED  # never bonded
+    rb.add(rb.template([rb.transfer(MINER, CAROL, AMOUNT)]))
+    rb.add(rb.template([rb.bond(CAROL)]))
+    assert code_of(rb, rb.forge([rb.commit(CAROL)])) is Reject.NOT_BONDED  # one block old, matures at two
+    assert code_of(rb, rb.forge([rb.unbond(key(8))])) is Reject.NOT_BONDED  # nothing to unbond
+    rb.extend(1)
+    rb.add(rb.template([rb.commit(CAROL)]))  # two blocks old: mature
+
+
+def test_an_unbonded_key_stops_counting_at_once_and_gets_its_coins_back_later(rb: ChainBuilder) -> None:
+    balance = rb.state.account(addr(ALICE)).balance
+    rb.add(rb.template([rb.commit(ALICE)]))
+    rb.add(rb.template([rb.unbond(ALICE)]))
+    release = rb.state.task.unbonding[addr(ALICE)].release
+    assert release == len(rb.blocks) - 1 + rb.task.unbond_delay
+    assert addr(ALICE) not in rb.state.task.stakes
+    while (rb.next_height - 1) % ROUNDS:
+        rb.extend(1)
+    # the commitment is on chain, but its sender no longer holds a bond
+    assert code_of(rb, rb.forge([rb.update(ALICE)])) is Reject.NOT_BONDED
+    while len(rb.blocks) - 1 < release:
+        rb.extend(1)
+    assert rb.state.account(addr(ALICE)).balance == balance + AMOUNT
+
+
+@covers(Reject.ALREADY_BONDED)
+def test_a_second_bond_while_one_is_locked_is_already_bonded(rb: ChainBuilder) -> None:
+    rb.add(rb.template([rb.transfer(MINER, ALICE, AMOUNT)]))
+    assert code_of(rb, rb.forge([rb.bond(ALICE)])) is Reject.ALREADY_BONDED
+
+
+@covers(Reject.BAD_ROUND)
+def test_commitments_for_another_round_and_updates_outside_their_reveal_round_are_bad_round(
+    rb: ChainBuilder,
+) -> None:
+    """Commit in round r, reveal in round r + 1 only: earlier or later is BAD_ROUND."""
+    r = rb.round
+    valid = rb.template([rb.commit(ALICE)])
+    assert code_of(rb, swap(valid, 1, rb.commit(ALICE, round_=r + 1))) is Reject.BAD_ROUND
+    assert code_of(rb, swap(valid, 1, rb.commit(ALICE, round_=r - 1))) is Reject.BAD_ROUND
+    rb.add(valid)
+    assert code_of(rb, rb.forge([rb.update(ALICE, round_=r)])) is Reject.BAD_ROUND  # same round: too early
+    while rb.round == r:
+        rb.extend(1)
+    reveal = rb.update(ALICE)
+    late = rb.fork(len(rb.blocks) - 1)
+    while late.round == r + 1:
+        late.extend(1)
+    assert code_of(late, late.forge([reveal])) is Reject.BAD_ROUND  # the reveal round is over
+    rb.add(rb.template([reveal]))
+
+
+@covers(Reject.UPDATE_BAD_BASE)
+def test_a_commitment_on_another_branch_is_bad_base(rb: ChainBuilder) -> None:
+    r"""The commitment names the block its round's model is at; another branch's is rejected.
+
+    ... - s (round start, this chain)
+        \ s' (a fork):  a commitment naming s' is UPDATE_BAD_BASE here
+    """
+    start = len(rb.blocks) - 1
+    fork = rb.fork(start - 1)
+    fork.add(fork.template(miner=ALICE))
+    valid = rb.template([rb.commit(ALICE)])
+    on_fork = rb.commit(ALICE, base_hash=fork.blocks[start].hash)
+    assert code_of(rb, swap(valid, 1, on_fork)) is Reject.UPDATE_BAD_BASE
+
+
+@covers(Reject.BAD_COMMIT)
+def test_a_commitment_of_repeated_digests_or_more_than_a_round_is_bad_commit(rb: ChainBuilder) -> None:
+    valid = rb.template([rb.commit(ALICE, seeds=(1, 2))])
+    twice = rb.commit(ALICE, seeds=(1, 1))
+    assert code_of(rb, swap(valid, 1, twice)) is Reject.BAD_COMMIT
+    too_many = rb.commit(ALICE, seeds=tuple(range(ROUNDS + 1)))
+    assert code_of(rb, swap(valid, 1, too_many)) is Reject.BAD_COMMIT
+    rb.add(valid)
+
+
+@covers(Reject.DUPLICATE_COMMIT)
+def test_a_second_commitment_in_a_round_is_duplicate_commit(rb: ChainBuilder) -> None:
+    first = rb.commit(ALICE, seeds=(1,))
+    second = rb.commit(ALICE, seeds=(2,))
+    valid = rb.template([first])
+    assert code_of(rb, recommit(valid, [*valid.txs, second])) is Reject.DUPLICATE_COMMIT  # same block
+    rb.add(valid)
+    assert code_of(rb, rb.forge([second])) is Reject.DUPLICATE_COMMIT  # a later block of the round
+
+
+@covers(Reject.NO_COMMITMENT)
+def test_an_update_that_matches_no_unrevealed_digest_is_no_commitment(rb: ChainBuilder) -> None:
+    """Uncommitted, committed by someone else (a copy), or already revealed: NO_COMMITMENT."""
+    size = rb.task.param_count
+    rb.add(rb.template([rb.commit(ALICE, [det_vector(1, size), det_vector(2, size)]), rb.commit(BOB, seeds=(5,))]))
+    while (rb.next_height - 1) % ROUNDS:
+        rb.extend(1)
+    first = rb.update(ALICE, index=0)
+    valid = rb.template([first])
+    assert code_of(rb, swap(valid, 1, rb.update(ALICE, det_vector(3, size)))) is Reject.NO_COMMITMENT
+    copied = rb.update(BOB, det_vector(1, size))  # Alice's update re-signed by Bob: Bob never committed it
+    assert code_of(rb, swap(valid, 1, copied)) is Reject.NO_COMMITMENT
+    rb.add(valid)
+    assert code_of(rb, rb.forge([first])) is Reject.NO_COMMITMENT  # revealed already
+    rb.add(rb.template([rb.update(ALICE, index=1)]))
+
+
+@covers(Reject.DUPLICATE_SENDER)
+def test_a_second_update_by_one_sender_in_one_block_is_duplicate_sender(rb: ChainBuilder) -> None:
+    """A block counts at most one update per sender: f counts participants, not updates."""
+    rb.add(rb.template([rb.commit(ALICE, seeds=(1, 2))]))
+    while (rb.next_height - 1) % ROUNDS:
+        rb.extend(1)
+    valid = rb.template([rb.update(ALICE, index=0)])
+    assert code_of(rb, recommit(valid, [*valid.txs, rb.update(ALICE, index=1)])) is Reject.DUPLICATE_SENDER
+    rb.add(valid)
+    rb.add(rb.template([rb.update(ALICE, index=1)]))  # the next block takes the second
 
 
 # -- encoding ----------------------------------------------------------------------------
@@ -462,6 +640,7 @@ def test_rule_parameter_the_rule_refuses_for_this_block_is_bad_aggregation() -> 
 @pytest.fixture(scope="module")
 def encoded_block(base: ChainBuilder) -> Block:
     cb = base.fork(len(base.blocks) - 1)
+    committed(cb, BOB, det_vector(0, cb.task.param_count))
     return cb.template([cb.transfer(MINER, ALICE, AMOUNT, fee=FEE), cb.update(BOB)])
 
 

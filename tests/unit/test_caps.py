@@ -40,7 +40,7 @@ LENGTH_EDGES = (0, 1, 15, 16, 255, 256, 65535, 65536)  # where msgpack headers c
 def widest_update(param_count: int) -> GradientUpdate:
     """An f32 update of ``param_count`` values with every integer field at its widest."""
     update = EncodedUpdate("f32", param_count, bytes(4 * param_count))
-    return GradientUpdate(bytes(32), U64_MAX, caps.MAX_AMOUNT, U32_MAX, bytes(32), update, bytes(64))
+    return GradientUpdate(bytes(32), b"\xff" * 32, U32_MAX, update, bytes(64))
 
 
 def widest_coinbase(payouts: int) -> Coinbase:
@@ -97,7 +97,7 @@ def test_more_payouts_than_the_cap_are_refused_in_process(cb: ChainBuilder) -> N
 def test_a_transaction_over_the_cap_is_oversize_in_process(cb: ChainBuilder) -> None:
     honest = cb.update(key(1))
     huge = dataclasses.replace(honest, update=EncodedUpdate("f32", 2**21, bytes(caps.MAX_TX_BYTES)))
-    block = recommit(cb.template([honest]), [cb.template().txs[0], huge])
+    block = recommit(cb.template(), [cb.template().txs[0], huge])
     assert len(block.tx_bytes[1]) > caps.MAX_TX_BYTES
     assert rejection(lambda: cb.add(block)) is Reject.OVERSIZE
 
@@ -145,7 +145,7 @@ def test_block_counts_fit_every_task() -> None:
 def test_the_largest_task_genesis_fits_the_decoder() -> None:
     """A task with every text field at its longest decodes as a genesis transaction."""
     longest = "x" * task_bounds.MAX_NAME_LEN
-    task = dataclasses.replace(builtin_task("digits"), name=longest, gate_examples=0)
+    task = dataclasses.replace(builtin_task("digits"), name=longest)
     assert task_bounds.MAX_NAME_LEN <= caps.MAX_STR_BYTES and task_bounds.SHA256_HEX_LEN <= caps.MAX_STR_BYTES
     genesis, _ = make_genesis(REGTEST, task)
     assert len(TaskSpec.__dataclass_fields__) <= caps.MAX_MAP_LEN
@@ -174,8 +174,10 @@ def test_tasks_whose_full_blocks_break_a_cap_are_refused() -> None:
     caps.check_task_fits(dataclasses.replace(big, max_updates_per_block=4))
     with pytest.raises(ValueError, match="max_updates_per_block"):
         caps.check_task_fits(big)
-    many = dataclasses.replace(digits, max_updates_per_block=task_bounds.MAX_UPDATES_PER_BLOCK)
+    many = dataclasses.replace(digits, max_updates_per_block=task_bounds.MAX_UPDATES_PER_BLOCK, round_blocks=1)
     caps.check_task_fits(many)  # small updates: 1024 of them fit
+    with pytest.raises(ValueError, match="round_blocks"):  # a round's last block would pay 2048
+        dataclasses.replace(many, round_blocks=2)
 
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
@@ -183,7 +185,7 @@ def test_builtin_tasks_fit_and_a_miner_fills_their_blocks(name: str) -> None:
     task = builtin_task(name)
     caps.check_task_fits(task)
     full = caps.max_full_block_size(task)
-    coinbase = caps.max_coinbase_size(task.max_updates_per_block + 1)
+    coinbase = caps.max_coinbase_size(task.round_blocks * task.max_updates_per_block + 1)
     assert full - coinbase <= mining.MAX_TEMPLATE_BYTES  # the template's policy room holds every update
 
 

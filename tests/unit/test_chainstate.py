@@ -19,6 +19,8 @@ from consensus.genesis import GENESIS_TIME
 from consensus.header import Header
 from consensus.params import REGTEST
 from consensus.state import State
+from consensus.tx import Tx
+from ml.tasks import TaskSpec
 from node.chainstate import MAX_LOCATOR_HASHES, ChainState, Connected
 from node.storage import BlockStatus
 from tests.chainbuilder import (
@@ -28,6 +30,7 @@ from tests.chainbuilder import (
     assert_same_state,
     key,
     mine,
+    quick_task,
     recommit,
     rejection,
 )
@@ -66,28 +69,33 @@ def assert_node_has(chain: ChainState, cb: ChainBuilder) -> None:
     assert_same_state(chain.state, cb.state)
 
 
+def reorg_task() -> TaskSpec:
+    """Rounds of two blocks, free bonds that mature at once, f=0: a few blocks see every kind of tx."""
+    return quick_task(round_blocks=2, f=0)
+
+
 def branch_a(base: ChainBuilder) -> ChainBuilder:
-    """a1: an update; a2: a transfer from a1's reward and two updates."""
+    """a1: Alice and Bob bond, Alice commits; a2: a transfer from a1's reward, Bob commits (round 0 ends)."""
     cb = base.fork(0)
     cb.miner = MINER_A
-    cb.add(cb.template([cb.update(ALICE, seed=1)]))
-    cb.add(cb.template([cb.transfer(MINER_A, BOB, AMOUNT, fee=FEE), cb.update(ALICE, seed=2), cb.update(BOB, seed=3)]))
+    cb.add(cb.template([cb.bond(ALICE), cb.bond(BOB), cb.commit(ALICE, seeds=(1, 2))]))
+    cb.add(cb.template([cb.transfer(MINER_A, BOB, AMOUNT, fee=FEE), cb.commit(BOB, seeds=(3, 4))]))
     return cb
 
 
 def branch_b(base: ChainBuilder) -> ChainBuilder:
-    """b1: two updates; b2: a transfer; b3: three updates (another miner throughout)."""
+    """b1: Carol and Alice bond and commit; b2: a transfer; b3: both reveal (another miner throughout)."""
     cb = base.fork(0)
     cb.miner = MINER_B
-    cb.add(cb.template([cb.update(CAROL, seed=10), cb.update(ALICE, seed=11)]))
+    cb.add(cb.template([cb.bond(CAROL), cb.bond(ALICE), cb.commit(CAROL, seeds=(10,)), cb.commit(ALICE, seeds=(11,))]))
     cb.add(cb.template([cb.transfer(MINER_B, DAVE, AMOUNT, fee=FEE)]))
-    cb.add(cb.template([cb.update(kp, seed=20 + i) for i, kp in enumerate((ALICE, CAROL, DAVE))]))
+    cb.add(cb.template([cb.update(CAROL), cb.update(ALICE)]))
     return cb
 
 
 @pytest.fixture(scope="module")
 def branches() -> tuple[ChainBuilder, ChainBuilder]:
-    base = ChainBuilder()
+    base = ChainBuilder(reorg_task())
     return branch_a(base), branch_b(base)
 
 
@@ -123,8 +131,11 @@ def test_reorg_to_a_heavier_branch_equals_a_node_that_only_saw_it(
     assert_same_state(stored(node), stored(only_b))
 
     a_long = a.fork(len(a.blocks) - 1)
-    a_long.add(a_long.template([a_long.update(CAROL, seed=30)]))
-    a_long.add(a_long.template([a_long.transfer(BOB, CAROL, AMOUNT // 2)]))
+    a_long.add(a_long.template([a_long.update(ALICE), a_long.update(BOB)]))
+    a_long.add(a_long.template([
+        a_long.transfer(BOB, CAROL, AMOUNT // 2), a_long.update(ALICE, index=1), a_long.update(BOB, index=1)
+    ]))  # round 1 ends: the model moves, Alice and Bob are paid
+    assert a_long.state.model_version == 1 and len(a_long.tip.txs[0].payouts) == 5  # type: ignore[union-attr]
     assert node.accept_block(a_long.blocks[3], NOW).status == "side"
     back = node.accept_block(a_long.blocks[4], NOW)
     assert back.status == "reorg"
@@ -214,11 +225,18 @@ def test_duplicate_and_side_blocks_do_not_move_the_tip(
 
 @pytest.fixture(scope="module")
 def long_chain() -> ChainBuilder:
-    """``LONG_CHAIN`` blocks, an update every third one so the model moves."""
-    cb = ChainBuilder()
+    """``LONG_CHAIN`` blocks in rounds of three: Alice commits three updates in each round's first
+    block and reveals one in every block of the next, so the model moves every third block."""
+    cb = ChainBuilder(quick_task(round_blocks=3, f=0))
     for height in range(1, LONG_CHAIN + 1):
-        txs = [cb.update(ALICE, seed=height)] if height % 3 == 0 else []
+        position = (height - 1) % 3
+        txs: list[Tx] = [cb.bond(ALICE)] if height == 1 else []
+        if position == 0:
+            txs.append(cb.commit(ALICE, seeds=(height, height + 100, height + 200)))
+        if height > 3:
+            txs.append(cb.update(ALICE, index=position))
         cb.add(cb.template(txs))
+    assert cb.state.model_version > 5
     return cb
 
 

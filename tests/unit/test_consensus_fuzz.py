@@ -25,6 +25,8 @@ from consensus.header import U32_MAX, Header
 from consensus.state import State, compute_state_root
 from consensus.transition import state_transition, undo_block
 from consensus.tx import (
+    Bond,
+    Commit,
     GradientUpdate,
     Payout,
     Transfer,
@@ -35,7 +37,6 @@ from consensus.tx import (
 )
 from ml.checks import UpdateCheckError
 from ml.codec import EncodedUpdate, encode_update
-from ml.tasks import builtin_task
 from node.chainstate import ChainState
 from node.verify import verify_chain
 from tests.chainbuilder import (
@@ -44,6 +45,7 @@ from tests.chainbuilder import (
     assert_same_state,
     det_vector,
     key,
+    quick_task,
     recommit,
     solo_task,
 )
@@ -56,13 +58,11 @@ NOW = GENESIS_TIME + 10**6  # the clock of the node judging the blocks: after ev
 
 
 def _int8_with_chunk(cb: ChainBuilder, chunk: int) -> GradientUpdate:
-    """A signed int8 update of the task's size whose one scale covers every value."""
+    """Alice's committed int8 update of the task's size whose one scale covers every value."""
     size = cb.task.param_count
     encoded = EncodedUpdate("int8", size, bytes(size), np.float32(0.0).tobytes(), b"", chunk)
-    honest = cb.update(ALICE)
-    signed = sign_tx(dataclasses.replace(honest, update=encoded, signature=b""), ALICE, cb.params.chain_id)
-    assert isinstance(signed, GradientUpdate)
-    return signed
+    cb.add(cb.template([cb.commit(ALICE, [encoded])]))
+    return cb.update(ALICE)
 
 
 def test_int8_update_with_a_chunk_beyond_intp_is_rejected_or_accepted_never_crashes() -> None:
@@ -73,11 +73,11 @@ def test_int8_update_with_a_chunk_beyond_intp_is_rejected_or_accepted_never_cras
     to the same vector as with ``chunk = size``.
     """
     twin = ChainBuilder(solo_task())
-    twin.extend(1)
+    twin.join(ALICE)
     expected = twin.add(twin.template([_int8_with_chunk(twin, twin.task.param_count)]))
     for chunk in (2**33, 2**62, 2**64 - 1):
         cb = ChainBuilder(solo_task())
-        cb.extend(1)
+        cb.join(ALICE)
         tx = _int8_with_chunk(cb, chunk)
         assert decode_tx(encode_tx(tx)) == tx
         block = cb.template([tx])
@@ -91,7 +91,6 @@ FUZZ_SETTINGS = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 KEYS = [key(i) for i in range(5)]  # 0 is the miner; 1..4 send updates
-EXTRA_BLOCKS = 10  # above digits' staleness window of 8, so both window edges exist
 RULES_FUZZED = (
     "mean", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "geomed", "centered_clip",
     "nnm+krum", "bucket+median",
@@ -100,32 +99,31 @@ MAX_FUZZ_UPDATES = 6
 HUGE_INTS = (2**64 - 1, 2**63, 2**63 - 1, 2**32, U32_MAX, -1, -(2**63), 0)
 
 
-def _topk(cb: ChainBuilder, sender: KeyPair, seed: int) -> GradientUpdate:
-    vector = det_vector(seed, cb.task.param_count)
-    tx = GradientUpdate(sender.public, cb.nonce_of(sender), 0, len(cb.blocks) - 1, cb.tip.hash,
-                        encode_update(vector, "topk", k=cb.task.param_count // 3))
-    signed = sign_tx(tx, sender, cb.params.chain_id)
-    assert isinstance(signed, GradientUpdate)
-    return signed
-
-
 @functools.cache
 def sample_chain() -> tuple[ChainBuilder, Block]:
-    """A chain at height 2 and a valid block 3 with a transfer and one update of each codec kind."""
+    """A chain whose next block is valid with a transfer, a bond, a commitment and one update
+    of each codec kind (committed in the block before)."""
     cb = ChainBuilder(solo_task())
-    cb.extend(2)
-    txs: list[Tx] = [cb.transfer(MINER, ALICE, 1_000, fee=3)]
-    txs += [cb.update(KEYS[1], kind="f32", seed=1), cb.update(KEYS[2], kind="f16", seed=2),
-            cb.update(KEYS[3], kind="int8", seed=3), _topk(cb, KEYS[4], seed=4)]
+    cb.extend(1)
+    cb.join(*KEYS[1:])
+    size = cb.task.param_count
+    kinds = {KEYS[1]: "f32", KEYS[2]: "f16", KEYS[3]: "int8"}
+    commits = [cb.commit(k, [encode_update(det_vector(i, size), kind)]) for i, (k, kind) in enumerate(kinds.items())]
+    commits.append(cb.commit(KEYS[4], [encode_update(det_vector(4, size), "topk", k=size // 3)]))
+    cb.add(cb.template(commits))
+    txs: list[Tx] = [cb.transfer(MINER, ALICE, 1_000, fee=3), cb.bond(key(7), nonce=0)]
+    txs += [cb.update(k) for k in KEYS[1:]]
+    txs.append(cb.commit(KEYS[1], seeds=(9,)))
     return cb, cb.template(txs)
 
 
 @functools.cache
 def window_chain(rule: str, f: int) -> ChainBuilder:
-    """A chain with ``EXTRA_BLOCKS`` blocks of task ``rule`` / ``f`` taking up to six updates."""
-    task = dataclasses.replace(builtin_task("digits"), rule=rule, f=f, max_updates_per_block=MAX_FUZZ_UPDATES)
+    """A chain of task ``rule`` / ``f`` (rounds of one block, up to six updates) with four bonded keys."""
+    task = quick_task(rule=rule, f=f, max_updates_per_block=MAX_FUZZ_UPDATES)
     cb = ChainBuilder(task)
-    cb.extend(EXTRA_BLOCKS)
+    cb.extend(1)
+    cb.join(*KEYS[1:])
     return cb
 
 
@@ -209,7 +207,7 @@ def test_mutated_block_bytes_are_rejected_or_applied_never_crash(data: st.DataOb
 
 
 @FUZZ_SETTINGS
-@given(data=st.data(), index=st.integers(0, 5), resign=st.booleans())
+@given(data=st.data(), index=st.integers(0, 7), resign=st.booleans())
 def test_mutated_transactions_are_rejected_or_applied_never_crash(
     data: st.DataObject, index: int, resign: bool
 ) -> None:
@@ -221,10 +219,10 @@ def test_mutated_transactions_are_rejected_or_applied_never_crash(
     if tx is None:
         return
     assert encode_tx(tx) == mutated  # decoding is canonical: what decodes re-encodes to itself
-    if resign and isinstance(tx, Transfer | GradientUpdate):
-        signer = next((k for k in KEYS if k.public == tx.sender), None)
+    if resign and isinstance(tx, Transfer | GradientUpdate | Commit | Bond):
+        signer = next((k for k in [*KEYS, key(7)] if k.public == tx.sender), None)
         if signer is not None:
-            tx = sign_tx(tx, signer, cb.params.chain_id)
+            tx = sign_tx(tx, signer, cb.rules.tag)
     txs = list(block.txs)
     txs[index] = tx
     rebuilt = recommit(block, txs)
@@ -263,9 +261,9 @@ update_spec = st.tuples(
     st.sampled_from(VECTOR_SHAPES),
     st.integers(0, 3),  # seed
     st.sampled_from(("f32", "f16", "int8", "topk")),
-    st.sampled_from(("parent", "parent", "parent", "oldest", "oldest", "too_old", "self", "genesis")),
-    st.sampled_from((0, 0, 0, 1, 2**63 - 1)),  # fee
-    st.sampled_from((0, 0, 0, 0, -1, 1)),  # nonce offset: mostly right
+    st.sampled_from(("last", "last", "last", "last", "this", "older", "next")),  # the round it names
+    st.sampled_from((True, True, True, False)),  # committed in the block before
+    st.sampled_from(("genesis", "genesis", "genesis", "other")),  # task id
 )
 transfer_spec = st.tuples(
     st.sampled_from((0, 0, 1)),  # sender: the miner holds the rewards
@@ -275,38 +273,44 @@ transfer_spec = st.tuples(
 )
 
 
-def _base_height(cb: ChainBuilder, where: str) -> int:
-    height = len(cb.blocks)
-    return {
-        "parent": height - 1,
-        "oldest": height - cb.task.staleness_window,
-        "too_old": height - cb.task.staleness_window - 1,
-        "self": height,
-        "genesis": 0,
-    }[where]
-
-
-def _make_update(cb: ChainBuilder, spec: tuple[Any, ...], nonces: dict[bytes, int], same: np.ndarray | None
-                 ) -> GradientUpdate:
-    sender_i, shape, seed, kind, where, fee, nonce_offset = spec
+def _make_update(cb: ChainBuilder, spec: tuple[Any, ...], same: np.ndarray | None) -> tuple[GradientUpdate, bool]:
+    """The reveal ``spec`` describes, and whether its sender should commit to it first."""
+    sender_i, shape, seed, kind, which, committed, task_id = spec
     sender = KEYS[sender_i]
     vector = same if same is not None else _vector(shape, seed, cb.task.param_count, cb.task.norm_bound)
     try:
         encoded = encode_update(vector, kind, k=cb.task.param_count // 2)
     except UpdateCheckError:  # f16 overflow: keep the value, send it as f32
         encoded = encode_update(vector, "f32")
-    base = _base_height(cb, where)
-    address = addr(sender)
-    nonce = max(0, nonces.get(address, cb.nonce_of(sender)) + nonce_offset)
-    nonces[address] = nonce + 1
-    base_hash = cb.blocks[base].hash if 0 <= base < len(cb.blocks) else bytes(32)
-    tx = GradientUpdate(sender.public, nonce, fee, base, base_hash, encoded)
-    signed = sign_tx(tx, sender, cb.params.chain_id)
+    reveal_round = cb.round + 1  # the fuzzed block comes after the block of commitments
+    round_ = {"last": reveal_round - 1, "this": reveal_round, "older": reveal_round - 2, "next": reveal_round + 1}[which]
+    tid = cb.rules.task_id if task_id == "genesis" else b"\x01" * 32
+    tx = GradientUpdate(sender.public, tid, max(round_, 0), encoded)
+    return _signed(cb, tx, sender), committed
+
+
+def _signed(cb: ChainBuilder, tx: GradientUpdate, sender: KeyPair) -> GradientUpdate:
+    signed = sign_tx(tx, sender, cb.rules.tag)
     assert isinstance(signed, GradientUpdate)
     return signed
 
 
+def _commit_first(cb: ChainBuilder, updates: list[tuple[GradientUpdate, bool]]) -> ChainBuilder:
+    """A fork of ``cb`` one block on, whose block commits each sender to its first committed update."""
+    fork = cb.fork(len(cb.blocks) - 1)
+    first: dict[bytes, GradientUpdate] = {}
+    for tx, committed in updates:
+        if committed and tx.task_id == fork.rules.task_id:
+            first.setdefault(tx.sender, tx)
+    commits = [
+        fork.commit(next(k for k in KEYS if k.public == sender), [tx.update]) for sender, tx in first.items()
+    ]
+    fork.add(fork.template(commits))
+    return fork
+
+
 def _make_transfer(cb: ChainBuilder, spec: tuple[Any, ...], nonces: dict[bytes, int]) -> Transfer:
+    """A transfer of the miner (who holds the rewards) or Alice, nonce mostly right."""
     sender_i, amount, fee, nonce_offset = spec
     sender = KEYS[sender_i]
     address = addr(sender)
@@ -320,8 +324,10 @@ def _check_deterministic(cb: ChainBuilder, block: Block) -> None:
     parent = cb.state
     after, undo = state_transition(cb.view(), parent, block, NOW)
     again, _ = state_transition(cb.view(), parent, block, NOW)
-    copied = State(parent.height, dict(parent.accounts), parent.params.copy(), parent.last_aggregate.copy(),
-                   parent.model_version)
+    copied = State(parent.height, dict(parent.accounts), {
+        task_id: dataclasses.replace(task, params=task.params.copy(), last_aggregate=task.last_aggregate.copy())
+        for task_id, task in parent.tasks.items()
+    })
     on_copy, _ = state_transition(cb.view(), copied, decode_block(block.encode()), NOW)
     assert after.root == again.root == on_copy.root == block.state_root
     assert_same_state(after, on_copy)
@@ -347,10 +353,14 @@ def test_fuzzed_blocks_are_rejected_or_deterministic(
     duplicate: bool,
     updates_first: bool,
 ) -> None:
-    cb = window_chain(*rule_f)
+    base = window_chain(*rule_f)
     nonces: dict[bytes, int] = {}
-    same = det_vector(99, cb.task.param_count) if all_equal else None
-    made_updates: list[Tx] = [_make_update(cb, spec, nonces, same) for spec in updates]
+    same = det_vector(99, base.task.param_count) if all_equal else None
+    reveals = [_make_update(base, spec, same) for spec in updates]
+    cb = only_rejected(lambda: _commit_first(base, reveals))
+    if cb is None:  # two senders' first updates alike commit fine; another task's id never commits
+        return
+    made_updates: list[Tx] = [tx for tx, _ in reveals]
     made_transfers: list[Tx] = [_make_transfer(cb, spec, nonces) for spec in transfers]
     txs = made_updates + made_transfers if updates_first else made_transfers + made_updates
     if duplicate and txs:
@@ -361,7 +371,7 @@ def test_fuzzed_blocks_are_rejected_or_deterministic(
     else:
         # The coinbase as if all were valid (a sum of fees past MAX_AMOUNT could not be
         # encoded: pay MAX_AMOUNT instead), the parent's state root.
-        fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | GradientUpdate))
+        fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer))
         payouts = None if cb.task.block_reward + fees <= MAX_AMOUNT else [Payout(addr(MINER), MAX_AMOUNT)]
         forged = cb.forge(txs, payouts=payouts)
         assert only_rejected(lambda: state_transition(cb.view(), cb.state, forged, NOW)) is None
@@ -379,14 +389,25 @@ NOW_MARGIN_S = 3600  # "now" well past every block time: no block is TIME_TOO_NE
 
 @functools.cache
 def chain_inputs() -> tuple[ChainBuilder, list[Block], list[Block]]:
-    """A main chain of four blocks with updates and transfers, and a shorter fork from block 1."""
+    """A main chain with bonds, commitments, updates and transfers, and a shorter fork from block 2."""
     cb = ChainBuilder(solo_task())
     cb.extend(1)
-    fork = cb.fork(1)
+    cb.join(*KEYS[1:])
+    fork = cb.fork(2)
     for i in range(MAIN_BLOCKS - 1):
-        cb.add(cb.template([cb.transfer(MINER, ALICE, 10 + i, fee=1), cb.update(KEYS[1 + i % 4], seed=i)]))
-    fork.extend(FORK_BLOCKS, lambda b: [b.update(KEYS[2], seed=50 + len(b.blocks))], extra=b"fork")
-    return cb, cb.blocks[1:], fork.blocks[2:]
+        txs: list[Tx] = [cb.transfer(MINER, ALICE, 10 + i, fee=1), cb.commit(KEYS[1 + i % 4], seeds=(i,))]
+        if i:
+            txs.append(cb.update(KEYS[1 + (i - 1) % 4]))
+        cb.add(cb.template(txs))
+
+    def fork_txs(b: ChainBuilder) -> list[Tx]:
+        txs: list[Tx] = [b.commit(KEYS[2], seeds=(50 + len(b.blocks),))]
+        if len(b.blocks) > 3:
+            txs.append(b.update(KEYS[2]))
+        return txs
+
+    fork.extend(FORK_BLOCKS, fork_txs, extra=b"fork")
+    return cb, cb.blocks[1:], fork.blocks[3:]
 
 
 @CHAIN_SETTINGS

@@ -16,6 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from markupsafe import escape
 
 from node.api import dashboard_render as render
@@ -63,8 +64,9 @@ def test_every_text_field_a_peer_or_user_controls_is_escaped_on_every_page() -> 
 # -- edge data ------------------------------------------------------------------------------------
 def status(**overrides: Any) -> StatusSnapshot:
     base = StatusSnapshot(
-        chain_id=1, network="regtest", task="digits", head="classify", rule="median", f=1, height=0,
-        tip="ab" * 32, state_root="cd" * 32, model_version=0, peers=0, known_peers=0, banned_peers=0, mining=False,
+        chain_id=1, genesis="ef" * 32, network="regtest", task="digits", task_id="12" * 32, head="classify",
+        rule="median", f=1, height=0, round=0, round_blocks=8, tip="ab" * 32, state_root="cd" * 32, model_version=0,
+        peers=0, known_peers=0, banned_peers=0, mining=False,
         hashrate=0.0, mempool=0, syncing=False, url="http://127.0.0.1:1", training=False, uptime_s=5,
         taken_at=NOW,
     )
@@ -77,7 +79,7 @@ def page(**overrides: Any) -> views.PageView:
 
 
 def update(accepted: bool | None, outcome: str, norm: float | None = 0.5) -> views.UpdateView:
-    return views.UpdateView("ee" * 32, ADDRESS, 2, "f32", 650, 1, norm, accepted, outcome)
+    return views.UpdateView("ee" * 32, ADDRESS, 2, "f32", 650, norm, accepted, outcome)
 
 
 def block(height: int, updates: list[views.UpdateView], main_chain: bool = True) -> views.BlockView:
@@ -140,10 +142,24 @@ def test_the_blocks_table_counts_updates_by_verdict() -> None:
                  '"badge off">1 pending<'):
         assert chip in row
     empty_row = html.split('<tr data-height="2">')[1].split("</tr>")[0]
-    assert '<span class="muted">—</span>' in empty_row and "badge" not in empty_row
+    updates_cell = empty_row.split("<td>")[5]
+    assert '<span class="muted">—</span>' in updates_cell and "badge" not in updates_cell
     updates = section(html, "updates")
     assert updates.count('href="/blocks/3"') == 5
     assert "not connected</span>" in updates and "not applied</span>" in updates
+
+
+@pytest.mark.parametrize(
+    ("vote", "chip"),
+    [("counted", '"badge ok"'), ("rejected", '"badge bad"'), ("gated", '"badge bad"'), ("zero", '"badge off"'),
+     ("open", '"badge off"')],
+)
+def test_the_blocks_table_shows_what_the_round_made_of_each_vote(vote: str, chip: str) -> None:
+    """An attacker's block whose vote the round rejected reads "rejected" in the blocks table."""
+    voted = dataclasses.replace(block(4, [update(True, "accepted")]), vote=vote)
+    html = render.render_live(page(status=status(height=4), blocks=[voted]))
+    row = html.split('<tr data-height="4">')[1].split("</tr>")[0]
+    assert f'{chip} title=' in row and f">{vote}</span>" in row
 
 
 def test_a_block_page_links_its_neighbours_and_lists_each_verdict() -> None:

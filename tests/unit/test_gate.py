@@ -159,17 +159,18 @@ def test_a_set_that_does_not_match_the_commitment_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="hashes to .* commits"):
         load_gate_set(wrong)
     with pytest.raises(ValueError, match="no useful-update gate"):
-        load_gate_set(builtin_task("digits"))
+        load_gate_set(solo_task("digits"))
 
 
 def test_the_rules_carry_the_set_exactly_when_the_gate_is_on(digits_gated: TaskSpec) -> None:
     """Consensus reads the set from the rules the node loaded; a mismatch is refused up front."""
     loaded = load_gate_set(digits_gated)
-    assert ChainRules(REGTEST, digits_gated, loaded).gate_set is loaded
+    genesis = bytes(32)
+    assert ChainRules(REGTEST, digits_gated, genesis, loaded).gate_set is loaded
     with pytest.raises(ValueError, match="gate is on"):
-        ChainRules(REGTEST, digits_gated, None)
+        ChainRules(REGTEST, digits_gated, genesis, None)
     with pytest.raises(ValueError, match="gate is on"):
-        ChainRules(REGTEST, builtin_task("digits"), loaded)
+        ChainRules(REGTEST, solo_task("digits"), genesis, loaded)
 
 
 def test_the_loaded_set_is_read_only(digits_gated: TaskSpec) -> None:
@@ -216,16 +217,16 @@ def descent_update(cb: ChainBuilder, scale: float) -> np.ndarray:
 
 def test_an_honest_update_passes_the_gate_in_a_block(digits_gated: TaskSpec) -> None:
     cb = ChainBuilder(digits_gated)
-    cb.extend(1)
+    cb.join(ALICE)
     before = cb.state.params.copy()
-    cb.add(cb.template([cb.update(ALICE, descent_update(cb, 0.5))]))
+    cb.contribute({ALICE: descent_update(cb, 0.5)})
     assert not np.array_equal(cb.state.params, before) and cb.state.model_version == 1
 
 
 def test_with_the_gate_off_a_useless_update_is_applied() -> None:
     cb = ChainBuilder(solo_task("digits"))
-    cb.extend(1)
-    cb.add(cb.template([cb.update(ALICE, descent_update(cb, -2.0))]))
+    cb.join(ALICE)
+    cb.contribute({ALICE: descent_update(cb, -2.0)})
     assert cb.state.model_version == 1
 
 
@@ -245,12 +246,14 @@ class BuilderView:
 
 def test_the_mempool_applies_the_gate_on_the_tip(digits_gated: TaskSpec) -> None:
     cb = ChainBuilder(digits_gated)
-    cb.extend(1)
+    bob = key(2)
+    cb.join(ALICE, bob)
+    cb.add(cb.template([cb.commit(ALICE, [descent_update(cb, -2.0)]), cb.commit(bob, [descent_update(cb, 0.5)])]))
     view = BuilderView(cb)
-    useless = cb.update(ALICE, descent_update(cb, -2.0))
+    useless = cb.update(ALICE)
     assert rejection(lambda: Mempool().add(encode_tx(useless), useless, view, NOW)) is Reject.UPDATE_NOT_USEFUL
     pool = Mempool()
-    helpful = cb.update(ALICE, descent_update(cb, 0.5))
+    helpful = cb.update(bob)
     assert pool.add(encode_tx(helpful), helpful, view, NOW).added
 
 

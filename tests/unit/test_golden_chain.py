@@ -1,12 +1,17 @@
 """Golden vectors: a fixed regtest chain whose hashes and state roots are checked in.
 
 The chain is built from fixed keys (``key(i)``), fixed times and update
-vectors derived from SHA-256 (``det_vector``), on the built-in ``digits``
-task: six blocks with gradient updates (3 and 4 per block, so odd and even
-medians), a transfer with a fee, an update paying a fee and a second miner.
-Any change to encoding, hashing, the Merkle tree, the state root, the
-aggregation arithmetic or the payouts changes a hash below and fails this
-test -- which is the point: consensus changes must be deliberate.
+vectors derived from SHA-256 (``det_vector``) and from the task's own
+fixed-order validation loss (:func:`descent`), on the built-in ``digits``
+task (rounds of 8, bonds, the round gate): transfers with fees, five bonds
+(one paying a fee), an unbond, a second miner, one round of commitments
+(one of them a clone of another sender's update) and the next round of
+reveals (4, 3 and 2 per block: even and odd medians, a zero vote), whose
+last block moves the model through the gate and pays the counted
+contributors. Any change to encoding, hashing, the Merkle tree, the state
+root, the aggregation or vote arithmetic, the gate or the payouts changes a
+hash below and fails this test -- which is the point: consensus changes must
+be deliberate.
 
 To regenerate tests/vectors/chain.json after such a deliberate change::
 
@@ -26,6 +31,7 @@ import pathlib
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 from consensus.block import decode_block
@@ -34,8 +40,9 @@ from consensus.header import hash_hex
 from consensus.params import REGTEST
 from consensus.state import array_digest
 from consensus.tx import Coinbase, Tx
+from ml.gate import validation_loss
 from node.chainstate import ChainState
-from tests.chainbuilder import BLOCK_SPACING_S, ChainBuilder, key
+from tests.chainbuilder import BLOCK_SPACING_S, ChainBuilder, det_vector, key
 from wallet import address_bytes
 
 VECTORS_PATH = pathlib.Path(__file__).resolve().parent.parent / "vectors" / "chain.json"
@@ -43,8 +50,11 @@ WRITE_ENV = "GRADCHAIN_WRITE_VECTORS"
 TASK_NAME = "digits"
 TRANSFER_AMOUNT = 1_000_000
 TRANSFER_FEE = 10
-UPDATE_FEE = 5
+BOND_FEE = 5
 SECOND_MINER = 5  # key index of the miner of block 5
+FD_PROBE = 1e-3  # central-difference probe of the validation loss, per parameter
+DESCENT_STEP = 0.01  # per coordinate: norm ~0.25, a sure step down the loss at the start
+NOISE_SCALE = 0.002  # per-update noise around the descent direction
 NOW = GENESIS_TIME + 10**6
 
 
@@ -52,27 +62,66 @@ def _time(height: int) -> int:
     return GENESIS_TIME + BLOCK_SPACING_S * height
 
 
+def descent(cb: ChainBuilder, step: float) -> np.ndarray:
+    """``-step * sign`` of the validation loss's central difference in each parameter.
+
+    Built from :func:`ml.gate.validation_loss` alone (fixed-order, the same bits
+    everywhere), so the golden updates move the model down the loss -- and
+    through the round gate -- on every machine.
+    """
+    gate_set = cb.rules.gate_set
+    assert gate_set is not None
+    params = cb.state.params
+    signs = np.zeros(params.shape[0], dtype=np.float32)
+    probe = np.float32(FD_PROBE)
+    for i in range(params.shape[0]):
+        up, down = params.copy(), params.copy()
+        up[i] += probe
+        down[i] -= probe
+        delta = validation_loss(cb.task, up, gate_set.X, gate_set.y) - validation_loss(
+            cb.task, down, gate_set.X, gate_set.y
+        )
+        signs[i] = np.float32(1.0) if delta > 0 else (np.float32(-1.0) if delta < 0 else np.float32(0.0))
+    return (np.float32(step) * signs).astype(np.float32)
+
+
 def build_golden_chain() -> ChainBuilder:
     """The fixed chain; every input is written out here, nothing comes from a clock or RNG."""
     cb = ChainBuilder()
     miner = key(0)
+    width = cb.task.round_blocks
+    bond = cb.task.bond_amount
+    contributors = [key(i) for i in (1, 2, 3, 4)]
+    leaver = key(6)
 
     def add(txs: list[Tx], miner_index: int = 0) -> None:
         height = len(cb.blocks)
         cb.add(cb.template(txs, miner=key(miner_index), time=_time(height)))
 
-    add([])  # 1: the miner's first reward
-    add([cb.update(key(i), seed=100 + i) for i in (1, 2, 3)])  # 2: three updates, odd median
-    add([cb.transfer(miner, key(4), TRANSFER_AMOUNT, fee=TRANSFER_FEE)])  # 3: a transfer with a fee
-    add(  # 4: an update paying a fee, one based two blocks back, and a third
-        [
-            cb.update(key(4), seed=104, fee=UPDATE_FEE),
-            cb.update(key(1), seed=201, base_height=2),
-            cb.update(key(2), seed=202),
-        ]
-    )
-    add([], SECOND_MINER)  # 5: another miner, no transactions
-    add([cb.update(key(i), seed=300 + i) for i in (1, 2, 3, 4)])  # 6: four updates, even median
+    add([])  # 1, 2: the miner's first rewards
+    add([])
+    funded = [*contributors, leaver]
+    add([  # 3: bonds' worth to five keys, the last with a fee and extra
+        cb.transfer(miner, k, bond + (TRANSFER_AMOUNT if k is contributors[3] else 0), nonce=i,
+                    fee=TRANSFER_FEE if k is contributors[3] else 0)
+        for i, k in enumerate(funded)
+    ])
+    add([cb.bond(k, fee=BOND_FEE if k is contributors[3] else 0) for k in funded])  # 4: five bonds
+    while len(cb.blocks) <= width:  # 5 .. 8: bonds mature; 5: another miner
+        add([], SECOND_MINER if len(cb.blocks) == 5 else 0)
+    base = descent(cb, DESCENT_STEP)
+    plans = {
+        k: [(base + det_vector(100 * i + j, base.size, NOISE_SCALE)).astype(np.float32) for j in range(width)]
+        for i, k in enumerate(contributors)
+    }
+    plans[contributors[3]][0] = plans[contributors[0]][0]  # a clone of another sender's update
+    add([cb.commit(k, plans[k]) for k in contributors])  # 9: round 1 opens with four commitments
+    while len(cb.blocks) <= 2 * width:  # 10 .. 16; 12: a transfer with a fee and an unbond
+        add([cb.transfer(miner, key(5), TRANSFER_AMOUNT, nonce=len(funded), fee=TRANSFER_FEE), cb.unbond(leaver)]
+            if len(cb.blocks) == 12 else [])
+    revealing = {0: 4, 1: 4, 2: 3, 3: 2, 4: 4, 5: 4, 6: 3, 7: 4}  # updates per block of round 2
+    for position in range(width):  # 17 .. 24: the reveals; 24 closes the round
+        add([cb.update(k, index=position) for k in contributors[: revealing[position]]])
     return cb
 
 
@@ -129,12 +178,18 @@ def test_golden_chain_matches_the_checked_in_vectors() -> None:
 def test_golden_chain_exercises_what_it_claims() -> None:
     """The recipe keeps its coverage: updates applied, a fee-paying transfer, two miners."""
     cb = build_golden_chain()
+    width = cb.task.round_blocks
     versions = [s.model_version for s in cb.states]
-    assert versions == [0, 0, 1, 1, 2, 2, 3]
-    recipient = cb.state.account(address_bytes(key(4).public))
-    # Received the transfer, paid one update fee, was paid for two accepted updates.
-    assert recipient.balance == TRANSFER_AMOUNT - UPDATE_FEE + 2 * cb.task.contributor_reward
-    assert recipient.nonce == 2
+    assert versions == [0] * (3 * width) + [1]  # one step, at the last block, through the gate
+    last = cb.tip.txs[0]
+    assert isinstance(last, Coinbase)
+    paid = [p.address for p in last.payouts[1:]]
+    clone_sender = address_bytes(key(4).public)
+    # every counted reveal is paid; the clone (key 4's first) is not; the block of two voted zero
+    assert len(paid) == 4 + 4 + 3 + 4 + 4 + 3 + 4 - 1
+    assert paid.count(clone_sender) == 4
+    assert cb.state.task.unbonding[address_bytes(key(6).public)].amount == cb.task.bond_amount
+    assert cb.state.task.stakes[clone_sender].amount == cb.task.bond_amount
     miners = {tx.payouts[0].address for tx in (b.txs[0] for b in cb.blocks[1:]) if isinstance(tx, Coinbase)}
     assert len(miners) == 2
 

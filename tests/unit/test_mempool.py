@@ -1,5 +1,6 @@
-"""The mempool: only txs valid on the tip get in; it stays bounded, fee-ordered,
-nonce-consistent, and follows the chain through new blocks and reorgs.
+"""The mempool: only txs valid on the tip get in; it stays bounded, fee-ordered for
+spends, fair for contributions (one update per sender per block, oldest bond
+first), nonce-consistent, and follows the chain through new blocks and reorgs.
 
 Each test runs a real ``ChainState`` (SQLite in a temporary directory) fed by
 a ``ChainBuilder`` on regtest, so "valid on the tip" means what the node
@@ -24,13 +25,12 @@ from consensus.tx import (
     Tx,
     decode_tx,
     encode_tx,
-    sign_tx,
     txid,
 )
 from ml.codec import EncodedUpdate
 from node.chainstate import ChainState
 from node.mempool import Mempool, PolicyReason, PolicyRejected
-from tests.chainbuilder import ChainBuilder, det_vector, key, rejection
+from tests.chainbuilder import ChainBuilder, det_vector, key, quick_task, rejection
 from wallet import KeyPair, address_bytes
 
 FUNDED = [key(i) for i in range(1, 5)]  # each starts with FUNDING
@@ -39,15 +39,23 @@ FAR_FUTURE = 2**31  # 'now' for accepting blocks: no header is too new
 NOW = 1_000.0  # mempool clock in these tests: seconds, arbitrary origin
 
 
+WIDTH = 2  # blocks per round
+
+
 class World:
-    """A builder and a node chain kept on the same tip."""
+    """A builder and a node chain kept on the same tip: FUNDED hold FUNDING and are bonded
+    (oldest bond: FUNDED[0]); the next block opens a round."""
 
     def __init__(self, tmp_path: pathlib.Path) -> None:
-        self.builder = ChainBuilder()
+        self.builder = ChainBuilder(quick_task(round_blocks=WIDTH, f=0))
         self.builder.extend(2)
         self.builder.extend(1, lambda b: [
             b.transfer(b.miner, kp, FUNDING, nonce=i) for i, kp in enumerate(FUNDED)
         ])
+        for kp in FUNDED:  # one bond per block: the first bonded is the oldest
+            self.builder.add(self.builder.template([self.builder.bond(kp)]))
+        while (self.builder.next_height - 1) % WIDTH:
+            self.builder.extend(1)
         self.chain = ChainState.create(tmp_path, "regtest", self.builder.task)
         self.sync()
 
@@ -60,14 +68,22 @@ class World:
         self.builder.add(self.builder.template(txs))
         self.sync()
 
+    def committed(self, *senders: KeyPair, count: int = 1) -> None:
+        """Each sender commits ``count`` updates now; mine on to the round that reveals them."""
+        self.mine([self.builder.commit(kp, seeds=tuple(10 * i + j for j in range(count)))
+                   for i, kp in enumerate(senders)])
+        while (self.builder.next_height - 1) % WIDTH:
+            self.mine()
+
 
 @pytest.fixture
 def world(tmp_path: pathlib.Path) -> World:
     return World(tmp_path)
 
 
-def pay(w: World, sender: KeyPair, nonce: int | None = None, fee: int = 10, amount: int = 1) -> SignedTx:
-    return w.builder.transfer(sender, key(99), amount, fee=fee, nonce=nonce)
+def pay(w: World, sender: KeyPair, nonce: int = 0, fee: int = 10, amount: int = 1) -> SignedTx:
+    """A transfer of ``sender``'s with ``nonce`` counted from its account's next one (its bond used one)."""
+    return w.builder.transfer(sender, key(99), amount, fee=fee, nonce=w.builder.nonce_of(sender) + nonce)
 
 
 def add(pool: Mempool, w: World, tx: Tx, now: float = NOW) -> bytes:
@@ -76,15 +92,10 @@ def add(pool: Mempool, w: World, tx: Tx, now: float = NOW) -> bytes:
     return result.txid
 
 
-def nan_update(w: World, sender: KeyPair) -> GradientUpdate:
-    """A signed update of NaNs (the encoder refuses them, so the bytes are made by hand)."""
-    b = w.builder
-    n = b.task.param_count
-    encoded = EncodedUpdate("f32", n, np.full(n, np.nan, dtype="<f4").tobytes())
-    tx = GradientUpdate(sender.public, 0, 0, len(b.blocks) - 1, b.tip.hash, encoded)
-    signed = sign_tx(tx, sender, b.params.chain_id)
-    assert isinstance(signed, GradientUpdate)
-    return signed
+def nan_update(w: World) -> EncodedUpdate:
+    """An update of NaNs (the encoder refuses them, so the bytes are made by hand)."""
+    n = w.builder.task.param_count
+    return EncodedUpdate("f32", n, np.full(n, np.nan, dtype="<f4").tobytes())
 
 
 def tid(tx: Tx) -> bytes:
@@ -109,7 +120,7 @@ def test_a_sender_may_chain_consecutive_nonces(world: World) -> None:
     sender = FUNDED[0]
     for n in range(3):
         add(pool, world, pay(world, sender, nonce=n))
-    assert pool.next_nonce(address_bytes(sender.public), world.chain) == 3
+    assert pool.next_nonce(address_bytes(sender.public), world.chain) == world.builder.nonce_of(sender) + 3
     assert rejection(lambda: add(pool, world, pay(world, sender, nonce=5))) is Reject.BAD_NONCE
     assert rejection(lambda: add(pool, world, pay(world, sender, nonce=1, fee=99))) is Reject.BAD_NONCE
 
@@ -136,40 +147,67 @@ def test_a_coinbase_is_not_a_mempool_tx(world: World) -> None:
     assert rejection(lambda: Mempool().add(encode_tx(cb), cb, world.chain, NOW)) is Reject.BAD_COINBASE
 
 
-def test_a_valid_update_is_pooled(world: World) -> None:
+def test_a_committed_update_is_pooled_in_its_reveal_round(world: World) -> None:
     pool = Mempool()
-    add(pool, world, world.builder.update(FUNDED[0], fee=3))
-    assert len(pool) == 1
+    commit = world.builder.commit(FUNDED[0])
+    add(pool, world, commit)
+    world.mine([commit])
+    reveal = world.builder.update(FUNDED[0], round_=world.builder.round)
+    assert rejection(lambda: add(pool, world, reveal)) is Reject.BAD_ROUND  # its own round: too early
+    while (world.builder.next_height - 1) % WIDTH:
+        world.mine()
+    add(pool, world, world.builder.update(FUNDED[0]))
+    assert len(pool) == 2
+
+
+def test_an_update_needs_a_matching_commitment_and_a_mature_bond(world: World) -> None:
+    world.committed(FUNDED[0])
+    size = world.builder.task.param_count
+    assert rejection(lambda: add(Mempool(), world, world.builder.update(FUNDED[0], det_vector(5, size)))) \
+        is Reject.NO_COMMITMENT
+    stranger = world.builder.update(key(50), det_vector(5, size))
+    assert rejection(lambda: add(Mempool(), world, stranger)) is Reject.NOT_BONDED
 
 
 @pytest.mark.parametrize(
-    ("make", "code"),
+    ("payload", "code"),
     [
-        (lambda w: w.builder.update(FUNDED[0], base_height=0), Reject.UPDATE_STALE),
-        (
-            lambda w: w.builder.update(FUNDED[0], det_vector(1, w.builder.task.param_count, scale=100.0)),
-            Reject.UPDATE_NORM,
-        ),
-        (lambda w: nan_update(w, FUNDED[0]), Reject.UPDATE_NOT_FINITE),
-        (
-            lambda w: w.builder.update(FUNDED[0], det_vector(1, w.builder.task.param_count + 1)),
-            Reject.BAD_UPDATE_SHAPE,
-        ),
+        (lambda w: det_vector(1, w.builder.task.param_count, scale=100.0), Reject.UPDATE_NORM),
+        (nan_update, Reject.UPDATE_NOT_FINITE),
+        (lambda w: det_vector(1, w.builder.task.param_count + 1), Reject.BAD_UPDATE_SHAPE),
     ],
-    ids=["stale", "norm", "not-finite", "shape"],
+    ids=["norm", "not-finite", "shape"],
 )
-def test_consensus_update_checks_run_on_the_tip(world: World, make: object, code: Reject) -> None:
-    world.builder.extend(world.builder.task.staleness_window)  # so base 0 is out of the window
-    world.sync()
-    tx = make(world)  # type: ignore[operator]
+def test_consensus_update_checks_run_on_the_tip(world: World, payload: object, code: Reject) -> None:
+    world.mine([world.builder.commit(FUNDED[0], [payload(world)])])  # type: ignore[operator]
+    world.mine()
+    tx = world.builder.update(FUNDED[0])
     assert rejection(lambda: Mempool().add(encode_tx(tx), tx, world.chain, NOW)) is code
 
 
-def test_an_update_on_another_branch_has_a_bad_base(world: World, tmp_path: pathlib.Path) -> None:
-    other = world.builder.fork(1)
-    other.extend(2, extra=b"other")  # same heights, other hashes
-    tx = other.update(FUNDED[0], base_height=2, nonce=0)
+def test_a_commitment_on_another_branch_has_a_bad_base(world: World) -> None:
+    height = world.chain.height
+    other = world.builder.fork(height - 1)
+    other.extend(1, extra=b"other")  # same heights, another round start block
+    tx = world.builder.commit(FUNDED[0], base_hash=other.tip.hash)
     assert rejection(lambda: Mempool().add(encode_tx(tx), tx, world.chain, NOW)) is Reject.UPDATE_BAD_BASE
+
+
+def test_one_commitment_per_sender_and_round(world: World) -> None:
+    pool = Mempool()
+    add(pool, world, world.builder.commit(FUNDED[0], seeds=(1,)))
+    second = world.builder.commit(FUNDED[0], seeds=(2,))
+    assert rejection(lambda: add(pool, world, second)) is Reject.DUPLICATE_COMMIT
+
+
+def test_bonds_lock_funds_and_are_one_per_key(world: World) -> None:
+    pool = Mempool()
+    newcomer = key(60)
+    assert rejection(lambda: add(pool, world, world.builder.unbond(newcomer))) is Reject.NOT_BONDED
+    assert rejection(lambda: add(pool, world, world.builder.bond(FUNDED[0]))) is Reject.ALREADY_BONDED
+    add(pool, world, pay(world, FUNDED[1], nonce=0))
+    add(pool, world, world.builder.unbond(FUNDED[1], nonce=world.builder.nonce_of(FUNDED[1]) + 1))
+    assert len(pool) == 2
 
 
 # -- bounds and eviction ---------------------------------------------------------------------------
@@ -216,7 +254,7 @@ def test_the_pool_is_bounded_in_bytes(world: World) -> None:
     add(pool, world, pay(world, FUNDED[1], fee=2))
     add(pool, world, pay(world, FUNDED[2], fee=3))
     assert len(pool) == 2 and pool.bytes <= 2 * size
-    update = world.builder.update(FUNDED[3], fee=10**6)
+    update = world.builder.update(FUNDED[3])
     with pytest.raises(PolicyRejected) as info:
         pool.add(encode_tx(update), update, world.chain, NOW)
     assert info.value.reason is PolicyReason.TOO_LARGE
@@ -244,37 +282,55 @@ def test_select_orders_by_fee_rate_but_keeps_nonce_order(world: World) -> None:
     assert chosen == [b0, a0, a1]
 
 
-def test_select_respects_update_count_tx_count_and_bytes(world: World) -> None:
+def test_fair_inclusion_one_update_per_sender_oldest_bond_first(world: World) -> None:
+    """Updates are not sold: the newest bond waits, however early its update arrived;
+    a sender with two pooled updates gets one slot; commitments all go in."""
+    world.committed(*FUNDED, count=2)
     pool = Mempool()
-    max_updates = world.builder.task.max_updates_per_block
+    for i, kp in enumerate(reversed(FUNDED)):  # the youngest bond's updates arrive first
+        add(pool, world, world.builder.update(kp, index=0), now=NOW + i)
+        add(pool, world, world.builder.update(kp, index=1), now=NOW + i + 0.5)
+    commit = world.builder.commit(FUNDED[3], seeds=(77,))
+    add(pool, world, commit)
+    ages = {address_bytes(kp.public): world.chain.state.task.stakes[address_bytes(kp.public)].since for kp in FUNDED}
+    picked = [tx for _, tx in pool.select(max_updates=3, max_txs=100, max_bytes=10**8, bond_age=ages)]
+    assert picked[0] == commit
+    updates = [tx for tx in picked if isinstance(tx, GradientUpdate)]
+    assert [u.sender for u in updates] == [kp.public for kp in FUNDED[:3]]  # oldest bonds, one each
+    assert all(u == world.builder.update(kp, index=0) for u, kp in zip(updates, FUNDED, strict=False))
+    world.mine(picked)  # a valid block
+    pool.remove_for_block(world.builder.tip)
+    assert len(pool) == 2 * len(FUNDED) - 3
+
+
+def test_select_respects_update_count_tx_count_and_bytes(world: World) -> None:
+    world.committed(*FUNDED)
+    pool = Mempool()
     for i, kp in enumerate(FUNDED):
-        add(pool, world, world.builder.update(kp, fee=100 + i, seed=i))
-        add(pool, world, pay(world, kp, nonce=1, fee=1))
+        add(pool, world, world.builder.update(kp))
+        add(pool, world, pay(world, kp, nonce=0, fee=1 + i))
     picked = pool.select(max_updates=2, max_txs=100, max_bytes=10**8)
-    updates = [tx for _, tx in picked if not hasattr(tx, "to")]
-    assert len(updates) == 2 <= max_updates
-    # The two best-paying updates, each followed by its sender's transfer; the
-    # other senders' transfers wait behind their updates.
-    assert len(picked) == 4
+    updates = [tx for _, tx in picked if isinstance(tx, GradientUpdate)]
+    assert len(updates) == 2
+    assert len(picked) == 2 + len(FUNDED)  # every transfer: they do not compete with updates
     assert len(pool.select(max_updates=4, max_txs=3, max_bytes=10**8)) == 3
     one_update = len(encode_tx(world.builder.update(FUNDED[0])))
     assert len(pool.select(max_updates=4, max_txs=100, max_bytes=one_update)) == 1
 
 
-def test_selection_makes_a_valid_block(world: World) -> None:
-    pool = Mempool()
-    for i, kp in enumerate(FUNDED):
-        add(pool, world, world.builder.update(kp, fee=5, seed=i))
-        add(pool, world, pay(world, kp, nonce=1, fee=i))
-    task = world.builder.task
-    picked = pool.select(task.max_updates_per_block, 1000, 10**8)
-    world.mine([tx for _, tx in picked])  # raises if the block is invalid
-    removed = pool.remove_for_block(world.builder.tip)
-    assert set(removed) == {tid(tx) for _, tx in picked}
-    assert len(pool) == 2 * len(FUNDED) - len(picked)
-
-
 # -- following the chain ---------------------------------------------------------------------------
+def test_updates_of_a_closed_reveal_round_are_dropped(world: World) -> None:
+    world.committed(FUNDED[0], count=2)
+    pool = Mempool()
+    first = add(pool, world, world.builder.update(FUNDED[0], index=0))
+    world.mine([world.builder.update(FUNDED[0], index=1)])  # another miner took the other one
+    pool.update_tip(world.chain, connected=[world.builder.tip], disconnected=[], now=NOW)
+    assert first in pool  # the round still reveals
+    world.mine()
+    pool.update_tip(world.chain, connected=[world.builder.tip], disconnected=[], now=NOW)
+    assert first not in pool  # BAD_ROUND on the new tip
+
+
 def test_expiry_drops_old_txs_and_their_successors(world: World) -> None:
     pool = Mempool(expiry_s=60)
     a0 = add(pool, world, pay(world, FUNDED[0], nonce=0), now=NOW)
@@ -297,20 +353,6 @@ def test_a_competing_tx_in_a_block_replaces_the_pooled_one(world: World) -> None
     assert len(pool) == 0 and pool.bytes == 0
 
 
-def test_updates_too_stale_are_dropped_as_blocks_arrive(world: World) -> None:
-    pool = Mempool()
-    upd = add(pool, world, world.builder.update(FUNDED[0]))
-    after = add(pool, world, pay(world, FUNDED[0], nonce=1))
-    window = world.builder.task.staleness_window
-    for _ in range(window - 1):
-        world.mine()
-        pool.update_tip(world.chain, connected=[world.builder.tip], disconnected=[], now=NOW)
-    assert upd in pool  # base = tip - (window - 1): still usable in the next block
-    world.mine()
-    pool.update_tip(world.chain, connected=[world.builder.tip], disconnected=[], now=NOW)
-    assert upd not in pool and after not in pool
-
-
 def test_reorg_returns_disconnected_txs_to_the_pool(world: World) -> None:
     """
     ... - t - a1(x, y)            (first the node's tip)
@@ -318,8 +360,9 @@ def test_reorg_returns_disconnected_txs_to_the_pool(world: World) -> None:
     """
     pool = Mempool()
     fork_height = world.chain.height
-    x = pay(world, FUNDED[0], nonce=0, fee=7)
-    y = pay(world, FUNDED[1], nonce=0, fee=8)
+    n0 = world.builder.nonce_of(FUNDED[0])
+    x = pay(world, FUNDED[0], fee=7)
+    y = pay(world, FUNDED[1], fee=8)
     add(pool, world, x)
     z = add(pool, world, pay(world, FUNDED[0], nonce=1, fee=9))  # pooled successor of x
     world.mine([x, y])
@@ -335,7 +378,7 @@ def test_reorg_returns_disconnected_txs_to_the_pool(world: World) -> None:
     assert outcome is not None and outcome.status == "reorg"
     pool.update_tip(world.chain, connected=outcome.connected, disconnected=outcome.disconnected, now=NOW + 5)
     assert tid(x) in pool and z in pool and tid(y) not in pool
-    assert [e.nonce for e in pool.pending(address_bytes(FUNDED[0].public))] == [0, 1]
+    assert [e.nonce for e in pool.pending(address_bytes(FUNDED[0].public))] == [n0, n0 + 1]
     entry = pool.get(z)
     assert entry is not None and entry.added_at == NOW  # kept its original age
     # What the pool now offers is a valid block on the new tip.
@@ -345,6 +388,7 @@ def test_reorg_returns_disconnected_txs_to_the_pool(world: World) -> None:
 
 def test_pooled_bytes_round_trip_through_the_consensus_decoder(world: World) -> None:
     pool = Mempool()
-    add(pool, world, world.builder.update(FUNDED[0], fee=2))
+    add(pool, world, world.builder.commit(FUNDED[0]))
+    add(pool, world, pay(world, FUNDED[1], nonce=0))
     for raw, tx in pool.select(4, 10, 10**8):
         assert decode_tx(raw) == tx

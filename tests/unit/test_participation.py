@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from consensus.participation import OUTLIER_FACTOR, counted_as_inliers
 from ml.aggregation import aggregate
-from tests.chainbuilder import ChainBuilder, key
+from tests.chainbuilder import ChainBuilder, det_vector, key, quick_task
 from wallet import address_bytes
 
 
@@ -54,15 +54,14 @@ def test_a_sign_flipped_update_is_an_outlier_and_honest_ones_are_not(rule: str) 
 
 
 def test_the_chain_pays_only_counted_contributors() -> None:
-    """genesis - 1 - 2: block 2 holds 3 honest updates and a sign-flipped one (median, f=1)."""
-    cb = ChainBuilder()
-    cb.extend(1)
+    """A block of 3 honest updates and a sign-flipped one (median, f=1; rounds of one block)."""
+    cb = ChainBuilder(quick_task())
+    senders = [key(i + 1) for i in range(3)] + [key(9)]
+    cb.join(*senders)
     rng = np.random.default_rng(1)
     direction = (0.05 * rng.standard_normal(cb.task.param_count)).astype(np.float32)
     honest = [(direction + 0.01 * rng.standard_normal(direction.size)).astype(np.float32) for _ in range(3)]
-    txs = [cb.update(key(i + 1), vector) for i, vector in enumerate(honest)]
-    txs.append(cb.update(key(9), (-direction).astype(np.float32)))
-    cb.add(cb.template(txs))
+    cb.contribute({**dict(zip(senders, honest, strict=False)), key(9): (-direction).astype(np.float32)})
     paid = {p.address for p in cb.tip.txs[0].payouts[1:]}  # type: ignore[union-attr]
     assert paid == {address_bytes(key(i + 1).public) for i in range(3)}
     assert cb.state.model_version == 1
@@ -76,7 +75,8 @@ def test_a_task_may_name_a_composed_rule() -> None:
 
     task = dataclasses.replace(builtin_task("digits"), rule="nnm+median")
     assert TaskSpec.from_dict(task.to_dict()) == task
-    cb = ChainBuilder(task)
-    cb.extend(1)
-    cb.add(cb.template([cb.update(key(i + 1), seed=i) for i in range(3)]))
+    cb = ChainBuilder(dataclasses.replace(quick_task(), rule="nnm+median"))
+    senders = [key(i + 1) for i in range(3)]
+    cb.join(*senders)
+    cb.contribute({k: det_vector(i, cb.task.param_count) for i, k in enumerate(senders)})
     assert cb.state.model_version == 1

@@ -11,11 +11,15 @@ import numpy as np
 
 from consensus.header import hash_hex
 from consensus.tx import (
+    Bond,
     Coinbase,
+    Commit,
     GradientUpdate,
     Payout,
     TaskTx,
     Transfer,
+    Unbond,
+    chain_tag,
     encode_tx,
     sign_tx,
     txid,
@@ -31,13 +35,14 @@ from node.api.summaries import (
 from tests.chainbuilder import addr, key, solo_task
 from wallet import encode_address
 
-CHAIN_ID = 7
+TAG = chain_tag(7, b"\x22" * 32)
+TASK = b"\x44" * 32
 
 
 def update_tx() -> tuple[GradientUpdate, bytes]:
     sender = key(1)
-    tx = GradientUpdate(sender.public, 3, 2, 5, b"\x11" * 32, encode_update(np.ones(4, dtype=np.float32)))
-    signed = sign_tx(tx, sender, CHAIN_ID)
+    tx = GradientUpdate(sender.public, TASK, 5, encode_update(np.ones(4, dtype=np.float32)))
+    signed = sign_tx(tx, sender, TAG)
     assert isinstance(signed, GradientUpdate)
     return signed, encode_tx(signed)
 
@@ -56,7 +61,7 @@ def test_a_coinbase_names_its_height_and_payouts() -> None:
 
 def test_a_transfer_names_sender_and_recipient_as_addresses() -> None:
     sender = key(4)
-    tx = sign_tx(Transfer(sender.public, 1, addr(key(5)), 900, 3), sender, CHAIN_ID)
+    tx = sign_tx(Transfer(sender.public, 1, addr(key(5)), 900, 3), sender, TAG)
     summary = summarise_tx(tx, encode_tx(tx))
     assert isinstance(summary, TransferSummary)
     body = summary.to_json()
@@ -70,6 +75,7 @@ def test_an_update_carries_a_verdict_only_once_its_block_connected() -> None:
     assert isinstance(pooled, UpdateSummary) and pooled.outcome is None
     assert not {"accepted", "outcome", "reason"} & set(pooled.to_json())
     assert pooled.to_json()["encoding"] == "f32" and pooled.to_json()["values"] == 4
+    assert (pooled.to_json()["round"], pooled.to_json()["task"]) == (5, hash_hex(TASK))
 
     task = solo_task()
     for accepted, outcome in ((True, "accepted"), (False, "rejected"), (None, "not applied")):
@@ -86,3 +92,20 @@ def test_a_task_tx_serves_its_task_dict() -> None:
     tx = TaskTx(spec)
     summary = summarise_tx(tx, encode_tx(tx))
     assert isinstance(summary, TaskSummary) and summary.to_json()["task"] == spec
+
+
+def test_bonds_and_commitments_name_their_sender_task_and_round() -> None:
+    sender = key(6)
+    bond = sign_tx(Bond(sender.public, 2, 5, TASK), sender, TAG)
+    summary = summarise_tx(bond, encode_tx(bond))
+    assert summary.to_json() | {"txid": None, "size": None} == {
+        "txid": None, "size": None, "type": "bond", "from": encode_address(addr(sender)), "task": hash_hex(TASK),
+        "fee": 5,
+        "nonce": 2,
+    }
+    unbond = sign_tx(Unbond(sender.public, 3, 0, TASK), sender, TAG)
+    assert summarise_tx(unbond, encode_tx(unbond)).to_json()["type"] == "unbond"
+    commit = sign_tx(Commit(sender.public, TASK, 4, b"\x33" * 32, (b"\x01" * 32, b"\x02" * 32)), sender, TAG)
+    body = summarise_tx(commit, encode_tx(commit)).to_json()
+    assert (body["type"], body["round"], body["updates"], body["task"]) == ("commit", 4, 2, hash_hex(TASK))
+    assert body["base_hash"] == hash_hex(b"\x33" * 32)

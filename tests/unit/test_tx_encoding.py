@@ -31,12 +31,15 @@ from consensus.tx import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
+    Bond,
     Coinbase,
+    Commit,
     GradientUpdate,
     Payout,
     TaskTx,
     Transfer,
     Tx,
+    Unbond,
     decode_tx,
     encode_tx,
     txid,
@@ -48,6 +51,7 @@ U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 MAX_PAYOUTS_DRAWN = 5
 MAX_PAYLOAD_DRAWN = 64  # bytes per update field: framing is what decoding checks
+MAX_COMMIT_HASHES_DRAWN = 9
 
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -88,15 +92,29 @@ encoded_updates = st.builds(
 gradient_updates = st.builds(
     GradientUpdate,
     sender=fixed(PUBLIC_KEY_SIZE),
-    nonce=u64,
-    fee=amounts,
-    base_height=u32,
-    base_hash=fixed(HASH_SIZE),
+    task_id=fixed(HASH_SIZE),
+    round=u32,
     update=encoded_updates,
     signature=fixed(SIGNATURE_SIZE),
 )
+bonds = st.builds(
+    Bond,
+    sender=fixed(PUBLIC_KEY_SIZE), nonce=u64, fee=amounts, task_id=fixed(HASH_SIZE), signature=fixed(SIGNATURE_SIZE),
+)
+unbonds = st.builds(
+    Unbond, sender=fixed(PUBLIC_KEY_SIZE), nonce=u64, fee=amounts, task_id=fixed(HASH_SIZE), signature=fixed(SIGNATURE_SIZE)
+)
+commits = st.builds(
+    Commit,
+    sender=fixed(PUBLIC_KEY_SIZE),
+    task_id=fixed(HASH_SIZE),
+    round=u32,
+    base_hash=fixed(HASH_SIZE),
+    hashes=st.lists(fixed(HASH_SIZE), min_size=1, max_size=MAX_COMMIT_HASHES_DRAWN).map(tuple),
+    signature=fixed(SIGNATURE_SIZE),
+)
 tasks = st.sampled_from(BUILTIN_TASKS).map(lambda name: TaskTx(builtin_task(name).to_dict()))
-any_tx: st.SearchStrategy[Tx] = st.one_of(coinbases, transfers, gradient_updates, tasks)
+any_tx: st.SearchStrategy[Tx] = st.one_of(coinbases, transfers, bonds, unbonds, commits, gradient_updates, tasks)
 
 
 @st.composite
@@ -182,7 +200,7 @@ msgpack_values = st.recursive(
 
 
 @EXAMPLES
-@given(st.integers(0, 3), st.lists(msgpack_values, max_size=8))
+@given(st.integers(0, 6), st.lists(msgpack_values, max_size=8))
 def test_well_formed_msgpack_of_any_shape_is_rejected_or_canonical(kind: int, fields: list[Any]) -> None:
     """Valid msgpack with a tx kind up front and any fields after it: a code, never a crash."""
     raw = msgpack.packb([kind, *fields], use_bin_type=True)
