@@ -17,6 +17,7 @@ from consensus.rounds import round_start
 from consensus.tx import Bond, GradientUpdate, Transfer, encode_tx, sign_tx
 from node.contributor import Contributor, KeyStatus
 from node.service import Node
+from tests.conftest import until
 from tests.node.harness import mine
 from wallet import KeyPair, address_bytes
 
@@ -54,6 +55,19 @@ def settled(node: Node, members: Sequence[Node]) -> bool:
         if not status.settled(chain.task.bond_amount):
             return False
     return True
+
+
+async def mine_settled(node: Node, timeout: float) -> bool:
+    """Mine one block once ``node``'s own trainer has pooled what it owes it; True if it carries an update.
+
+    A training node bonds with its first reward, commits once the bond is
+    mature and reveals one update per block in the next round, so most of the
+    first blocks carry none.
+    """
+    await until(lambda: node.run_chain(settled, node, [node]), timeout, what="the trainer's txs")
+    await mine(node, 1)
+    block = node.chain.get_block(node.chain.tip.hash)
+    return block is not None and any(isinstance(tx, GradientUpdate) for tx in block.txs)
 
 
 async def join(node: Node, keys: Sequence[KeyPair]) -> None:

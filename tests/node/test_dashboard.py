@@ -16,7 +16,6 @@ import numpy as np
 from markupsafe import escape
 
 from consensus.header import hash_hex
-from consensus.tx import GradientUpdate
 from node.api import dashboard_render as render
 from node.api import dashboard_views as views
 from node.api import plot
@@ -24,8 +23,7 @@ from node.api.status import StatusSnapshot
 from node.p2p import messages as m
 from node.service import Node
 from tests.chainbuilder import key
-from tests.conftest import until
-from tests.node.contrib import commit, join, next_round, reveals, settled, submit
+from tests.node.contrib import commit, join, mine_settled, next_round, reveals, submit
 from tests.node.harness import Cluster, FakePeer, connect, get_json, http, mine, scenario
 
 UPDATE_TIMEOUT_S = 20.0  # one local training run of the trainer, on a loaded 2-core box
@@ -41,15 +39,10 @@ class HostileAgentPeer(FakePeer):
 
 
 async def mine_with_updates(node: Node, blocks: int) -> list[int]:
-    """Mine until ``blocks`` blocks carry the trainer's update (it bonds with the rewards of the
-    first, commits once mature, reveals next round), each after its due txs are pooled;
-    returns those blocks' heights."""
+    """Mine until ``blocks`` blocks carry the trainer's update; returns those blocks' heights."""
     with_updates: list[int] = []
     while len(with_updates) < blocks:
-        await until(lambda: node.run_chain(settled, node, [node]), UPDATE_TIMEOUT_S, what="the trainer's txs")
-        await mine(node, 1)
-        block = node.chain.get_block(node.chain.tip.hash)
-        if block is not None and any(isinstance(tx, GradientUpdate) for tx in block.txs):
+        if await mine_settled(node, UPDATE_TIMEOUT_S):
             with_updates.append(node.chain.height)
     return with_updates
 

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from node.config import NodeConfig
-from node.mining import mine_blocks
-from tests.conftest import until
+from tests.node.contrib import mine_settled
 from tests.node.threaded import NodeThread
 from wallet import keypair_from_seed
 
@@ -48,16 +47,19 @@ pytestmark = pytest.mark.skipif(
 
 
 class BrowserNode(NodeThread):
-    """The threaded node, plus mining on demand once the trainer's update is in."""
+    """The threaded node, plus mining on demand once its trainer's transactions are in."""
 
-    def mine_after_update(self) -> None:
-        """Wait for the trainer's update to reach the mempool, then mine one block on it."""
+    def mine_with_updates(self, blocks: int) -> int:
+        """Mine until ``blocks`` more blocks carry the trainer's update (the last one does); returns the height.
 
-        async def go() -> None:
-            await until(lambda: len(self.node.mempool) > 0, UPDATE_TIMEOUT_S, what="the trainer's update")
-            await mine_blocks(self.node, 1)
-
-        self.call(go())
+        The trainer bonds with the first reward, commits once the bond is
+        mature and reveals one update per block in the next round
+        (tests.node.contrib.mine_settled), one block per call to the node's loop.
+        """
+        while blocks:
+            if self.call(mine_settled(self.node, UPDATE_TIMEOUT_S)):
+                blocks -= 1
+        return self.node.chain.height
 
 
 @pytest.fixture()
@@ -136,32 +138,30 @@ def test_dashboard_renders_in_chromium_and_follows_new_blocks(running: BrowserNo
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    for _ in range(3):
-        running.mine_after_update()
+    tip = running.mine_with_updates(2)
     browser.get(running.node.url + "/")
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
 
     first = snapshot(browser)
-    assert first["height"] == running.node.chain.height == 3
+    assert first["height"] == running.node.chain.height == tip
     assert first["accuracy_lines"] == 1
     assert first["plot_width"] > 300 and first["plot_height"] > 100, "the plot is laid out at a readable size"
     assert first["tables"] == ["blocks", "updates", "peers"]
-    assert first["block_rows"] == ["3", "2", "1", "0"]
-    assert first["accepted"] >= 2, "blocks 2 and 3 carry accepted updates"
+    assert first["block_rows"][:4] == [str(h) for h in range(tip, tip - 4, -1)]
+    assert first["accepted"] >= 2, "the last two blocks with updates carry accepted ones"
     assert first["stale"] is False
 
-    running.mine_after_update()
-    running.mine_after_update()
-    wait.until(lambda d: snapshot(d)["height"] == 5, "the live loop never showed height 5")
-    wait.until(  # the page evaluates the tip it shows, so height 5 is a new point
+    newest = running.mine_with_updates(1)
+    wait.until(lambda d: snapshot(d)["height"] == newest, f"the live loop never showed height {newest}")
+    wait.until(  # the page evaluates the tip it shows, so a new height is a new point
         lambda d: snapshot(d)["points"] > first["points"], "the plot did not grow with the new heights"
     )
     later = snapshot(browser)
-    assert later["block_rows"][:2] == ["5", "4"] and later["stale"] is False
+    assert later["block_rows"][0] == str(newest) and later["stale"] is False
     save_full_page(browser, SCREENSHOT)
 
     # The explorer: open the newest block's page and find its update's verdict.
     browser.get(later["newest_link"])
     wait.until(lambda d: d.find_elements(By.ID, "txs"))
-    assert "block 5" in browser.title
+    assert f"block {newest}" in browser.title
     assert browser.find_elements(By.CSS_SELECTOR, "#block-updates .badge.ok")

@@ -14,11 +14,14 @@ own template, each with one transaction swapped for a broken one
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import numpy as np
 
 from consensus.errors import Reject
 from consensus.rounds import round_start
-from consensus.tx import Bond, Commit, GradientUpdate, Tx, sign_tx
+from consensus.tx import Bond, Commit, GradientUpdate, Tx, Unbond, chain_tag, sign_tx
 from ml.codec import encode_update
 from node.contributor import Contributor
 from node.mining import make_template
@@ -39,8 +42,8 @@ def vectors(node: Node, seed: int, count: int) -> list[np.ndarray]:
     return [(0.01 * rng.standard_normal(node.chain.task.param_count)).astype(np.float32) for _ in range(count)]
 
 
-def signed_commit(node: Node, key: object, **changes: object) -> Commit:
-    """A commitment of ``key`` in the next block's round (one update), with fields changed."""
+def signed_commit(node: Node, key: object, tag: bytes | None = None, **changes: object) -> Commit:
+    """A commitment of ``key`` in the next block's round (one update), with fields changed, signed for ``tag``."""
     me = Contributor(key, node.chain.task, node.chain.signing_tag, node.chain.rules.task_id)  # type: ignore[arg-type]
     status = status_of(node, key)  # type: ignore[arg-type]
     base = node.chain.main[round_start(status.round, node.chain.task.round_blocks)]
@@ -48,7 +51,7 @@ def signed_commit(node: Node, key: object, **changes: object) -> Commit:
     fields = {"task_id": honest.task_id, "round": honest.round, "base_hash": honest.base_hash,
               "hashes": honest.hashes, **changes}
     tx = Commit(honest.sender, fields["task_id"], fields["round"], fields["base_hash"], fields["hashes"])  # type: ignore[arg-type]
-    return sign_tx(tx, key, node.chain.signing_tag)  # type: ignore[arg-type, return-value]
+    return sign_tx(tx, key, tag or node.chain.signing_tag)  # type: ignore[arg-type, return-value]
 
 
 async def offer(node: Node, cases: list[tuple[Reject, list[Tx]]]) -> None:
@@ -70,6 +73,9 @@ async def test_blocks_breaking_the_round_rules_are_rejected_with_their_code(clus
     tag = a.chain.signing_tag
     nonce = a.chain.state.account(address_bytes(ALICE.public)).nonce
     again = Bond(ALICE.public, nonce, 0, a.chain.rules.task_id)
+    nothing = Unbond(STRANGER.public, 0, 0, a.chain.rules.task_id)
+    # the same network, another chain (another genesis: another task, --rule or --f)
+    elsewhere = chain_tag(a.chain.rules.chain_id, hashlib.sha256(b"another genesis").digest())
     await offer(a, [
         (Reject.NOT_BONDED, [signed_commit(a, STRANGER)]),
         (Reject.UNKNOWN_TASK, [signed_commit(a, BOB, task_id=b"\x01" * 32)]),
@@ -78,6 +84,8 @@ async def test_blocks_breaking_the_round_rules_are_rejected_with_their_code(clus
         (Reject.BAD_COMMIT, [signed_commit(a, BOB, hashes=(b"\x01" * 32, b"\x01" * 32))]),
         (Reject.DUPLICATE_COMMIT, [signed_commit(a, ALICE)]),
         (Reject.ALREADY_BONDED, [sign_tx(again, ALICE, tag)]),
+        (Reject.NOT_BONDED, [sign_tx(nothing, STRANGER, tag)]),
+        (Reject.BAD_SIGNATURE, [signed_commit(a, BOB, tag=elsewhere)]),
     ])
     assert a.chain.height == height  # none of them connected
 
@@ -86,8 +94,10 @@ async def test_blocks_breaking_the_round_rules_are_rejected_with_their_code(clus
     second = contributors[ALICE].plans[first.round][1]
     stray = GradientUpdate(ALICE.public, a.chain.rules.task_id, first.round, encode_update(vectors(a, 5, 1)[0]))
     uncommitted = sign_tx(stray, ALICE, tag)
+    late = sign_tx(dataclasses.replace(first, round=first.round + 1, signature=b""), ALICE, tag)
     await offer(a, [
         (Reject.NO_COMMITMENT, [uncommitted]),
+        (Reject.BAD_ROUND, [late]),
         (Reject.DUPLICATE_SENDER, [first, second]),
     ])
     async with FakePeer(a) as honest:  # the valid block still connects from a fresh peer
