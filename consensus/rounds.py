@@ -21,8 +21,11 @@ reasons and the measurements):
   block (``DUPLICATE_SENDER``), each matching an unrevealed digest of its own
   commitment (``NO_COMMITMENT``). A copier sees a reveal only after the
   commitments it could have matched were closed; re-signing it later is an
-  exact clone of another sender's update from the last two rounds, which is
-  kept in the block but never counted or paid.
+  exact clone, kept in the block but never counted or paid, if revealed
+  within ``CLONE_WINDOW_ROUNDS`` rounds of the original: committing in the
+  round it saw the reveal, or in the next (a reveal in a round's last block),
+  is caught; a copier that waits longer reveals an update three rounds
+  staler than everyone else's.
 * **Votes.** Each block's vote is the task's rule over its counted updates
   with the task's ``f`` (:func:`consensus.transition.aggregate_updates`), or
   zero when they are too few: no block decides anything alone.
@@ -50,6 +53,9 @@ from consensus.tx import Bond, Commit, GradientUpdate, Unbond, commitment_digest
 from ml.gate import GateSet, validation_loss
 from ml.rounds import RoundResult, aggregate_votes
 from ml.tasks import TaskSpec
+
+
+CLONE_WINDOW_ROUNDS = 2  # a copy of an update revealed in round v is a clone when revealed in v .. v + 2
 
 
 def round_of(height: int, round_blocks: int) -> int:
@@ -262,8 +268,10 @@ def next_task_state(
     """The task's post-state: the block's vote appended, or at a round's end the round wound up.
 
     At a round's end the votes are cleared, the previous round's commitments
-    (revealed during this one) dropped, and reveals older than the last two
-    rounds forgotten.
+    (revealed during this one) dropped, and reveals forgotten that a copy in
+    the next round could no longer clone (revealed more than
+    ``CLONE_WINDOW_ROUNDS`` rounds before it; ``reveals`` holds each
+    original's commitment round, one less than its reveal round).
     """
     commitments: Mapping[tuple[int, bytes], Commitment] = work.commitments
     reveals: Mapping[bytes, tuple[int, bytes]] = work.reveals
@@ -272,7 +280,8 @@ def next_task_state(
     if closed:
         current = round_of(height, task.round_blocks)
         commitments = {key: c for key, c in work.commitments.items() if key[0] >= current}
-        reveals = {digest: seen for digest, seen in work.reveals.items() if seen[0] >= current - 1}
+        oldest = current + 1 - CLONE_WINDOW_ROUNDS  # the oldest reveal round the next round still clones
+        reveals = {digest: seen for digest, seen in work.reveals.items() if seen[0] + 1 >= oldest}
         votes = ()
     return TaskState(
         params=params,

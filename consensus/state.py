@@ -167,9 +167,9 @@ class TaskState:
     identities; ``commitments`` the open commitments by ``(round, address)``
     (this round's and the previous one's, whose updates are being revealed);
     ``votes`` the open round's block votes so far; ``reveals`` the content
-    digest of every update revealed in this or the previous round, with its
-    round and first sender (a later copy by another sender is a clone and
-    never counts).
+    digest of every update revealed in this round or the last
+    ``consensus.rounds.CLONE_WINDOW_ROUNDS``, with its commitment round and
+    first sender (a later copy by another sender is a clone and never counts).
     """
 
     params: np.ndarray

@@ -226,6 +226,41 @@ def test_a_clone_of_another_senders_update_is_kept_but_never_counted(rb: ChainBu
     assert balance(rb, bob) == 0
 
 
+@pytest.mark.parametrize("wait", [0, 1], ids=["same-round", "next-round"])
+def test_a_copier_of_revealed_updates_is_never_paid(rb: ChainBuilder, wait: int) -> None:
+    """Alice reveals in round v; Bob commits to copies of her reveals in round v (its last block) or,
+    having waited, v + 1, and reveals them a round later beside honest Carol: only Carol is paid.
+
+    The copies are exact clones of updates revealed one or two rounds before
+    (``CLONE_WINDOW_ROUNDS``); the round after the reveal is the latest a
+    copier of a reveal in a round's last block can commit in.
+    """
+    alice, bob, carol = HONEST[0], HONEST[1], HONEST[2]
+    size = rb.task.param_count
+    seen = [det_vector(70 + j, size) for j in range(WIDTH)]
+    own = [det_vector(90 + j, size) for j in range(WIDTH)]
+    copies = seen[: WIDTH - 1]  # what Bob has seen by the last block of round v
+    rb.add(rb.template([rb.commit(alice, seen)]))
+    while (rb.next_height - 1) % WIDTH:
+        rb.extend(1)
+    for position in range(WIDTH):  # round v: Alice reveals
+        txs: list[Tx] = [rb.update(alice, index=position)]
+        if wait == 0 and position == WIDTH - 1:
+            txs += [rb.commit(bob, copies), rb.commit(carol, own)]
+        rb.add(rb.template(txs))
+    if wait == 1:
+        rb.add(rb.template([rb.commit(bob, copies), rb.commit(carol, own)]))
+        while (rb.next_height - 1) % WIDTH:
+            rb.extend(1)
+    for position in range(WIDTH):  # Bob's and Carol's reveal round
+        txs = [rb.update(carol, index=position)]
+        if position < len(copies):
+            txs.append(rb.update(bob, index=position))
+        rb.add(rb.template(txs))
+    assert balance(rb, carol) == WIDTH * rb.task.contributor_reward
+    assert balance(rb, bob) == 0
+
+
 def test_the_round_gate_refuses_a_step_that_raises_the_validation_loss() -> None:
     """With the round gate (digits' built-in task), a round whose only votes push the model up
     the loss moves nothing and pays nobody; the same blocks reversed move it."""
