@@ -51,11 +51,8 @@ from consensus.errors import BlockRejected, Reject
 from consensus.state import Commitment, Stake, TaskState, Unbonding, Vote
 from consensus.tx import Bond, Commit, GradientUpdate, Unbond, commitment_digest
 from ml.gate import GateSet, validation_loss
-from ml.rounds import RoundResult, aggregate_votes
+from ml.rounds import CLONE_WINDOW_ROUNDS, RoundResult, aggregate_votes
 from ml.tasks import TaskSpec
-
-
-CLONE_WINDOW_ROUNDS = 2  # a copy of an update revealed in round v is a clone when revealed in v .. v + 2
 
 
 def round_of(height: int, round_blocks: int) -> int:

@@ -72,7 +72,7 @@ from ml.datasets import load_dataset
 from ml.evaluate import evaluate
 from ml.gate import GateSet, gate_indices, validation_loss
 from ml.models import init_params, loss_and_grad
-from ml.rounds import VOTE_RULES, aggregate_votes, block_vote, inliers
+from ml.rounds import CLONE_WINDOW_ROUNDS, VOTE_RULES, aggregate_votes, block_vote, inliers
 from ml.shards import shard
 from ml.tasks import TaskSpec, builtin_task
 from ml.trainer import NORM_MARGIN, train_update
@@ -144,6 +144,11 @@ class ChainSimConfig:
         by at most this share; otherwise the round moves nothing.
     gate_examples
         Size of the round gate's validation set.
+    copy_lag
+        With commit-reveal, how many rounds after an honest reveal the
+        ``copy`` attacker reveals its copy: up to
+        :data:`ml.rounds.CLONE_WINDOW_ROUNDS` the copy is a clone (never
+        counted); past it, a stale update counted like any other.
     poison
         The attacking miner's vote: ``sign-flip`` (its honest update
         reversed, at the norm bound) or ``gate-aware`` (see :data:`POISONS`).
@@ -163,6 +168,7 @@ class ChainSimConfig:
     attack: str = NO_ATTACK
     hashrate: float = 0.0
     sybils: int = 24
+    copy_lag: int = 1
     round_gate: float | None = 0.0
     gate_examples: int = 200
     poison: str = "sign-flip"
@@ -191,6 +197,8 @@ class ChainSimConfig:
             )
         if not 0.0 <= self.hashrate < 1.0:
             raise ValueError(f"hashrate is a share in [0, 1), got {self.hashrate}")
+        if self.copy_lag < 1:
+            raise ValueError(f"copy_lag must be >= 1 (a copy follows its original), got {self.copy_lag}")
         if self.sybils < 0:
             raise ValueError(f"sybils must be >= 0, got {self.sybils}")
         if self.server_lr is not None and not (
@@ -378,7 +386,7 @@ class _Chain:
                     best, best_harm = vote, harm
         return best.astype(np.float32)
 
-    def honest_block(self, base: F32, previous_reveals: Sequence[F32]) -> list[_Update]:
+    def honest_block(self, base: F32, copyable: Sequence[F32]) -> list[_Update]:
         """An honest miner's block: one update per contributor, established bonds first."""
         slots = self.spec.max_updates_per_block
         arrival = [int(i) for i in self.order.permutation(self.config.participants)]
@@ -396,19 +404,24 @@ class _Chain:
             if who == SYBIL and poison is not None:
                 updates.append(_Update(SYBIL, poison))
             elif who == COPIER:
-                updates.append(self._copy(updates, previous_reveals))
+                updates.append(self._copy(updates, copyable))
         return updates
 
-    def _copy(self, updates: list[_Update], previous_reveals: Sequence[F32]) -> _Update:
-        """The copier's update: a same-block copy (no commit-reveal) or an old reveal (clone)."""
+    def _copy(self, updates: list[_Update], copyable: Sequence[F32]) -> _Update:
+        """The copier's update: a same-block copy (no commit-reveal) or a reveal ``copy_lag`` rounds old.
+
+        The old reveal is a clone within the chain's clone window, a stale
+        update the rules cannot tell from an honest one past it.
+        """
         if self.config.delay == 0:
             honest = [u for u in updates if u.sender >= 0]
             if honest:
                 victim = honest[int(self.order.integers(0, len(honest)))]
                 return _Update(COPIER, victim.delta.copy())
-        if previous_reveals:
-            old = previous_reveals[int(self.order.integers(0, len(previous_reveals)))]
-            return _Update(COPIER, old.copy(), clone=True)
+        clone = self.config.copy_lag <= CLONE_WINDOW_ROUNDS
+        if copyable:
+            old = copyable[int(self.order.integers(0, len(copyable)))]
+            return _Update(COPIER, old.copy(), clone=clone)
         return _Update(COPIER, np.zeros(self.spec.param_count, dtype=np.float32), clone=True)
 
     def attacker_block(self, base: F32, poison: F32 | None) -> list[_Update]:
@@ -456,7 +469,7 @@ def run_chain_simulation(
     initial = evaluate(spec, chain.params, chain.dataset)["accuracy"]
     bases: list[F32] = [chain.params.copy()]  # model at the start of each round
     previous = np.zeros(spec.param_count, dtype=np.float32)
-    reveals: list[F32] = []  # honest updates of the previous round (what a copier can clone)
+    reveals: list[list[F32]] = []  # honest updates of each round so far (what a copier copies)
     logs: list[RoundLog] = []
     for r in range(config.rounds):
         base = bases[r - config.delay] if r >= config.delay else None
@@ -465,6 +478,7 @@ def run_chain_simulation(
         poison = chain.poison(base) if base is not None and attacker_blocks.any() else None
         votes = np.zeros((w, spec.param_count), dtype=np.float32)
         block_verdicts: list[list[tuple[int, bool]]] = []
+        copyable = reveals[r - config.copy_lag] if r >= config.copy_lag else []
         round_reveals: list[F32] = []
         for b in range(w):
             if base is None:
@@ -473,7 +487,7 @@ def run_chain_simulation(
             if attacker_blocks[b]:
                 updates = chain.attacker_block(base, poison)
             else:
-                updates = chain.honest_block(base, reveals)
+                updates = chain.honest_block(base, copyable)
             votes[b], verdicts = chain.vote(updates)
             block_verdicts.append(verdicts)
             round_reveals += [u.delta for u in updates if u.sender >= 0]
@@ -481,7 +495,7 @@ def run_chain_simulation(
         gated = chain.step(result.aggregate)
         previous = np.zeros_like(result.aggregate) if gated else result.aggregate
         bases.append(chain.params.copy())
-        reveals = round_reveals
+        reveals.append(round_reveals)
         _pay(chain, block_verdicts, result.counted & (not gated))
         accuracy = evaluate(spec, chain.params, chain.dataset)["accuracy"]
         zero = sum(1 for row in votes if not row.any())

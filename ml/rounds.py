@@ -43,6 +43,12 @@ import numpy.typing as npt
 from ml.aggregation import AggregationError, aggregate
 from ml.checks import l2_norm
 
+# An exact copy of an update revealed in round v is a clone (kept, never counted
+# or paid) when it is revealed in round v .. v + CLONE_WINDOW_ROUNDS: commit-reveal
+# lets a copier commit no earlier than the round it saw the reveal, and no
+# later than the next if the reveal was in a round's last block.
+CLONE_WINDOW_ROUNDS = 2
+
 __all__ = [
     "VOTE_RULES",
     "BlockVote",

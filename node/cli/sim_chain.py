@@ -91,6 +91,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--sybils", type=int, default=24, help="sybil-flood's bonded keys (default: 24)"
     )
     group.add_argument(
+        "--copy-lag",
+        type=int,
+        default=None,
+        metavar="ROUNDS",
+        help="copy: rounds between an honest reveal and the copier's (default: 1; past the "
+        "chain's clone window of 2 the copy is no longer a clone)",
+    )
+    group.add_argument(
         "--server-lr", type=float, default=None, help="override the task's server learning rate"
     )
     group.add_argument(
@@ -111,6 +119,7 @@ CHAIN_ONLY = (
     "vote_rule",
     "round_gate",
     "reveal_delay",
+    "copy_lag",
     "server_lr",
 )
 NOT_FOR_CHAIN = {"rule": "--rule", "byzantine": "--byzantine", "f": "--f", "norm_bound": "--norm-bound"}
@@ -171,6 +180,7 @@ def _config(args: argparse.Namespace) -> Any:
             reveal_delay=args.reveal_delay,
             attack=args.attack,
             sybils=args.sybils,
+            copy_lag=1 if args.copy_lag is None else args.copy_lag,
             round_gate=None if args.no_round_gate else gate,
             poison=args.poison,
             server_lr=args.server_lr,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ml.chainsim import COPIER, SYBIL, ChainSimConfig, run_chain_simulation, sweep
+from ml.rounds import CLONE_WINDOW_ROUNDS
 from node.cli.main import main
 
 SHORT = 48  # blocks: six rounds of eight
@@ -105,6 +106,16 @@ def test_a_copier_earns_nothing_with_commit_reveal() -> None:
     assert guarded.included[COPIER] > 0 and guarded.paid[COPIER] == 0
     assert guarded.honest_paid_mean() > 0
     assert open_.paid[COPIER] > 0
+
+
+def test_a_copier_that_waits_out_the_clone_window_is_paid_for_stale_updates() -> None:
+    """The limit of commit-reveal without proof of training: a copy revealed two rounds after its
+    original is still a clone; three rounds after, it is a stale update the rules count."""
+    common = dict(blocks=2 * SHORT, round_blocks=8, attack="copy", seed=4)  # stale copies count once steps are small
+    inside = run_chain_simulation(ChainSimConfig(**common, copy_lag=CLONE_WINDOW_ROUNDS))
+    past = run_chain_simulation(ChainSimConfig(**common, copy_lag=CLONE_WINDOW_ROUNDS + 1))
+    assert inside.included[COPIER] > 0 and inside.paid[COPIER] == 0
+    assert past.paid[COPIER] > 0
 
 
 def test_late_bonded_sybils_take_only_the_slots_honest_ones_leave() -> None:
