@@ -372,7 +372,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     height = chain.height if args.height is None else args.height
     block_hash = chain.hash_at(height)
     if block_hash is None:
-        raise CliError(f"height {height} is not on the main chain (tip is {chain.height})")
+        raise CliError(f"height {height} is not on the main chain; pass --height 0..{chain.height}")
     entry = chain.index[block_hash]
     block = chain.get_block(block_hash)
     if height == chain.height:

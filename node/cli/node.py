@@ -54,6 +54,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import errno
     import os
     import signal
 
@@ -105,6 +106,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except (DatadirLocked, StorageError, KeystoreFileError, OSError, ValueError) as exc:
+    except (DatadirLocked, StorageError, KeystoreFileError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise CliError(f"{exc}; pick another --listen HOST:PORT (port 0: any free one)") from None
+        raise CliError(f"{exc}; check that --datadir is a writable directory") from None
     return 0
