@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +59,6 @@ Scalar = bool | bytes | float | int | str
 
 class BridgeError(Exception):
     """The client or the node cannot take part as asked; the message says what to change."""
-
-
-class NumPyClientLike(Protocol):
-    """What the bridge calls: the ``fit`` of a Flower NumPyClient (``evaluate`` is optional)."""
-
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]) -> Any: ...
 
 
 @dataclass
@@ -90,7 +84,8 @@ class RoundReport:
     refused: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON-ready data (numpy scalars as numbers, bytes as hex)."""
+        return {key: _plain(value) for key, value in asdict(self).items()}
 
     def describe(self) -> str:
         """One log line: ``model 12 a3f0…: loss 0.31 accuracy 0.93 (450) | fit 449 -> tx 9c1e…``."""
@@ -106,22 +101,28 @@ class RoundReport:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.4f}" if isinstance(value, (float, np.floating)) else str(value)
 
 
-# -- the parameter layout ---------------------------------------------------------------------------
-def layer_shapes(task: TaskSpec) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of the arrays a client receives, in order: ``W0, b0, W1, b1, ...``."""
-    return param_shapes(task)
+def _plain(value: Any) -> Any:
+    """``value`` with what a client's metrics may hold (Flower's Scalar, numpy scalars) made JSON-ready."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
 
 
+# -- the parameter layout: ml.models.param_shapes, W0, b0, W1, b1, ... -------------------------------
 def to_layers(task: TaskSpec, flat: np.ndarray) -> list[np.ndarray]:
     """The flat parameter vector as Flower's list of per-layer arrays (fresh float32 copies)."""
     values = np.asarray(flat, dtype=np.float32)
     if values.shape != (task.param_count,):
         raise BridgeError(f"the node served {values.size} parameters; task {task.name} has {task.param_count}")
     layers, offset = [], 0
-    for _, shape in layer_shapes(task):
+    for _, shape in param_shapes(task):
         size = int(np.prod(shape))
         layers.append(values[offset:offset + size].reshape(shape).copy())
         offset += size
@@ -130,7 +131,7 @@ def to_layers(task: TaskSpec, flat: np.ndarray) -> list[np.ndarray]:
 
 def from_layers(task: TaskSpec, layers: Sequence[Any], what: str = "fit") -> np.ndarray:
     """The client's per-layer arrays back as one flat float32 vector; a wrong layout is a BridgeError."""
-    expected = layer_shapes(task)
+    expected = param_shapes(task)
     described = ", ".join(f"{name} {list(shape)}" for name, shape in expected)
     if not isinstance(layers, (list, tuple)) or len(layers) != len(expected):
         count = len(layers) if isinstance(layers, (list, tuple)) else type(layers).__name__

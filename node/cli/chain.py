@@ -299,13 +299,15 @@ def read_records(stream: Any) -> Any:
         if not head:
             return
         if len(head) != 8 or head[:4] != EXPORT_MAGIC:
-            raise CliError("the input is not a gradchain block file (bad record header)")
+            raise CliError("the input is not a gradchain block file (bad record header); pass what "
+                           "`gradchain chain export` wrote")
         (length,) = struct.unpack("<I", head[4:])
         if length > MAX_BLOCK_BYTES:
-            raise CliError(f"a record of {length} bytes exceeds the block size limit")
+            raise CliError(f"a record of {length} bytes exceeds the block size limit; the file is damaged: "
+                           "export it again")
         raw = stream.read(length)
         if len(raw) != length:
-            raise CliError("the block file is truncated")
+            raise CliError("the block file is truncated; export it again (or copy it whole)")
         yield raw
 
 
@@ -339,7 +341,8 @@ def _import_from(stream: Any, args: argparse.Namespace) -> int:
         genesis = decode_block(first)
         task = task_of_genesis(genesis)
     except (BlockRejected, ValueError) as exc:
-        raise CliError(f"the first record is not a genesis block: {exc}") from None
+        raise CliError(f"the first record is not a genesis block ({exc}); export the whole chain from "
+                       "height 0") from None
     if (args.datadir / DB_NAME).exists():
         chain = _open(args.datadir)
     else:
@@ -347,14 +350,16 @@ def _import_from(stream: Any, args: argparse.Namespace) -> int:
             raise CliError("the datadir is new: say which network the file is for with --network")
         chain = ChainState.create(args.datadir, args.network, task)
     if genesis.hash != chain.genesis_hash:
-        raise CliError("the file's genesis differs from this datadir's: it is another chain")
+        raise CliError("the file's genesis differs from this datadir's: it is another chain; import it "
+                       "into a new --datadir")
     imported = 0
     for raw in records:
         try:
             block = decode_block(raw)
             result = chain.accept_block(block, int(time.time()))
         except BlockRejected as exc:
-            raise CliError(f"block {imported + 1} of the file is invalid: {exc}") from None
+            raise CliError(f"block {imported + 1} of the file is invalid ({exc}); the blocks before it are "
+                           "imported; get the rest from a node you trust") from None
         imported += result.status != "duplicate"
     height = chain.height
     chain.close()

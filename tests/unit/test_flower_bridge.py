@@ -148,3 +148,16 @@ def test_without_flower_the_error_says_how_to_install_it(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "flwr", None)  # what `import flwr` sees when it is not installed
     with pytest.raises(BridgeError, match=r"pip install -e '\.\[flower\]'"):
         require_flwr()
+
+
+def test_a_report_is_json_whatever_scalars_the_client_returned() -> None:
+    import json
+
+    from node.flower import Evaluation, RoundReport
+
+    report = RoundReport(3, "00" * 32, Evaluation(0.25, 10, {"accuracy": np.float32(0.5)}), 7,
+                         {"loss": np.float64(1.5), "steps": np.int64(20), "tag": b"\x01\x02"}, 2.0, txid="ab" * 32)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["evaluation"]["metrics"] == {"accuracy": 0.5}
+    assert data["fit_metrics"] == {"loss": 1.5, "steps": 20, "tag": "0102"}
+    assert "evaluate loss 0.2500 accuracy 0.5000 (10 examples)" in report.describe()
