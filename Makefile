@@ -66,7 +66,7 @@ netns-tools:
 	else echo "note: iproute2 missing; run 'apt-get install iproute2' for the separate-hosts test"; fi
 
 lint: install
-	$(BIN)/ruff check consensus ml wallet node tests benchmarks
+	$(BIN)/ruff check consensus ml wallet node tests benchmarks examples
 	$(BIN)/mypy --strict consensus ml wallet node
 
 # A local testnet in the foreground: Ctrl-C stops every node (data stays in $(DIR)).

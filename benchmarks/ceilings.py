@@ -83,7 +83,7 @@ def _jit(module: ir.Module, name: str) -> Callable[[int], int]:
     engine.finalize_object()
     _KEEP.append(engine)
     address = engine.get_function_address(name)
-    return ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(address)  # type: ignore[no-any-return]
+    return ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(address)
 
 
 def _loop_function(
@@ -301,7 +301,7 @@ def _rows_sum(x: Any, first: int, stop: int) -> float:
     return total
 
 
-def stream_read_seconds(x: Any, threads: int) -> float:
+def stream_read_seconds(x: Any, threads: int, repeats: int = REPEATS) -> float:
     """Best seconds for one summing pass over ``x`` (2-D float32), its rows split among ``threads``.
 
     Python threads call a GIL-free numba sum, as the register-resident
@@ -324,7 +324,7 @@ def stream_read_seconds(x: Any, threads: int) -> float:
             thread.join()
 
     best = float("inf")
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         one_pass()
         best = min(best, time.perf_counter() - start)

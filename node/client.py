@@ -24,7 +24,8 @@ import numpy as np
 
 from consensus.header import hex_to_hash
 from consensus.tx import Bond, Transfer, chain_tag, encode_tx, sign_tx
-from ml.codec import encode_update
+from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_shape
+from ml.codec import decode_update, encode_update
 from ml.tasks import TaskSpec
 from node.contributor import Contributor, KeyStatus
 from wallet import KeyPair, address_of
@@ -44,6 +45,39 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+
+
+class UpdateRefused(ValueError):
+    """An update failed the node's own checks here, before anything was sent; the message says why."""
+
+
+def check_update_locally(task: TaskSpec, delta: np.ndarray, encoding: str = "f32") -> np.ndarray:
+    """The update as the node will see it (encoded, then decoded), after the node's checks.
+
+    Runs the consensus checks of :mod:`ml.checks` that need no chain (shape,
+    finite values, the task's norm bound) on exactly the vector the node will
+    decode, so an update that passes here is not refused for them there.
+    Raises :class:`UpdateRefused` with the reason and what to do.
+    """
+    values = np.asarray(delta)
+    if values.ndim != 1 or values.size != task.param_count:
+        raise UpdateRefused(f"the update has shape {list(values.shape)}; task {task.name} expects "
+                            f"[{task.param_count}] (a flat float32 vector, params_base - params_trained)")
+    try:
+        check_finite(values.astype(np.float32))
+        decoded = decode_update(encode_update(values.astype(np.float32), encoding), task.param_count)
+        check_shape(decoded, task.param_count)
+        check_finite(decoded)
+        check_norm(decoded, task.norm_bound)
+    except UpdateCheckError as exc:
+        if exc.problem is UpdateProblem.NORM:
+            raise UpdateRefused(f"the update's L2 norm exceeds the task's bound ({exc.detail}); "
+                                "train less far (lower lr or fewer steps) or clip it") from None
+        if exc.problem is UpdateProblem.NOT_FINITE:
+            raise UpdateRefused(f"the update has NaN or infinite values ({exc.detail}); "
+                                "check the training run for divergence") from None
+        raise UpdateRefused(f"the update fails the node's {exc.problem.value} check: {exc.detail}") from None
+    return decoded
 
 
 @dataclass
@@ -97,6 +131,12 @@ class NodeClient:
     def model(self, height: int | None = None) -> dict[str, Any]:
         suffix = "" if height is None else f"?height={height}"
         return dict(self._json("GET", f"/api/model{suffix}"))
+
+    def task_spec(self, task_id: str | None = None) -> TaskSpec:
+        """Task ``task_id``'s spec (model shape, local-training hints, norm bound); default: the chain's first."""
+        if task_id is None:
+            return TaskSpec.from_dict(self.model()["task"])
+        return TaskSpec.from_dict(self.task(task_id)["spec"])
 
     def model_params(self, height: int | None = None) -> tuple[np.ndarray, int]:
         """The flat float32 parameters at ``height`` (default: the tip) and that height."""

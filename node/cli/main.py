@@ -12,10 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from node.cli.errors import CliError
+from node.cli.options import rewrite_legacy
+
+BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 # (noun, module, one-line help). A new noun is one line here and one module.
 NOUNS: tuple[tuple[str, str, str], ...] = (
@@ -27,6 +31,7 @@ NOUNS: tuple[tuple[str, str, str], ...] = (
     ("wallet", "node.cli.wallet", "create and inspect encrypted wallets"),
     ("sim", "node.cli.sim", "simulate federated rounds in-process, no chain"),
     ("task", "node.cli.task", "training tasks for your own data: init, split, example, feed"),
+    ("flower", "node.cli.flower", "run an unchanged Flower NumPyClient as a participant of a node's task"),
 )
 
 
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rewrite_legacy(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
@@ -64,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return BROKEN_PIPE_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import pathlib
 
 from node.cli.errors import CliError
+from node.cli.options import add_datadir, add_unlocked_keystore
 
 FIRST_TASK = ""  # what a bare --train means: the chain's first task
 
@@ -13,7 +14,7 @@ FIRST_TASK = ""  # what a bare --train means: the chain's first task
 def configure(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = verbs.add_parser("run", help="run a node until Ctrl-C / SIGTERM")
-    p.add_argument("--datadir", required=True, type=pathlib.Path, help="data directory (created if new)")
+    add_datadir(p, "created if new")
     p.add_argument("--network", choices=("main", "testnet", "regtest"), default="regtest")
     p.add_argument("--task", default="digits",
                    help="task for a new datadir: digits, stock, or a spec file (gradchain task init)")
@@ -34,9 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default="0/1", help="this node's data shard i/n of the built-in task's data")
     p.add_argument("--shard-scheme", choices=("hash", "dirichlet"), default="hash")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration for non-IID shards")
-    p.add_argument("--keystore", type=pathlib.Path, default=None, help="wallet for rewards and signing")
-    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
-                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
+    add_unlocked_keystore(p, "receives the rewards and signs the updates; --mine and --train need it",
+                          required=False)
     p.add_argument("--threads", type=int, default=1, help="mining threads")
     p.add_argument("--block-interval", type=float, default=None,
                    help="seconds to wait after each mined block (default: 1 on regtest, 0 elsewhere)")
@@ -55,6 +55,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import errno
     import os
     import signal
 
@@ -107,6 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except (DatadirLocked, StorageError, KeystoreFileError, OSError, ValueError) as exc:
+    except (DatadirLocked, StorageError, KeystoreFileError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise CliError(f"{exc}; pick another --listen HOST:PORT (port 0: any free one)") from None
+        raise CliError(f"{exc}; check that --datadir is a writable directory") from None
     return 0

@@ -3,19 +3,20 @@
 Example::
 
     gradchain sim --task digits --nodes 8 --rule median --attack sign-flip \\
-        --byzantine 0.3 --rounds 100 --json sim.json
+        --byzantine 0.3 --rounds 100 --json-out sim.json
 
-Prints the test figure every few rounds with a progress bar and, with
-``--json``, writes a summary (config, figure per round, final figure, wall
-time).
+Shows the test figure every few rounds with a progress bar on a terminal
+(nothing of it in a pipe), then the final figure; ``--json-out FILE`` writes
+a summary (config, figure per round, final figure, wall time) and ``--json``
+prints it on stdout instead of the text.
 
 With ``--rule all`` and/or ``--attack all`` it prints the worst-case table
 instead (:mod:`ml.worstcase`): rules x attacks, each rule's worst case and
-its clean figure, written as JSON (``--json``) and a PNG heatmap (``--png``,
-default: the JSON path with ``.png``)::
+its clean figure, written as JSON (``--json-out``) and a PNG heatmap
+(``--png-out``, default: the JSON path with ``.png``)::
 
     gradchain sim --task digits --nodes 10 --byzantine 0.2 --rule all \
-        --attack all --dirichlet 0.5 --json worstcase.json
+        --attack all --dirichlet 0.5 --json-out worstcase.json
 
 The table defaults to 30 rounds on 2 worker processes (a few minutes on 2
 cores); ``--rounds 100 --workers N`` is the full-size version. The simulation itself is :func:`ml.simulation.run_simulation`; this
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.cli.errors import CliError
+from node.cli.options import DeprecatedAlias, Progress, add_json, add_out, print_json, remark
 from node.cli.sim_chain import (
     CHAIN_ATTACK_NAMES,
     add_flags,
@@ -120,13 +122,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="processes running a worst-case table's cells (default: 2)",
     )
-    parser.add_argument(
-        "--png",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="worst-case table heatmap (default: the --json path with .png)",
-    )
+    add_out(parser, "the worst-case table's heatmap (default: the --json-out path with .png)",
+            flag="--png-out")
+    parser.add_argument("--png", action=DeprecatedAlias, dest="png_out", new="--png-out", type=Path)
     parser.add_argument(
         "--seed",
         type=int,
@@ -159,9 +157,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--every", type=int, default=None, metavar="K", help="print a line every K rounds"
     )
-    parser.add_argument(
-        "--json", type=Path, default=None, metavar="FILE", help="write a JSON summary here"
-    )
+    add_out(parser, "the JSON summary", flag="--json-out")
+    add_json(parser)
     add_flags(parser)
     parser.set_defaults(handler=cmd_sim)
 
@@ -193,6 +190,14 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}; pick a writable path") from None
     print(f"wrote {path}", file=sys.stderr)
+
+
+def _finish(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """The summary: printed under --json, written with --json-out."""
+    if args.json:
+        print_json(payload)
+    if args.json_out is not None:
+        _write_json(args.json_out, payload)
 
 
 def _run_or_usage_error(what: str, run: Callable[[], T]) -> T:
@@ -235,36 +240,35 @@ def cmd_table(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"{exc}; see gradchain sim --help", USAGE_EXIT_CODE) from None
     total = len(config.rules) * (len(config.attacks) + 1)
-    print(
+    remark(
         f"worst-case table {config.task}: {config.nodes} nodes, {config.bound} Byzantine, "
         f"{len(config.rules)} rules x {len(config.attacks)} attacks + clean, {config.rounds} "
         f"rounds, {config.scheme} shards, {config.workers} workers "
         f"(full size: --rounds {FULL_TABLE_ROUNDS})",
-        flush=True,
+        args,
     )
     start = time.perf_counter()
     done = 0
+    progress = Progress()
 
     def report(cell: Cell) -> None:
         nonlocal done
         done += 1
-        print(
+        progress(
             f"{_bar(done, total)} {done}/{total}  {cell.rule} / {cell.attack}: "
-            f"{cell.final:.4f}  {time.perf_counter() - start:.0f}s",
-            flush=True,
+            f"{cell.final:.4f}  {time.perf_counter() - start:.0f}s"
         )
 
     table = _run_or_usage_error("the table", lambda: run_table(config, progress=report))
     wall_time_s = time.perf_counter() - start
-    print(format_table(table))
-    print(f"{total} runs in {wall_time_s:.1f}s", flush=True)
+    remark(format_table(table), args)
+    remark(f"{total} runs in {wall_time_s:.1f}s", args)
     payload = {**table.to_json(), "wall_time_s": wall_time_s}
-    if args.json is not None:
-        _write_json(args.json, payload)
+    _finish(args, payload)
     png = (
-        args.png
-        if args.png is not None
-        else (args.json.with_suffix(".png") if args.json is not None else None)
+        args.png_out
+        if args.png_out is not None
+        else (args.json_out.with_suffix(".png") if args.json_out is not None else None)
     )
     if png is not None:
         try:
@@ -281,9 +285,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from ml.tasks import builtin_task
 
     if args.redraw is not None:
-        if args.png is None:
-            raise CliError("--redraw needs --png FILE to draw into", USAGE_EXIT_CODE)
-        return redraw(args.redraw, args.png)
+        if args.png_out is None:
+            raise CliError("--redraw needs --png-out FILE to draw into", USAGE_EXIT_CODE)
+        return redraw(args.redraw, args.png_out)
     if args.attack in CHAIN_ATTACK_NAMES:
         return cmd_chain_sim(args, _write_json)
     check_not_chain_flags(args)
@@ -325,23 +329,23 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     n_bad = n_attackers(config)
     attackers = f"{n_bad} attacking with {config.attack}" if n_bad else "no attackers"
-    print(
+    remark(
         f"sim {config.task}: {config.nodes} nodes ({attackers}), rule {config.rule or task_rule}, "
         f"{config.rounds} rounds, {config.scheme} shards, {config.codec} updates",
-        flush=True,
+        args,
     )
     start = time.perf_counter()
+    progress = Progress()
 
     def report(record: RoundRecord) -> None:
         if record.round % every and record.round != config.rounds:
             return
         figures = "  ".join(f"{k} {v:.4f}" for k, v in record.metrics.items())
-        print(
+        progress(
             f"round {record.round:>{len(str(config.rounds))}}/{config.rounds} "
             f"{_bar(record.round, config.rounds)}  {figures}  "
             f"kept {record.accepted}/{record.accepted + record.rejected}  f {record.f_used}  "
-            f"{time.perf_counter() - start:.1f}s",
-            flush=True,
+            f"{time.perf_counter() - start:.1f}s"
         )
 
     result = _run_or_usage_error("the simulation", lambda: run_simulation(config, progress=report))
@@ -351,12 +355,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     rejected = ", ".join(
         f"{count} {problem}" for problem, count in sorted(result.rejections.items())
     )
-    print(
+    remark(
         f"final {result.metric_name} {result.final:.4f} (start {summary['initial']:.4f}), "
         f"rule {result.rule} f={result.f}, norm bound {result.norm_bound:g}, {wall_time_s:.1f}s"
         + (f"; rejected updates: {rejected}" if rejected else ""),
-        flush=True,
+        args,
     )
-    if args.json is not None:
-        _write_json(args.json, summary)
+    _finish(args, summary)
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from node.cli.errors import CliError
+from node.cli.options import Progress, print_json, remark
 
 USAGE_EXIT_CODE = 2
 BAR_WIDTH = 20
@@ -311,7 +312,8 @@ def cmd_chain_sim(args: argparse.Namespace, write_json: Any) -> int:
     if args.seeds < 1:
         raise CliError("--seeds must be at least 1", USAGE_EXIT_CODE)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    print(_describe(config, shares, len(seeds)), flush=True)
+    remark(_describe(config, shares, len(seeds)), args)
+    progress = Progress()
     total = len(shares) * len(seeds)
     start = time.perf_counter()
     done = 0
@@ -320,12 +322,11 @@ def cmd_chain_sim(args: argparse.Namespace, write_json: Any) -> int:
         nonlocal done
         done += 1
         filled = BAR_WIDTH * done // total
-        print(
+        progress(
             f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total}  "
             f"{100 * run.hashrate:g} % seed {run.seed}: accuracy {100 * run.final:.1f} %, "
             f"attacker votes counted {run.attacker_votes_counted} of {run.attacker_blocks}; "
-            f"{_paid_text(run)}  {time.perf_counter() - start:.0f}s",
-            flush=True,
+            f"{_paid_text(run)}  {time.perf_counter() - start:.0f}s"
         )
 
     try:
@@ -333,8 +334,8 @@ def cmd_chain_sim(args: argparse.Namespace, write_json: Any) -> int:
     except ValueError as exc:
         raise CliError(f"the chain simulation cannot run: {exc}", USAGE_EXIT_CODE) from None
     wall_time_s = time.perf_counter() - start
-    print(format_curve(points))
-    print(f"{total} runs in {wall_time_s:.1f}s", flush=True)
+    remark(format_curve(points), args)
+    remark(f"{total} runs in {wall_time_s:.1f}s", args)
     from dataclasses import asdict
 
     payload = {
@@ -348,10 +349,12 @@ def cmd_chain_sim(args: argparse.Namespace, write_json: Any) -> int:
         ],
         "wall_time_s": wall_time_s,
     }
-    if args.json is not None:
-        write_json(args.json, payload)
-    png = args.png if args.png is not None else (
-        args.json.with_suffix(".png") if args.json is not None and len(shares) > 1 else None
+    if args.json:
+        print_json(payload)
+    if args.json_out is not None:
+        write_json(args.json_out, payload)
+    png = args.png_out if args.png_out is not None else (
+        args.json_out.with_suffix(".png") if args.json_out is not None and len(shares) > 1 else None
     )
     if png is not None:
         try:

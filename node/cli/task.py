@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from node.cli.errors import CliError
+from node.cli.options import add_json, add_node, print_json
 
 EXAMPLES = ("wine", "breast_cancer", "stock")
 DEFAULT_EXAMPLE_DAYS = 1000  # four years of closes: enough windows for a first run
@@ -39,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="override the head inferred from the label column")
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="SPEC.json")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    add_json(p)
     p.set_defaults(handler=cmd_init)
 
     p = verbs.add_parser("split", help="deal one CSV out as eval.csv and node0.csv .. node{N-1}.csv",
@@ -52,6 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR")
+    add_json(p)
     p.set_defaults(handler=cmd_split)
 
     p = verbs.add_parser("example", help="write an example data file: wine, breast_cancer or stock",
@@ -61,18 +63,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=DEFAULT_EXAMPLE_DAYS, help="closes to write (stock)")
     p.add_argument("--seed", type=int, default=7, help="series seed (stock)")
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="FILE")
+    add_json(p)
     p.set_defaults(handler=cmd_example)
 
     p = verbs.add_parser("list", help="the tasks of a node's chain: id, name, status, headline figure")
-    p.add_argument("--node", required=True, metavar="URL")
-    p.add_argument("--json", action="store_true", help="print one JSON array")
+    add_node(p)
+    add_json(p)
     p.set_defaults(handler=cmd_list)
 
     p = verbs.add_parser("show", help="one task: its spec, status and the figures of its model")
-    p.add_argument("--node", required=True, metavar="URL")
+    add_node(p)
     _task_arg(p)
     p.add_argument("--height", type=int, default=None, help="figures of the model at this height")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p)
     p.set_defaults(handler=cmd_show)
 
     p = verbs.add_parser("predict", help="predictions of a task's model for the rows of a CSV/npz",
@@ -80,16 +83,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                      "has the task's feature columns (a header row first), optionally "
                                      "followed by 'label', which then scores the predictions; a price-"
                                      "series task takes a date,close file and forecasts the next day.")
-    p.add_argument("--node", required=True, metavar="URL")
+    add_node(p)
     _task_arg(p)
     p.add_argument("--inputs", required=True, type=pathlib.Path, metavar="FILE")
     p.add_argument("--height", type=int, default=None, help="the model at this height (default: the tip)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p)
     p.set_defaults(handler=cmd_predict)
 
     p = verbs.add_parser("feed", help="append one day's close at a time to a node's price file, "
                                       "scoring the model's forecast of each day")
-    p.add_argument("--node", required=True, metavar="URL", help="the node that trains on --data")
+    add_node(p)
     _task_arg(p)
     p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE", help="its date,close file")
     p.add_argument("--days", type=int, default=None, help="stop after this many days (default: Ctrl-C)")
@@ -97,7 +100,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", type=pathlib.Path, default=None, metavar="CSV",
                    help="replay the later days of this date,close file (default: continue the AR(1) series)")
     p.add_argument("--seed", type=int, default=0, help="seed of the continued series")
-    p.add_argument("--json", action="store_true", help="print one JSON object per day")
+    add_json(p)  # one JSON object per day
     p.set_defaults(handler=cmd_feed)
 
 
@@ -193,12 +196,17 @@ def cmd_split(args: argparse.Namespace) -> int:
     (args.out / "eval.csv").write_text(table_csv(evaluation))
     for index, part in enumerate(parts):
         (args.out / f"node{index}.csv").write_text(table_csv(part))
+    if args.json:
+        print_json({"out": str(args.out), "eval_rows": evaluation.rows, "node_rows": [p.rows for p in parts]})
+        return 0
     sizes = ", ".join(f"node{i} {p.rows}" for i, p in enumerate(parts))
     print(f"wrote {args.out}/eval.csv ({evaluation.rows} rows) and {sizes}")
     return 0
 
 
 def cmd_example(args: argparse.Namespace) -> int:
+    from node.cli.files import write_file
+
     if args.name == "stock":
         import datetime
 
@@ -212,14 +220,20 @@ def cmd_example(args: argparse.Namespace) -> int:
         for close in synthetic_prices(args.seed, args.days):
             day = next_trading_day(day)
             lines.append(f"{day.isoformat()},{close:.6f}")
-        args.out.write_text("\n".join(lines) + "\n")
-        print(f"wrote {args.out}: {args.days} daily closes (AR(1) returns, seed {args.seed})")
+        write_file(args.out, lambda path: path.write_text("\n".join(lines) + "\n"))
+        if args.json:
+            print_json({"path": str(args.out), "rows": args.days})
+        else:
+            print(f"wrote {args.out}: {args.days} daily closes (AR(1) returns, seed {args.seed})")
         return 0
     from ml.tabular import sklearn_table, table_csv
 
     table = sklearn_table(args.name)
-    args.out.write_text(table_csv(table))
-    print(f"wrote {args.out}: {table.rows} rows, {len(table.features)} features and 'label'")
+    write_file(args.out, lambda path: path.write_text(table_csv(table)))
+    if args.json:
+        print_json({"path": str(args.out), "rows": table.rows, "features": len(table.features)})
+    else:
+        print(f"wrote {args.out}: {table.rows} rows, {len(table.features)} features and 'label'")
     return 0
 
 

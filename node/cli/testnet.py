@@ -6,6 +6,7 @@ import argparse
 import pathlib
 
 from node.cli.errors import CliError
+from node.cli.options import add_json, print_json
 
 DEFAULT_DIR = pathlib.Path(".testnet")
 # the chain attacks (issue 18's names) first, then the poisoned participants
@@ -24,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", default=None, help="aggregation rule (default: the task's); e.g. mean to compare")
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label skew of the shards (non-IID)")
     p.add_argument("--network", choices=("testnet", "regtest"), default="testnet")
-    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    _dir(p)
     p.add_argument("--detach", action="store_true", help="start the nodes and return")
     p.add_argument("--fresh", action="store_true", help="delete the testnet in --dir first (else it resumes)")
     p.add_argument("--base-port", type=int, default=None, metavar="PORT",
@@ -32,12 +33,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_up)
 
     p = verbs.add_parser("status", help="one line per node of a running testnet")
-    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    _dir(p)
+    add_json(p)
     p.set_defaults(handler=cmd_status)
 
     p = verbs.add_parser("down", help="stop every node of a testnet")
-    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR)
+    _dir(p)
+    add_json(p)
     p.set_defaults(handler=cmd_down)
+
+
+def _dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=pathlib.Path, default=DEFAULT_DIR, metavar="DIR",
+                   help=f"the testnet's directory (default: {DEFAULT_DIR})")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -129,7 +137,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     entries = load_manifest(args.dir)
     if not entries:
         raise CliError(f"no testnet in {args.dir}; start one with `gradchain testnet up --dir {args.dir}`")
-    print(render_plain([poll(e) for e in entries]))
+    views = [poll(e) for e in entries]
+    if args.json:
+        print_json([{"name": v.entry.name, "api": v.entry.api, "pid": v.entry.pid, "attacker": v.entry.attacker,
+                     "status": v.status, "accuracy": v.accuracy, "last_event": v.last_event,
+                     "error": v.error} for v in views])
+    else:
+        print(render_plain(views))
     return 0
 
 
@@ -137,6 +151,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     from node.testnet.launcher import down, load_manifest
 
     if not load_manifest(args.dir):
-        raise CliError(f"no testnet in {args.dir}")
-    print(f"stopped {down(args.dir)} node(s)")
+        raise CliError(f"no testnet in {args.dir}; pass the --dir it was started with")
+    stopped = down(args.dir)
+    if args.json:
+        print_json({"stopped": stopped})
+    else:
+        print(f"stopped {stopped} node(s)")
     return 0

@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from node.cli.errors import CliError
+from node.cli.errors import CliError, api_failure
+from node.cli.options import Progress, add_json, add_node, add_unlocked_keystore, print_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = verbs.add_parser("bond", help="lock the task's bond for your key (needed once before submitting)")
-    p.add_argument("--node", required=True, metavar="URL")
-    p.add_argument("--keystore", required=True, type=pathlib.Path)
-    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
-                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
+    add_node(p)
+    add_unlocked_keystore(p, "the key to bond")
     p.add_argument("--fee", type=int, default=0)
+    add_json(p)
     p.set_defaults(handler=cmd_bond)
 
     p = verbs.add_parser("submit", help="commit updates from a .npy file now, reveal them next round",
@@ -30,73 +30,68 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                      "(float32, the task's parameter count): one flat update, or one per "
                                      "row, at most a round's worth. Train on the model of the current "
                                      "round (`gradchain model get`); the key needs a mature bond.")
-    p.add_argument("--node", required=True, metavar="URL")
-    p.add_argument("--keystore", required=True, type=pathlib.Path)
-    p.add_argument("--password-file", type=pathlib.Path, default=None, metavar="FILE",
-                   help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
-    p.add_argument("--file", required=True, type=pathlib.Path, help="the update(s) as .npy")
+    add_node(p)
+    add_unlocked_keystore(p, "signs the commitment and the reveals")
+    p.add_argument("--file", required=True, type=pathlib.Path, metavar="FILE",
+                   help="the update(s): a .npy of float32, one row of the task's parameter count per update "
+                        "(numpy.save)")
     p.add_argument("--encoding", choices=("f32", "f16", "int8", "topk"), default="f32")
+    add_json(p)
     p.set_defaults(handler=cmd_submit)
 
 
-def _keypair(args: argparse.Namespace) -> object:
-    from node import keystore_file
-    from wallet import KeystoreError
-
-    try:
-        return keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False, file=args.password_file))
-    except (keystore_file.KeystoreFileError, KeystoreError) as exc:
-        raise CliError(str(exc)) from None
-
-
 def cmd_bond(args: argparse.Namespace) -> int:
+    from node.cli.options import unlock_keystore
     from node.client import ApiError, NodeClient
 
     client = NodeClient(args.node)
-    keypair = _keypair(args)
+    keypair = unlock_keystore(args.keystore, args.password_file)
     try:
-        tx_id = client.bond(keypair, fee=args.fee)  # type: ignore[arg-type]
+        tx_id = client.bond(keypair, fee=args.fee)
     except ApiError as exc:
+        if exc.status == 0:
+            raise CliError(exc.message) from None
         raise CliError(f"the node refused the bond: {exc.message}; a bond needs the task's bond "
                        "amount in the account (mine, or have coins sent with `gradchain wallet send`)") from None
-    print("already bonded" if tx_id is None else tx_id)
+    if args.json:
+        print_json({"txid": tx_id, "already_bonded": tx_id is None})
+    else:
+        print("already bonded" if tx_id is None else tx_id)
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import sys
-
     import numpy as np
 
-    from ml.tasks import TaskSpec
-    from node.client import ApiError, NodeClient
+    from node.cli.files import load_npy
+    from node.cli.options import unlock_keystore
+    from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
 
-    try:
-        deltas = np.load(args.file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {args.file} as a .npy array: {exc}") from None
     client = NodeClient(args.node)
     try:
-        task = TaskSpec.from_dict(client.model()["task"])
+        task = client.task_spec()
     except ApiError as exc:
-        raise CliError(exc.message) from None
+        raise api_failure(exc, "the request for its task") from None
+    expected = (f"a .npy of float32 with task {task.name}'s {task.param_count} parameters per row, "
+                f"at most {task.round_blocks} rows")
+    deltas = load_npy(args.file, expected)
     rows = deltas[None, :] if deltas.ndim == 1 else deltas
-    if rows.ndim != 2 or rows.shape[1] != task.param_count or not 1 <= rows.shape[0] <= task.round_blocks:
-        raise CliError(f"the update(s) have shape {list(deltas.shape)}; task {task.name} expects "
-                       f"[{task.param_count}] or [k, {task.param_count}] with k <= {task.round_blocks} (float32)")
-    if not np.isfinite(rows).all():
-        raise CliError("an update has NaN or infinite values; nothing was sent")
-    norms = np.sqrt(np.square(rows.astype(np.float64)).sum(axis=1))
-    if float(norms.max()) > task.norm_bound:
-        raise CliError(f"an update's L2 norm {float(norms.max()):.3f} exceeds the task's bound {task.norm_bound}; "
-                       "scale it down (e.g. clip) before submitting")
-    keypair = _keypair(args)
+    if rows.ndim != 2 or not 1 <= rows.shape[0] <= task.round_blocks:
+        raise CliError(f"{args.file} holds an array of shape {list(deltas.shape)}; expected {expected}")
     try:
-        tx_ids = client.contribute(keypair, [r.astype(np.float32) for r in rows],  # type: ignore[arg-type]
-                                   encoding=args.encoding,
-                                   progress=lambda text: print(text, file=sys.stderr, flush=True))
+        for row in rows:
+            check_update_locally(task, row, args.encoding)
+    except UpdateRefused as exc:
+        raise CliError(f"{exc}; nothing was sent") from None
+    keypair = unlock_keystore(args.keystore, args.password_file)
+    try:
+        tx_ids = client.contribute(keypair, [row.astype(np.float32) for row in rows], encoding=args.encoding,
+                                   progress=Progress())
     except ApiError as exc:
-        raise CliError(f"the node refused the update: {exc.message}") from None
-    for tx_id in tx_ids:
-        print(tx_id)
+        raise api_failure(exc, "the update") from None
+    if args.json:
+        print_json({"txids": tx_ids})
+    else:
+        for tx_id in tx_ids:
+            print(tx_id)
     return 0

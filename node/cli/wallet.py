@@ -13,12 +13,19 @@ Top-level imports stay light (argparse and the standard library) so that
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from node.cli.errors import CliError
+from node.cli.errors import CliError, api_failure
+from node.cli.options import (
+    add_json,
+    add_keystore,
+    add_node,
+    add_password_file,
+    add_unlocked_keystore,
+    print_json,
+)
 
 ADDRESS_PREFIX_CHARS = 16
 """Default file name: the address's first 16 characters (``gc1q`` + 12 symbols,
@@ -39,15 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
             "(from GRADCHAIN_PASSWORD or asked twice on the terminal). Prints the address."
         ),
     )
-    new.add_argument(
-        "--keystore",
-        metavar="FILE",
-        type=Path,
-        help="where to save it (default: <wallet dir>/<address prefix>.json); never overwritten",
-    )
-    new.add_argument("--password-file", type=Path, default=None, metavar="FILE",
-                     help="read the new password from the first line of FILE (mode 0600) instead of "
-                          "$GRADCHAIN_PASSWORD or the terminal")
+    add_keystore(new, "where to save it (default: <wallet dir>/<address prefix>.json); never overwritten",
+                 required=False)
+    add_password_file(new, "read the new password from the first line of FILE (mode 0600) instead of "
+                           "$GRADCHAIN_PASSWORD or the terminal")
+    add_json(new)
     new.set_defaults(handler=cmd_new)
 
     show = verbs.add_parser(
@@ -55,8 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="show a keystore's address and public key (no password needed)",
         description="Show the address, public key and path of one keystore file.",
     )
-    show.add_argument("--keystore", metavar="FILE", type=Path, required=True)
-    show.add_argument("--json", action="store_true", help="print one JSON object")
+    add_keystore(show, "the one to show (no password needed)")
+    add_json(show)
     show.set_defaults(handler=cmd_show)
 
     listing = verbs.add_parser(
@@ -70,23 +73,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="wallet directory (default: $GRADCHAIN_HOME/wallets or ~/.gradchain/wallets)",
     )
-    listing.add_argument("--json", action="store_true", help="print one JSON array")
+    add_json(listing)
     listing.set_defaults(handler=cmd_list)
 
     send = verbs.add_parser("send", help="sign a transfer with a keystore and submit it to a node")
-    send.add_argument("--node", required=True, metavar="URL", help="the node's API, e.g. http://127.0.0.1:8733")
-    send.add_argument("--keystore", metavar="FILE", type=Path, required=True)
-    send.add_argument("--password-file", type=Path, default=None, metavar="FILE",
-                      help="read the wallet password from the first line of FILE (mode 0600) instead of $GRADCHAIN_PASSWORD")
+    add_node(send)
+    add_unlocked_keystore(send, "pays and signs the transfer")
     send.add_argument("--to", required=True, metavar="ADDRESS")
     send.add_argument("--amount", required=True, type=int, help="base units")
     send.add_argument("--fee", type=int, default=0, help="base units paid to the miner")
+    add_json(send)
     send.set_defaults(handler=cmd_send)
 
     balance = verbs.add_parser("balance", help="an address's balance and nonce, from a node")
-    balance.add_argument("--node", required=True, metavar="URL")
+    add_node(balance)
     balance.add_argument("address")
-    balance.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(balance)
     balance.set_defaults(handler=cmd_balance)
 
 
@@ -110,7 +112,10 @@ def cmd_new(args: argparse.Namespace) -> int:
         written = keystore_file.write_keystore(path, keypair, password)
     except keystore_file.KeystoreFileError as exc:
         raise CliError(str(exc)) from None
-    print(address)
+    if args.json:
+        print_json({"address": address, "path": str(written)})
+    else:
+        print(address)
     print(f"saved to {written}; back it up, the password cannot be recovered", file=sys.stderr)
     return 0
 
@@ -134,7 +139,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     path: Path = args.keystore
     address, public_hex = _header_or_error(path)
     if args.json:
-        print(json.dumps({"address": address, "public_key": public_hex, "path": str(path)}))
+        print_json({"address": address, "public_key": public_hex, "path": str(path)})
     else:
         print(f"address:    {address}")
         print(f"public key: {public_hex}")
@@ -161,7 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         rows.append({"address": address, "public_key": public_hex, "path": str(path)})
     if args.json:
-        print(json.dumps(rows))
+        print_json(rows)
     elif not rows:
         print(f"no keystores in {directory}", file=sys.stderr)
     else:
@@ -172,9 +177,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign locally (the key never leaves this machine), then submit to the node."""
-    from node import keystore_file
+    from node.cli.options import unlock_keystore
     from node.client import ApiError, NodeClient
-    from wallet import AddressError, KeystoreError, decode_address
+    from wallet import AddressError, decode_address
 
     if args.amount <= 0 or args.fee < 0:
         raise CliError("--amount must be positive and --fee not negative")
@@ -182,15 +187,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         to = decode_address(args.to)
     except AddressError as exc:
         raise CliError(f"--to: {exc}") from None
-    try:
-        keypair = keystore_file.read_keystore(args.keystore, keystore_file.read_password(confirm=False, file=args.password_file))
-    except (keystore_file.KeystoreFileError, KeystoreError) as exc:
-        raise CliError(str(exc)) from None
+    keypair = unlock_keystore(args.keystore, args.password_file)
     try:
         tx_id = NodeClient(args.node).send(keypair, to, args.amount, args.fee)
     except ApiError as exc:
-        raise CliError(f"the node refused the transfer: {exc.message}") from None
-    print(tx_id)
+        raise api_failure(exc, "the transfer") from None
+    if args.json:
+        print_json({"txid": tx_id})
+    else:
+        print(tx_id)
     return 0
 
 
@@ -200,9 +205,9 @@ def cmd_balance(args: argparse.Namespace) -> int:
     try:
         info = NodeClient(args.node).account(args.address)
     except ApiError as exc:
-        raise CliError(exc.message) from None
+        raise api_failure(exc, "the address") from None
     if args.json:
-        print(json.dumps(info))
+        print_json(info)
     else:
         print(f"{info['address']}  balance {info['balance']}  nonce {info['nonce']}  (height {info['height']})")
     return 0

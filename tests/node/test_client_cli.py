@@ -7,6 +7,7 @@ as an external participant would.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import threading
 import time
@@ -138,7 +139,33 @@ def test_bad_updates_are_refused_before_sending(live: tuple[NodeClient, pathlib.
     code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
                        "--file", str(tmp_path / "nan.npy"))
     assert code == 1 and "NaN" in err
+    np.savetxt(tmp_path / "rows.csv", np.zeros((3, 650)), delimiter=",")
+    code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
+                       "--file", str(tmp_path / "rows.csv"))
+    assert code == 1 and "is not a .npy file" in err and "pickle" not in err
+    assert "expected a .npy of float32 with task digits's 650 parameters" in err
     assert client.status()["mempool"] == 0
+
+
+def test_json_results_and_input_files_in_our_words(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    client, keystore = live
+    np.save(tmp_path / "delta.npy", np.full(650, 0.01, dtype=np.float32))
+    code, out, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
+                         "--file", str(tmp_path / "delta.npy"), "--json")
+    assert code == 0, err
+    assert client.tx(json.loads(out)["txid"])["status"] == "mempool"
+    code, out, _ = run(capsys, "model", "get", "--node", client.url, "--out", str(tmp_path / "p.npy"), "--json")
+    assert code == 0 and json.loads(out) == {"path": str(tmp_path / "p.npy"), "height": 0, "parameters": 650}
+    np.savetxt(tmp_path / "x.csv", np.zeros((2, 64)), delimiter=",")
+    code, out, _ = run(capsys, "model", "predict", "--node", client.url, "--inputs", str(tmp_path / "x.csv"),
+                       "--json")
+    assert code == 0 and len(json.loads(out)["predictions"]) == 2
+    (tmp_path / "header.csv").write_text("p0,p1\n1,2\n")
+    code, out, err = run(capsys, "model", "predict", "--node", client.url, "--inputs", str(tmp_path / "header.csv"))
+    assert code == 1 and out == "" and "expected rows of 64 numbers" in err and "no header row" in err
+    code, _, err = run(capsys, "model", "get", "--node", client.url, "--out", str(tmp_path / "no" / "p.npy"))
+    assert code == 1 and f"directory {tmp_path / 'no'} does not exist; create it" in err
 
 
 def test_control_routes_need_the_cookie(live: tuple[NodeClient, pathlib.Path]) -> None:

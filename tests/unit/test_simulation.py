@@ -140,37 +140,34 @@ def test_lossy_codecs_still_train() -> None:
 
 
 def test_cli_prints_progress_and_writes_the_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from node.cli import options
+
+    monkeypatch.setattr(options, "interactive", lambda stream=None: True)  # progress shows on a terminal
     out = tmp_path / "sim.json"
-    code = main(
-        [
-            "sim",
-            "--rounds",
-            "4",
-            "--every",
-            "2",
-            "--attack",
-            "sign-flip",
-            "--byzantine",
-            "0.3",
-            "--rule",
-            "trimmed_mean",
-            "--json",
-            str(out),
-        ]
-    )
-    assert code == 0
-    lines = capsys.readouterr().out.splitlines()
+    argv = ["sim", "--rounds", "4", "--every", "2", "--attack", "sign-flip", "--byzantine", "0.3",
+            "--rule", "trimmed_mean"]
+    assert main([*argv, "--json-out", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert lines[0].startswith(
         "sim digits: 8 nodes (2 attacking with sign-flip), rule trimmed_mean"
     )
-    assert [line.split()[1] for line in lines if line.startswith("round")] == ["2/4", "4/4"]
     assert lines[-1].startswith("final accuracy")
+    progress = [line.split()[1] for line in captured.err.splitlines() if line.startswith("round")]
+    assert progress == ["2/4", "4/4"]
     summary = json.loads(out.read_text())
     assert summary["config"]["rounds"] == 4 and summary["rule"] == "trimmed_mean"
     assert len(summary["accuracy"]) == 4 and summary["final"] == summary["accuracy"][-1]
     assert summary["wall_time_s"] > 0
+
+    monkeypatch.setattr(options, "interactive", lambda stream=None: False)  # a pipe: no progress
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # stdout holds the summary and nothing else
+    assert printed["final"] == summary["final"] and printed["accuracy"] == summary["accuracy"]
+    assert "round 2/4" not in captured.err and "final accuracy" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_cli_writes_table_json_and_heatmap(
 ) -> None:
     out = tmp_path / "table.json"
     argv = ["sim", "--nodes", "5", "--byzantine", "0.2", "--rule", "all", "--attack", "mimic"]
-    argv += ["--rounds", "1", "--workers", "1", "--dirichlet", "0.5", "--json", str(out)]
+    argv += ["--rounds", "1", "--workers", "1", "--dirichlet", "0.5", "--json-out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "nnm+median" in text and "worst" in text

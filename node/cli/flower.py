@@ -1,0 +1,103 @@
+"""`gradchain flower`: run an unchanged Flower NumPyClient as a participant of a node's task.
+
+Example (the client of ``examples/flower/``, joining ``make testnet``)::
+
+    gradchain flower --node http://127.0.0.1:18740 --keystore me.json \\
+        --app-dir examples/flower --client flower_digits.client_app:client_fn --shard 1/4
+
+One line per model handled (its evaluation by the client, the fit, the
+update sent); ``--json`` prints one JSON object per model instead (JSON
+lines). The work itself is :func:`node.flower.run_flower_client`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+
+from node.cli.errors import CliError, api_failure
+from node.cli.options import add_json, add_node, add_unlocked_keystore
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The ``flower`` noun has no verbs: it is one long-running command."""
+    add_node(parser)
+    add_unlocked_keystore(parser, "signs every update")
+    parser.add_argument("--client", required=True, metavar="pkg.module:factory",
+                        help="the NumPyClient: an instance, a function returning one, or a Flower "
+                             "client_fn(context)")
+    parser.add_argument("--task", default=None, metavar="ID",
+                        help="the task to train: its id or a unique prefix (`gradchain task list`; "
+                             "default: the chain's first task)")
+    parser.add_argument("--app-dir", type=pathlib.Path, default=None, metavar="DIR",
+                        help="directory to import the client from (default: the working directory)")
+    parser.add_argument("--shard", default="0/1", metavar="i/n",
+                        help="given to a client_fn as node_config partition-id / num-partitions (default 0/1)")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="stop after N updates were sent (default: run until Ctrl-C)")
+    parser.add_argument("--fee", type=int, default=0, help="base units paid per update (default: 0)")
+    parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                        help="how often to ask the node for a new model (default: 1)")
+    add_json(parser)
+    parser.set_defaults(handler=cmd_flower)
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    from node.cli.chain import parse_shard
+    from node.cli.options import Progress, print_json, unlock_keystore
+    from node.client import ApiError, NodeClient
+    from node.flower import (
+        BridgeError,
+        FlowerBridge,
+        RoundReport,
+        fit_config,
+        load_client,
+        resolve_task,
+    )
+
+    if args.rounds is not None and args.rounds < 1:
+        raise CliError("--rounds must be at least 1 (or left out to run until Ctrl-C)")
+    if not args.poll > 0:
+        raise CliError("--poll must be a positive number of seconds")
+    index, total = parse_shard(args.shard)
+    node = NodeClient(args.node)
+    try:
+        task = resolve_task(node, args.task)
+    except ApiError as exc:
+        raise api_failure(exc, "the request for its task") from None
+    except BridgeError as exc:
+        raise CliError(str(exc)) from None
+    keypair = unlock_keystore(args.keystore, args.password_file)
+    if not args.verbose:  # each model's line is printed below; the bridge's log of it would repeat it
+        logging.getLogger("gradchain.flower").setLevel(logging.WARNING)
+    hints = fit_config(task, 0)
+    progress = Progress()
+    last_wait = ""
+
+    def on_wait(message: str) -> None:
+        nonlocal last_wait
+        if message != last_wait:
+            progress(message)
+            last_wait = message
+
+    def on_round(report: RoundReport) -> None:
+        nonlocal last_wait
+        last_wait = ""
+        if args.json:
+            print_json(report.to_json())
+        else:
+            print(report.describe(), flush=True)
+
+    try:
+        client = load_client(args.client, node_config={"partition-id": index, "num-partitions": total},
+                             run_config={key: hints[key] for key in ("lr", "local_steps", "batch_size", "task")},
+                             app_dir=args.app_dir)
+        progress(f"{type(client).__name__} joins task {task.name} at {args.node}; Ctrl-C to stop")
+        bridge = FlowerBridge(client, node, keypair, task, fee=args.fee, poll_s=args.poll)
+        bridge.run(rounds=args.rounds, on_round=on_round, on_wait=on_wait)
+    except BridgeError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        progress("stopped")
+    return 0

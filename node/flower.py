@@ -1,0 +1,402 @@
+"""Run an unchanged Flower ``NumPyClient`` as a gradchain participant.
+
+A Flower user's training code is a ``flwr.client.NumPyClient``: ``fit``
+takes the global parameters as a list of numpy arrays and a config dict and
+returns ``(parameters, num_examples, metrics)``; ``evaluate`` takes the same
+and returns ``(loss, num_examples, metrics)``. The bridge plays Flower's
+server for that one client, with the chain as the aggregator:
+
+1. At each new model (a new tip; a new round once rounds exist) it fetches
+   the task's flat float32 parameters at that height and hands them to the
+   client as per-layer arrays in the task's own order (:func:`to_layers`):
+   ``[W0, b0, W1, b1, ...]``, ``W{i}`` of shape ``(fan_in, fan_out)`` and
+   ``b{i}`` of shape ``(fan_out,)`` (:func:`ml.models.param_shapes`); a
+   layer computes ``x @ W + b``.
+2. It calls ``evaluate`` on that model when the client defines one and logs
+   the result, then ``fit`` with :func:`fit_config`: the task's local
+   training hints (``lr``, ``local_steps``, ``batch_size``), the
+   ``base_height`` and Flower's ``server_round`` (``base_height + 1``).
+3. It turns the returned parameters into the update the chain takes,
+   ``base - trained`` as one flat float32 vector, checks it as the node
+   would (:func:`node.client.check_update_locally`: shape, finite values,
+   norm bound; a refused update is logged with the reason and not sent),
+   and signs and submits it through :meth:`node.client.NodeClient.submit_update`,
+   the one place that knows the submission protocol.
+
+The bridge never imports Flower to run a client it is given: a
+``NumPyClient`` (or the ``Client`` its ``to_client()`` makes) is driven
+through its methods. Flower is needed only to load a ``client_fn(context)``
+from a module (:func:`load_client`), and its absence is said plainly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.models import param_shapes
+from ml.tasks import TaskSpec
+from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
+from node.taskfile import TaskFileError, match_task_id
+from wallet import KeyPair
+
+log = logging.getLogger("gradchain.flower")
+
+DEFAULT_POLL_S = 1.0  # how often the node is asked for a new tip; a block takes seconds
+FLOWER_MISSING = "Flower is not installed; install it with `pip install -e '.[flower]'` (or `pip install flwr`)"
+FIT_RESULT_LEN = 3  # (parameters, num_examples, metrics), Flower's NumPyClient contract
+Scalar = bool | bytes | float | int | str
+
+
+class BridgeError(Exception):
+    """The client or the node cannot take part as asked; the message says what to change."""
+
+
+@dataclass
+class Evaluation:
+    """What the client's ``evaluate`` said about a model."""
+
+    loss: float
+    num_examples: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RoundReport:
+    """One model handled: its evaluation, the fit, and the update sent (or why it was not)."""
+
+    base_height: int
+    base_hash: str
+    evaluation: Evaluation | None
+    num_examples: int
+    fit_metrics: dict[str, Any]
+    update_norm: float
+    txid: str | None = None
+    refused: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (numpy scalars as numbers, bytes as hex)."""
+        return {key: _plain(value) for key, value in asdict(self).items()}
+
+    def describe(self) -> str:
+        """One log line: ``model 12 a3f0…: loss 0.31 accuracy 0.93 (450) | fit 449 -> tx 9c1e…``."""
+        parts = [f"model {self.base_height} {self.base_hash[:12]}…"]
+        if self.evaluation is not None:
+            figures = " ".join(f"{k} {_short(v)}" for k, v in self.evaluation.metrics.items())
+            figures = f" {figures}" if figures else ""
+            parts.append(f"evaluate loss {self.evaluation.loss:.4f}{figures} "
+                         f"({self.evaluation.num_examples} examples)")
+        outcome = f"tx {self.txid[:16]}…" if self.txid else f"NOT SENT: {self.refused}"
+        parts.append(f"fit on {self.num_examples} examples, update norm {self.update_norm:.3f} -> {outcome}")
+        return " | ".join(parts)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with what a client's metrics may hold (Flower's Scalar, numpy scalars) made JSON-ready."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+# -- the parameter layout: ml.models.param_shapes, W0, b0, W1, b1, ... -------------------------------
+def to_layers(task: TaskSpec, flat: np.ndarray) -> list[np.ndarray]:
+    """The flat parameter vector as Flower's list of per-layer arrays (fresh float32 copies)."""
+    values = np.asarray(flat, dtype=np.float32)
+    if values.shape != (task.param_count,):
+        raise BridgeError(f"the node served {values.size} parameters; task {task.name} has {task.param_count}")
+    layers, offset = [], 0
+    for _, shape in param_shapes(task):
+        size = int(np.prod(shape))
+        layers.append(values[offset:offset + size].reshape(shape).copy())
+        offset += size
+    return layers
+
+
+def from_layers(task: TaskSpec, layers: Sequence[Any], what: str = "fit") -> np.ndarray:
+    """The client's per-layer arrays back as one flat float32 vector; a wrong layout is a BridgeError."""
+    expected = param_shapes(task)
+    described = ", ".join(f"{name} {list(shape)}" for name, shape in expected)
+    if not isinstance(layers, (list, tuple)) or len(layers) != len(expected):
+        count = len(layers) if isinstance(layers, (list, tuple)) else type(layers).__name__
+        raise BridgeError(f"the client's {what} returned {count} arrays; task {task.name} has "
+                          f"{len(expected)}: {described}")
+    parts = []
+    for (name, shape), array in zip(expected, layers, strict=True):
+        values = np.asarray(array)
+        if values.shape != shape:
+            raise BridgeError(f"the client's {what} returned {name} with shape {list(values.shape)}; "
+                              f"task {task.name} expects {described}")
+        if values.dtype.kind not in "fiu":
+            raise BridgeError(f"the client's {what} returned {name} of dtype {values.dtype}; expected floats")
+        parts.append(values.astype(np.float32).ravel())
+    return np.concatenate(parts)
+
+
+def fit_config(task: TaskSpec, base_height: int) -> dict[str, Scalar]:
+    """The config dict ``fit`` and ``evaluate`` receive: the task's local-training hints and the base."""
+    return {
+        "lr": float(task.lr),
+        "local_steps": int(task.local_steps),
+        "batch_size": int(task.batch_size),
+        "base_height": int(base_height),
+        "server_round": int(base_height) + 1,
+        "task": task.name,
+    }
+
+
+# -- the client -------------------------------------------------------------------------------------
+def unwrap(client: Any) -> Any:
+    """The NumPyClient itself, also when given the ``Client`` its ``to_client()`` made."""
+    inner = getattr(client, "numpy_client", None)
+    return inner if inner is not None else client
+
+
+def defines(client: Any, method: str) -> bool:
+    """Whether the client's own code defines ``method`` (Flower's base class only has placeholders)."""
+    for klass in type(client).__mro__:
+        if method in vars(klass):
+            return not klass.__module__.startswith("flwr.")
+    return callable(getattr(client, method, None))  # set on the instance
+
+
+def require_flwr() -> Any:
+    """``flwr``, imported on first use; a BridgeError that says how to install it otherwise."""
+    try:
+        return importlib.import_module("flwr")
+    except ImportError:
+        raise BridgeError(FLOWER_MISSING) from None
+
+
+def flower_context(node_config: dict[str, Scalar], run_config: dict[str, Scalar]) -> Any:
+    """A ``flwr.common.Context`` for a ``client_fn(context)``, built across Flower versions."""
+    require_flwr()
+    common = importlib.import_module("flwr.common")
+    record_type = getattr(common, "RecordDict", None) or common.RecordSet
+    offered: dict[str, Any] = {"run_id": 0, "node_id": 0, "node_config": node_config, "state": record_type(),
+                               "run_config": run_config}
+    accepted = inspect.signature(common.Context).parameters
+    return common.Context(**{name: value for name, value in offered.items() if name in accepted})
+
+
+def load_client(spec: str, *, node_config: dict[str, Scalar] | None = None,
+                run_config: dict[str, Scalar] | None = None, app_dir: Path | None = None) -> Any:
+    """The NumPyClient named by ``spec`` = ``pkg.module:attr``.
+
+    ``attr`` may be a NumPyClient (or the ``Client`` its ``to_client()``
+    made), a function of no arguments returning one, or a Flower
+    ``client_fn(context)``: it gets a Context whose ``node_config`` carries
+    ``partition-id`` / ``num-partitions`` and whose ``run_config`` carries
+    the task's training hints. ``app_dir`` (default: the working directory)
+    goes first on ``sys.path``, as ``flwr run`` and uvicorn do.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise BridgeError(f"--client must look like pkg.module:factory, got {spec!r}")
+    require_flwr()
+    directory = str((app_dir or Path.cwd()).resolve())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == "flwr" or (exc.name or "").startswith("flwr."):
+            raise BridgeError(FLOWER_MISSING) from None
+        raise BridgeError(f"cannot import {module_name!r} ({exc}); run from the directory that holds it "
+                          "or pass --app-dir") from None
+    target: Any = getattr(module, attr, None)
+    if target is None:
+        raise BridgeError(f"module {module_name} has no {attr!r}; name the NumPyClient, or the function "
+                          "that makes one, after the colon")
+    if type(target).__name__ == "ClientApp":
+        raise BridgeError(f"{spec} is a ClientApp; point --client at the client_fn it wraps "
+                          f"(e.g. {module_name}:client_fn)")
+    client = target
+    if inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target):
+        factory: Callable[..., Any] = target
+        arity = len(inspect.signature(factory).parameters)
+        if arity == 0:
+            client = factory()
+        elif arity == 1:
+            client = factory(flower_context(node_config or {}, run_config or {}))
+        else:
+            raise BridgeError(f"{spec} takes {arity} arguments; a factory takes none, a client_fn one (context)")
+    client = unwrap(client)
+    if not callable(getattr(client, "fit", None)):
+        raise BridgeError(f"{spec} gave a {type(client).__name__}, which has no fit(parameters, config); "
+                          "it must be (or make) a flwr.client.NumPyClient")
+    return client
+
+
+# -- the bridge -------------------------------------------------------------------------------------
+@dataclass
+class FlowerBridge:
+    """One NumPyClient taking part in one node's task; :meth:`run` follows the chain."""
+
+    client: Any
+    node: NodeClient
+    keypair: KeyPair
+    task: TaskSpec
+    fee: int = 0
+    poll_s: float = DEFAULT_POLL_S
+    rounds: list[RoundReport] = field(default_factory=list)
+    _pending: str | None = None  # our last txid while the node's mempool holds it
+
+    def check_layout(self) -> None:
+        """Compare the client's own parameters (if it exposes them) with the task's layout, once."""
+        if not defines(self.client, "get_parameters"):
+            return
+        own = self.client.get_parameters(fit_config(self.task, 0))
+        if own:  # Flower's convention: [] means "ask the server"
+            from_layers(self.task, own, "get_parameters")
+
+    def handle(self, height: int, block_hash: str) -> RoundReport:
+        """Evaluate, fit and submit on the model at ``height`` (whose block is ``block_hash``)."""
+        params, served = self.node.model_params(height)
+        if served != height:
+            raise BridgeError(f"asked for the model at {height}, the node served {served}")
+        config = fit_config(self.task, height)
+        evaluation = None
+        if defines(self.client, "evaluate"):
+            evaluation = self._evaluate(to_layers(self.task, params), dict(config))
+        trained, num_examples, metrics = self._fit(to_layers(self.task, params), dict(config))
+        delta = params - from_layers(self.task, trained)
+        norm = float(np.linalg.norm(delta.astype(np.float64)))
+        report = RoundReport(height, block_hash, evaluation, num_examples, metrics, norm)
+        try:
+            checked = check_update_locally(self.task, delta)
+        except UpdateRefused as exc:
+            report.refused = str(exc)
+            log.warning("update on model %d not sent: %s", height, exc)
+            return report
+        try:
+            report.txid = self.node.submit_update(self.keypair, checked, base_height=height, fee=self.fee)
+        except ApiError as exc:
+            if exc.status == 0:
+                raise  # the node is unreachable: run() waits and tries again
+            report.refused = f"the node refused it: {exc.message}"
+            log.warning("update on model %d refused by the node: %s", height, exc.message)
+            return report
+        self._pending = report.txid
+        return report
+
+    def _fit(self, layers: list[np.ndarray], config: dict[str, Scalar]) -> tuple[Any, int, dict[str, Any]]:
+        result = self.client.fit(layers, config)
+        if not (isinstance(result, tuple) and len(result) == FIT_RESULT_LEN):
+            raise BridgeError("the client's fit must return (parameters, num_examples, metrics), as Flower's "
+                              f"NumPyClient does; it returned {type(result).__name__}")
+        trained, num_examples, metrics = result
+        return trained, int(num_examples), dict(metrics or {})
+
+    def _evaluate(self, layers: list[np.ndarray], config: dict[str, Scalar]) -> Evaluation:
+        result = self.client.evaluate(layers, config)
+        if not (isinstance(result, tuple) and len(result) == FIT_RESULT_LEN):
+            raise BridgeError("the client's evaluate must return (loss, num_examples, metrics), as Flower's "
+                              f"NumPyClient does; it returned {type(result).__name__}")
+        loss, num_examples, metrics = result
+        return Evaluation(float(loss), int(num_examples), dict(metrics or {}))
+
+    def _waiting_on_own_update(self) -> bool:
+        """True while the node still pools our last update: a new one now would only queue behind it."""
+        if self._pending is None:
+            return False
+        try:
+            pooled = bool(self.node.tx(self._pending)["status"] == "mempool")
+        except ApiError:
+            pooled = False  # dropped (e.g. its base went stale): train afresh
+        if not pooled:
+            self._pending = None
+        return pooled
+
+    def run(self, *, rounds: int | None = None, stop: threading.Event | None = None,
+            on_round: Callable[[RoundReport], None] | None = None,
+            on_wait: Callable[[str], None] | None = None) -> list[RoundReport]:
+        """Follow the node: one :meth:`handle` per new model, until ``rounds`` updates are sent or ``stop``."""
+        stop = stop if stop is not None else threading.Event()
+        self.check_layout()
+        seen: tuple[int, str] | None = None
+        sent = 0
+        while not stop.is_set() and (rounds is None or sent < rounds):
+            try:
+                status = self.node.status()
+                tip = (int(status["height"]), str(status["tip"]))
+                if tip != seen and not self._waiting_on_own_update():
+                    seen = tip
+                    report = self.handle(*tip)
+                    self.rounds.append(report)
+                    sent += report.txid is not None
+                    log.info("%s", report.describe())
+                    if on_round is not None:
+                        on_round(report)
+                    continue
+                waiting = f"waiting for a new model after height {tip[0]}…"
+            except ApiError as exc:  # the node restarts or the network hiccups: keep following it
+                waiting = f"node unreachable ({exc.message}); retrying every {self.poll_s:g}s"
+                log.warning("%s", waiting)
+            if on_wait is not None:
+                on_wait(waiting)
+            stop.wait(self.poll_s)
+        return self.rounds
+
+
+def resolve_task(node: NodeClient, task: str | None) -> TaskSpec:
+    """The spec of the task to train: ``task`` (an id, or a unique prefix of one, as ``gradchain task``
+    commands take it) or, by default, the chain's first task."""
+    if task is None:
+        return node.task_spec()
+    ids = [str(t["id"]) for t in node.tasks()]
+    try:
+        task_id = match_task_id(task, ids)
+    except TaskFileError as exc:
+        raise BridgeError(f"{exc}; pass one of them to --task (`gradchain task list` shows them) or leave it "
+                          "out for the chain's first") from None
+    if task_id != ids[0]:
+        raise BridgeError(f"task {task_id} is not the chain's first task, and the node serves model parameters "
+                          "for that one only so far; leave --task out")
+    return node.task_spec(task_id)
+
+
+def run_flower_client(client: Any, node_url: str | NodeClient, keypair: KeyPair, task: str | None = None, *,
+                      rounds: int | None = None, fee: int = 0, poll_s: float = DEFAULT_POLL_S,
+                      stop: threading.Event | None = None,
+                      on_round: Callable[[RoundReport], None] | None = None,
+                      on_wait: Callable[[str], None] | None = None) -> list[RoundReport]:
+    """Run a Flower NumPyClient as a participant of the node's task until ``rounds`` updates or ``stop``.
+
+    Parameters
+    ----------
+    client
+        A ``flwr.client.NumPyClient`` (or the ``Client`` from its ``to_client()``).
+    node_url
+        The node's API URL (or a ready :class:`NodeClient`).
+    keypair
+        The participant's key: it signs every update.
+    task
+        The id of the task to train (or a unique prefix of it; ``gradchain task list`` shows them).
+        ``None`` takes the chain's first task.
+    rounds
+        Stop after this many updates were sent (default: run until ``stop`` is set).
+    on_round, on_wait
+        Called with each :class:`RoundReport`, and with a line while waiting for a new model.
+
+    Returns the report of every model handled, in order.
+    """
+    node = node_url if isinstance(node_url, NodeClient) else NodeClient(node_url)
+    bridge = FlowerBridge(unwrap(client), node, keypair, resolve_task(node, task), fee=fee, poll_s=poll_s)
+    return bridge.run(rounds=rounds, stop=stop, on_round=on_round, on_wait=on_wait)
