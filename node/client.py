@@ -191,6 +191,12 @@ class NodeClient:
         )
         return key, status
 
+    def contributor(self, keypair: KeyPair, status: dict[str, Any] | None = None) -> Contributor:
+        """A :class:`Contributor` for ``keypair`` on the node's chain and first task (``status``: the node's)."""
+        status = self.status() if status is None else status
+        task = TaskSpec.from_dict(self.model()["task"])
+        return Contributor(keypair, task, _tag_of(status), hex_to_hash(str(status["task_id"])))
+
     def bond(self, keypair: KeyPair, fee: int = 0) -> str | None:
         """Lock the task's bond for ``keypair`` (its identity as a contributor); None if already bonded.
 
@@ -222,9 +228,8 @@ class NodeClient:
         key, status = self.key_status(keypair)
         if not key.mature:
             raise ApiError(0, "this key has no mature bond: run `gradchain update bond` (or client.bond) first")
-        task = TaskSpec.from_dict(self.model()["task"])
-        me = Contributor(keypair, task, _tag_of(status), hex_to_hash(str(status["task_id"])))
-        start = int(status["round"]) * task.round_blocks
+        me = self.contributor(keypair, status)
+        start = int(status["round"]) * me.task.round_blocks
         base_hash = hex_to_hash(self.block(start)["hash"])
         encoded = [encode_update(np.asarray(d, dtype=np.float32), encoding) for d in deltas]
         commit = me.commit(key, base_hash, encoded)

@@ -6,22 +6,29 @@ returns ``(parameters, num_examples, metrics)``; ``evaluate`` takes the same
 and returns ``(loss, num_examples, metrics)``. The bridge plays Flower's
 server for that one client, with the chain as the aggregator:
 
-1. At each new model (a new tip; a new round once rounds exist) it fetches
-   the task's flat float32 parameters at that height and hands them to the
-   client as per-layer arrays in the task's own order (:func:`to_layers`):
+0. The chain's rounds (docs/DESIGN-NOTES.md, "Rounds, bonds and
+   commit-reveal") decide the rhythm: the key first bonds (it needs the
+   task's ``bond_amount`` in coins, sent to it by anyone), and once the bond
+   is mature it takes part in every round.
+1. At each new round it fetches the task's flat float32 parameters at the
+   round's start height (the model every update of the round is computed on)
+   and hands them to the client as per-layer arrays in the task's own order (:func:`to_layers`):
    ``[W0, b0, W1, b1, ...]``, ``W{i}`` of shape ``(fan_in, fan_out)`` and
    ``b{i}`` of shape ``(fan_out,)`` (:func:`ml.models.param_shapes`); a
    layer computes ``x @ W + b``.
 2. It calls ``evaluate`` on that model when the client defines one and logs
-   the result, then ``fit`` with :func:`fit_config`: the task's local
+   the result, then ``fit`` once per update it commits (a round's worth,
+   ``round_blocks``, by default) with :func:`fit_config`: the task's local
    training hints (``lr``, ``local_steps``, ``batch_size``), the
-   ``base_height`` and Flower's ``server_round`` (``base_height + 1``).
-3. It turns the returned parameters into the update the chain takes,
+   ``base_height``, the ``round``, Flower's ``server_round`` (``round + 1``)
+   and the ``update``'s index in the round.
+3. It turns each returned set of parameters into the update the chain takes,
    ``base - trained`` as one flat float32 vector, checks it as the node
    would (:func:`node.client.check_update_locally`: shape, finite values,
    norm bound; a refused update is logged with the reason and not sent),
-   and signs and submits it through :meth:`node.client.NodeClient.submit_update`,
-   the one place that knows the submission protocol.
+   commits to the round's updates (:class:`node.contributor.Contributor`,
+   which keeps the signed reveals) and, during the next round, reveals them
+   one per block, as every participant does.
 
 The bridge never imports Flower to run a client it is given: a
 ``NumPyClient`` (or the ``Client`` its ``to_client()`` makes) is driven
@@ -43,11 +50,15 @@ from typing import Any
 
 import numpy as np
 
+from consensus.header import hex_to_hash
+from consensus.rounds import round_start
+from consensus.tx import encode_tx
 from ml.models import param_shapes
 from ml.tasks import TaskSpec
 from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
+from node.contributor import Contributor, KeyStatus
 from node.taskfile import TaskFileError, match_task_id
-from wallet import KeyPair
+from wallet import KeyPair, address_of
 
 log = logging.getLogger("gradchain.flower")
 
@@ -72,14 +83,21 @@ class Evaluation:
 
 @dataclass
 class RoundReport:
-    """One model handled: its evaluation, the fit, and the update sent (or why it was not)."""
+    """One round's model handled: its evaluation, the fits, and the commitment sent (or why it was not).
 
+    ``txid`` is the commitment's; its ``updates`` are revealed one per block
+    during the next round. ``update_norm`` is the largest of the round's
+    updates, ``num_examples`` and ``fit_metrics`` the last fit's.
+    """
+
+    round: int
     base_height: int
     base_hash: str
     evaluation: Evaluation | None
     num_examples: int
     fit_metrics: dict[str, Any]
     update_norm: float
+    updates: int = 0
     txid: str | None = None
     refused: str | None = None
 
@@ -88,15 +106,16 @@ class RoundReport:
         return {key: _plain(value) for key, value in asdict(self).items()}
 
     def describe(self) -> str:
-        """One log line: ``model 12 a3f0…: loss 0.31 accuracy 0.93 (450) | fit 449 -> tx 9c1e…``."""
-        parts = [f"model {self.base_height} {self.base_hash[:12]}…"]
+        """One log line: ``round 3, model 24 a3f0…: loss 0.31 accuracy 0.93 (450) | 8 fits … -> commitment 9c1e…``."""
+        parts = [f"round {self.round}, model {self.base_height} {self.base_hash[:12]}…"]
         if self.evaluation is not None:
             figures = " ".join(f"{k} {_short(v)}" for k, v in self.evaluation.metrics.items())
             figures = f" {figures}" if figures else ""
             parts.append(f"evaluate loss {self.evaluation.loss:.4f}{figures} "
                          f"({self.evaluation.num_examples} examples)")
-        outcome = f"tx {self.txid[:16]}…" if self.txid else f"NOT SENT: {self.refused}"
-        parts.append(f"fit on {self.num_examples} examples, update norm {self.update_norm:.3f} -> {outcome}")
+        outcome = (f"commitment {self.txid[:16]}… of {self.updates} update(s), revealed next round" if self.txid
+                   else f"NOT SENT: {self.refused}")
+        parts.append(f"fit on {self.num_examples} examples, largest update norm {self.update_norm:.3f} -> {outcome}")
         return " | ".join(parts)
 
 
@@ -149,14 +168,17 @@ def from_layers(task: TaskSpec, layers: Sequence[Any], what: str = "fit") -> np.
     return np.concatenate(parts)
 
 
-def fit_config(task: TaskSpec, base_height: int) -> dict[str, Scalar]:
-    """The config dict ``fit`` and ``evaluate`` receive: the task's local-training hints and the base."""
+def fit_config(task: TaskSpec, base_height: int, round_: int = 0, update: int = 0) -> dict[str, Scalar]:
+    """The config dict ``fit`` and ``evaluate`` receive: the task's local-training hints, the base
+    model's height, the chain's round (Flower's ``server_round`` is one more) and the update's index."""
     return {
         "lr": float(task.lr),
         "local_steps": int(task.local_steps),
         "batch_size": int(task.batch_size),
         "base_height": int(base_height),
-        "server_round": int(base_height) + 1,
+        "round": int(round_),
+        "server_round": int(round_) + 1,
+        "update": int(update),
         "task": task.name,
     }
 
@@ -247,16 +269,19 @@ def load_client(spec: str, *, node_config: dict[str, Scalar] | None = None,
 # -- the bridge -------------------------------------------------------------------------------------
 @dataclass
 class FlowerBridge:
-    """One NumPyClient taking part in one node's task; :meth:`run` follows the chain."""
+    """One NumPyClient taking part in one node's task; :meth:`run` follows the chain's rounds."""
 
     client: Any
     node: NodeClient
     keypair: KeyPair
     task: TaskSpec
-    fee: int = 0
+    fee: int = 0  # paid for the bond (commitments and reveals carry no fee)
     poll_s: float = DEFAULT_POLL_S
+    updates_per_round: int | None = None  # default: the task's round_blocks
     rounds: list[RoundReport] = field(default_factory=list)
-    _pending: str | None = None  # our last txid while the node's mempool holds it
+    _me: Contributor | None = None
+    _bond_txid: str | None = None  # our bond while the node pools it
+    _revealed: set[tuple[int, int]] = field(default_factory=set)  # (round, index) of every reveal sent
 
     def check_layout(self) -> None:
         """Compare the client's own parameters (if it exposes them) with the task's layout, once."""
@@ -266,34 +291,55 @@ class FlowerBridge:
         if own:  # Flower's convention: [] means "ask the server"
             from_layers(self.task, own, "get_parameters")
 
-    def handle(self, height: int, block_hash: str) -> RoundReport:
-        """Evaluate, fit and submit on the model at ``height`` (whose block is ``block_hash``)."""
-        params, served = self.node.model_params(height)
-        if served != height:
-            raise BridgeError(f"asked for the model at {height}, the node served {served}")
-        config = fit_config(self.task, height)
+    @property
+    def me(self) -> Contributor:
+        """The key's commitments and their signed reveals (made on first use, for the node's chain)."""
+        if self._me is None:
+            self._me = self.node.contributor(self.keypair)
+        return self._me
+
+    def handle(self, key: KeyStatus) -> RoundReport:
+        """Evaluate the round's model, fit a round's worth of updates on it and commit to them."""
+        round_ = key.round
+        base_height = round_start(round_, self.task.round_blocks)
+        params, served = self.node.model_params(base_height)
+        if served != base_height:
+            raise BridgeError(f"asked for the model at {base_height}, the node served {served}")
+        base_hash = str(self.node.block(base_height)["hash"])
+        config = fit_config(self.task, base_height, round_)
         evaluation = None
         if defines(self.client, "evaluate"):
             evaluation = self._evaluate(to_layers(self.task, params), dict(config))
-        trained, num_examples, metrics = self._fit(to_layers(self.task, params), dict(config))
-        delta = params - from_layers(self.task, trained)
-        norm = float(np.linalg.norm(delta.astype(np.float64)))
-        report = RoundReport(height, block_hash, evaluation, num_examples, metrics, norm)
-        try:
-            checked = check_update_locally(self.task, delta)
-        except UpdateRefused as exc:
-            report.refused = str(exc)
-            log.warning("update on model %d not sent: %s", height, exc)
+        deltas: list[np.ndarray] = []
+        norms: list[float] = []
+        refused: str | None = None
+        num_examples = 0
+        metrics: dict[str, Any] = {}
+        for index in range(self.updates_per_round or self.task.round_blocks):
+            trained, num_examples, metrics = self._fit(to_layers(self.task, params), {**config, "update": index})
+            delta = params - from_layers(self.task, trained)
+            norms.append(float(np.linalg.norm(delta.astype(np.float64))))
+            try:
+                checked = check_update_locally(self.task, delta)
+            except UpdateRefused as exc:
+                refused = str(exc)
+                log.warning("update %d of round %d not sent: %s", index, round_, exc)
+                continue
+            if not any(np.array_equal(checked, d) for d in deltas):  # a commitment's digests are distinct
+                deltas.append(checked)
+        report = RoundReport(round_, base_height, base_hash, evaluation, num_examples, metrics, max(norms),
+                             updates=len(deltas))
+        if not deltas:
+            report.refused = refused or "the client's fit returned no update"
             return report
+        commit = self.me.commit(key, hex_to_hash(base_hash), deltas)
         try:
-            report.txid = self.node.submit_update(self.keypair, checked, base_height=height, fee=self.fee)
+            report.txid = self.node.submit_raw_tx(encode_tx(commit))
         except ApiError as exc:
             if exc.status == 0:
                 raise  # the node is unreachable: run() waits and tries again
-            report.refused = f"the node refused it: {exc.message}"
-            log.warning("update on model %d refused by the node: %s", height, exc.message)
-            return report
-        self._pending = report.txid
+            report.refused = f"the node refused the commitment: {exc.message}"
+            log.warning("round %d's commitment refused by the node: %s", round_, exc.message)
         return report
 
     def _fit(self, layers: list[np.ndarray], config: dict[str, Scalar]) -> tuple[Any, int, dict[str, Any]]:
@@ -312,40 +358,71 @@ class FlowerBridge:
         loss, num_examples, metrics = result
         return Evaluation(float(loss), int(num_examples), dict(metrics or {}))
 
-    def _waiting_on_own_update(self) -> bool:
-        """True while the node still pools our last update: a new one now would only queue behind it."""
-        if self._pending is None:
+    def _bond(self, key: KeyStatus) -> str | None:
+        """Send the bond once the key can afford it; what the key waits for, or None once bonded."""
+        need = self.task.bond_amount + self.fee
+        if self._bond_txid is not None:
+            try:
+                if self.node.tx(self._bond_txid)["status"] == "mempool":
+                    return "waiting for the bond to be mined"
+            except ApiError:
+                pass  # dropped: bond again
+            self._bond_txid = None
+        if key.balance < need:
+            return (f"this key needs {need} base units to bond and holds {key.balance}: send them to "
+                    f"{address_of(self.keypair.public)} (`gradchain wallet send`)")
+        self._bond_txid = self.node.bond(self.keypair, fee=self.fee)
+        log.info("bond sent (%s): the key contributes once it is mature", self._bond_txid)
+        return "waiting for the bond to be mined"
+
+    def _reveal(self, key: KeyStatus) -> None:
+        """Send last round's next unrevealed update, once per block (one per sender per block counts)."""
+        reveal = self.me.reveal(key, pooled_ok=True)
+        if reveal is None or (key.round - 1, key.unrevealed[0]) in self._revealed:
+            return
+        txid = self.node.submit_raw_tx(encode_tx(reveal))
+        self._revealed.add((key.round - 1, key.unrevealed[0]))
+        log.info("revealed update %d of round %d for block %d (%s)", key.unrevealed[0] + 1, key.round - 1,
+                 key.height, txid)
+
+    def _done(self, key: KeyStatus, rounds: int | None) -> bool:
+        """``rounds`` commitments sent and the last one's reveals all sent (or its reveal round over)."""
+        sent = [r.round for r in self.rounds if r.txid is not None]
+        if rounds is None or len(sent) < rounds:
             return False
-        try:
-            pooled = bool(self.node.tx(self._pending)["status"] == "mempool")
-        except ApiError:
-            pooled = False  # dropped (e.g. its base went stale): train afresh
-        if not pooled:
-            self._pending = None
-        return pooled
+        last = max(sent)
+        plan = self.me.plans.get(last, [])
+        return key.round > last + 1 or all((last, i) in self._revealed for i in range(len(plan)))
 
     def run(self, *, rounds: int | None = None, stop: threading.Event | None = None,
             on_round: Callable[[RoundReport], None] | None = None,
             on_wait: Callable[[str], None] | None = None) -> list[RoundReport]:
-        """Follow the node: one :meth:`handle` per new model, until ``rounds`` updates are sent or ``stop``."""
+        """Follow the node: bond, then each round commit (:meth:`handle`) and reveal last round's updates,
+        until ``rounds`` commitments are made and revealed, or ``stop``."""
         stop = stop if stop is not None else threading.Event()
         self.check_layout()
         seen: tuple[int, str] | None = None
-        sent = 0
-        while not stop.is_set() and (rounds is None or sent < rounds):
+        while not stop.is_set():
             try:
-                status = self.node.status()
+                key, status = self.node.key_status(self.keypair)
+                if self._done(key, rounds):
+                    break
                 tip = (int(status["height"]), str(status["tip"]))
-                if tip != seen and not self._waiting_on_own_update():
+                waiting = f"waiting for a new block after height {tip[0]}…"
+                if tip != seen:
                     seen = tip
-                    report = self.handle(*tip)
-                    self.rounds.append(report)
-                    sent += report.txid is not None
-                    log.info("%s", report.describe())
-                    if on_round is not None:
-                        on_round(report)
-                    continue
-                waiting = f"waiting for a new model after height {tip[0]}…"
+                    waiting = (self._bond(key) if not key.bonded else None) or waiting
+                    if key.bonded and not key.mature:
+                        waiting = "waiting for the bond to mature"
+                    self._reveal(key)
+                    sent = sum(r.txid is not None for r in self.rounds)
+                    if self.me.wants_commit(key) and (rounds is None or sent < rounds):
+                        report = self.handle(key)
+                        self.rounds.append(report)
+                        log.info("%s", report.describe())
+                        if on_round is not None:
+                            on_round(report)
+                        continue
             except ApiError as exc:  # the node restarts or the network hiccups: keep following it
                 waiting = f"node unreachable ({exc.message}); retrying every {self.poll_s:g}s"
                 log.warning("%s", waiting)

@@ -5,9 +5,11 @@ Example (the client of ``examples/flower/``, joining ``make testnet``)::
     gradchain flower --node http://127.0.0.1:18740 --keystore me.json \\
         --app-dir examples/flower --client flower_digits.client_app:client_fn --shard 1/4
 
-One line per model handled (its evaluation by the client, the fit, the
-update sent); ``--json`` prints one JSON object per model instead (JSON
-lines). The work itself is :func:`node.flower.run_flower_client`.
+The key bonds as soon as it holds the task's bond (send it the coins
+first), then takes part in every round: one line per round handled (the
+client's evaluation of the round's model, the fits, the commitment sent;
+the updates are revealed one per block in the next round); ``--json``
+prints one JSON object per round instead (JSON lines). The work itself is :func:`node.flower.run_flower_client`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from node.cli.options import add_json, add_node, add_unlocked_keystore
 def configure(parser: argparse.ArgumentParser) -> None:
     """The ``flower`` noun has no verbs: it is one long-running command."""
     add_node(parser)
-    add_unlocked_keystore(parser, "signs every update")
+    add_unlocked_keystore(parser, "bonds and signs every update")
     parser.add_argument("--client", required=True, metavar="pkg.module:factory",
                         help="the NumPyClient: an instance, a function returning one, or a Flower "
                              "client_fn(context)")
@@ -35,10 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default="0/1", metavar="i/n",
                         help="given to a client_fn as node_config partition-id / num-partitions (default 0/1)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help="stop after N updates were sent (default: run until Ctrl-C)")
-    parser.add_argument("--fee", type=int, default=0, help="base units paid per update (default: 0)")
+                        help="stop after N rounds' updates were committed and revealed (default: run until Ctrl-C)")
+    parser.add_argument("--fee", type=int, default=0, help="base units paid for the bond; updates carry no fee (default: 0)")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                        help="how often to ask the node for a new model (default: 1)")
+                        help="how often to ask the node for a new block (default: 1)")
     add_json(parser)
     parser.set_defaults(handler=cmd_flower)
 
