@@ -150,13 +150,16 @@ def test_bad_updates_are_refused_before_sending(live: tuple[NodeClient, pathlib.
 def test_json_results_and_input_files_in_our_words(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     client, keystore = live
-    np.save(tmp_path / "delta.npy", np.full(650, 0.01, dtype=np.float32))
-    code, out, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(keystore),
-                         "--file", str(tmp_path / "delta.npy"), "--json")
+    client.mine(1)  # the bond's coins
+    code, out, err = run(capsys, "update", "bond", "--node", client.url, "--keystore", str(keystore), "--json")
     assert code == 0, err
-    assert client.tx(json.loads(out)["txid"])["status"] == "mempool"
+    bonded = json.loads(out)
+    assert bonded["already_bonded"] is False and client.tx(bonded["txid"])["status"] == "mempool"
+    client.mine(1)
+    code, out, err = run(capsys, "update", "bond", "--node", client.url, "--keystore", str(keystore), "--json")
+    assert code == 0 and json.loads(out) == {"txid": None, "already_bonded": True}, err
     code, out, _ = run(capsys, "model", "get", "--node", client.url, "--out", str(tmp_path / "p.npy"), "--json")
-    assert code == 0 and json.loads(out) == {"path": str(tmp_path / "p.npy"), "height": 0, "parameters": 650}
+    assert code == 0 and json.loads(out) == {"path": str(tmp_path / "p.npy"), "height": 2, "parameters": 650}
     np.savetxt(tmp_path / "x.csv", np.zeros((2, 64)), delimiter=",")
     code, out, _ = run(capsys, "model", "predict", "--node", client.url, "--inputs", str(tmp_path / "x.csv"),
                        "--json")
