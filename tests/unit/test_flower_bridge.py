@@ -57,9 +57,9 @@ def test_a_wrong_layout_names_the_layer_and_the_expected_shapes() -> None:
 
 def test_fit_config_carries_the_tasks_training_hints_and_the_base() -> None:
     task = builtin_task("digits")
-    config = fit_config(task, 41)
-    assert config == {"lr": 1.0, "local_steps": 20, "batch_size": 32, "base_height": 41, "server_round": 42,
-                      "task": "digits"}
+    config = fit_config(task, 40, 5, 3)
+    assert config == {"lr": 1.0, "local_steps": 20, "batch_size": 32, "base_height": 40, "round": 5,
+                      "server_round": 6, "update": 3, "task": "digits"}
     assert all(isinstance(v, (bool, bytes, float, int, str)) for v in config.values())  # Flower's Scalar
 
 
@@ -155,9 +155,12 @@ def test_a_report_is_json_whatever_scalars_the_client_returned() -> None:
 
     from node.flower import Evaluation, RoundReport
 
-    report = RoundReport(3, "00" * 32, Evaluation(0.25, 10, {"accuracy": np.float32(0.5)}), 7,
-                         {"loss": np.float64(1.5), "steps": np.int64(20), "tag": b"\x01\x02"}, 2.0, txid="ab" * 32)
+    report = RoundReport(3, 24, "00" * 32, Evaluation(0.25, 10, {"accuracy": np.float32(0.5)}), 7,
+                         {"loss": np.float64(1.5), "steps": np.int64(20), "tag": b"\x01\x02"}, 2.0, updates=8,
+                         txid="ab" * 32)
     data = json.loads(json.dumps(report.to_json()))
     assert data["evaluation"]["metrics"] == {"accuracy": 0.5}
     assert data["fit_metrics"] == {"loss": 1.5, "steps": 20, "tag": "0102"}
     assert "evaluate loss 0.2500 accuracy 0.5000 (10 examples)" in report.describe()
+    assert report.describe().startswith("round 3, model 24 ")
+    assert f"commitment {'ab' * 8}… of 8 update(s), revealed next round" in report.describe()
