@@ -13,6 +13,7 @@ from ml.tabular import table_csv
 from ml.tasks import builtin_task
 from node.datafile import SEALED_FILE, DataSourceError
 from tests.conftest import until
+from tests.node.contrib import mine_settled
 from tests.node.harness import Cluster, mine, scenario
 from wallet import address_bytes
 
@@ -42,11 +43,16 @@ async def test_appended_rows_reach_the_next_updates_without_a_restart(cluster: C
     await until(lambda: len(trainer.y) == 70, UPDATE_TIMEOUT_S, what="the appended rows")
     assert any(e.kind == "data" and "+30 rows" in e.message for e in node.events)
     np.testing.assert_array_equal(trainer.X[40:], load_dataset(builtin_task("digits")).X_train[40:70])
-    for _ in range(node.chain.task.bond_maturity + 1):  # once the bond is mature: a round's updates on 70 rows
-        await mine(node, 1)
     own = address_bytes(node.keypair.public)
-    await until(lambda: any(isinstance(e.tx, Commit) for e in node.mempool.pending(own)), UPDATE_TIMEOUT_S,
-                what="a commitment to updates trained on the grown data")
+
+    def committed() -> bool:  # pooled, or already in a block
+        on_chain = any(address == own for _, address in node.chain.state.task.commitments)
+        return on_chain or any(isinstance(e.tx, Commit) for e in node.mempool.pending(own))
+
+    last = node.chain.height + node.chain.task.bond_maturity + 2
+    while not committed():  # once the bond is mature: a round's updates on 70 rows
+        assert node.chain.height < last, "no commitment to updates trained on the grown data"
+        await mine_settled(node, UPDATE_TIMEOUT_S)
 
 
 @scenario

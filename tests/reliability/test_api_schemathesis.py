@@ -43,7 +43,7 @@ def api_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeThread]:
     try:
         thread.call(mine(node, 3))
         to = address_bytes(node_key("recipient").public)
-        tx = sign_tx(Transfer(node.keypair.public, 0, to, 1000, 1), node.keypair, node.chain.chain_id)
+        tx = sign_tx(Transfer(node.keypair.public, 0, to, 1000, 1), node.keypair, node.chain.signing_tag)
         thread.call(node.submit_tx(encode_tx(tx), source=None))
         thread.call(mine(node, 1))
         yield thread

@@ -31,7 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from consensus.tx import Transfer, encode_tx, sign_tx
+from consensus.header import hex_to_hash
+from consensus.tx import Transfer, chain_tag, encode_tx, sign_tx
 from node import limits
 from node.keystore_file import write_keystore
 from tests.conftest import until
@@ -82,11 +83,11 @@ class Api:
             return resp.status
 
 
-def transfer(sender: KeyPair, nonce: int, to: bytes, amount: int, chain_id: int) -> bytes:
-    return encode_tx(sign_tx(Transfer(sender.public, nonce, to, amount, 1), sender, chain_id))
+def transfer(sender: KeyPair, nonce: int, to: bytes, amount: int, tag: bytes) -> bytes:
+    return encode_tx(sign_tx(Transfer(sender.public, nonce, to, amount, 1), sender, tag))
 
 
-async def fund(api: Api, senders: Sequence[KeyPair], chain_id: int) -> None:
+async def fund(api: Api, senders: Sequence[KeyPair], tag: bytes) -> None:
     """The miner pays every sender, PER_SENDER transfers per block (its own pending limit)."""
     miner = address_of(MINER.public)
     await until(lambda: height_at_least(api, 2), 60, what="the miner's first rewards")
@@ -94,7 +95,7 @@ async def fund(api: Api, senders: Sequence[KeyPair], chain_id: int) -> None:
         nonce = (await api.get(f"/api/accounts/{miner}"))["nonce"]
         batch = senders[start : start + PER_SENDER]
         for i, sender in enumerate(batch):
-            status = await api.post_tx(transfer(MINER, nonce + i, address_bytes(sender.public), FUNDING, chain_id))
+            status = await api.post_tx(transfer(MINER, nonce + i, address_bytes(sender.public), FUNDING, tag))
             assert status == 202, f"funding transfer refused: {status}"
         funded = nonce + len(batch)
         await until(lambda n=funded: nonce_at_least(api, miner, n), 60, what="the funding mined")
@@ -175,11 +176,12 @@ async def run_flood(url: str, proc: subprocess.Popen[bytes]) -> None:
                 return False
 
         await until(answering, STARTUP_S, interval=0.2, what="the node to answer")
-        chain_id = int((await api.get("/api/status"))["chain_id"])
+        status = await api.get("/api/status")
+        tag = chain_tag(int(status["chain_id"]), hex_to_hash(str(status["genesis"])))  # what signatures bind
         senders = [key(i) for i in range(1, SENDERS + 1)]
-        await fund(api, senders, chain_id)
+        await fund(api, senders, tag)
         sink = address_bytes(key(10**6).public)
-        raws = [transfer(s, n, sink, 1, chain_id) for n in range(PER_SENDER) for s in senders]
+        raws = [transfer(s, n, sink, 1, tag) for n in range(PER_SENDER) for s in senders]
         answers: list[tuple[int, float]] = []
         samples: list[tuple[float, int]] = []
         stop = asyncio.Event()

@@ -42,7 +42,7 @@ async def send(node: Node, amount: int) -> bytes:
     sender = address_bytes(node.keypair.public)
     nonce = await node.run_chain(node.mempool.next_nonce, sender, node.chain)
     to = address_bytes(node_key("recipient").public)
-    tx = sign_tx(Transfer(node.keypair.public, nonce, to, amount, 1), node.keypair, node.chain.chain_id)
+    tx = sign_tx(Transfer(node.keypair.public, nonce, to, amount, 1), node.keypair, node.chain.signing_tag)
     return await node.submit_tx(encode_tx(tx), source=None)
 
 
