@@ -22,7 +22,7 @@ from consensus.errors import BlockRejected, Reject
 from consensus.genesis import chain_params_for, make_genesis, task_of_genesis
 from consensus.header import Header, hash_hex
 from consensus.params import ChainParams, get_params
-from consensus.pow import next_anchor_time, work
+from consensus.pow import check_proof_of_work, next_anchor_time, work
 from consensus.state import State
 from consensus.transition import Undo, state_transition, undo_block, validate_block
 from consensus.tx import Coinbase, GradientUpdate, Transfer, Tx
@@ -30,12 +30,25 @@ from consensus.validation import earliest_time, validate_header
 from consensus.view import BranchView, ChainRules, ChainView
 from ml.datasets import load_gate_set
 from ml.tasks import TaskSpec
-from node.limits import MAX_LOCATOR_HASHES
+from node.limits import ANTI_DOS_WORK_BLOCKS, MAX_LOCATOR_HASHES
 from node.storage import BlockStatus, IndexRow, Storage, StorageError
 
 log = logging.getLogger("gradchain.chain")
 
 DB_NAME = "chain.sqlite"
+LOW_WORK = "low-work"  # Connected.status of a block on a branch too far below the tip's work to store
+
+
+def min_branch_work(tip_work: int, tip_bits: int) -> int:
+    """The chain work a branch needs before a node stores its headers or blocks.
+
+    Within ``ANTI_DOS_WORK_BLOCKS`` blocks' work of the tip (Bitcoin Core's
+    anti-DoS threshold; headers-first sync and block intake both apply it):
+    a fork from deep in the past may be mined at the proof-of-work limit (its
+    old schedule is far behind), so storing it would cost an attacker almost
+    nothing per block and us a block body each.
+    """
+    return tip_work - ANTI_DOS_WORK_BLOCKS * work(tip_bits)
 
 
 def chain_rules(network: ChainParams, task: TaskSpec) -> ChainRules:
@@ -77,7 +90,7 @@ class Connected:
 
     block_hash: bytes
     height: int
-    status: str  # "connected", "reorg", "side", "duplicate"
+    status: str  # "connected", "reorg", "side", "duplicate", LOW_WORK (neither stored nor an error)
     disconnected: list[Block] = field(default_factory=list)
     connected: list[Block] = field(default_factory=list)
 
@@ -272,17 +285,54 @@ class ChainState:
             self.storage.put_index(entry.row())
         return entry
 
+    def min_branch_work(self) -> int:
+        """The chain work a branch needs before this node stores its blocks (:func:`min_branch_work`)."""
+        return min_branch_work(self.tip.chain_work, self.tip.header.bits)
+
+    def screen(self, header: Header) -> Connected | None:
+        """The cheap checks on a block's header, before its body is decoded or stored.
+
+        Returns the outcome when the body is not needed at all: ``duplicate``
+        (we hold it) or :data:`LOW_WORK` (its branch is below
+        :meth:`min_branch_work`: ignored, not punished, since an honest
+        peer on a minority fork announces such blocks). Returns None when the
+        body must be read. Raises ``BlockRejected`` for a header that is
+        known invalid, extends an invalid or unknown parent
+        (``UNKNOWN_PARENT``: an orphan is never decoded), or misses its own
+        proof of work. A header that sync already stored passed the work
+        test with its branch and is not tested again.
+        """
+        block_hash = header_codec.header_hash(header)
+        known = self.index.get(block_hash)
+        if known is not None:
+            if known.status in (BlockStatus.BODY, BlockStatus.VALID):
+                return Connected(block_hash, known.height, "duplicate")
+            if known.status == BlockStatus.INVALID:
+                raise BlockRejected(Reject.BAD_PREV, f"block {hash_hex(block_hash)[:16]} is known invalid")
+            return None
+        parent = self.index.get(header.prev)
+        if parent is None:
+            raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
+        if parent.status == BlockStatus.INVALID:
+            raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
+        check_proof_of_work(block_hash, header.bits, self.params)
+        if parent.chain_work + work(header.bits) < self.min_branch_work():
+            return Connected(block_hash, parent.height + 1, LOW_WORK)
+        return None
+
     def accept_block(self, block: Block, now: int) -> Connected:
         """Store ``block`` and, if it makes the most-work chain, connect it.
 
         Raises ``BlockRejected`` with the rule the block broke; the node's data
         is then unchanged apart from remembering the block as invalid. Its
         header, body and connection are written in one storage group: one
-        disk sync per block instead of one per step.
+        disk sync per block instead of one per step. A duplicate or a block
+        on a branch of too little work is not stored (:meth:`screen`).
         """
         block_hash = block.hash
-        if self.has_block(block_hash):
-            return Connected(block_hash, self.index[block_hash].height, "duplicate")
+        screened = self.screen(block.header)
+        if screened is not None:
+            return screened
         with self.storage.group():
             entry = self.accept_header(block.header, now)
             try:

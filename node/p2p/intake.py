@@ -51,8 +51,8 @@ class BlockIntake:
                 self.conns.punish(url, exc.code, f"invalid block: {exc}")
             return False
         peer = self.conns.peers.get(url)
-        if peer is not None and result.status != "duplicate":
-            peer.last_block_at = time.time()
+        if peer is not None and result.status in ("connected", "reorg", "side"):
+            peer.last_block_at = time.time()  # a block we lacked and stored: eviction protection
         if result.status == "side" and self.chain.snapshot.bodies_missing:
             # The block extends a branch with more work whose earlier bodies we lack
             # (we hold only their headers): fetch them, or the branch never connects.

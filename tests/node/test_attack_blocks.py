@@ -1,0 +1,171 @@
+"""Attacks with blocks a peer offers: orphans, deep forks, headers without work, fat bodies.
+
+A node fetches every block a peer announces. Before these fixes it decoded
+each one in full on the chain thread before looking at its header, and stored
+any block whose header was valid, however little work its branch had. On
+testnet a fork from far back mines at the proof-of-work limit (2**16 hashes a
+block: its old schedule is far behind), so a peer could write a 24 MiB body
+to our disk for every 2**16 hashes, and make us decode 24 MiB orphans for
+nothing (77 ms of chain-thread time each, unpunished).
+
+Regtest stands in for testnet here: every block has the same work, so a fork
+from genesis with a node more than ``ANTI_DOS_WORK_BLOCKS`` blocks ahead is
+exactly the "too little work to store" case, whatever the difficulty. The
+threshold is cut to ``THRESHOLD`` blocks (sync and intake read the same one)
+so a few blocks show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+import node.chainstate as chainstate
+from consensus.block import Block
+from consensus.errors import Reject
+from consensus.header import Header, hash_hex
+from consensus.tx import Coinbase, GradientUpdate, Payout, sign_tx
+from ml.codec import encode_update
+from node.mining import make_template
+from node.p2p import messages as m
+from node.service import Node
+from tests.chainbuilder import mine as solve
+from tests.chainbuilder import recommit
+from tests.conftest import until
+from tests.node.harness import (
+    Cluster,
+    FakePeer,
+    all_stored,
+    connect,
+    get_json,
+    http,
+    is_banned,
+    mine,
+    node_key,
+    scenario,
+    wait_same_tip,
+)
+from tests.node.test_attack_p2p import msgpack_reply, still_serving
+from tests.node.test_block_relay import failing_pow
+from wallet import address_bytes
+
+THRESHOLD = 6
+FAT_VALUES = 250_000  # a 1 MB update: the body a junk block carries (24 MiB is allowed; this is enough to see)
+
+
+def fat_block(node: Node, parent: Block | Header, parent_hash: bytes, height: int, tag: bytes) -> Block:
+    """A mined block on ``parent`` whose body is two 1 MB wrong-shape updates (valid only as bytes)."""
+    header = parent.header if isinstance(parent, Block) else parent
+    payload = encode_update(np.zeros(FAT_VALUES, np.float32))
+    updates = []
+    for i in range(2):
+        key = node_key(f"fat-{i}")
+        updates.append(sign_tx(GradientUpdate(key.public, 0, 0, 0, parent_hash, payload), key, node.chain.chain_id))
+    coinbase = Coinbase(height, (Payout(address_bytes(node_key("junk").public), 1),), extra=tag)
+    shell = Block.build(Header(1, parent_hash, bytes(32), header.time + 1, header.bits, 0), bytes(32), [])
+    return recommit(shell, [coinbase, *updates])
+
+
+def datadir_bytes(node: Node) -> int:
+    return sum(p.stat().st_size for p in node.config.datadir.glob("chain.sqlite*"))
+
+
+def decode_spy(monkeypatch: Any) -> list[bytes]:
+    """Record the hash of every block the chain service decodes."""
+    import node.chain_service as chain_service
+
+    decoded: list[bytes] = []
+    real = chain_service.decode_block
+
+    def spy(raw: bytes) -> Block:
+        block = real(raw)
+        decoded.append(block.hash)
+        return block
+
+    monkeypatch.setattr(chain_service, "decode_block", spy)
+    return decoded
+
+
+@scenario
+async def test_a_deep_fork_and_orphans_are_never_decoded_or_stored(cluster: Cluster, monkeypatch: Any) -> None:
+    """A peer announces an orphan, a low-work fork block and a sibling of the tip, all with fat bodies.
+
+    ::
+
+        genesis - 1 - ... - 12           (a)
+              \\ x                         low work: ignored, body never read
+                             ... 11 \\ s   the tip's sibling: stored as a side block
+        ? - o                             orphan: never decoded; a asks the peer for headers
+
+    Only the sibling is decoded and stored; the peer keeps its standing (an
+    honest node on a minority fork announces such blocks too). Then a block
+    whose header misses its proof of work costs its sender a ban, again
+    without its body being decoded.
+    """
+    monkeypatch.setattr(chainstate, "ANTI_DOS_WORK_BLOCKS", THRESHOLD)
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    await mine(a, THRESHOLD + 6)
+    await wait_same_tip([a, b])
+    chain = a.chain
+    genesis = chain.genesis
+    parent = chain.index[chain.tip.prev]
+    low_work = fat_block(a, genesis, genesis.hash, 1, b"deep")
+    sibling = fat_block(a, parent.header, parent.hash, parent.height + 1, b"sibling")
+    orphan = fat_block(a, parent.header, secrets.token_bytes(32), parent.height + 1, b"orphan")
+    decoded = decode_spy(monkeypatch)
+    asked_for_headers = threading.Event()
+
+    async def headers(request: web.Request) -> web.Response:
+        asked_for_headers.set()
+        return msgpack_reply(m.Headers(headers=()))
+
+    before = datadir_bytes(a)
+    async with FakePeer(a, routes={"headers": headers}) as fake, http() as session:
+        assert await fake.handshake(session) == 200
+        for block in (orphan, low_work, sibling):
+            fake.inventory[block.hash] = block.encode()
+        for block in (orphan, low_work, sibling):  # one announce each, in this order
+            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(block.hash,), txs=())))
+            assert status == 204, text
+        await until(lambda: all_stored(a, [sibling]), 30, what="a to store the tip's sibling")
+        await until(asked_for_headers.is_set, 30, what="a to ask the orphan's sender for headers")
+        for block in (orphan, low_work):
+            status, _ = await get_json(session, f"{a.url}/api/blocks/{hash_hex(block.hash)}")
+            assert status == 404, f"block {hash_hex(block.hash)[:16]} was stored"
+        assert decoded == [sibling.hash], f"decoded {[hash_hex(h)[:16] for h in decoded]}"
+        grown = datadir_bytes(a) - before
+        assert grown < len(low_work.encode()) + len(sibling.encode()), f"the datadir grew by {grown} bytes"
+        assert not await is_banned(a, fake.url)
+
+    good = solve(await a.run_chain(make_template, a))
+    no_work = failing_pow(dataclasses.replace(good, header=dataclasses.replace(good.header, nonce=0)))
+    async with FakePeer(a) as liar:
+        await liar.send_blocks([no_work], expect=Reject.BAD_POW)
+    assert decoded == [sibling.hash], "a block without its proof of work was decoded"
+    await still_serving(a, b)
+
+
+@scenario
+async def test_a_heavier_branch_forked_deeper_than_the_threshold_still_wins(cluster: Cluster, monkeypatch: Any) -> None:
+    """Two nodes mine apart from genesis; when they meet, the heavier deep branch wins on both.
+
+    a's first blocks are each too little work alone for b (they would be
+    ignored if announced one by one); headers-first sync proves the branch's
+    total work first, then its bodies are fetched and connected. A minority
+    fork within the threshold (the sibling in the test above) and this deep
+    one are the two honest cases the screen must let through.
+    """
+    monkeypatch.setattr(chainstate, "ANTI_DOS_WORK_BLOCKS", THRESHOLD)
+    a, b = await cluster.start_many(2)
+    await mine(b, THRESHOLD + 4)
+    heavier = await mine(a, THRESHOLD + 8)
+    await connect(b, a)
+    await wait_same_tip([a, b], target=heavier[-1])
+    await mine(b, 1)  # and the two keep building on it together
+    await wait_same_tip([a, b])
