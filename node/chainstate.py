@@ -297,9 +297,10 @@ class ChainState:
         :meth:`min_branch_work`: ignored, not punished, since an honest
         peer on a minority fork announces such blocks). Returns None when the
         body must be read. Raises ``BlockRejected`` for a header that is
-        known invalid, extends an invalid or unknown parent
-        (``UNKNOWN_PARENT``: an orphan is never decoded), or misses its own
-        proof of work. A header that sync already stored passed the work
+        known invalid, misses its own proof of work (checked before its
+        parent, so an orphan costs its maker that work), or extends an
+        invalid or unknown parent (``UNKNOWN_PARENT``: an orphan is never
+        decoded). A header that sync already stored passed the work
         test with its branch and is not tested again.
         """
         block_hash = header_codec.header_hash(header)
@@ -310,12 +311,12 @@ class ChainState:
             if known.status == BlockStatus.INVALID:
                 raise BlockRejected(Reject.BAD_PREV, f"block {hash_hex(block_hash)[:16]} is known invalid")
             return None
+        check_proof_of_work(block_hash, header.bits, self.params)  # first: an orphan is not free to make
         parent = self.index.get(header.prev)
         if parent is None:
             raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
         if parent.status == BlockStatus.INVALID:
             raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
-        check_proof_of_work(block_hash, header.bits, self.params)
         if parent.chain_work + work(header.bits) < self.min_branch_work():
             return Connected(block_hash, parent.height + 1, LOW_WORK)
         return None

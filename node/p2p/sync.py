@@ -189,6 +189,8 @@ class HeaderSync:
                 if exc.code == Reject.UNKNOWN_PARENT:
                     raise SyncAborted(Misbehaviour.PROTOCOL_VIOLATION, "headers do not connect") from None
                 raise SyncAborted(exc.code, f"invalid header: {exc}") from None
+            if accepted.new:
+                self.downloader.intake.connected_by(url)
             if self.chain.snapshot.bodies_missing:
                 self.downloader.wake()
             if not full:

@@ -26,6 +26,7 @@ import numpy as np
 from aiohttp import web
 
 import node.chainstate as chainstate
+from consensus import header as header_codec
 from consensus.block import Block
 from consensus.errors import Reject
 from consensus.header import Header, hash_hex
@@ -130,7 +131,7 @@ async def test_a_deep_fork_and_orphans_are_never_decoded_or_stored(cluster: Clus
         assert await fake.handshake(session) == 200
         for block in (orphan, low_work, sibling):
             fake.inventory[block.hash] = block.encode()
-        for block in (orphan, low_work, sibling):  # one announce each, in this order
+        for block in (low_work, sibling, orphan):  # one announce each, in this order
             status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(block.hash,), txs=())))
             assert status == 204, text
         await until(lambda: all_stored(a, [sibling]), 30, what="a to store the tip's sibling")
@@ -169,3 +170,62 @@ async def test_a_heavier_branch_forked_deeper_than_the_threshold_still_wins(clus
     await wait_same_tip([a, b], target=heavier[-1])
     await mine(b, 1)  # and the two keep building on it together
     await wait_same_tip([a, b])
+
+
+@scenario
+async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(cluster: Cluster) -> None:
+    """A peer announces fat orphans (valid proof of work at the easiest bits, unknown parents), one after another.
+
+    An orphan is never punished (an honest peer ahead of us sends them), so
+    before this fix each one was downloaded in full, forever: 40 bytes of
+    announce bought 2 MB of our bandwidth and memory (32 MiB with real fat
+    blocks). Now the first orphan sends the peer's announces through header
+    sync: what it announces next is fetched only once headers we store
+    connect it. So the other orphans cost a small get_headers each, and a
+    real block (its header served on request) still gets in and lifts the
+    restriction. An orphan without its proof of work costs its sender a ban.
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    await mine(a, 2)
+    await wait_same_tip([a, b])
+    tip = a.chain.tip
+    orphans = [fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"o%d" % i) for i in range(6)]
+    real = solve(await a.run_chain(make_template, a))
+    served: list[bytes] = []
+
+    async def blocks(request: web.Request) -> web.Response:
+        wanted = m.decode_as(m.GetBlocks, await request.read())
+        served.extend(wanted.hashes)
+        return msgpack_reply(m.Blocks(blocks=tuple(fake.inventory[h] for h in wanted.hashes if h in fake.inventory)))
+
+    header_requests = 0
+
+    async def headers(request: web.Request) -> web.Response:
+        nonlocal header_requests
+        header_requests += 1
+        return msgpack_reply(m.Headers(headers=(header_codec.encode(real.header),) if real.hash in fake.inventory else ()))
+
+    async with FakePeer(a, routes={"blocks": blocks, "headers": headers}) as fake, http() as session:
+        assert await fake.handshake(session) == 200
+        for orphan in orphans:
+            fake.inventory[orphan.hash] = orphan.encode()
+        for orphan in orphans:  # each one handled (its header request answered, the sync over) before the next
+            asked = header_requests
+            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(orphan.hash,), txs=())))
+            assert status == 204, text
+            await until(lambda: header_requests > asked and not a.peers.syncing, 30,  # noqa: B023
+                        what="a to ask the orphan's sender for headers")
+        fake.inventory[real.hash] = real.encode()
+        status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(real.hash,), txs=())))
+        assert status == 204, text
+        await wait_same_tip([a, b], target=real.hash)
+        assert served[0] == orphans[0].hash and set(served[1:]) <= {real.hash}, (
+            f"served {[h[:4].hex() for h in served]}; orphans {[o.hash[:4].hex() for o in orphans]}; "
+            f"real {real.hash[:4].hex()}")
+        assert not await is_banned(a, fake.url)
+
+    free = failing_pow(fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
+    async with FakePeer(a) as liar:
+        await liar.send_blocks([free], expect=Reject.BAD_POW)
+    await still_serving(a, b)
