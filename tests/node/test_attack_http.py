@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -98,6 +99,63 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
         predict_input.parse_inputs = real_parse  # type: ignore[assignment]
     await still_serving(a, b)
 
+
+
+TX_FLOOD = 4  # concurrent maximal /api/tx bodies
+
+
+@scenario
+async def test_tx_bodies_that_are_not_a_small_object_are_refused_unparsed(cluster: Cluster, monkeypatch: Any) -> None:
+    """``POST /api/tx`` takes ``{"tx": "<hex>"}``: a body of many JSON values is refused before it is parsed.
+
+    Within the body cap (16 MiB, room for one largest tx in hex) a list of
+    eight million zeros took ``json.loads`` about half a second each, on the
+    event loop and holding the GIL: four at once kept ``/api/status`` waiting
+    1.7 s. Now such a body (a long list, a deep nesting, many keys) is a 400
+    without parsing; the shape every client sends is parsed as before.
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    parsed: list[int] = []
+    real_loads = json.loads
+
+    def spy(text: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(len(text))
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", spy)
+    room = limits.MAX_API_BODY_BYTES - 64
+    flat = b'{"tx": "00", "pad": [' + b"0," * (room // 2 - 16) + b"0]}"
+    deep = b'{"tx": "00", "pad": ' + b"[" * (room // 2 - 16) + b"]" * (room // 2 - 16) + b"}"
+    keys = b'{"tx": "00", ' + b",".join(b'"k%d": 0' % i for i in range(room // 16)) + b"}"
+    latencies: list[float] = []
+    async with http() as session:
+
+        async def poll_status(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                status, _ = await get_json(session, f"{a.url}/api/status")
+                assert status == 200
+                latencies.append(time.perf_counter() - started)
+                await asyncio.sleep(0.01)
+
+        async def post(body: bytes) -> tuple[int, str]:
+            async with session.post(f"{a.url}/api/tx", data=body, headers={"Content-Type": "application/json"}) as resp:
+                return resp.status, await resp.text()
+
+        stop = asyncio.Event()
+        poller = asyncio.create_task(poll_status(stop))
+        answers = await asyncio.gather(*(post(body) for body in [flat, deep, keys] * TX_FLOOD))
+        stop.set()
+        await poller
+        for status, text in answers:
+            assert status == 400 and "few fields" in text, (status, text[:200])
+        assert not [n for n in parsed if n > 1024], f"bodies of {parsed} bytes were parsed"
+        status, text = await post(b'{"tx": "00"}')
+        assert status == 422, text  # a body of the right shape is parsed, and its tx decoded
+    assert latencies, "/api/status was answered during the flood"
+    print(f"\n/api/status during {TX_FLOOD * 3} junk /api/tx bodies: worst {max(latencies) * 1000:.0f} ms")
+    await still_serving(a, b)
 
 
 SLOW_HOST = "127.0.0.2"  # a loopback address that is not the shared 127.0.0.1: per-host caps apply
