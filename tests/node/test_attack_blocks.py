@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import threading
 from typing import Any
 
 import numpy as np
@@ -92,19 +91,50 @@ def decode_spy(monkeypatch: Any) -> list[bytes]:
     return decoded
 
 
+class WatchedPeer(FakePeer):
+    """A fake peer that records the blocks and header requests the node sends it.
+
+    It answers ``get_headers`` with ``serve_headers`` (none by default).
+    """
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node, routes={"blocks": self._blocks, "headers": self._headers})
+        self.served: list[bytes] = []
+        self.header_requests = 0
+        self.serve_headers: list[Header] = []
+
+    async def _blocks(self, request: web.Request) -> web.Response:
+        wanted = m.decode_as(m.GetBlocks, await request.read())
+        self.served.extend(wanted.hashes)
+        return msgpack_reply(m.Blocks(blocks=tuple(self.inventory[h] for h in wanted.hashes if h in self.inventory)))
+
+    async def _headers(self, request: web.Request) -> web.Response:
+        self.header_requests += 1
+        return msgpack_reply(m.Headers(headers=tuple(header_codec.encode(h) for h in self.serve_headers)))
+
+    async def announce(self, session: Any, *blocks: Block) -> None:
+        for block in blocks:
+            self.inventory[block.hash] = block.encode()
+        status, text = await self.post(session, "announce", m.encode(m.Announce(blocks=tuple(b.hash for b in blocks),
+                                                                                 txs=())))
+        assert status == 204, text
+
+
 @scenario
 async def test_a_deep_fork_and_orphans_are_never_decoded_or_stored(cluster: Cluster, monkeypatch: Any) -> None:
-    """A peer announces an orphan, a low-work fork block and a sibling of the tip, all with fat bodies.
+    """Peers announce a sibling of the tip, a low-work fork block (twice) and an orphan, all with fat bodies.
 
     ::
 
         genesis - 1 - ... - 12           (a)
-              \\ x                         low work: ignored, body never read
+              \\ x                         low work: fetched once, ignored, body never read
                              ... 11 \\ s   the tip's sibling: stored as a side block
-        ? - o                             orphan: never decoded; a asks the peer for headers
+        ? - o                             orphan (another peer): never decoded; a asks for headers
 
-    Only the sibling is decoded and stored; the peer keeps its standing (an
-    honest node on a minority fork announces such blocks too). Then a block
+    Only the sibling is decoded and stored; both peers keep their standing
+    (an honest node on a minority fork, or ahead of us, announces such
+    blocks too), but what they announce next waits for their headers: the
+    low-work block announced again is not fetched again. Then a block
     whose header misses its proof of work costs its sender a ban, again
     without its body being decoded.
     """
@@ -120,29 +150,26 @@ async def test_a_deep_fork_and_orphans_are_never_decoded_or_stored(cluster: Clus
     sibling = fat_block(a, parent.header, parent.hash, parent.height + 1, b"sibling")
     orphan = fat_block(a, parent.header, secrets.token_bytes(32), parent.height + 1, b"orphan")
     decoded = decode_spy(monkeypatch)
-    asked_for_headers = threading.Event()
-
-    async def headers(request: web.Request) -> web.Response:
-        asked_for_headers.set()
-        return msgpack_reply(m.Headers(headers=()))
 
     before = datadir_bytes(a)
-    async with FakePeer(a, routes={"headers": headers}) as fake, http() as session:
-        assert await fake.handshake(session) == 200
-        for block in (orphan, low_work, sibling):
-            fake.inventory[block.hash] = block.encode()
-        for block in (low_work, sibling, orphan):  # one announce each, in this order
-            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(block.hash,), txs=())))
-            assert status == 204, text
-        await until(lambda: all_stored(a, [sibling]), 30, what="a to store the tip's sibling")
-        await until(asked_for_headers.is_set, 30, what="a to ask the orphan's sender for headers")
+    async with WatchedPeer(a) as minority, WatchedPeer(a) as ahead, http() as session:
+        for fake in (minority, ahead):
+            assert await fake.handshake(session) == 200
+        for block in (sibling, low_work, low_work):  # one peer's announces are handled in order
+            await minority.announce(session, block)
+        await ahead.announce(session, orphan)
+        await until(lambda: minority.header_requests > 0 and ahead.header_requests > 0, 30,
+                    what="a to ask for headers instead of fetching the second low-work announce, and after the orphan")
+        assert await all_stored(a, [sibling])
+        assert minority.served == [sibling.hash, low_work.hash] and ahead.served == [orphan.hash]
         for block in (orphan, low_work):
             status, _ = await get_json(session, f"{a.url}/api/blocks/{hash_hex(block.hash)}")
             assert status == 404, f"block {hash_hex(block.hash)[:16]} was stored"
         assert decoded == [sibling.hash], f"decoded {[hash_hex(h)[:16] for h in decoded]}"
         grown = datadir_bytes(a) - before
         assert grown < len(low_work.encode()) + len(sibling.encode()), f"the datadir grew by {grown} bytes"
-        assert not await is_banned(a, fake.url)
+        for fake in (minority, ahead):
+            assert not await is_banned(a, fake.url)
 
     good = solve(await a.run_chain(make_template, a))
     no_work = failing_pow(dataclasses.replace(good, header=dataclasses.replace(good.header, nonce=0)))
@@ -192,37 +219,19 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
     tip = a.chain.tip
     orphans = [fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"o%d" % i) for i in range(6)]
     real = solve(await a.run_chain(make_template, a))
-    served: list[bytes] = []
 
-    async def blocks(request: web.Request) -> web.Response:
-        wanted = m.decode_as(m.GetBlocks, await request.read())
-        served.extend(wanted.hashes)
-        return msgpack_reply(m.Blocks(blocks=tuple(fake.inventory[h] for h in wanted.hashes if h in fake.inventory)))
-
-    header_requests = 0
-
-    async def headers(request: web.Request) -> web.Response:
-        nonlocal header_requests
-        header_requests += 1
-        return msgpack_reply(m.Headers(headers=(header_codec.encode(real.header),) if real.hash in fake.inventory else ()))
-
-    async with FakePeer(a, routes={"blocks": blocks, "headers": headers}) as fake, http() as session:
+    async with WatchedPeer(a) as fake, http() as session:
         assert await fake.handshake(session) == 200
-        for orphan in orphans:
-            fake.inventory[orphan.hash] = orphan.encode()
         for orphan in orphans:  # each one handled (its header request answered, the sync over) before the next
-            asked = header_requests
-            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(orphan.hash,), txs=())))
-            assert status == 204, text
-            await until(lambda: header_requests > asked and not a.peers.syncing, 30,  # noqa: B023
+            asked = fake.header_requests
+            await fake.announce(session, orphan)
+            await until(lambda: fake.header_requests > asked and not a.peers.syncing, 30,  # noqa: B023
                         what="a to ask the orphan's sender for headers")
-        fake.inventory[real.hash] = real.encode()
-        status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(real.hash,), txs=())))
-        assert status == 204, text
+        fake.serve_headers = [real.header]
+        await fake.announce(session, real)
         await wait_same_tip([a, b], target=real.hash)
-        assert served[0] == orphans[0].hash and set(served[1:]) <= {real.hash}, (
-            f"served {[h[:4].hex() for h in served]}; orphans {[o.hash[:4].hex() for o in orphans]}; "
-            f"real {real.hash[:4].hex()}")
+        fetched = [h for h in fake.served if h != real.hash]
+        assert fetched == [orphans[0].hash], f"a fetched {len(fetched)} orphans"
         assert not await is_banned(a, fake.url)
 
     free = failing_pow(fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
