@@ -32,6 +32,16 @@ async def still_serving(node: Node, peer: Node) -> None:
     await wait_same_tip([node, peer])
 
 
+async def poll_status(session: Any, node: Node, latencies: list[float], stop: asyncio.Event) -> None:
+    """Ask ``node`` for /api/status until ``stop``, noting how long each answer took."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        status, _ = await get_json(session, f"{node.url}/api/status")
+        assert status == 200
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+
+
 @scenario
 async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(cluster: Cluster) -> None:
     """Multi-MiB /api/predict bodies: wrong shapes refused unparsed, valid ones parsed in a worker.
@@ -71,14 +81,6 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
             valid = b'{"inputs": [' + b",".join([row] * rows) + b"]}"
             latencies: list[float] = []
 
-            async def poll_status(stop: asyncio.Event) -> None:
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    status, _ = await get_json(session, f"{a.url}/api/status")
-                    assert status == 200
-                    latencies.append(time.perf_counter() - started)
-                    await asyncio.sleep(0.01)
-
             async def predict() -> int:
                 async with session.post(f"{a.url}/api/predict", data=valid) as resp:
                     body = await resp.json()
@@ -86,7 +88,7 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
                     return len(body["predictions"])
 
             stop = asyncio.Event()
-            poller = asyncio.create_task(poll_status(stop))
+            poller = asyncio.create_task(poll_status(session, a, latencies, stop))
             counts = await asyncio.gather(*(predict() for _ in range(PREDICT_FLOOD)))
             stop.set()
             await poller
@@ -131,20 +133,12 @@ async def test_tx_bodies_that_are_not_a_small_object_are_refused_unparsed(cluste
     latencies: list[float] = []
     async with http() as session:
 
-        async def poll_status(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                started = time.perf_counter()
-                status, _ = await get_json(session, f"{a.url}/api/status")
-                assert status == 200
-                latencies.append(time.perf_counter() - started)
-                await asyncio.sleep(0.01)
-
         async def post(body: bytes) -> tuple[int, str]:
             async with session.post(f"{a.url}/api/tx", data=body, headers={"Content-Type": "application/json"}) as resp:
                 return resp.status, await resp.text()
 
         stop = asyncio.Event()
-        poller = asyncio.create_task(poll_status(stop))
+        poller = asyncio.create_task(poll_status(session, a, latencies, stop))
         answers = await asyncio.gather(*(post(body) for body in [flat, deep, keys] * TX_FLOOD))
         stop.set()
         await poller
