@@ -21,7 +21,6 @@ import dataclasses
 import secrets
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 import node.chainstate as chainstate
@@ -29,8 +28,7 @@ from consensus import header as header_codec
 from consensus.block import Block
 from consensus.errors import Reject
 from consensus.header import Header, hash_hex
-from consensus.tx import Coinbase, GradientUpdate, Payout, sign_tx
-from ml.codec import encode_update
+from consensus.tx import Coinbase, Payout, Transfer
 from node.mining import make_template
 from node.p2p import messages as m
 from node.service import Node
@@ -55,20 +53,20 @@ from tests.node.test_block_relay import failing_pow
 from wallet import address_bytes
 
 THRESHOLD = 6
-FAT_VALUES = 250_000  # a 1 MB update: the body a junk block carries (24 MiB is allowed; this is enough to see)
+FAT_TRANSFERS = 7_000  # ~1 MB of transfers: the body a junk block carries (24 MiB is allowed; this is enough to see)
 
 
-def fat_block(node: Node, parent: Block | Header, parent_hash: bytes, height: int, tag: bytes) -> Block:
-    """A mined block on ``parent`` whose body is two 1 MB wrong-shape updates (valid only as bytes)."""
+def fat_block(parent: Block | Header, parent_hash: bytes, height: int, tag: bytes, *, fat: bool = True) -> Block:
+    """A mined block on ``parent_hash``; its body (unless not ``fat``) ~1 MB of unsigned transfers, valid only as bytes.
+
+    ``parent`` gives the time and bits; ``parent_hash`` may name a block nobody has (an orphan).
+    """
     header = parent.header if isinstance(parent, Block) else parent
-    payload = encode_update(np.zeros(FAT_VALUES, np.float32))
-    updates = []
-    for i in range(2):
-        key = node_key(f"fat-{i}")
-        updates.append(sign_tx(GradientUpdate(key.public, 0, 0, 0, parent_hash, payload), key, node.chain.chain_id))
+    junk = Transfer(node_key("junk").public, 0, address_bytes(node_key("payee").public), 1, 0, bytes(64))
+    body = [dataclasses.replace(junk, nonce=i) for i in range(FAT_TRANSFERS if fat else 0)]
     coinbase = Coinbase(height, (Payout(address_bytes(node_key("junk").public), 1),), extra=tag)
     shell = Block.build(Header(1, parent_hash, bytes(32), header.time + 1, header.bits, 0), bytes(32), [])
-    return recommit(shell, [coinbase, *updates])
+    return recommit(shell, [coinbase, *body])
 
 
 def datadir_bytes(node: Node) -> int:
@@ -146,9 +144,9 @@ async def test_a_deep_fork_and_orphans_are_never_decoded_or_stored(cluster: Clus
     chain = a.chain
     genesis = chain.genesis
     parent = chain.index[chain.tip.prev]
-    low_work = fat_block(a, genesis, genesis.hash, 1, b"deep")
-    sibling = fat_block(a, parent.header, parent.hash, parent.height + 1, b"sibling")
-    orphan = fat_block(a, parent.header, secrets.token_bytes(32), parent.height + 1, b"orphan")
+    low_work = fat_block(genesis, genesis.hash, 1, b"deep")
+    sibling = fat_block(parent.header, parent.hash, parent.height + 1, b"sibling", fat=False)
+    orphan = fat_block(parent.header, secrets.token_bytes(32), parent.height + 1, b"orphan")
     decoded = decode_spy(monkeypatch)
 
     before = datadir_bytes(a)
@@ -217,7 +215,7 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
     await mine(a, 2)
     await wait_same_tip([a, b])
     tip = a.chain.tip
-    orphans = [fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"o%d" % i) for i in range(6)]
+    orphans = [fat_block(tip.header, secrets.token_bytes(32), tip.height + 2, b"o%d" % i) for i in range(6)]
     real = solve(await a.run_chain(make_template, a))
 
     async with WatchedPeer(a) as fake, http() as session:
@@ -234,7 +232,7 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
         assert fetched == [orphans[0].hash], f"a fetched {len(fetched)} orphans"
         assert not await is_banned(a, fake.url)
 
-    free = failing_pow(fat_block(a, tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
+    free = failing_pow(fat_block(tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
     async with FakePeer(a) as liar:
         await liar.send_blocks([free], expect=Reject.BAD_POW)
     await still_serving(a, b)
