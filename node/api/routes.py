@@ -287,7 +287,7 @@ MAX_REQUEST_JSON_TOKENS = 16
 
 
 def _json_field(body: bytes, name: str, kind: type) -> Any:
-    """Field ``name`` of the JSON object ``body``, of type ``kind``; ValueError says what is wrong.
+    """The one field ``name`` of the JSON object ``body``, of type ``kind``; ValueError says what is wrong.
 
     Every request object here has a few scalar fields, so a body with more
     than ``MAX_REQUEST_JSON_TOKENS`` structural characters is refused
@@ -306,6 +306,8 @@ def _json_field(body: bytes, name: str, kind: type) -> Any:
         raise ValueError("body nests too deeply to be a request") from None
     if not isinstance(data, dict) or name not in data:
         raise ValueError(f"missing field {name!r}")
+    if len(data) > 1:  # the schema says so (additionalProperties: false): a typo is not silently ignored
+        raise ValueError(f"unknown field(s) {sorted(k for k in data if k != name)}; the object has only {name!r}")
     value = data[name]
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON Schema's integer: 3.0 is one (found by schemathesis)
