@@ -84,7 +84,8 @@ def test_import_of_a_heavier_chain_forked_deep_below_the_tip_reorgs(
     other = tmp_path / "other"
     assert main(["chain", "init", "--datadir", str(other), "--network", "regtest", "--f", "0"]) == 0
     assert main(["wallet", "new", "--keystore", str(tmp_path / "k2.json")]) == 0
-    assert main(["chain", "mine", "--datadir", str(other), "--blocks", "9", "--no-update",
+    longer = int(str(show(mined, capsys)["height"])) + 3
+    assert main(["chain", "mine", "--datadir", str(other), "--blocks", str(longer), "--no-update",
                  "--keystore", str(tmp_path / "k2.json"), "--threads", "1"]) == 0
     exported = BinaryStdio()
     monkeypatch.setattr(sys, "stdout", exported)
