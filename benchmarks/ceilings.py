@@ -10,6 +10,11 @@ once (a ctypes call releases the GIL, so the threads really run in parallel):
   of them side by side to cover the instruction's latency.  With the nonce-
   independent work hoisted and the second hash stopped at round 60, a nonce
   needs 62 of them, so ``rate / 62`` is the SHA-NI scan's ceiling in nonces/s.
+* SHA instruction mix: one iteration issues what one nonce needs, the 62
+  ``sha256rnds2`` on independent chains and the 45 ``sha256msg1``/``msg2`` of
+  the message schedule on chains of their own.  Where the schedule
+  instructions share the unit that runs ``sha256rnds2``, this, not the
+  ``sha256rnds2`` rate alone, is the most a SHA-NI scan can reach.
 * compare-exchange: ``(min, max)`` of two vectors of float32 as a compare
   and two selects (what a sorting network does per comparator), on chains
   held in registers: comparators per second, each on one coordinate.
@@ -39,9 +44,11 @@ import numba
 import numpy as np
 from llvmlite import ir
 
+from consensus._sha256_shani import MSG1_PER_NONCE, MSG2_PER_NONCE, RNDS2_PER_NONCE
+
 REPEATS = 7
 SHA_CHAINS = (4, 8, 12)  # the probe uses the fastest of these (latency x issue rate chains saturate)
-RNDS2_PER_NONCE = 62  # consensus._sha256_shani.RNDS2_PER_NONCE, without importing the kernel
+MSG_CHAINS = 8  # independent message-schedule chains in the instruction-mix probe
 F32_LANES = (8, 16)  # float32 lanes per probe vector (AVX2, AVX-512): the faster counts
 F64_LANES = (4, 8)  # float64 lanes per probe vector
 MINMAX_CHAINS = 12  # independent compare-exchanges in flight per iteration
@@ -194,6 +201,54 @@ def _rnds2_probe(chains: int) -> Callable[[int], int]:
     _loop_function("probe", v4, 2 * chains, lambda k: vec((k, k + 1, k + 2, k + 3)), step, module,
                    ('"target-features"="+sha,+sse4.1,+ssse3"',))
     return _jit(module, "probe")
+
+
+@cache
+def _sha_mix_probe(chains: int) -> Callable[[int], int]:
+    """One iteration = one nonce's SHA instructions (see the module docstring), nothing else."""
+    v4 = ir.VectorType(_I32, 4)
+    module = ir.Module(name=f"sha_mix_probe_{chains}")
+    rnds2 = ir.Function(module, ir.FunctionType(v4, [v4, v4, v4]), "llvm.x86.sha256rnds2")
+    msg1 = ir.Function(module, ir.FunctionType(v4, [v4, v4]), "llvm.x86.sha256msg1")
+    msg2 = ir.Function(module, ir.FunctionType(v4, [v4, v4]), "llvm.x86.sha256msg2")
+
+    def vec(values: tuple[int, ...]) -> ir.Constant:
+        return ir.Constant(v4, [ir.Constant(_I32, v) for v in values])
+
+    low, high = vec((0x428A2F98, 0x71374491, 0, 0)), vec((0xB5C0FBCF, 0xE9B5DBA5, 0, 0))
+    schedule = [msg1] * MSG1_PER_NONCE + [msg2] * MSG2_PER_NONCE
+
+    def step(b: ir.IRBuilder, values: list[ir.Value]) -> list[ir.Value]:
+        states, words = values[: 2 * chains], values[2 * chains :]
+        for call in range(RNDS2_PER_NONCE // 2):  # two calls per step, the chains in turn
+            way = call % chains
+            abef, cdgh = states[2 * way], states[2 * way + 1]
+            after_two = b.call(rnds2, [cdgh, abef, low])
+            states[2 * way], states[2 * way + 1] = b.call(rnds2, [abef, after_two, high]), after_two
+            # interleave the schedule's instructions as the kernel does, about one per rnds2
+            for k in range(2 * call, min(2 * call + 2, len(schedule))):
+                words[k % MSG_CHAINS] = b.call(schedule[k], [words[k % MSG_CHAINS], high])
+        for k in range(2 * (RNDS2_PER_NONCE // 2), len(schedule)):
+            words[k % MSG_CHAINS] = b.call(schedule[k], [words[k % MSG_CHAINS], high])
+        return states + words
+
+    _loop_function("probe", v4, 2 * chains + MSG_CHAINS, lambda k: vec((k, k + 1, k + 2, k + 3)), step,
+                   module, ('"target-features"="+sha,+sse4.1,+ssse3"',))
+    return _jit(module, "probe")
+
+
+@cache
+def _saturating_mix_chains() -> int:
+    """The chain count of SHA_CHAINS that runs the instruction mix fastest on one thread."""
+    return max(SHA_CHAINS, key=lambda chains: _best_rate(_sha_mix_probe(chains), 1, 1, REPEATS))
+
+
+def sha256d_mix_rate(threads: int = 1, repeats: int = REPEATS) -> Rate:
+    """Nonces per second on ``threads`` threads if a nonce cost only its SHA instructions (best repeat)."""
+    chains = _saturating_mix_chains()
+    rate = _best_rate(_sha_mix_probe(chains), 1, threads, repeats)
+    return Rate(rate, threads, f"{RNDS2_PER_NONCE} sha256rnds2 on {chains} chains + {MSG1_PER_NONCE} sha256msg1 "
+                f"+ {MSG2_PER_NONCE} sha256msg2 per nonce")
 
 
 @cache

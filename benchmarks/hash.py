@@ -11,7 +11,9 @@ Everything hashes the same header in the same run:
   with the chosen kernel and with the portable one;
 * the ceiling (CPUs with SHA-NI): :func:`benchmarks.ceilings.sha256rnds2_rate`
   on one thread and on every core at once, divided by the 62 ``sha256rnds2``
-  a nonce needs at least.
+  a nonce needs at least; beside it the instruction-mix ceiling
+  (:func:`benchmarks.ceilings.sha256d_mix_rate`: those 62 and the 45 message
+  schedule instructions, which on some CPUs share the ``sha256rnds2`` unit).
 
 Kernel calls are short (a batch or two) and repeated many times, alternating
 with the ceiling probe, and each figure is the best repeat: on a shared
@@ -144,19 +146,23 @@ def measure(sizes: Sizes, cores: int) -> dict[str, Any]:
         call()  # compile or load the cached machine code, start the threads once
     has_sha = hashing.cpu_has_sha_ni()
     probes: dict[str, list[ceilings.Rate]] = {"one": [], "all": []}
+    mix: dict[str, list[ceilings.Rate]] = {"one": [], "all": []}
     for _ in range(sizes.kernel_repeats):  # kernels and probe side by side, under the same load
         for row, call in kernels.values():
             time_once(call, row)
         if has_sha:
             probes["one"].append(ceilings.sha256rnds2_rate(1, repeats=1))
             probes["all"].append(ceilings.sha256rnds2_rate(cores, repeats=1))
+            mix["one"].append(ceilings.sha256d_mix_rate(1, repeats=1))
+            mix["all"].append(ceilings.sha256d_mix_rate(cores, repeats=1))
     hashlib_one, hashlib_many = hashlib_rows(sizes, cores)
     rows = {"hashlib_1thread": hashlib_one, "hashlib_processes": hashlib_many,
             **{name: row for name, (row, _) in kernels.items()}}
     ceiling = {
         name: {"rnds2_per_s": max(r.per_second for r in rates),
                "mhs": ceilings.sha256d_ceiling_mhs(max(rates, key=lambda r: r.per_second)),
-               "threads": rates[0].threads, "what": rates[0].what}
+               "threads": rates[0].threads, "what": rates[0].what,
+               "mix_mhs": max(r.per_second for r in mix[name]) / MEGA, "mix_what": mix[name][0].what}
         for name, rates in probes.items() if rates
     }
     return {"kernel": chosen, "rows": rows, "ceiling": ceiling}
@@ -193,7 +199,8 @@ def headlines(rows: dict[str, Row], ceiling: dict[str, Any], cores: int) -> list
     def figure(name: str, row: Row, base: Row, limit: dict[str, Any] | None) -> Headline:
         fields: dict[str, Any] = {}
         if limit:
-            fields = {"ceiling": f"SHA-NI ceiling, {limit['threads']} thread(s): sha256rnds2 rate / 62",
+            fields = {"ceiling": f"SHA-NI ceiling, {limit['threads']} thread(s): sha256rnds2 rate / 62 (with the "
+                                 f"45 msg1/msg2 a nonce also needs: {limit['mix_mhs']:.1f} MH/s)",
                       "ceiling_value": limit["mhs"], "of_ceiling": row.mhs / limit["mhs"]}
         return Headline(name, row.mhs, "MH/s", base.label, row.mhs / base.mhs, baseline_value=base.mhs,
                         **fields)
@@ -225,14 +232,15 @@ def run(quick: bool = False) -> list[Headline]:
         "thread_scaling": scaling,
         "quoted_context": QUOTED_CONTEXT,
     })
-    print(f"{'run':<28} {'nonces':>10} {'best s':>8} {'MH/s':>8} {'CPU MH/s':>9} {'of ceiling':>10}")
+    print(f"{'run':<28} {'nonces':>10} {'best s':>8} {'MH/s':>8} {'CPU MH/s':>9} {'of ceiling':>10} {'of mix':>7}")
     limits = {"kernel_1thread": ceiling.get("one"), "kernel_all_threads": ceiling.get("all")}
     for name, row in rows.items():
         limit = limits.get(name)
-        share = f"{row.mhs / limit['mhs']:10.2f}" if limit else f"{'':>10}"
+        share = f"{row.mhs / limit['mhs']:10.2f} {row.mhs / limit['mix_mhs']:7.2f}" if limit else f"{'':>18}"
         print(f"{row.label:<28} {row.nonces:>10} {best(row.wall_s):>8.4f} {row.mhs:>8.2f} {row.cpu_mhs:>9.2f} {share}")
     for name, limit in ceiling.items():
-        print(f"ceiling ({name} thread(s)): {limit['rnds2_per_s'] / 1e9:.2f}e9 sha256rnds2/s = {limit['mhs']:.1f} MH/s")
+        print(f"ceiling ({name} thread(s)): {limit['rnds2_per_s'] / 1e9:.2f}e9 sha256rnds2/s = {limit['mhs']:.1f} MH/s;"
+              f" instruction mix {limit['mix_mhs']:.1f} MH/s")
     print(f"thread scaling {scaling:.2f}x on {cores} cores; load average {load_before:.1f} before, "
           f"{load_average():.1f} after")
     print("context (quoted, not measured): cpuminer AVX2 asm "

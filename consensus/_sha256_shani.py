@@ -12,7 +12,10 @@ middle term is the byte-align of the previous two vectors (``W[t-7]``).
 
 Work per nonce.  A nonce costs 62 ``sha256rnds2``, the fewest the instruction
 allows (the benchmark's ceiling divides the machine's ``sha256rnds2`` rate by
-:data:`RNDS2_PER_NONCE`):
+:data:`RNDS2_PER_NONCE`), and 45 ``sha256msg1``/``sha256msg2`` for the message
+schedule (:data:`MSG1_PER_NONCE`, :data:`MSG2_PER_NONCE`; on some CPUs they
+share the unit that runs ``sha256rnds2``, so the benchmark also measures the
+mix):
 
 * first hash, block two: its words 0..2 (header bytes 64..75) and 4..15
   (padding) are the same for every nonce, so the first two rounds run once per
@@ -70,6 +73,11 @@ CALLS_PER_COMPRESSION = 2 * QUADS
 # The second hash stops after the first call of the last quad (rounds 60-61).
 LAST_CALL_SECOND_HASH = CALLS_PER_COMPRESSION - 2
 RNDS2_PER_NONCE = (CALLS_PER_COMPRESSION - 1) + (LAST_CALL_SECOND_HASH + 1)  # 31 + 31
+# The schedule's SHA instructions a nonce needs besides (the benchmark's instruction-mix ceiling):
+# X[4..15] of each hash, less the msg1 whose inputs are the same for every nonce (2 in block
+# two of the first hash, words 4..15 constant; 1 in the second, words 8..15 constant).
+MSG2_PER_NONCE = 2 * (QUADS - 4)  # 12 + 12
+MSG1_PER_NONCE = MSG2_PER_NONCE - 3  # 10 + 11
 TARGET_FEATURES = '"target-features"="+sha,+sse4.1,+ssse3"'
 SCAN_NAME = f"gradchain_sha256d_scan_x{WAYS}"
 FULL_NAME = "gradchain_sha256d_full"

@@ -437,22 +437,28 @@ def closest_to_median_cols(
 # registers across the steps of a coordinate block: each lane still adds its
 # own coordinates q, q + L, q + 2L, ... one at a time in increasing order, so
 # the result is the documented order whatever the tile, block or vector width.
+#
+# Threads split the lanes, not the pairs: a thread owns a contiguous run of
+# lanes for every pair, so it reads and widens only its own columns of each
+# step (with two threads, each reads half the matrix once), where splitting
+# the pairs made every thread read and widen all of it. A lane's additions are
+# the same whichever thread makes them, so the split never changes a bit.
 
 TILE_ROWS = 4  # rows per block of a pair tile: 4 x 4 cross pairs fill 16 of 32 AVX-512 registers
 TILE_SLOTS = 2 * TILE_ROWS  # row slots of a cross tile (a diagonal tile uses the first TILE_ROWS)
 TILE_PAIRS = TILE_ROWS * TILE_ROWS  # pairs of a cross tile, the most of any tile
 LANE_VECTOR = 8  # float64 lanes per accumulator vector (one AVX-512 register); speed only
+LANE_GROUPS_MAX = DIST_LANES // LANE_VECTOR  # the most threads the lanes can be split over
 F64_BYTES = 8
 DIST_BLOCK_BYTES = (
     512 * 1024
-)  # float64 copy of all rows' block: half of L2, the rest for lanes; speed only
+)  # one thread's float64 copy of its lanes of a block: half of L2, the rest for lanes; speed only
 CROSS_TILE, DIAGONAL_TILE = 0, 1
 CROSS_SLOT_PAIRS = tuple((a, TILE_ROWS + b) for a in range(TILE_ROWS) for b in range(TILE_ROWS))
 DIAGONAL_SLOT_PAIRS = tuple((a, b) for a in range(TILE_ROWS) for b in range(a + 1, TILE_ROWS))
 SLOT_PAIRS = np.full((2, TILE_PAIRS, 2), -1, dtype=np.int64)  # [kind, pair] -> (slot, slot)
 SLOT_PAIRS[CROSS_TILE, : len(CROSS_SLOT_PAIRS)] = CROSS_SLOT_PAIRS
 SLOT_PAIRS[DIAGONAL_TILE, : len(DIAGONAL_SLOT_PAIRS)] = DIAGONAL_SLOT_PAIRS
-TILE_COST = (len(CROSS_SLOT_PAIRS), len(DIAGONAL_SLOT_PAIRS))  # pairs computed, for balancing
 
 
 _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as Any for mypy
@@ -461,10 +467,11 @@ _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as
 def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     """Build a numba intrinsic that runs one tile over one run of LANE_VECTOR lanes.
 
-    ``kernel(rows, slots, k, steps, lanes, lane0)``, ``rows`` a C-contiguous
-    float64 matrix (a widened block of the updates): for ``s in
-    range(steps)`` and every pair ``p = (a, b)`` of ``slot_pairs``, with
-    ``u = rows[slots[a]]``, ``v = rows[slots[b]]``, ``c = k + s * DIST_LANES``::
+    ``kernel(rows, slots, k, steps, stride, lanes, lane0)``, ``rows`` a
+    C-contiguous float64 matrix (a widened block of the updates, ``stride``
+    values per step): for ``s in range(steps)`` and every pair ``p = (a, b)``
+    of ``slot_pairs``, with ``u = rows[slots[a]]``, ``v = rows[slots[b]]``,
+    ``c = k + s * stride``::
 
         lanes[p, lane0 + t] += (u[c + t] - v[c + t]) ** 2,  t < LANE_VECTOR
 
@@ -478,16 +485,16 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
 
     @intrinsic
     def kernel(
-        typingctx: Any, x: Any, slots: Any, k: Any, steps: Any, lanes: Any, lane0: Any
+        typingctx: Any, x: Any, slots: Any, k: Any, steps: Any, stride: Any, lanes: Any, lane0: Any
     ) -> Any:
         for array in (x, lanes):
             if not (isinstance(array, types.Array) and array.dtype == types.float64):
                 return None  # a typing error at compile time, never a wrong read
-        sig = types.void(x, slots, k, steps, lanes, lane0)
+        sig = types.void(x, slots, k, steps, stride, lanes, lane0)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            x_ty, slots_ty, _, _, lanes_ty, _ = signature.args
-            x_val, slots_val, k_val, steps_val, lanes_val, lane0_val = args
+            x_ty, slots_ty, _, _, _, lanes_ty, _ = signature.args
+            x_val, slots_val, k_val, steps_val, stride_val, lanes_val, lane0_val = args
             x_arr = context.make_array(x_ty)(context, builder, x_val)
             slots_arr = context.make_array(slots_ty)(context, builder, slots_val)
             lanes_arr = context.make_array(lanes_ty)(context, builder, lanes_val)
@@ -516,7 +523,7 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
             builder.position_at_end(loop)
             step = builder.phi(i64)
             sums = [builder.phi(f64_vec) for _ in slot_pairs]
-            offset = builder.mul(step, ir.Constant(i64, DIST_LANES))
+            offset = builder.mul(step, stride_val)
             values = []
             for ptr in row_ptrs:
                 vec_ptr = builder.bitcast(builder.gep(ptr, [offset]), f64_vec.as_pointer())
@@ -581,25 +588,14 @@ def pair_tiles(n: int) -> tuple[I64Matrix, I64Vector]:
     return np.array(slots, dtype=np.int64).reshape(-1, TILE_SLOTS), np.array(kinds, dtype=np.int64)
 
 
-def tile_groups(kinds: I64Vector, groups: int) -> I64Vector:
-    """Split the tiles into ``groups`` runs of about equal pair counts (speed only).
+def lane_groups(groups: int) -> I64Vector:
+    """Bounds of ``groups`` contiguous runs of lanes, each a multiple of LANE_VECTOR (speed only).
 
-    Each tile is computed whole, over all coordinates, by whichever thread
-    owns its run, so how the tiles are split never changes a bit.
+    Each run of lanes is computed whole, for every pair, by whichever thread
+    owns it, so how the lanes are split never changes a bit.
     """
-    groups = max(1, min(groups, kinds.shape[0]))
-    costs = [TILE_COST[int(kind)] for kind in kinds]
-    total = sum(costs)
-    bounds = [0]
-    owned = 0
-    for t, cost in enumerate(costs):
-        owned += cost
-        if len(bounds) < groups and owned * groups >= total * len(bounds):
-            bounds.append(t + 1)
-    while len(bounds) < groups + 1:
-        bounds.append(kinds.shape[0])
-    bounds[-1] = kinds.shape[0]
-    return np.array(bounds, dtype=np.int64)
+    groups = max(1, min(groups, LANE_GROUPS_MAX))
+    return np.array([g * LANE_GROUPS_MAX // groups * LANE_VECTOR for g in range(groups + 1)], dtype=np.int64)
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -624,66 +620,75 @@ def _tile_tail(x: F32Matrix, slots: I64Vector, kind: int, k0: int, lanes: F64Mat
 
 
 @numba.njit(cache=True)
-def distance_block_steps(n: int) -> int:
-    """Steps of DIST_LANES coordinates per block: n rows of float64 fill DIST_BLOCK_BYTES."""
-    return max(1, DIST_BLOCK_BYTES // (n * DIST_LANES * F64_BYTES))
+def distance_block_steps(n: int, width: int) -> int:
+    """Steps of DIST_LANES coordinates per block: n rows of ``width`` float64 lanes fill DIST_BLOCK_BYTES."""
+    return max(1, DIST_BLOCK_BYTES // (n * width * F64_BYTES))
 
 
 @numba.njit(cache=True, fastmath=False)
-def _widen_block(x: F32Matrix, k0: int, width: int, block: F64Matrix) -> None:
-    """``block[r, :width] = float64(x[r, k0:k0+width])`` for every row (exact)."""
+def _widen_lanes(x: F32Matrix, s0: int, steps: int, lane_lo: int, width: int, block: F64Matrix) -> None:
+    """``block[r, s * width + t] = float64(x[r, (s0 + s) * DIST_LANES + lane_lo + t])`` (exact).
+
+    Every row of the block holds ``steps`` runs of the same ``width`` lanes,
+    one run per step, so a lane run reads step after step at stride ``width``.
+    """
     for r in range(x.shape[0]):
-        src = x[r, k0 : k0 + width]
         dst = block[r]
-        for t in range(width):
-            dst[t] = np.float64(src[t])
+        for s in range(steps):
+            k = (s0 + s) * DIST_LANES + lane_lo
+            src = x[r, k : k + width]
+            at = s * width
+            for t in range(width):
+                dst[at + t] = np.float64(src[t])
 
 
 @numba.njit(cache=True, fastmath=False)
-def _distance_tiles(
-    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, t0: int, t1: int, lanes: F64Array3
+def _distance_lanes(
+    x: F32Matrix, safe: I64Matrix, kinds: I64Vector, lane_lo: int, lane_hi: int, lanes: F64Array3
 ) -> None:
-    """Accumulate the lanes of tiles ``t0 .. t1-1`` (``lanes[t - t0]``) over every coordinate.
+    """Accumulate lanes ``lane_lo .. lane_hi-1`` of every tile over every full step.
 
-    Coordinates go in blocks of :func:`distance_block_steps` steps, each
-    widened once to float64 (exact) so that the rows of a block stay in cache
-    while every tile uses them and no tile converts them again. A slot past
-    the last row reads row 0 instead (its pairs are dropped by
-    :func:`_distance_range`).
+    ``lanes[t]`` holds tile ``t``'s pairs. Coordinates go in blocks of
+    :func:`distance_block_steps` steps, this run's columns of each widened
+    once to float64 (exact) so that they stay in cache while every tile uses
+    them and no tile converts them again. ``safe`` is the tiles' slots with
+    a slot past the last row reading row 0 (its pairs are dropped later).
     """
     n, d = x.shape
+    width = lane_hi - lane_lo
     full_steps = d // DIST_LANES
-    block_steps = distance_block_steps(n)
-    safe = np.empty(TILE_SLOTS, dtype=np.int64)
-    block = np.empty((n, block_steps * DIST_LANES), dtype=np.float64)
+    block_steps = distance_block_steps(n, width)
+    block = np.empty((n, block_steps * width), dtype=np.float64)
     for s0 in range(0, full_steps, block_steps):
         steps = min(block_steps, full_steps - s0)
-        k0 = s0 * DIST_LANES
-        _widen_block(x, k0, steps * DIST_LANES, block)
-        for t in range(t0, t1):
-            for s in range(TILE_SLOTS):
-                safe[s] = max(slots[t, s], 0)
-            acc = lanes[t - t0]
+        _widen_lanes(x, s0, steps, lane_lo, width, block)
+        for t in range(kinds.shape[0]):
+            acc = lanes[t]
             if kinds[t] == CROSS_TILE:
-                for lane0 in range(0, DIST_LANES, LANE_VECTOR):
-                    _cross_lane_run(block, safe, lane0, steps, acc, lane0)
+                for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
+                    _cross_lane_run(block, safe[t], lane0 - lane_lo, steps, width, acc, lane0)
             else:
-                for lane0 in range(0, DIST_LANES, LANE_VECTOR):
-                    _diagonal_lane_run(block, safe, lane0, steps, acc, lane0)
-    tail = full_steps * DIST_LANES
-    if tail < d:
-        for t in range(t0, t1):
-            _tile_tail(x, slots[t], kinds[t], tail, lanes[t - t0])
+                for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
+                    _diagonal_lane_run(block, safe[t], lane0 - lane_lo, steps, width, acc, lane0)
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def _distances_parallel(
+    x: F32Matrix, safe: I64Matrix, kinds: I64Vector, bounds: I64Vector, lanes: F64Array3
+) -> None:
+    for g in prange(bounds.shape[0] - 1):
+        _distance_lanes(x, safe, kinds, bounds[g], bounds[g + 1], lanes)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _distance_range(
-    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, t0: int, t1: int, dist: F64Matrix
+def _finish_distances(
+    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, lanes: F64Array3, dist: F64Matrix
 ) -> None:
-    """Fill ``dist[i, j]`` and ``dist[j, i]`` for the pairs of tiles ``t0 .. t1-1``."""
-    lanes = np.zeros((t1 - t0, TILE_PAIRS, DIST_LANES), dtype=np.float64)
-    _distance_tiles(x, slots, kinds, t0, t1, lanes)
-    for t in range(t0, t1):
+    """Add the last, partial step to the lanes; ``dist[i, j] = dist[j, i]`` = the lanes summed in order."""
+    tail = x.shape[1] // DIST_LANES * DIST_LANES
+    for t in range(kinds.shape[0]):
+        if tail < x.shape[1]:
+            _tile_tail(x, slots[t], kinds[t], tail, lanes[t])
         for p in range(TILE_PAIRS):
             a = SLOT_PAIRS[kinds[t], p, 0]
             if a < 0:
@@ -694,17 +699,9 @@ def _distance_range(
                 continue
             total = 0.0
             for q in range(DIST_LANES):
-                total += lanes[t - t0, p, q]
+                total += lanes[t, p, q]
             dist[i, j] = total
             dist[j, i] = total
-
-
-@numba.njit(cache=True, fastmath=False, parallel=True)
-def _distances_parallel(
-    x: F32Matrix, slots: I64Matrix, kinds: I64Vector, bounds: I64Vector, dist: F64Matrix
-) -> None:
-    for g in prange(bounds.shape[0] - 1):
-        _distance_range(x, slots, kinds, bounds[g], bounds[g + 1], dist)
 
 
 def pairwise_sq_distances(x: F32Matrix, groups: int) -> F64Matrix:
@@ -716,18 +713,21 @@ def pairwise_sq_distances(x: F32Matrix, groups: int) -> F64Matrix:
     L independent sums let the compiler run L pairs of coordinates side by
     side in vector registers without reordering any addition; L is part of
     consensus, the tiles, blocks and thread count are not. Symmetric, zero
-    diagonal. The pair tiles (:func:`pair_tiles`) are split into ``groups``
-    runs (:func:`tile_groups`) that each run whole in one thread; below
+    diagonal. The lanes are split into ``groups`` runs (:func:`lane_groups`)
+    that each run whole, for every pair, in one thread; below
     ``PARALLEL_MIN_ELEMENTS`` of work, one run.
     """
     n, d = x.shape
     dist = np.zeros((n, n), dtype=np.float64)
     slots, kinds = pair_tiles(n)
+    safe = np.maximum(slots, 0)
+    lanes = np.zeros((kinds.shape[0], TILE_PAIRS, DIST_LANES), dtype=np.float64)
     pairs = n * (n - 1) // 2
     if groups > 1 and pairs * d >= PARALLEL_MIN_ELEMENTS:
-        _distances_parallel(x, slots, kinds, tile_groups(kinds, groups), dist)
+        _distances_parallel(x, safe, kinds, lane_groups(groups), lanes)
     else:
-        _distance_range(x, slots, kinds, 0, kinds.shape[0], dist)
+        _distance_lanes(x, safe, kinds, 0, DIST_LANES, lanes)
+    _finish_distances(x, slots, kinds, lanes, dist)
     return dist
 
 

@@ -28,6 +28,13 @@ strips among threads never changes a bit.
 
 Rows are all in registers at once, so this suits up to :data:`MAX_ROWS`
 rows; larger inputs use the in-memory kernels.
+
+Memory.  Each iteration reads half a cache line from every row: up to 32
+streams at once, more than the hardware prefetcher follows, so without help
+the loop waits on memory whatever the network's size. Each row's line
+:data:`PREFETCH_AHEAD` coordinates ahead is prefetched (``llvm.prefetch``, a
+hint that reads nothing into a value), which took the median at n = 32,
+d = 1e6 from 8.6 to 5.6 ms of CPU on one thread, about one read of the matrix.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ _V32 = ir.VectorType(_F32, STRIP)
 _V64 = ir.VectorType(_F64, STRIP)
 _VI32 = ir.VectorType(_I32, STRIP)
 FUNCTION = "strips"
+_I8_PTR = ir.IntType(8).as_pointer()
+PREFETCH_AHEAD = 256  # float32 coordinates ahead of the strip each row's prefetch reads: speed only
+_PREFETCH_READ_L1 = (ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1))  # read, keep, data
 # void strips(float* x, i64 row_stride, i64* rows, i64 first, i64 stop, float* out)
 _PROTOTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                               ctypes.c_int64, ctypes.c_void_p)
@@ -122,6 +132,7 @@ def _build(rule: str, param: int, rows: int, comparators: tuple[tuple[int, int],
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32_ptr, _I64, _I64.as_pointer(), _I64, _I64,
                                                                f32_ptr]), FUNCTION)
     x, stride, row_ids, first, stop, out = fn.args
+    prefetch = ir.Function(module, ir.FunctionType(ir.VoidType(), [_I8_PTR, _I32, _I32, _I32]), "llvm.prefetch.p0")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     bases = []
     for r in range(rows):
@@ -135,6 +146,9 @@ def _build(rule: str, param: int, rows: int, comparators: tuple[tuple[int, int],
     b.position_at_end(loop)
     j = b.phi(_I64)
     j.add_incoming(first, entry)
+    ahead = b.add(j, ir.Constant(_I64, PREFETCH_AHEAD))
+    for base in bases:
+        b.call(prefetch, [b.bitcast(b.gep(base, [ahead]), _I8_PTR), *_PREFETCH_READ_L1])
     s = [b.load(b.bitcast(b.gep(base, [j]), _V32.as_pointer()), align=4) for base in bases]
     for lo, hi in comparators:
         u, v = s[lo], s[hi]

@@ -22,20 +22,33 @@ from consensus.errors import BlockRejected, Reject
 from consensus.genesis import chain_params_for, make_genesis, task_of_genesis
 from consensus.header import Header, hash_hex
 from consensus.params import ChainParams, get_params
-from consensus.pow import next_anchor_time, work
+from consensus.pow import check_proof_of_work, next_anchor_time, work
 from consensus.state import State
 from consensus.transition import Undo, state_transition, undo_block, validate_block
-from consensus.tx import Bond, Coinbase, GradientUpdate, Transfer, Tx, Unbond
+from consensus.tx import GradientUpdate
 from consensus.validation import earliest_time, validate_header
 from consensus.view import BranchView, ChainRules, ChainView
 from ml.datasets import load_gate_set
 from ml.tasks import TaskSpec
-from node.limits import MAX_LOCATOR_HASHES
+from node.limits import ANTI_DOS_WORK_BLOCKS, MAX_LOCATOR_HASHES
 from node.storage import BlockStatus, IndexRow, Storage, StorageError, VoteStatus
 
 log = logging.getLogger("gradchain.chain")
 
 DB_NAME = "chain.sqlite"
+LOW_WORK = "low-work"  # Connected.status of a block on a branch too far below the tip's work to store
+
+
+def min_branch_work(tip_work: int, tip_bits: int) -> int:
+    """The chain work a branch needs before a node stores its headers or blocks.
+
+    Within ``ANTI_DOS_WORK_BLOCKS`` blocks' work of the tip (Bitcoin Core's
+    anti-DoS threshold; headers-first sync and block intake both apply it):
+    a fork from deep in the past may be mined at the proof-of-work limit (its
+    old schedule is far behind), so storing it would cost an attacker almost
+    nothing per block and us a block body each.
+    """
+    return tip_work - ANTI_DOS_WORK_BLOCKS * work(tip_bits)
 
 
 def chain_rules(network: ChainParams, task: TaskSpec, genesis_hash: bytes | None = None) -> ChainRules:
@@ -81,7 +94,7 @@ class Connected:
 
     block_hash: bytes
     height: int
-    status: str  # "connected", "reorg", "side", "duplicate"
+    status: str  # "connected", "reorg", "side", "duplicate", LOW_WORK (neither stored nor an error)
     disconnected: list[Block] = field(default_factory=list)
     connected: list[Block] = field(default_factory=list)
 
@@ -286,17 +299,55 @@ class ChainState:
             self.storage.put_index(entry.row())
         return entry
 
+    def min_branch_work(self) -> int:
+        """The chain work a branch needs before this node stores its blocks (:func:`min_branch_work`)."""
+        return min_branch_work(self.tip.chain_work, self.tip.header.bits)
+
+    def screen(self, header: Header) -> Connected | None:
+        """The cheap checks on a block's header, before its body is decoded or stored.
+
+        Returns the outcome when the body is not needed at all: ``duplicate``
+        (we hold it) or :data:`LOW_WORK` (its branch is below
+        :meth:`min_branch_work`: ignored, not punished, since an honest
+        peer on a minority fork announces such blocks). Returns None when the
+        body must be read. Raises ``BlockRejected`` for a header that is
+        known invalid, misses its own proof of work (checked before its
+        parent, so an orphan costs its maker that work), or extends an
+        invalid or unknown parent (``UNKNOWN_PARENT``: an orphan is never
+        decoded). A header that sync already stored passed the work
+        test with its branch and is not tested again.
+        """
+        block_hash = header_codec.header_hash(header)
+        known = self.index.get(block_hash)
+        if known is not None:
+            if known.status in (BlockStatus.BODY, BlockStatus.VALID):
+                return Connected(block_hash, known.height, "duplicate")
+            if known.status == BlockStatus.INVALID:
+                raise BlockRejected(Reject.BAD_PREV, f"block {hash_hex(block_hash)[:16]} is known invalid")
+            return None
+        check_proof_of_work(block_hash, header.bits, self.params)  # first: an orphan is not free to make
+        parent = self.index.get(header.prev)
+        if parent is None:
+            raise BlockRejected(Reject.UNKNOWN_PARENT, f"parent {hash_hex(header.prev)[:16]} unknown")
+        if parent.status == BlockStatus.INVALID:
+            raise BlockRejected(Reject.BAD_PREV, "the parent block is invalid")
+        if parent.chain_work + work(header.bits) < self.min_branch_work():
+            return Connected(block_hash, parent.height + 1, LOW_WORK)
+        return None
+
     def accept_block(self, block: Block, now: int) -> Connected:
         """Store ``block`` and, if it makes the most-work chain, connect it.
 
         Raises ``BlockRejected`` with the rule the block broke; the node's data
         is then unchanged apart from remembering the block as invalid. Its
         header, body and connection are written in one storage group: one
-        disk sync per block instead of one per step.
+        disk sync per block instead of one per step. A duplicate or a block
+        on a branch of too little work is not stored (:meth:`screen`).
         """
         block_hash = block.hash
-        if self.has_block(block_hash):
-            return Connected(block_hash, self.index[block_hash].height, "duplicate")
+        screened = self.screen(block.header)
+        if screened is not None:
+            return screened
         with self.storage.group():
             entry = self.accept_header(block.header, now)
             try:
@@ -444,6 +495,9 @@ class ChainState:
         chain = list(self.main)
         state = self.state
         disconnected: list[Block] = []
+        # Every account a block changed, from its undo data: its transactions' and its payouts', and
+        # those whose unbonded coins it returned (no transaction of theirs names them).
+        touched: set[bytes] = set()
         for height in range(self.height, fork_height, -1):
             block_hash = chain[height]
             undo = self.storage.get_undo(block_hash)
@@ -453,9 +507,7 @@ class ChainState:
             state = undo_block(state, undo)
             disconnected.append(block)
             chain.pop()
-        touched: set[bytes] = set()
-        for block in disconnected:
-            touched.update(_addresses_of(block.txs))
+            touched.update(undo.accounts_before)
         connected: list[tuple[Block, State, Undo, IndexEntry]] = []
         for item in branch:
             block = new_block if item.hash == entry.hash else self.get_block(item.hash)
@@ -491,7 +543,7 @@ class ChainState:
                 if undo.outcome.round_counted is not None:
                     self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
                 self.storage.index_txs(item.hash, block.txids)
-                touched.update(_addresses_of(block.txs))
+                touched.update(undo.accounts_before)
             self.storage.write_state(state, touched)
         self.main = chain
         self.state = state
@@ -539,18 +591,6 @@ class _IndexBranch:
 
     def asert_anchor(self) -> int | None:
         return self.parent.anchor
-
-
-def _addresses_of(txs: Iterable[Tx]) -> set[bytes]:
-    addresses: set[bytes] = set()
-    for tx in txs:
-        if isinstance(tx, Coinbase):
-            addresses.update(p.address for p in tx.payouts)
-        elif isinstance(tx, Transfer):
-            addresses.update((tx.sender_address, tx.to))
-        elif isinstance(tx, Bond | Unbond):
-            addresses.add(tx.sender_address)
-    return addresses
 
 
 def _outcomes(block: Block, undo: Undo) -> list[tuple[bytes, bool | None]]:

@@ -369,7 +369,11 @@ def _import_from(stream: Any, args: argparse.Namespace) -> int:
     for raw in records:
         try:
             block = decode_block(raw)
-            result = chain.accept_block(block, int(time.time()))
+            now = int(time.time())
+            # The header first: the user's own file is stored even on a branch too light
+            # for a peer's blocks (ChainState.screen), as headers-first sync would store it.
+            chain.accept_header(block.header, now)
+            result = chain.accept_block(block, now)
         except BlockRejected as exc:
             raise CliError(f"block {imported + 1} of the file is invalid ({exc}); the blocks before it are "
                            "imported; get the rest from a node you trust") from None

@@ -78,9 +78,8 @@ class Gossip:
     # -- fetching -----------------------------------------------------------------------------------
     async def on_announce(self, url: str, msg: m.Announce) -> None:
         """A peer has new blocks or txs: fetch those we lack from it."""
-        missing_blocks = await self.chain.run(self.chain.lacking_blocks, msg.blocks)
-        if missing_blocks:
-            await self.fetch_blocks(url, missing_blocks)
+        if msg.blocks:
+            await self._fetch_announced_blocks(url, msg.blocks)
         missing_txs = await self.chain.run(self.chain.lacking_txs, msg.txs)
         if missing_txs:
             peer = self.conns.peers.get(url)
@@ -88,6 +87,25 @@ class Gossip:
                 # Its txs build on blocks we lack: catch up first, or they look invalid.
                 await self.sync.sync_from(url)
             await self.fetch_txs(url, missing_txs)
+
+    async def _fetch_announced_blocks(self, url: str, hashes: tuple[bytes, ...]) -> None:
+        """Fetch the announced blocks we lack, one announce of the peer's at a time.
+
+        One at a time, so that ten announces sent at once cannot start ten
+        downloads before the first shows the peer sends orphans; after an
+        orphan its blocks wait for its headers (``node.p2p.intake``).
+        """
+        peer = self.conns.peers.get(url)
+        if peer is None:
+            return
+        async with peer.announced_blocks:
+            missing = await self.chain.run(self.chain.lacking_blocks, hashes)
+            if not missing:
+                return
+            if self.intake.headers_first(url):
+                self.sync.request(url)
+            else:
+                await self.fetch_blocks(url, missing)
 
     async def fetch_blocks(self, url: str, hashes: list[bytes]) -> None:
         for start in range(0, len(hashes), limits.MAX_BLOCKS_PER_REQUEST):

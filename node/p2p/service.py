@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from consensus.errors import Reject
 from consensus.header import encode as encode_header
-from consensus.header import header_hash
 from node import limits
 from node.chain_service import ChainService, TipChange, TxAdmission
 from node.metrics import NodeMetrics
@@ -162,12 +161,19 @@ class PeerService:
 
     # -- serving peers (on the chain thread) ----------------------------------------------------------
     def serve_headers(self, msg: m.GetHeaders) -> m.Headers:
-        headers = self.chain.chain.headers_after(msg.locator, limits.MAX_HEADERS_PER_MESSAGE)
-        if msg.stop != m.ZERO_HASH:
-            for i, header in enumerate(headers):
-                if header_hash(header) == msg.stop:
-                    headers = headers[: i + 1]
-                    break
+        """Main-chain headers after the locator, up to ``msg.stop`` if it is one of them.
+
+        The stop is found by its height in the index: hashing each header
+        to compare would cost ~6 ms of chain-thread time for 2000 headers,
+        for any 32 bytes a peer puts there.
+        """
+        chain = self.chain.chain
+        headers = chain.headers_after(msg.locator, limits.MAX_HEADERS_PER_MESSAGE)
+        stop = chain.index.get(msg.stop) if headers and msg.stop != m.ZERO_HASH else None
+        if stop is not None and chain.is_main(stop.hash):
+            first = chain.index[headers[0].prev].height + 1
+            if first <= stop.height < first + len(headers):
+                headers = headers[: stop.height - first + 1]
         return m.Headers(headers=tuple(encode_header(h) for h in headers))
 
     def serve_blocks(self, msg: m.GetBlocks) -> m.Blocks:

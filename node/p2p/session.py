@@ -23,6 +23,7 @@ Refusals carry a machine-readable reason in ``X-Gradchain-Refusal`` (a
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hmac
 import ipaddress
@@ -148,6 +149,7 @@ class Peer:
     addr_tokens: float = float(limits.MAX_ADDRS_PER_MESSAGE)  # addresses we will still process from it
     addr_updated: float = field(default_factory=time.monotonic)
     asked_for_addrs: bool = False  # we answered its first Addr with a sample; later ones get none
+    announced_blocks: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while we fetch what it announced
 
     @property
     def group(self) -> str:

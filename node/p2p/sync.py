@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from consensus import header as header_codec
 from consensus.errors import BlockRejected, Reject
 from consensus.header import Header, header_hash
-from consensus.pow import check_proof_of_work, work
+from consensus.pow import check_proof_of_work
 from node import limits
 from node.chain_service import ChainService, header_work
+from node.chainstate import min_branch_work
 from node.p2p import messages as m
 from node.p2p.connections import ConnectionManager
 from node.p2p.download import BlockDownloader
@@ -135,7 +136,7 @@ class HeaderSync:
 
     def _threshold(self) -> int:
         snap = self.chain.snapshot
-        return snap.tip_work - limits.ANTI_DOS_WORK_BLOCKS * work(snap.tip_bits)
+        return min_branch_work(snap.tip_work, snap.tip_bits)
 
     async def _headers_from(self, url: str) -> None:
         start = await self.chain.run(lambda: self.chain.chain.header_locator())
@@ -188,6 +189,8 @@ class HeaderSync:
                 if exc.code == Reject.UNKNOWN_PARENT:
                     raise SyncAborted(Misbehaviour.PROTOCOL_VIOLATION, "headers do not connect") from None
                 raise SyncAborted(exc.code, f"invalid header: {exc}") from None
+            if accepted.new:
+                self.downloader.intake.connected_by(url)
             if self.chain.snapshot.bodies_missing:
                 self.downloader.wake()
             if not full:

@@ -28,7 +28,7 @@ import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -262,7 +262,7 @@ class FakePeer:
         self.url = ""
         self.claimed_height: int | None = None  # the height its handshakes claim (default: the node's)
 
-    async def __aenter__(self) -> FakePeer:
+    async def __aenter__(self) -> Self:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, 0)
         await site.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -29,6 +30,16 @@ async def still_serving(node: Node, peer: Node) -> None:
         assert status == 200
     await mine(peer, 1)
     await wait_same_tip([node, peer])
+
+
+async def poll_status(session: Any, node: Node, latencies: list[float], stop: asyncio.Event) -> None:
+    """Ask ``node`` for /api/status until ``stop``, noting how long each answer took."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        status, _ = await get_json(session, f"{node.url}/api/status")
+        assert status == 200
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
 
 
 @scenario
@@ -70,14 +81,6 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
             valid = b'{"inputs": [' + b",".join([row] * rows) + b"]}"
             latencies: list[float] = []
 
-            async def poll_status(stop: asyncio.Event) -> None:
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    status, _ = await get_json(session, f"{a.url}/api/status")
-                    assert status == 200
-                    latencies.append(time.perf_counter() - started)
-                    await asyncio.sleep(0.01)
-
             async def predict() -> int:
                 async with session.post(f"{a.url}/api/predict", data=valid) as resp:
                     body = await resp.json()
@@ -85,7 +88,7 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
                     return len(body["predictions"])
 
             stop = asyncio.Event()
-            poller = asyncio.create_task(poll_status(stop))
+            poller = asyncio.create_task(poll_status(session, a, latencies, stop))
             counts = await asyncio.gather(*(predict() for _ in range(PREDICT_FLOOD)))
             stop.set()
             await poller
@@ -98,6 +101,55 @@ async def test_predict_bodies_are_shape_checked_before_and_parsed_off_the_loop(c
         predict_input.parse_inputs = real_parse  # type: ignore[assignment]
     await still_serving(a, b)
 
+
+
+TX_FLOOD = 4  # concurrent maximal /api/tx bodies
+
+
+@scenario
+async def test_tx_bodies_that_are_not_a_small_object_are_refused_unparsed(cluster: Cluster, monkeypatch: Any) -> None:
+    """``POST /api/tx`` takes ``{"tx": "<hex>"}``: a body of many JSON values is refused before it is parsed.
+
+    Within the body cap (16 MiB, room for one largest tx in hex) a list of
+    eight million zeros took ``json.loads`` about half a second each, on the
+    event loop and holding the GIL: four at once kept ``/api/status`` waiting
+    1.7 s. Now such a body (a long list, a deep nesting, many keys) is a 400
+    without parsing; the shape every client sends is parsed as before.
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    parsed: list[int] = []
+    real_loads = json.loads
+
+    def spy(text: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(len(text))
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", spy)
+    room = limits.MAX_API_BODY_BYTES - 64
+    flat = b'{"tx": "00", "pad": [' + b"0," * (room // 2 - 16) + b"0]}"
+    deep = b'{"tx": "00", "pad": ' + b"[" * (room // 2 - 16) + b"]" * (room // 2 - 16) + b"}"
+    keys = b'{"tx": "00", ' + b",".join(b'"k%d": 0' % i for i in range(room // 16)) + b"}"
+    latencies: list[float] = []
+    async with http() as session:
+
+        async def post(body: bytes) -> tuple[int, str]:
+            async with session.post(f"{a.url}/api/tx", data=body, headers={"Content-Type": "application/json"}) as resp:
+                return resp.status, await resp.text()
+
+        stop = asyncio.Event()
+        poller = asyncio.create_task(poll_status(session, a, latencies, stop))
+        answers = await asyncio.gather(*(post(body) for body in [flat, deep, keys] * TX_FLOOD))
+        stop.set()
+        await poller
+        for status, text in answers:
+            assert status == 400 and "few fields" in text, (status, text[:200])
+        assert not [n for n in parsed if n > 1024], f"bodies of {parsed} bytes were parsed"
+        status, text = await post(b'{"tx": "00"}')
+        assert status == 422, text  # a body of the right shape is parsed, and its tx decoded
+    assert latencies, "/api/status was answered during the flood"
+    print(f"\n/api/status during {TX_FLOOD * 3} junk /api/tx bodies: worst {max(latencies) * 1000:.0f} ms")
+    await still_serving(a, b)
 
 
 SLOW_HOST = "127.0.0.2"  # a loopback address that is not the shared 127.0.0.1: per-host caps apply

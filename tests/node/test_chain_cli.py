@@ -73,6 +73,34 @@ def test_export_import_reaches_same_tip(
     assert show(fresh, capsys) == show(mined, capsys)
 
 
+def test_import_of_a_heavier_chain_forked_deep_below_the_tip_reorgs(
+    mined: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is the user's own data: its blocks are stored even where a peer's would be too little work.
+
+    Peers' blocks on a branch far below our tip's work are not stored (the
+    anti-DoS threshold, cut to 2 blocks here); an import from genesis of a
+    longer chain than the datadir's must still reorg to it.
+    """
+    import node.chainstate as chainstate
+
+    other = tmp_path / "other"
+    assert main(["chain", "init", "--datadir", str(other), "--network", "regtest", "--f", "0"]) == 0
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "k2.json")]) == 0
+    longer = int(str(show(mined, capsys)["height"])) + 3
+    assert main(["chain", "mine", "--datadir", str(other), "--blocks", str(longer), "--no-update",
+                 "--keystore", str(tmp_path / "k2.json"), "--threads", "1"]) == 0
+    exported = BinaryStdio()
+    monkeypatch.setattr(sys, "stdout", exported)
+    assert main(["chain", "export", "--datadir", str(other)]) == 0
+    monkeypatch.undo()
+    monkeypatch.setattr(chainstate, "ANTI_DOS_WORK_BLOCKS", 2)
+    monkeypatch.setattr(sys, "stdin", BinaryStdio(exported.buffer.getvalue()))
+    assert main(["chain", "import", "--datadir", str(mined)]) == 0
+    monkeypatch.undo()
+    assert show(mined, capsys) == show(other, capsys)
+
+
 def test_import_rejects_a_tampered_block(
     mined: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -380,6 +380,15 @@ def test_same_bits_for_repeated_calls_and_any_thread_count(rule: str) -> None:
         numba.set_num_threads(default_threads)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 3, 5, 16, 17, 64])
+def test_lane_groups_split_every_lane_once_in_whole_vectors(groups: int) -> None:
+    bounds = kernels.lane_groups(groups)
+    assert bounds[0] == 0 and bounds[-1] == kernels.DIST_LANES
+    assert len(bounds) - 1 == min(groups, kernels.DIST_LANES // kernels.LANE_VECTOR)
+    widths = np.diff(bounds)
+    assert (widths > 0).all() and (widths % kernels.LANE_VECTOR == 0).all()
+
+
 def test_parallel_and_serial_paths_give_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
     # Inputs this small run serially by default; lower the bar to force every
     # parallel driver (and odd group/chunk counts) through the same data.

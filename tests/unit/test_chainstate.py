@@ -315,3 +315,19 @@ def test_headers_after_start_at_the_first_locator_hash_on_the_main_chain(
 
     assert long_node.headers_after([bytes(32)], limit=2) == headers(long_chain, 1, 3)  # unknown: from genesis
     assert long_node.headers_after(long_node.locator(), limit=10) == []  # already at our tip
+
+
+def test_coins_an_unbond_returns_are_stored_with_the_block_that_returns_them(tmp_path: pathlib.Path) -> None:
+    """The block at the end of the unbonding delay credits Alice without a transaction of hers:
+    the datadir must hold that balance too (it is written per account the block changed)."""
+    cb = ChainBuilder(quick_task(bond_amount=AMOUNT, unbond_delay=3))
+    cb.join(ALICE)
+    cb.add(cb.template([cb.unbond(ALICE)]))
+    before = cb.state.account(addr(ALICE)).balance
+    cb.extend(cb.task.unbond_delay)
+    assert cb.state.account(addr(ALICE)).balance == before + AMOUNT
+    node = new_node(tmp_path, "node", cb)
+    feed(node, cb.blocks[1:])
+    assert stored(node).account(addr(ALICE)).balance == before + AMOUNT
+    assert_same_state(stored(node), cb.state)
+    node.close()

@@ -422,3 +422,19 @@ def test_environment_forces_kernel_at_import() -> None:
         cwd=REPO_ROOT,
     )
     assert env_run.stdout.strip() == hashing.PORTABLE
+
+
+def test_sha_instruction_counts_per_nonce_are_what_the_scan_loop_issues() -> None:
+    # The benchmark's ceilings divide by these counts: they must follow the kernel if it changes.
+    from llvmlite import ir
+
+    from consensus import _sha256_shani as shani
+
+    scan = shani._define_scan(ir.Module())
+    loop = next(block for block in scan.blocks if block.name == "body")
+    text = str(loop)
+    issued = {name: text.count(f"@{name}(") + text.count(f'@"{name}"(')
+              for name in ("llvm.x86.sha256rnds2", "llvm.x86.sha256msg1", "llvm.x86.sha256msg2")}
+    assert issued == {"llvm.x86.sha256rnds2": shani.RNDS2_PER_NONCE * shani.WAYS,
+                      "llvm.x86.sha256msg1": shani.MSG1_PER_NONCE * shani.WAYS,
+                      "llvm.x86.sha256msg2": shani.MSG2_PER_NONCE * shani.WAYS}
