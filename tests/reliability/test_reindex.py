@@ -18,10 +18,11 @@ import pytest
 
 from consensus.block import decode_block
 from consensus.params import REGTEST
+from consensus.tx import Tx
 from node.chainstate import DB_NAME, ChainState
 from node.storage import StorageError
 from node.verify import verify_chain
-from tests.chainbuilder import ChainBuilder, key, solo_task
+from tests.chainbuilder import ChainBuilder, addr, key, solo_task
 from tests.reliability import sized
 
 BLOCKS = 12
@@ -32,8 +33,17 @@ WAL_CUTS = sized(12, 200)  # places the WAL is torn at
 
 @pytest.fixture(scope="module")
 def builder() -> ChainBuilder:
+    """Key 1 bonds (free, mature at once), then commits an update in every block and reveals it in the next."""
     cb = ChainBuilder(solo_task())
-    cb.extend(BLOCKS, lambda b: [b.update(key(1), seed=len(b.blocks))])
+    cb.join(key(1))
+
+    def txs(b: ChainBuilder) -> list[Tx]:
+        out: list[Tx] = [b.commit(key(1), seeds=(len(b.blocks),))]
+        if (b.round - 1, addr(key(1))) in b.plans:
+            out.append(b.update(key(1)))
+        return out
+
+    cb.extend(BLOCKS + 1 - len(cb.blocks), txs)
     return cb
 
 
