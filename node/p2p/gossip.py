@@ -93,12 +93,23 @@ class Gossip:
 
         One at a time, so that ten announces sent at once cannot start ten
         downloads before the first shows the peer sends orphans; after an
-        orphan its blocks wait for its headers (``node.p2p.intake``).
+        orphan its blocks wait for its headers (``node.p2p.intake``). At most
+        ``MAX_ANNOUNCES_WAITING`` wait: a peer that stalls our fetch and
+        floods announces meanwhile would otherwise queue them without bound;
+        the rest go to header sync, which brings what they named if it is real.
         """
         peer = self.conns.peers.get(url)
         if peer is None:
             return
-        async with peer.announced_blocks:
+        if peer.announced_blocks.locked() and peer.announces_waiting >= limits.MAX_ANNOUNCES_WAITING:
+            self.sync.request(url)
+            return
+        peer.announces_waiting += 1
+        try:
+            await peer.announced_blocks.acquire()
+        finally:
+            peer.announces_waiting -= 1
+        try:
             missing = await self.chain.run(self.chain.lacking_blocks, hashes)
             if not missing:
                 return
@@ -106,6 +117,8 @@ class Gossip:
                 self.sync.request(url)
             else:
                 await self.fetch_blocks(url, missing)
+        finally:
+            peer.announced_blocks.release()
 
     async def fetch_blocks(self, url: str, hashes: list[bytes]) -> None:
         for start in range(0, len(hashes), limits.MAX_BLOCKS_PER_REQUEST):

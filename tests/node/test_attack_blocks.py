@@ -17,6 +17,7 @@ so a few blocks show it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from typing import Any
@@ -29,6 +30,7 @@ from consensus.block import Block
 from consensus.errors import Reject
 from consensus.header import Header, hash_hex
 from consensus.tx import Coinbase, Payout, Transfer
+from node import limits
 from node.mining import make_template
 from node.p2p import messages as m
 from node.service import Node
@@ -100,10 +102,13 @@ class WatchedPeer(FakePeer):
         self.served: list[bytes] = []
         self.header_requests = 0
         self.serve_headers: list[Header] = []
+        self.hold_blocks: asyncio.Event | None = None  # when set, block requests are answered once it fires
 
     async def _blocks(self, request: web.Request) -> web.Response:
         wanted = m.decode_as(m.GetBlocks, await request.read())
         self.served.extend(wanted.hashes)
+        if self.hold_blocks is not None:
+            await self.hold_blocks.wait()
         return msgpack_reply(m.Blocks(blocks=tuple(self.inventory[h] for h in wanted.hashes if h in self.inventory)))
 
     async def _headers(self, request: web.Request) -> web.Response:
@@ -235,4 +240,36 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
     free = failing_pow(fat_block(tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
     async with FakePeer(a) as liar:
         await liar.send_blocks([free], expect=Reject.BAD_POW)
+    await still_serving(a, b)
+
+
+@scenario
+async def test_announces_flooded_behind_a_stalled_fetch_do_not_queue_without_bound(cluster: Cluster) -> None:
+    """A peer stalls our fetch of the block it announced and floods announces meanwhile.
+
+    Each announce is answered at once and handled one at a time per peer,
+    so before this bound every one waited in memory (~70 KB for 1000
+    hashes) for as long as the peer stalled (30 s): 3000 announces in five
+    seconds held 270 MB. Now at most ``MAX_ANNOUNCES_WAITING`` wait; the
+    next goes to header sync (a header request reaches the peer while the
+    fetch is still stalled).
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    async with WatchedPeer(a) as fake, http() as session:
+        assert await fake.handshake(session) == 200
+        fake.hold_blocks = asyncio.Event()
+        first = secrets.token_bytes(32)
+        status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(first,), txs=())))
+        assert status == 204, text
+        await until(lambda: fake.served == [first], 30, what="a to ask for the announced block")
+        for _ in range(limits.MAX_ANNOUNCES_WAITING + 2):
+            many = tuple(secrets.token_bytes(32) for _ in range(limits.MAX_INV_PER_ANNOUNCE))
+            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=many, txs=())))
+            assert status == 204, text
+        # Well inside REQUEST_TIMEOUT_S: once the stalled fetch times out the peer is dropped and redialled.
+        await until(lambda: fake.header_requests > 0, limits.REQUEST_TIMEOUT_S / 3,
+                    what="an announce past the bound to go to header sync while the fetch is stalled")
+        assert fake.served == [first], "the stalled fetch is still the only one"
+        fake.hold_blocks.set()
     await still_serving(a, b)
