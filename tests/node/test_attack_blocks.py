@@ -45,6 +45,7 @@ from tests.node.harness import (
     get_json,
     http,
     is_banned,
+    metric,
     mine,
     node_key,
     scenario,
@@ -244,32 +245,65 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
 
 
 @scenario
-async def test_announces_flooded_behind_a_stalled_fetch_do_not_queue_without_bound(cluster: Cluster) -> None:
-    """A peer stalls our fetch of the block it announced and floods announces meanwhile.
+async def test_announces_flooded_behind_a_stalled_request_do_not_queue_without_bound(cluster: Cluster) -> None:
+    """A peer stalls our requests and floods announces meanwhile: at most ``MAX_ANNOUNCES_PENDING`` wait.
 
-    Each announce is answered at once and handled one at a time per peer,
-    so before this bound every one waited in memory (~70 KB for 1000
-    hashes) for as long as the peer stalled (30 s): 3000 announces in five
-    seconds held 270 MB. Now at most ``MAX_ANNOUNCES_WAITING`` wait; the
-    next goes to header sync (a header request reaches the peer while the
-    fetch is still stalled).
+    Each announce is answered at once. Before this bound every one waited
+    in memory (~70 KB for 1000 hashes) for as long as the peer stalled (30
+    s): 3000 block announces in five seconds held 270 MB behind one stalled
+    block fetch; 2800 tx announces held 430 MB behind the header sync that
+    the peer's claimed height starts. Now the rest are dropped and counted
+    (``gradchain_announces_dropped``); a dropped block announce goes to
+    header sync (a header request reaches the peer while the fetch stalls).
     """
     a, b = await cluster.start_many(2)
     await connect(a, b)
+    flood = limits.MAX_ANNOUNCES_PENDING + 3
+    # Each wait well inside REQUEST_TIMEOUT_S: once a stalled request times out the peer is dropped.
+    deadline = limits.REQUEST_TIMEOUT_S / 3
+
+    def announce(blocks: bool) -> bytes:
+        many = tuple(secrets.token_bytes(32) for _ in range(limits.MAX_INV_PER_ANNOUNCE))
+        return m.encode(m.Announce(blocks=many, txs=()) if blocks else m.Announce(blocks=(), txs=many))
+
     async with WatchedPeer(a) as fake, http() as session:
         assert await fake.handshake(session) == 200
         fake.hold_blocks = asyncio.Event()
         first = secrets.token_bytes(32)
         status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(first,), txs=())))
         assert status == 204, text
-        await until(lambda: fake.served == [first], 30, what="a to ask for the announced block")
-        for _ in range(limits.MAX_ANNOUNCES_WAITING + 2):
-            many = tuple(secrets.token_bytes(32) for _ in range(limits.MAX_INV_PER_ANNOUNCE))
-            status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=many, txs=())))
+        await until(lambda: fake.served == [first], deadline, what="a to ask for the announced block")
+        for _ in range(flood):
+            status, text = await fake.post(session, "announce", announce(blocks=True))
             assert status == 204, text
-        # Well inside REQUEST_TIMEOUT_S: once the stalled fetch times out the peer is dropped and redialled.
-        await until(lambda: fake.header_requests > 0, limits.REQUEST_TIMEOUT_S / 3,
+        await until(lambda: fake.header_requests > 0, deadline,
                     what="an announce past the bound to go to header sync while the fetch is stalled")
         assert fake.served == [first], "the stalled fetch is still the only one"
+        expected = flood - (limits.MAX_ANNOUNCES_PENDING - 1)  # the first is still being handled
+
+        async def all_dropped() -> bool:
+            return await metric(a, "gradchain_announces_dropped_total") == expected
+
+        await until(all_dropped, deadline, what=f"{expected} block announces dropped")
         fake.hold_blocks.set()
+
+    hold_headers = asyncio.Event()
+
+    async def stalled_headers(request: web.Request) -> web.Response:
+        await hold_headers.wait()
+        return msgpack_reply(m.Headers(headers=()))
+
+    dropped = await metric(a, "gradchain_announces_dropped_total")
+    async with FakePeer(a, routes={"headers": stalled_headers}) as ahead, http() as session:
+        ahead.claimed_height = 10_000  # its txs wait for a header sync, which it stalls
+        assert await ahead.handshake(session) == 200
+        for _ in range(flood):
+            status, text = await ahead.post(session, "announce", announce(blocks=False))
+            assert status == 204, text
+
+        async def dropped_now() -> bool:
+            return await metric(a, "gradchain_announces_dropped_total") >= dropped + flood - limits.MAX_ANNOUNCES_PENDING
+
+        await until(dropped_now, deadline, what="tx announces past the bound to be dropped")
+        hold_headers.set()
     await still_serving(a, b)
