@@ -73,6 +73,10 @@ MAX_INBOUND_PEERS = 117  # Bitcoin's 125 total minus outbound; a laptop serves t
 MAX_SESSIONS = 4096  # session tokens kept, one per URL we know or were told of: a handshake flood is bounded
 MAX_CALLBACKS_IN_FLIGHT = MAX_OUTBOUND_PEERS  # unproven handshakes we are calling back at once
 MAX_REQUESTS_PER_PEER = 16  # our open connections to one peer; under MAX_CONNECTIONS_PER_HOST on its side
+# A peer's announces we handle at once (each may wait: behind its earlier block fetch, or for a
+# header sync when it claims to be ahead); more are dropped (their blocks left to header sync)
+# instead of queueing ~70 KB each while the peer stalls. A 16,000-tx burst fits.
+MAX_ANNOUNCES_PENDING = MAX_REQUESTS_PER_PEER
 INBOUND_PROTECTED_BY_BLOCKS = 4  # inbound peers that last gave us new blocks are never evicted
 INBOUND_PROTECTED_BY_TXS = 4  # nor those that last gave us new txs: an attacker cannot crowd out useful peers
 ADDR_RELAY_FANOUT = 2  # Bitcoin's: a fresh address goes to two peers, so gossip costs O(peers), not O(peers^2)

@@ -34,6 +34,9 @@ class NodeMetrics:
             "gradchain_request_seconds", "HTTP request latency by route", ["route"], registry=r
         )
         self.peer_bans = Counter("gradchain_peer_bans", "peers banned for misbehaviour", registry=r)
+        self.announces_dropped = Counter(
+            "gradchain_announces_dropped", "peer announces dropped: too many of that peer's still handled", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from consensus.errors import BlockRejected
 from consensus.tx import txid
@@ -40,11 +41,13 @@ log = logging.getLogger("gradchain.p2p")
 class Gossip:
     """Announce-then-fetch for blocks and txs; fan-out-limited address relay (module docstring)."""
 
-    def __init__(self, chain: ChainService, conns: ConnectionManager, intake: BlockIntake, sync: HeaderSync) -> None:
+    def __init__(self, chain: ChainService, conns: ConnectionManager, intake: BlockIntake, sync: HeaderSync,
+                 on_announce_dropped: Callable[[], None] = lambda: None) -> None:
         self.chain = chain
         self.conns = conns
         self.intake = intake
         self.sync = sync
+        self._on_announce_dropped = on_announce_dropped
         self._rng = random.Random()
 
     # -- announcing -------------------------------------------------------------------------------
@@ -77,35 +80,50 @@ class Gossip:
 
     # -- fetching -----------------------------------------------------------------------------------
     async def on_announce(self, url: str, msg: m.Announce) -> None:
-        """A peer has new blocks or txs: fetch those we lack from it."""
-        if msg.blocks:
-            await self._fetch_announced_blocks(url, msg.blocks)
-        missing_txs = await self.chain.run(self.chain.lacking_txs, msg.txs)
-        if missing_txs:
-            peer = self.conns.peers.get(url)
-            if peer is not None and peer.height > self.chain.snapshot.height:
-                # Its txs build on blocks we lack: catch up first, or they look invalid.
-                await self.sync.sync_from(url)
-            await self.fetch_txs(url, missing_txs)
+        """A peer has new blocks or txs: fetch those we lack from it.
 
-    async def _fetch_announced_blocks(self, url: str, hashes: tuple[bytes, ...]) -> None:
+        At most ``MAX_ANNOUNCES_PENDING`` of a peer's announces are handled at
+        once: a peer that stalls our requests (a block fetch, the header sync
+        its claimed height starts) and floods announces meanwhile would
+        otherwise have each wait in memory. The rest are dropped and counted;
+        their blocks are left to header sync, which brings them if they are real.
+        """
+        peer = self.conns.peers.get(url)
+        if peer is None:
+            return
+        if peer.announces_pending >= limits.MAX_ANNOUNCES_PENDING:
+            self._on_announce_dropped()
+            if msg.blocks:
+                self.sync.request(url)
+            return
+        peer.announces_pending += 1
+        try:
+            if msg.blocks:
+                await self._fetch_announced_blocks(peer, msg.blocks)
+            missing_txs = await self.chain.run(self.chain.lacking_txs, msg.txs)
+            if missing_txs:
+                if peer.height > self.chain.snapshot.height:
+                    # Its txs build on blocks we lack: catch up first, or they look invalid.
+                    await self.sync.sync_from(url)
+                await self.fetch_txs(url, missing_txs)
+        finally:
+            peer.announces_pending -= 1
+
+    async def _fetch_announced_blocks(self, peer: Peer, hashes: tuple[bytes, ...]) -> None:
         """Fetch the announced blocks we lack, one announce of the peer's at a time.
 
         One at a time, so that ten announces sent at once cannot start ten
         downloads before the first shows the peer sends orphans; after an
         orphan its blocks wait for its headers (``node.p2p.intake``).
         """
-        peer = self.conns.peers.get(url)
-        if peer is None:
-            return
         async with peer.announced_blocks:
             missing = await self.chain.run(self.chain.lacking_blocks, hashes)
             if not missing:
                 return
-            if self.intake.headers_first(url):
-                self.sync.request(url)
+            if self.intake.headers_first(peer.url):
+                self.sync.request(peer.url)
             else:
-                await self.fetch_blocks(url, missing)
+                await self.fetch_blocks(peer.url, missing)
 
     async def fetch_blocks(self, url: str, hashes: list[bytes]) -> None:
         for start in range(0, len(hashes), limits.MAX_BLOCKS_PER_REQUEST):

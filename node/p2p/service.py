@@ -65,7 +65,8 @@ class PeerService:
         self.intake = BlockIntake(chain, self.conns, request_sync=self._request_sync)
         self.downloader = Downloader(chain, self.conns, self.intake, event)
         self.sync = HeaderSync(chain, self.conns, self.downloader)
-        self.gossip = Gossip(chain, self.conns, self.intake, self.sync)
+        self.gossip = Gossip(chain, self.conns, self.intake, self.sync,
+                             on_announce_dropped=metrics.announces_dropped.inc)
         self.conns.on_connected = self._on_connected
         self.conns.on_refreshed = self._sync_if_ahead
         chain.on_tip_change(self._on_tip_change)

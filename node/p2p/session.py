@@ -150,6 +150,7 @@ class Peer:
     addr_updated: float = field(default_factory=time.monotonic)
     asked_for_addrs: bool = False  # we answered its first Addr with a sample; later ones get none
     announced_blocks: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while we fetch what it announced
+    announces_pending: int = 0  # its announces we are handling (bounded by MAX_ANNOUNCES_PENDING)
 
     @property
     def group(self) -> str:

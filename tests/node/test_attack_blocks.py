@@ -17,6 +17,7 @@ so a few blocks show it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from typing import Any
@@ -29,6 +30,7 @@ from consensus.block import Block
 from consensus.errors import Reject
 from consensus.header import Header, hash_hex
 from consensus.tx import Coinbase, Payout, Transfer
+from node import limits
 from node.mining import make_template
 from node.p2p import messages as m
 from node.service import Node
@@ -43,6 +45,7 @@ from tests.node.harness import (
     get_json,
     http,
     is_banned,
+    metric,
     mine,
     node_key,
     scenario,
@@ -100,10 +103,13 @@ class WatchedPeer(FakePeer):
         self.served: list[bytes] = []
         self.header_requests = 0
         self.serve_headers: list[Header] = []
+        self.hold_blocks: asyncio.Event | None = None  # when set, block requests are answered once it fires
 
     async def _blocks(self, request: web.Request) -> web.Response:
         wanted = m.decode_as(m.GetBlocks, await request.read())
         self.served.extend(wanted.hashes)
+        if self.hold_blocks is not None:
+            await self.hold_blocks.wait()
         return msgpack_reply(m.Blocks(blocks=tuple(self.inventory[h] for h in wanted.hashes if h in self.inventory)))
 
     async def _headers(self, request: web.Request) -> web.Response:
@@ -235,4 +241,69 @@ async def test_orphans_cost_one_download_until_the_sender_shows_real_headers(clu
     free = failing_pow(fat_block(tip.header, secrets.token_bytes(32), tip.height + 2, b"free"))
     async with FakePeer(a) as liar:
         await liar.send_blocks([free], expect=Reject.BAD_POW)
+    await still_serving(a, b)
+
+
+@scenario
+async def test_announces_flooded_behind_a_stalled_request_do_not_queue_without_bound(cluster: Cluster) -> None:
+    """A peer stalls our requests and floods announces meanwhile: at most ``MAX_ANNOUNCES_PENDING`` wait.
+
+    Each announce is answered at once. Before this bound every one waited
+    in memory (~70 KB for 1000 hashes) for as long as the peer stalled (30
+    s): 3000 block announces in five seconds held 270 MB behind one stalled
+    block fetch; 2800 tx announces held 430 MB behind the header sync that
+    the peer's claimed height starts. Now the rest are dropped and counted
+    (``gradchain_announces_dropped``); a dropped block announce goes to
+    header sync (a header request reaches the peer while the fetch stalls).
+    """
+    a, b = await cluster.start_many(2)
+    await connect(a, b)
+    flood = limits.MAX_ANNOUNCES_PENDING + 3
+    # Each wait well inside REQUEST_TIMEOUT_S: once a stalled request times out the peer is dropped.
+    deadline = limits.REQUEST_TIMEOUT_S / 3
+
+    def announce(blocks: bool) -> bytes:
+        many = tuple(secrets.token_bytes(32) for _ in range(limits.MAX_INV_PER_ANNOUNCE))
+        return m.encode(m.Announce(blocks=many, txs=()) if blocks else m.Announce(blocks=(), txs=many))
+
+    async with WatchedPeer(a) as fake, http() as session:
+        assert await fake.handshake(session) == 200
+        fake.hold_blocks = asyncio.Event()
+        first = secrets.token_bytes(32)
+        status, text = await fake.post(session, "announce", m.encode(m.Announce(blocks=(first,), txs=())))
+        assert status == 204, text
+        await until(lambda: fake.served == [first], deadline, what="a to ask for the announced block")
+        for _ in range(flood):
+            status, text = await fake.post(session, "announce", announce(blocks=True))
+            assert status == 204, text
+        await until(lambda: fake.header_requests > 0, deadline,
+                    what="an announce past the bound to go to header sync while the fetch is stalled")
+        assert fake.served == [first], "the stalled fetch is still the only one"
+        expected = flood - (limits.MAX_ANNOUNCES_PENDING - 1)  # the first is still being handled
+
+        async def all_dropped() -> bool:
+            return await metric(a, "gradchain_announces_dropped_total") == expected
+
+        await until(all_dropped, deadline, what=f"{expected} block announces dropped")
+        fake.hold_blocks.set()
+
+    hold_headers = asyncio.Event()
+
+    async def stalled_headers(request: web.Request) -> web.Response:
+        await hold_headers.wait()
+        return msgpack_reply(m.Headers(headers=()))
+
+    dropped = await metric(a, "gradchain_announces_dropped_total")
+    async with FakePeer(a, routes={"headers": stalled_headers}) as ahead, http() as session:
+        ahead.claimed_height = 10_000  # its txs wait for a header sync, which it stalls
+        assert await ahead.handshake(session) == 200
+        for _ in range(flood):
+            status, text = await ahead.post(session, "announce", announce(blocks=False))
+            assert status == 204, text
+
+        async def dropped_now() -> bool:
+            return await metric(a, "gradchain_announces_dropped_total") >= dropped + flood - limits.MAX_ANNOUNCES_PENDING
+
+        await until(dropped_now, deadline, what="tx announces past the bound to be dropped")
+        hold_headers.set()
     await still_serving(a, b)
