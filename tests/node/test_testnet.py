@@ -5,8 +5,9 @@
 The first test is quick (regtest). The end-to-end ones run the default
 testnet the README promises and hold it to issue 8's figures: 3 honest nodes
 reach >= 95 % on the digits test split within 5 minutes with one state root,
-and a miner with a quarter of the hashrate poisoning its own blocks (issue 18)
-does not keep 4 nodes below 93 %.
+and (with GRADCHAIN_LONG=1: it runs up to six minutes) a miner with a
+quarter of the hashrate poisoning its own blocks (issue 18) does not keep 4
+nodes below 93 %.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from node.client import ApiError, NodeClient
 from node.keystore_file import keystore_address
 from node.testnet.launcher import is_alive, load_manifest
 from tests.conftest import wait_until
+from tests.reliability import LONG
 
 E2E_DEADLINE_S = 300  # issue 8: "within 5 minutes on 2 cores"
 ATTACK_DEADLINE_S = 360  # issue 18: 93 % with a poisoning quarter of the hashrate "within 6 minutes"
@@ -181,6 +183,8 @@ def test_three_honest_nodes_train_digits_to_95_percent(testnet_dir: pathlib.Path
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="six minutes of a 4-node testnet: GRADCHAIN_LONG=1 pytest tests/node/test_testnet.py; "
+                    "tests/node/test_chain_attacks.py checks the defence in seconds")
 def test_a_poisoning_miner_with_a_quarter_of_the_hashrate_does_not_steer_the_model(testnet_dir: pathlib.Path) -> None:
     """Issue 18: one of four nodes mines blocks that carry only its own poisoned updates, under as
     many bonded keys as a block has slots; the model still reaches 93 %, and that is the rounds'
