@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from ml.codec import MAX_UPDATE_BYTES as MAX_UPDATE_BYTES
 from ml.codec import MAX_UPDATE_PARAMS as MAX_UPDATE_PARAMS
+from ml.evalset import MAX_EVAL_BYTES as MAX_EVAL_BYTES
+from ml.evalset import MAX_EVAL_ROWS as MAX_EVAL_ROWS
 from ml.tasks import MAX_ROUND_BLOCKS as MAX_ROUND_BLOCKS
 from ml.tasks import MAX_ROUND_PAYOUTS as MAX_ROUND_PAYOUTS
 from ml.tasks import MAX_UPDATES_PER_BLOCK as MAX_UPDATES_PER_BLOCK
@@ -38,6 +40,22 @@ MAX_PAYOUTS = MAX_ROUND_PAYOUTS + 1
 MAX_COMMIT_HASHES = MAX_ROUND_BLOCKS  # a commitment covers at most one update per block of a round
 MAX_COINBASE_EXTRA = 32  # coinbase bytes of the miner's own: an extra-nonce and a short tag
 MAX_AMOUNT = 2**63 - 1  # any amount or balance: fits the state root's u64 and storage's signed i64
+# -- tasks deployed as contracts ------------------------------------------------------------------
+# Every block runs every open task (its vote, its round's close, its target
+# check on the evaluation set), so their number is what a deployer with coins
+# could make every node do; sixteen small tasks cost milliseconds a block.
+MAX_OPEN_TASKS = 16
+# A task keeps a vote of its model's size per block of its round, in the state
+# and in every block's undo record, and anyone with a bounty may deploy one:
+# these bound what a deployed task makes every node hold (64 x 64 Ki float32
+# is 16 MiB of votes at most per task). The genesis task is the chain
+# creator's choice and only bound by the caps above.
+MAX_DEPLOYED_PARAMS = 65_536
+MAX_DEPLOYED_ROUND_BLOCKS = 64
+MIN_BOUNTY = 1_000_000  # a deploy locks at least this: a slot among the open tasks is not free
+# A deployed task whose model has not moved for this many blocks (nobody trains it,
+# or every round was refused) closes and returns its bounty: its slot frees itself.
+MAX_IDLE_BLOCKS = 2016
 # -- canonical msgpack (consensus/encoding.py) ------------------------------------------------
 MAX_STR_BYTES = 64 * KIB  # a text field: a task's rule and names, an update's kind
 MAX_ARRAY_LEN = 1_000_000  # an array's items before the field checks run

@@ -54,6 +54,12 @@ class Reject(enum.Enum):
     DUPLICATE_COMMIT = "duplicate-commit"  # a second commitment by one sender in one round
     NO_COMMITMENT = "no-commitment"  # an update that matches no unrevealed digest of its sender
     DUPLICATE_SENDER = "duplicate-sender"  # a second update by one sender in one block
+    # tasks deployed as contracts (docs/tasks.md)
+    BAD_TASK_SPEC = "bad-task-spec"  # a deploy whose spec is invalid, not canonical, or cannot run on the chain
+    BAD_EVAL_SET = "bad-eval-set"  # a deploy whose evaluation rows do not fit its spec or the caps
+    BAD_BOUNTY = "bad-bounty"  # a deploy with no bounty
+    TOO_MANY_TASKS = "too-many-tasks"  # a deploy while the chain already runs its cap of open tasks
+    TASK_CLOSED = "task-closed"  # a bond, commitment or update for a task whose training has closed
 
 
 class BlockRejected(Exception):

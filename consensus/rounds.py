@@ -289,5 +289,6 @@ def next_task_state(
         commitments=commitments,
         votes=votes,
         reveals=reveals,
+        contract=base.contract,
         model_digests=(base.params_digest, base.last_aggregate_digest) if kept else None,
     )

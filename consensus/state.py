@@ -3,7 +3,9 @@
 ``state_root`` hashes a canonical encoding of everything a block can change:
 every account (sorted by address) and, per task id, the task's model
 (parameters, last applied step, version), its bonds, open commitments, the
-open round's block votes and the recent reveals (:class:`TaskState`). Two
+open round's block votes and the recent reveals (:class:`TaskState`), and for
+a task deployed by a transaction its contract (:class:`Contract`: spec,
+deployer, bounty left, status, evaluation set digest). Two
 nodes agree on the root only if they hold bit-identical models, which is what
 makes the model shared.
 """
@@ -14,9 +16,13 @@ import bisect
 import hashlib
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 
 import numpy as np
+
+from consensus.encoding import pack
+from ml.evalset import EvalSet
+from ml.tasks import TaskSpec
 
 STATE_DOMAIN = b"gradchain/state/v2"  # v2: per-task state (bonds, commitments, votes)
 
@@ -158,6 +164,52 @@ class Vote:
         object.__setattr__(self, "digest", array_digest(self.vector))
 
 
+TRAINING = "training"  # a task that takes updates and moves its model
+CLOSED = "closed"  # budget spent or target reached: updates refused, the final model stays served
+STATUSES = (TRAINING, CLOSED)
+CONTRACT_DOMAIN = b"gradchain/contract/v1"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a task deployed by a transaction holds besides its model (docs/tasks.md).
+
+    ``spec`` the task; ``deployer`` the address the rest of the bounty
+    returns to; ``bounty`` the coins left to pay its miners and
+    contributors; ``status`` :data:`TRAINING` or :data:`CLOSED`;
+    ``eval_digest`` :func:`ml.evalset.evalset_digest` of its evaluation set,
+    whose rows (``evalset``, decoded once from the deploy transaction) are
+    what a target is checked on; ``deployed_at`` the deploy's height and
+    ``moved_at`` the height of the last step applied to its model (the
+    deploy's until the first), by which an idle task closes. The
+    state root hashes everything but the rows themselves, which it binds
+    through their digest.
+    """
+
+    spec: TaskSpec
+    deployer: bytes
+    bounty: int
+    status: str
+    eval_digest: bytes
+    deployed_at: int
+    moved_at: int
+    evalset: EvalSet | None = field(compare=False, repr=False)  # None only in a stored undo (see undo_block)
+    digest: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"a contract's status is one of {STATUSES}, not {self.status!r}")
+        h = hashlib.sha256(CONTRACT_DOMAIN)
+        h.update(hashlib.sha256(pack(self.spec.to_dict())).digest())
+        h.update(self.deployer + struct.pack("<Q", self.bounty) + bytes([STATUSES.index(self.status)]))
+        h.update(self.eval_digest + struct.pack("<QQ", self.deployed_at, self.moved_at))
+        object.__setattr__(self, "digest", h.digest())
+
+    @property
+    def open(self) -> bool:
+        return self.status == TRAINING
+
+
 @dataclass(frozen=True)
 class TaskState:
     """Everything one task keeps between blocks, keyed in :class:`State` by its task id.
@@ -169,7 +221,9 @@ class TaskState:
     ``votes`` the open round's block votes so far; ``reveals`` the content
     digest of every update revealed in this round or the last
     ``consensus.rounds.CLONE_WINDOW_ROUNDS``, with its commitment round and
-    first sender (a later copy by another sender is a clone and never counts).
+    first sender (a later copy by another sender is a clone and never counts);
+    ``contract`` the deployed task's contract (None for the genesis task,
+    whose spec the genesis block carries and whose rewards are new coins).
     """
 
     params: np.ndarray
@@ -180,6 +234,7 @@ class TaskState:
     commitments: Mapping[tuple[int, bytes], Commitment] = field(default_factory=dict)
     votes: tuple[Vote, ...] = ()
     reveals: Mapping[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    contract: Contract | None = None
     # A successor that keeps ``params`` and ``last_aggregate`` (every block but a
     # round's last) passes their digests on instead of hashing the arrays again.
     model_digests: InitVar[tuple[bytes, bytes] | None] = None
@@ -198,6 +253,17 @@ class TaskState:
         object.__setattr__(self, "params_digest", params_digest)
         object.__setattr__(self, "last_aggregate_digest", last_digest)
         object.__setattr__(self, "digest", task_state_digest(self))
+
+    def evolve(self, **changes: object) -> TaskState:
+        """A copy with ``changes`` to fields other than the model arrays, which keep their digests."""
+        return replace(self, model_digests=(self.params_digest, self.last_aggregate_digest), **changes)  # type: ignore[arg-type]
+
+    def with_rows_of(self, current: TaskState | None) -> TaskState:
+        """This state with its contract's evaluation rows taken from ``current`` (the same task) when
+        a stored undo left them out."""
+        if self.contract is None or self.contract.evalset is not None or current is None or current.contract is None:
+            return self
+        return self.evolve(contract=replace(self.contract, evalset=current.contract.evalset))
 
 
 def task_state_digest(task: TaskState) -> bytes:
@@ -228,6 +294,8 @@ def task_state_digest(task: TaskState) -> bytes:
     for content in sorted(task.reveals):
         round_, sender = task.reveals[content]
         h.update(content + struct.pack("<I", round_) + sender)
+    if task.contract is not None:  # the genesis task hashes as before contracts existed
+        h.update(b"\x01" + task.contract.digest)
     return h.digest()
 
 

@@ -30,7 +30,7 @@ from disk (the gate's validation set) inside the view's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from consensus.caps import (
     MAX_PAYOUTS,
     MAX_TX_BYTES,
 )
+from consensus.contracts import deploy_task, is_training, settle_idle, settle_round, task_of
 from consensus.errors import BlockRejected, Reject
 from consensus.participation import counted, payouts
 from consensus.rounds import (
@@ -65,6 +66,7 @@ from consensus.tx import (
     Bond,
     Coinbase,
     Commit,
+    Deploy,
     GradientUpdate,
     Payout,
     TaskTx,
@@ -72,13 +74,15 @@ from consensus.tx import (
     Tx,
     Unbond,
     check_signature,
+    encode_tx,
+    txid,
 )
 from consensus.validation import validate_header
 from consensus.view import ChainRules, ChainView, hash_at_height
 from ml.aggregation import AggregationError, Pipeline, bucket_seed
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm
 from ml.codec import decode_update
-from ml.gate import check_useful, validation_loss
+from ml.gate import GateSet, check_useful, validation_loss
 from ml.tasks import TaskSpec
 
 _UPDATE_REJECTS = {
@@ -110,11 +114,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Undo:
-    """What a block changed, so it can be disconnected bit for bit, and what it did."""
+    """What a block changed, so it can be disconnected bit for bit, and what it did.
+
+    ``tasks_before`` holds the state before the block of every task the block
+    changed (every task that trains, the genesis task first; a closed task
+    only when an unbond of it came due), ``created`` the tasks it deployed.
+    """
 
     accounts_before: Mapping[bytes, Account | None]
     tasks_before: Mapping[bytes, TaskState]
     outcome: Outcome = Outcome()
+    created: tuple[bytes, ...] = ()
 
     @property
     def params_before(self) -> np.ndarray:
@@ -199,7 +209,8 @@ def validate_block(rules: ChainRules, block: Block, height: int) -> Coinbase:
             raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
     if len(set(block.txids)) != len(block.txids):
         raise BlockRejected(Reject.DUPLICATE_TX, "a transaction appears twice")
-    n_updates = sum(isinstance(tx, GradientUpdate) for tx in block.txs)
+    # the genesis task's cap here; a deployed task's, whose spec is in the state, in apply_tx
+    n_updates = sum(isinstance(tx, GradientUpdate) and tx.task_id == rules.task_id for tx in block.txs)
     limit = rules.task.max_updates_per_block
     if n_updates > limit:
         raise BlockRejected(Reject.TOO_MANY_UPDATES, f"{n_updates} updates > {limit} per block")
@@ -338,45 +349,92 @@ def apply_transfer(ledger: Ledger, tx: Transfer, tag: bytes) -> int:
 
 
 @dataclass
+class TaskRun:
+    """One task's part of the block being applied: its spec, working state and gate."""
+
+    task_id: bytes
+    spec: TaskSpec
+    work: TaskWork
+    gate: UsefulGate | None = None
+    reveals: int = 0  # this block's reveals for the task (its per-block cap)
+
+    @property
+    def training(self) -> bool:
+        return is_training(self.work.base)
+
+
+@dataclass
 class BlockRun:
-    """One block's walk through its transactions: the ledger, the task's work and the fees."""
+    """One block's walk through its transactions: the ledger, every task's work and the fees."""
 
     view: ChainView
     ledger: Ledger
-    work: TaskWork
-    gate: UsefulGate | None
+    tasks: dict[bytes, TaskRun]
     fees: int = 0
+    updates: list[tuple[bytes, int]] = field(default_factory=list)  # (task id, index in its work), block order
 
     @property
     def height(self) -> int:
         return self.view.height + 1
 
+    def task(self, task_id: bytes, *, training: bool = True) -> TaskRun:
+        """The run of the task ``task_id``: ``UNKNOWN_TASK`` if the chain has none, ``TASK_CLOSED`` if
+        ``training`` is asked of a task whose training has closed."""
+        run = self.tasks.get(task_id)
+        if run is None or (training and not run.training):
+            task_of(self.view.rules.task, {t: r.work.base for t, r in self.tasks.items()}, task_id, training=training)
+        assert run is not None
+        return run
+
+    def open_tasks(self) -> int:
+        return sum(t.training for t in self.tasks.values())
+
 
 def apply_tx(run: BlockRun, tx: Tx) -> None:
-    """Apply one non-coinbase transaction of the block (:mod:`consensus.rounds` has the rules)."""
+    """Apply one non-coinbase transaction of the block (:mod:`consensus.rounds` and
+    :mod:`consensus.contracts` have the rules)."""
     rules = run.view.rules
-    task = rules.task
     if isinstance(tx, Transfer):
         run.fees += apply_transfer(run.ledger, tx, rules.tag)
+    elif isinstance(tx, Deploy):
+        check_signature(tx, rules.tag)
+        new = deploy_task(tx, run.height, run.open_tasks())
+        run.ledger.debit(tx.sender_address, tx.nonce, tx.bounty + tx.fee)
+        run.fees += tx.fee
+        task_id = txid(encode_tx(tx))
+        assert new.contract is not None
+        run.tasks[task_id] = TaskRun(task_id, new.contract.spec, TaskWork(new))
     elif isinstance(tx, Bond):
         check_signature(tx, rules.tag)
-        locked = apply_bond(run.work, tx, run.height, task, rules.task_id)
+        task = run.task(tx.task_id)
+        locked = apply_bond(task.work, tx, run.height, task.spec, task.task_id)
         run.ledger.debit(tx.sender_address, tx.nonce, locked + tx.fee)
         run.fees += tx.fee
     elif isinstance(tx, Unbond):
         check_signature(tx, rules.tag)
-        apply_unbond(run.work, tx, run.height, task, rules.task_id)
+        task = run.task(tx.task_id, training=False)
+        apply_unbond(task.work, tx, run.height, task.spec, task.task_id)
         run.ledger.debit(tx.sender_address, tx.nonce, tx.fee)
         run.fees += tx.fee
     elif isinstance(tx, Commit):
         check_signature(tx, rules.tag)
-        base = hash_at_height(run.view, round_start(round_of(run.height, task.round_blocks), task.round_blocks))
-        apply_commit(run.work, tx, run.height, task, rules.task_id, base)
+        task = run.task(tx.task_id)
+        W = task.spec.round_blocks
+        base = hash_at_height(run.view, round_start(round_of(run.height, W), W))
+        apply_commit(task.work, tx, run.height, task.spec, task.task_id, base)
     elif isinstance(tx, GradientUpdate):
         check_signature(tx, rules.tag)
-        index = check_reveal(run.work, tx, run.height, task, rules.task_id)
-        vector = check_update(task, tx, gate=run.gate)
-        record_reveal(run.work, tx, index, vector)
+        task = run.task(tx.task_id)
+        task.reveals += 1
+        if task.reveals > task.spec.max_updates_per_block:
+            raise BlockRejected(
+                Reject.TOO_MANY_UPDATES, f"{task.reveals} updates > {task.spec.max_updates_per_block} per block "
+                f"for task {task.spec.name!r}"
+            )
+        index = check_reveal(task.work, tx, run.height, task.spec, task.task_id)
+        vector = check_update(task.spec, tx, gate=task.gate)
+        record_reveal(task.work, tx, index, vector)
+        run.updates.append((task.task_id, len(task.work.updates) - 1))
     else:
         raise BlockRejected(Reject.BAD_COINBASE, "only the first transaction may be a coinbase")
 
@@ -431,31 +489,86 @@ def aggregate_updates(
 # -- the body: steps 3 to 5 ------------------------------------------------------------------
 
 
-def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -> Execution:
-    """Run the non-coinbase ``txs`` on ``state``, vote, close the round if due, pay; no root checks.
+@dataclass(frozen=True)
+class TaskEnd:
+    """What the block did to one task: its post-state, the coinbase's or the bounty's payouts."""
 
-    In order: the coins whose unbonding delay ends here return; each
-    transaction (:func:`apply_tx`); the block's vote (the task's rule over its
-    counted updates, zero when too few); at a round's last block the round's
-    step and payouts (:func:`consensus.rounds.close_round`); the miner's and
-    contributors' payouts. Shared by :func:`state_transition` and the miner's
-    template, so both compute the payouts and the post-state in exactly the same way.
+    state: TaskState
+    counted: tuple[bool, ...]
+    vote_ran: bool = False
+    round_counted: tuple[bool, ...] | None = None
+    gated: bool = False
+    coinbase: tuple[Payout, ...] = ()  # the genesis task's: new coins, listed by the coinbase
+    credits: tuple[Payout, ...] = ()  # a deployed task's: from its bounty
+
+
+def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -> Execution:
+    """Run the non-coinbase ``txs`` on ``state``, vote, close rounds when due, pay; no root checks.
+
+    In order: the coins whose unbonding delay ends here return (every
+    task); each transaction (:func:`apply_tx`); then every task that trains,
+    in id order of creation (the genesis task first): the block's vote (the
+    task's rule over its counted updates, zero when too few), at the task's
+    round's last block the round's step and payouts
+    (:func:`consensus.rounds.close_round`; new coins for the genesis task,
+    the bounty for a deployed one, :func:`consensus.contracts.settle_round`).
+    Shared by :func:`state_transition` and the miner's template, so both
+    compute the payouts and the post-state in exactly the same way.
     """
     if state.height != view.height:
         raise ValueError(f"the state is at height {state.height}, the view's parent at {view.height}")
     rules = view.rules
-    task = rules.task
     height = state.height + 1
-    base = state.tasks[rules.task_id]
     ledger = Ledger(state.accounts)
-    work = TaskWork(base)
-    for address, amount in release_unbonded(work, height).items():
-        ledger.credit(address, amount)
-    gate = useful_gate(rules, state.params) if any(isinstance(tx, GradientUpdate) for tx in txs) else None
-    run = BlockRun(view, ledger, work, gate)
+    tasks: dict[bytes, TaskRun] = {}
+    for task_id, task_state in state.tasks.items():
+        spec = rules.task if task_state.contract is None else task_state.contract.spec
+        work = TaskWork(task_state)
+        for address, amount in release_unbonded(work, height).items():
+            ledger.credit(address, amount)
+        tasks[task_id] = TaskRun(task_id, spec, work)
+    genesis_id = next(iter(state.tasks))  # the genesis task: first, the one without a contract
+    genesis = tasks[genesis_id]
+    if any(isinstance(tx, GradientUpdate) and tx.task_id == genesis_id for tx in txs):
+        genesis.gate = useful_gate(rules, state.params)
+    run = BlockRun(view, ledger, tasks)
     for tx in txs:
         apply_tx(run, tx)
 
+    ends: dict[bytes, TaskEnd] = {}
+    for task_id, task in run.tasks.items():
+        ends[task_id] = end_task(view, task, miner, run.fees, rules.gate_set if task is genesis else None)
+        for payout in (*ends[task_id].coinbase, *ends[task_id].credits):
+            ledger.credit(payout.address, payout.amount)
+
+    main = ends[genesis_id]
+    new_state = State(
+        height=height, accounts=ledger.merged(), tasks={task_id: end.state for task_id, end in ends.items()}
+    )
+    counted_flags = tuple(ends[task_id].counted[i] for task_id, i in run.updates)
+    clones = tuple(run.tasks[task_id].work.updates[i].clone for task_id, i in run.updates)
+    outcome = Outcome(
+        counted=counted_flags, clones=clones, vote_ran=main.vote_ran, round_counted=main.round_counted,
+        gated=main.gated,
+    )
+    changed = {task_id: t for task_id, t in state.tasks.items() if ends[task_id].state is not t}
+    created = tuple(task_id for task_id in run.tasks if task_id not in state.tasks)
+    undo = Undo(accounts_before=dict(ledger.before), tasks_before=changed, outcome=outcome, created=created)
+    return Execution(new_state, undo, list(main.coinbase))
+
+
+def end_task(view: ChainView, run: TaskRun, miner: bytes, fees: int, gate_set: GateSet | None) -> TaskEnd:
+    """One task's end of the block: its vote, its round's close when due, its payouts.
+
+    A closed task only keeps what its unbonds changed. ``fees`` go to the
+    miner with the genesis task's block reward (``run.work.base.contract`` is None).
+    """
+    base, work, task = run.work.base, run.work, run.spec
+    if not run.training:  # only its bonds change: unbonds, and the coins they release
+        if work.stakes == base.stakes and work.unbonding == base.unbonding:
+            return TaskEnd(base, ())
+        return TaskEnd(base.evolve(stakes=work.stakes, unbonding=work.unbonding), ())
+    height = view.height + 1
     kept = [u for u in work.updates if not u.clone]
     vote_vector = np.zeros(task.param_count, dtype=np.float32)
     counted_kept = np.zeros(len(kept), dtype=bool)
@@ -476,40 +589,51 @@ def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -
     closed = closes_round(height, task.round_blocks)
     contributors: list[bytes] = []
     round_counted: tuple[bool, ...] | None = None
-    gated = False
+    gated = stepped = False
     if closed:
         votes = (*base.votes, vote)
-        close = close_round(task, votes, params, last_aggregate, rules.gate_set)
+        close = close_round(task, votes, params, last_aggregate, gate_set)
         round_counted, gated = close.counted, close.gated
         if close.step is not None:
             params = np.array(params - np.float32(task.server_lr) * close.step, dtype=np.float32)
             last_aggregate = np.array(close.step, dtype=np.float32)
             version += 1
+            stepped = True
         for each, ok in zip(votes, close.counted, strict=True):
             if ok:
                 contributors += each.counted
 
-    paid = payouts(task, miner, run.fees, contributors)
-    for payout in paid:
-        ledger.credit(payout.address, payout.amount)
     new_task = next_task_state(
         base, work, height=height, task=task, vote=vote, params=params,
         last_aggregate=last_aggregate, version=version, closed=closed,
     )
-    new_state = State(height=height, accounts=ledger.merged(), tasks={**state.tasks, rules.task_id: new_task})
-    outcome = Outcome(
-        counted=counted_flags,
-        clones=tuple(u.clone for u in work.updates),
-        vote_ran=vote_ran,
-        round_counted=round_counted,
-        gated=gated,
-    )
-    undo = Undo(accounts_before=dict(ledger.before), tasks_before=dict(state.tasks), outcome=outcome)
-    return Execution(new_state, undo, paid)
+    coinbase: tuple[Payout, ...] = ()
+    credits: tuple[Payout, ...] = ()
+    if base.contract is None:
+        coinbase = tuple(payouts(task, miner, fees, contributors))
+    else:
+        settled = (
+            settle_round(base.contract, miner, contributors, params, height) if stepped
+            else settle_idle(base.contract, height)
+        )
+        if settled is not None:
+            credits = tuple(settled.credits)
+            new_task = new_task.evolve(contract=settled.contract)
+    return TaskEnd(new_task, counted_flags, vote_ran, round_counted, gated, coinbase, credits)
 
 
 def undo_block(state: State, undo: Undo) -> State:
-    """The parent's state, from a block's post-state and its undo data."""
+    """The parent's state, from a block's post-state and its undo data.
+
+    A stored undo may leave out a contract's evaluation rows (they never
+    change after the deploy, so storage keeps them once, with the task);
+    they are taken from the same task in ``state``.
+    """
     accounts = state.accounts if isinstance(state.accounts, Accounts) else Accounts(state.accounts)
     accounts = accounts.updated(undo.accounts_before)
-    return State(height=state.height - 1, accounts=accounts, tasks=undo.tasks_before)
+    tasks = {
+        task_id: undo.tasks_before[task_id].with_rows_of(task) if task_id in undo.tasks_before else task
+        for task_id, task in state.tasks.items()
+        if task_id not in undo.created
+    }
+    return State(height=state.height - 1, accounts=accounts, tasks=tasks)

@@ -13,7 +13,9 @@ bonds and commit-reveal").
 Kinds: ``Coinbase``; ``Transfer``; ``Bond``/``Unbond`` (lock the task's bond
 amount, release it after the task's delay); ``Commit`` (up to a round's worth
 of update digests, :func:`commitment_digest`); ``GradientUpdate`` (the reveal
-of one committed update); ``TaskTx`` (genesis only). Commitments and updates
+of one committed update); ``TaskTx`` (genesis only); ``Deploy`` (a task
+deployed on a running chain: its spec, its evaluation rows and the bounty
+locked from the sender's balance; the task's id is the deploy's txid). Commitments and updates
 carry no fee and no nonce: update slots are not for sale.
 """
 
@@ -29,6 +31,7 @@ from consensus.caps import (
     MAX_AMOUNT,
     MAX_COINBASE_EXTRA,
     MAX_COMMIT_HASHES,
+    MAX_EVAL_BYTES,
     MAX_PAYOUTS,
     MAX_TX_BYTES,
 )
@@ -54,6 +57,7 @@ class TxKind(enum.IntEnum):
     BOND = 4
     UNBOND = 5
     COMMIT = 6
+    DEPLOY = 7  # a task deployed on a running chain (its id: this tx's txid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +163,32 @@ class TaskTx:
     task: dict[str, Any]
 
 
-Tx = Coinbase | Transfer | Bond | Unbond | Commit | GradientUpdate | TaskTx
-SignedTx = Transfer | Bond | Unbond | Commit | GradientUpdate
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    """A training task deployed on a running chain, as a contract.
+
+    ``task`` is the spec's canonical dict (:meth:`ml.tasks.TaskSpec.to_dict`),
+    ``evalset`` the public evaluation rows in :func:`ml.evalset.encode_evalset`'s
+    form, ``bounty`` the coins locked from the sender's balance that pay the
+    task's miners and contributors (the rest returns when training closes).
+    Spent with the sender's nonce and a fee, like a transfer.
+    """
+
+    sender: bytes
+    nonce: int
+    fee: int
+    bounty: int
+    task: dict[str, Any]
+    evalset: bytes
+    signature: bytes = b""
+
+    @property
+    def sender_address(self) -> bytes:
+        return address_bytes(self.sender)
+
+
+Tx = Coinbase | Transfer | Bond | Unbond | Commit | GradientUpdate | TaskTx | Deploy
+SignedTx = Transfer | Bond | Unbond | Commit | GradientUpdate | Deploy
 
 
 def _update_to_wire(update: EncodedUpdate) -> dict[str, Any]:
@@ -180,6 +208,9 @@ def _fields(tx: Tx, *, with_signature: bool) -> list[Any]:
         fields = [TxKind.COMMIT, tx.sender, tx.task_id, tx.round, tx.base_hash, list(tx.hashes)]
     elif isinstance(tx, GradientUpdate):
         fields = [TxKind.UPDATE, tx.sender, tx.task_id, tx.round, _update_to_wire(tx.update)]
+    elif isinstance(tx, Deploy):
+        task = {key: tx.task[key] for key in sorted(tx.task)}
+        fields = [TxKind.DEPLOY, tx.sender, tx.nonce, tx.fee, tx.bounty, task, tx.evalset]
     elif isinstance(tx, TaskTx):
         return [TxKind.TASK, {key: tx.task[key] for key in sorted(tx.task)}]
     else:  # pragma: no cover - the union is closed
@@ -332,6 +363,19 @@ def decode_tx(raw: bytes) -> Tx:
         if not _is_sorted_str_map(task):
             raise BlockRejected(Reject.BAD_ENCODING, "task: expected a map with sorted keys")
         tx = TaskTx(task)
+    elif kind == TxKind.DEPLOY:
+        _, sender, nonce, fee, bounty, task, evalset, signature = expect_list(obj, 8, "deploy")
+        if not _is_sorted_str_map(task):
+            raise BlockRejected(Reject.BAD_ENCODING, "deploy task: expected a map with sorted keys")
+        tx = Deploy(
+            sender=expect_bytes(sender, "sender", size=PUBLIC_KEY_SIZE),
+            nonce=expect_int(nonce, "nonce"),
+            fee=expect_int(fee, "fee", hi=MAX_AMOUNT),
+            bounty=expect_int(bounty, "bounty", hi=MAX_AMOUNT),
+            task=task,
+            evalset=expect_bytes(evalset, "evaluation set", max_size=MAX_EVAL_BYTES),
+            signature=expect_bytes(signature, "signature", size=SIGNATURE_SIZE),
+        )
     else:  # pragma: no cover - expect_int bounded the kind
         raise BlockRejected(Reject.BAD_ENCODING, f"unknown transaction kind {kind}")
     if encode_tx(tx) != raw:  # e.g. an update whose wire form is not its own canonical one

@@ -428,15 +428,19 @@ class FirstRunDefaults:
     f: int = 1
     norm_bound: float = 10.0
     max_updates_per_block: int = 4
-    block_reward: int = 50_000_000
-    contributor_reward: int = 1_000_000
+    # A deployed task pays these from its bounty at each round's end (the miner
+    # of the round's last block, each counted update), so they are small: a
+    # round of three participants costs about 5.8 M, and twenty rounds
+    # (``gradchain task deploy``'s default bounty) a few genesis block rewards.
+    block_reward: int = 1_000_000
+    contributor_reward: int = 100_000
     target_block_time_s: int = 5
     # rounds and bonds as digits has them (docs/DESIGN-NOTES.md); a user task has no
     # committed validation set, so no round gate, hence the vote rule of 16-block rounds
     # measured best without one
     round_blocks: int = 16
     vote_rule: str = "lowclip+median"
-    bond_amount: int = 10_000_000
+    bond_amount: int = 1_000_000
     bond_maturity: int = 4
     unbond_delay: int = 32
 

@@ -130,8 +130,14 @@ def _mean_loss(
     head: int,
     X: npt.NDArray[np.float32],
     y: npt.NDArray[np.float64],
-) -> float:  # pragma: no cover - compiled
+) -> tuple[float, int]:  # pragma: no cover - compiled
+    """The mean loss and, for a classify head, how many examples the model gets right.
+
+    A prediction is the first class of highest logit (ties go to the lowest
+    index), so the count is as reproducible as the loss.
+    """
     n = X.shape[0]
+    correct = 0
     width = 0
     for s in sizes:
         width = max(width, s)
@@ -159,9 +165,13 @@ def _mean_loss(
         out = sizes[n_layers]
         if head == _HEAD_CLASSIFY:
             top = z[0]
+            best = 0
             for j in range(1, out):
                 if z[j] > top:
                     top = z[j]
+                    best = j
+            if best == int(y[ex]):
+                correct += 1
             norm = 0.0
             for j in range(out):
                 norm += _exp(z[j] - top)
@@ -170,7 +180,7 @@ def _mean_loss(
             resid = z[0] - y[ex]
             total += resid * resid
     mean: float = total / n
-    return mean
+    return mean, correct
 
 
 @dataclass(frozen=True)
@@ -188,12 +198,21 @@ def _sizes(spec: TaskSpec) -> npt.NDArray[np.int64]:
 def validation_loss(
     spec: TaskSpec, params: npt.NDArray[np.floating], X: npt.NDArray[np.floating], y: npt.NDArray[np.generic]
 ) -> float:
-    """Mean loss of ``params`` on ``(X, y)``, with the same bits on every machine.
+    """Mean loss of ``params`` on ``(X, y)``, with the same bits on every machine (see :func:`validation_figures`)."""
+    return validation_figures(spec, params, X, y)[0]
+
+
+def validation_figures(
+    spec: TaskSpec, params: npt.NDArray[np.floating], X: npt.NDArray[np.floating], y: npt.NDArray[np.generic]
+) -> tuple[float, int]:
+    """Mean loss of ``params`` on ``(X, y)`` and the examples it classifies right, the same everywhere.
 
     Cross-entropy for a classify head, squared error for a regress head, as
     :func:`ml.models.loss_and_grad` computes them, but in the fixed-order
     float64 loop described in the module docstring (parameters and inputs are
-    float32 and widen exactly).
+    float32 and widen exactly). The count is of examples whose first
+    highest-logit class is the label (0 for a regress head): the accuracy a
+    target on a task's evaluation set can be stated in.
 
     Raises
     ------
@@ -215,7 +234,8 @@ def validation_loss(
         np.all((targets >= 0) & (targets < spec.output_dim) & (targets == np.floor(targets)))
     ):
         raise ValueError(f"labels must be whole numbers in [0, {spec.output_dim - 1}]")
-    return float(_mean_loss(flat, _sizes(spec), head, inputs, targets))
+    loss, correct = _mean_loss(flat, _sizes(spec), head, inputs, targets)
+    return float(loss), int(correct)
 
 
 def candidate_params(

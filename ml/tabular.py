@@ -22,7 +22,8 @@ from ml.datafile import Table
 from ml.shards import dirichlet_owners
 from ml.tasks import LABEL_COLUMN
 
-SKLEARN_TABLES = ("wine", "breast_cancer")
+SKLEARN_TABLES = ("wine", "breast_cancer")  # the comparison's tables: data the built-in tasks do not use
+EXAMPLE_TABLES = (*SKLEARN_TABLES, "digits")  # `task example` writes these; digits as a deployable task's data
 # A regression is skewed over this many label quantile bins.
 REGRESS_SKEW_BINS = 4
 # sklearn's column names hold spaces ("mean radius"); underscores read better in a shell.
@@ -37,12 +38,12 @@ def _column_name(raw: str) -> str:
 
 
 def sklearn_table(name: str) -> Table:
-    """One of :data:`SKLEARN_TABLES` as a :class:`Table` with scikit-learn's column names."""
+    """One of :data:`EXAMPLE_TABLES` as a :class:`Table` with scikit-learn's column names."""
     from sklearn import datasets
 
-    loaders = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}
+    loaders = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer, "digits": datasets.load_digits}
     if name not in loaders:
-        raise ValueError(f"unknown table {name!r}; available: {', '.join(SKLEARN_TABLES)}")
+        raise ValueError(f"unknown table {name!r}; available: {', '.join(EXAMPLE_TABLES)}")
     bunch = loaders[name]()
     features = tuple(_column_name(str(n)) for n in bunch.feature_names)
     return Table(

@@ -75,7 +75,10 @@ and lists, with ``from_dict`` strict (every key present, no extra key, exact
 types) so a genesis block cannot smuggle in an ambiguous task. The
 data-schema group is the exception to "every key present": ``to_dict`` leaves
 those keys out at their defaults (so tasks without them encode as before)
-and ``from_dict`` accepts them absent.
+and ``from_dict`` accepts them absent; so is the target group
+(``target_metric`` "accuracy" or "loss" and its ``target_value``), which
+closes a deployed task's training once its model reaches the target on the
+task's evaluation set.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ MAX_GATE_TOLERANCE = 1.0
 SHA256_HEX_LEN = 64
 # A participant's feature table ends with this column (ml/datafile.py).
 LABEL_COLUMN = "label"
+TARGET_METRICS = ("", "accuracy", "loss")  # "": training runs until the bounty is spent
 # Standardisation constants are applied in float32 (ml/models.py): they must stay finite there.
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
@@ -229,6 +233,12 @@ class TaskSpec:
     input_scale: tuple[float, ...] = ()
     label_shift: float = 0.0
     label_scale: float = 1.0
+    # -- Target (issue 19, deployed tasks): training closes once the model
+    # reaches ``target_value`` of ``target_metric`` ("accuracy": at least,
+    # "loss": at most) on the task's evaluation set. Left out of ``to_dict``
+    # at their defaults ("": no target), like the schema group.
+    target_metric: str = ""
+    target_value: float = 0.0
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
@@ -262,6 +272,20 @@ class TaskSpec:
         self._check_rounds()
         self._check_gate()
         self._check_schema()
+        self._check_target()
+
+    def _check_target(self) -> None:
+        metric, value = self.target_metric, self.target_value
+        if metric not in TARGET_METRICS:
+            raise _fail("target_metric", f"one of {TARGET_METRICS}", metric)
+        if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+            raise _fail("target_value", "a finite float", value)
+        if metric == "" and value != 0.0:
+            raise _fail("target_value", "0.0 when there is no target_metric", value)
+        if metric == "accuracy" and (self.head != "classify" or not 0.0 < value <= 1.0):
+            raise _fail("target_value", "a fraction in (0, 1] of a classify task's evaluation rows", value)
+        if metric == "loss" and not value > 0.0:
+            raise _fail("target_value", "a positive loss", value)
 
     def _check_rounds(self) -> None:
         from ml.rounds import VOTE_RULES
@@ -421,7 +445,7 @@ class TaskSpec:
         out: dict[str, Any] = {}
         for fld in fields(self):
             value = getattr(self, fld.name)
-            if fld.name in SCHEMA_FIELDS and value == fld.default:
+            if fld.name in OPTIONAL_FIELDS and value == fld.default:
                 continue  # one encoding per task: a field at its default is left out
             if fld.name == "rule_params":
                 value = [[k, v] for k, v in value]
@@ -443,7 +467,7 @@ class TaskSpec:
         if not isinstance(d, dict):
             raise ValueError(f"a task must be a mapping, got {type(d).__name__}")
         names = [fld.name for fld in fields(cls)]
-        missing = [n for n in names if n not in d and n not in SCHEMA_FIELDS]
+        missing = [n for n in names if n not in d and n not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"task is missing key(s) {missing}")
         extra = sorted(str(k) for k in d if k not in names)
@@ -492,9 +516,13 @@ _FIELD_KINDS: dict[str, str] = {
     "input_scale": "float_list",
     "label_shift": "float",
     "label_scale": "float",
+    "target_metric": "str",
+    "target_value": "float",
 }
 # The optional data-schema group: absent from a task's dict when at its default.
 SCHEMA_FIELDS = frozenset({"features", "input_shift", "input_scale", "label_shift", "label_scale"})
+# Every key ``to_dict`` leaves out at its default: the schema group and the target.
+OPTIONAL_FIELDS = SCHEMA_FIELDS | {"target_metric", "target_value"}
 
 
 def _is_int(value: object) -> bool:

@@ -212,16 +212,31 @@ class ChainState:
         entry = self.index.get(block_hash)
         return entry is not None and self.hash_at(entry.height) == block_hash
 
-    def model_at(self, height: int) -> tuple[np.ndarray, int]:
-        """The model parameters and version committed at ``height`` on the main chain."""
+    def model_at(self, height: int, task_id: bytes | None = None) -> tuple[np.ndarray, int]:
+        """The model parameters and version of task ``task_id`` (default: the genesis task)
+        committed at ``height`` on the main chain.
+
+        Raises
+        ------
+        ValueError
+            If ``height`` is not on the main chain, or the task was not deployed yet at ``height``.
+        """
         if not 0 <= height <= self.height:
             raise ValueError(f"height {height} is not in 0..{self.height}")
-        if height == self.height:
-            return self.state.params, self.state.model_version
+        now = self.state.task if task_id is None else self.state.tasks.get(task_id)
+        if now is None:
+            raise ValueError("no such task on this chain")
+        contract = now.contract
+        if contract is not None and height < contract.deployed_at:
+            raise ValueError(f"the task was not deployed yet at height {height}")
+        if height == self.height or (contract is not None and not contract.open and height >= contract.moved_at):
+            return now.params, now.model_version  # a closed task's model stays as its last step left it
         undo = self.storage.get_undo(self.main[height + 1])
         if undo is None:
             raise StorageError(f"undo data for height {height + 1} is missing; run `chain verify`")
-        return undo.params_before, undo.model_version_before
+        # a task that trains is changed by every block, so the next block's undo holds it
+        task = next(iter(undo.tasks_before.values())) if task_id is None else undo.tasks_before[task_id]
+        return task.params, task.model_version
 
     def vote_status(self, block_hash: bytes) -> str:
         """What the round made of a main-chain block's vote: a :class:`node.storage.VoteStatus`, or

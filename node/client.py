@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from consensus.header import hex_to_hash
-from consensus.tx import Bond, Transfer, chain_tag, encode_tx, sign_tx
+from consensus.tx import Bond, Deploy, Transfer, chain_tag, encode_tx, sign_tx
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_shape
 from ml.codec import decode_update, encode_update
 from ml.tasks import TaskSpec
@@ -258,6 +258,14 @@ class NodeClient:
         status = self.status()
         nonce = self.account(address_of(keypair.public))["next_nonce"]
         tx = Transfer(keypair.public, nonce, to, amount, fee)
+        return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
+
+    def deploy(self, keypair: KeyPair, spec: TaskSpec, evalset: bytes, bounty: int, fee: int = 0) -> str:
+        """Sign and submit a deploy of ``spec`` with ``evalset`` (:func:`ml.evalset.encode_evalset`'s
+        bytes) and ``bounty``; returns the new task's id (the deploy's txid)."""
+        status = self.status()
+        nonce = self.account(address_of(keypair.public))["next_nonce"]
+        tx = Deploy(keypair.public, nonce, fee, bounty, spec.to_dict(), evalset)
         return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
 
     def mine(self, blocks: int = 1) -> dict[str, Any]:

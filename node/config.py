@@ -20,6 +20,7 @@ class NodeConfig:
     mine: bool = False
     train: bool = False
     train_task: str | None = None  # the task id (or unique prefix) --train names; None: the chain's first task
+    train_first_too: bool = False  # also train the chain's first task on the built-in shard (--train --train ID)
     shard: tuple[int, int] = (0, 1)  # this node's data shard i/n
     data_file: pathlib.Path | None = None  # the participant's own CSV/npz, instead of a built-in shard
     eval_file: pathlib.Path | None = None  # what the model is scored on, for a task without built-in data

@@ -17,7 +17,7 @@ import numpy as np
 
 from consensus.rounds import is_mature, round_of
 from consensus.state import TaskState
-from consensus.tx import Bond, Commit, GradientUpdate, commitment_digest, sign_tx
+from consensus.tx import Bond, Commit, GradientUpdate, commitment_digest, sign_tx, update_bytes
 from ml.codec import EncodedUpdate, encode_update
 from ml.tasks import TaskSpec
 from wallet import KeyPair, address_bytes
@@ -103,9 +103,15 @@ class Contributor:
 
     def commit(self, status: KeyStatus, base_hash: bytes, updates: Sequence[np.ndarray | EncodedUpdate]) -> Commit:
         """Sign a reveal of each update for this round, remember them, return the commitment of their digests."""
-        reveals = []
-        for update in updates[: self.task.round_blocks]:
+        reveals: list[GradientUpdate] = []
+        seen: set[bytes] = set()
+        for update in updates:
+            if len(reveals) == self.task.round_blocks:
+                break
             encoded = update if isinstance(update, EncodedUpdate) else encode_update(np.asarray(update, dtype=np.float32))
+            if (wire := update_bytes(encoded)) in seen:
+                continue  # a commitment lists distinct digests: a repeat would make it invalid
+            seen.add(wire)
             signed = sign_tx(GradientUpdate(self.key.public, self.task_id, status.round, encoded), self.key, self.tag)
             assert isinstance(signed, GradientUpdate)
             reveals.append(signed)

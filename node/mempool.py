@@ -2,12 +2,13 @@
 
 Two compartments, because the chain treats coins and contributions apart:
 
-* **Spends** (transfers, bonds, unbonds) carry a nonce and a fee. What goes
+* **Spends** (transfers, bonds, unbonds, deploys) carry a nonce and a fee. What goes
   in is checked with the consensus rules against the current tip, extended by
   the sender's transactions already in the pool, so every sender's pooled
   spends form a chain of consecutive nonces that the next block could
   include in order: signature, nonce, funds for all of the sender's pooled
-  spends (a bond locks the task's bond amount), a bond's task. The pool is
+  spends (a bond locks its task's bond amount, a deploy its bounty), a bond's
+  task, a deploy's spec and evaluation rows. The pool is
   bounded in count and bytes and evicts the lowest fee rate (fee per byte)
   first; one sender may hold at most ``max_per_sender``; ``select`` hands the
   miner the best fee rates while keeping each sender's nonce order. Fee rates
@@ -18,8 +19,9 @@ Two compartments, because the chain treats coins and contributions apart:
   matches, the update's encoding, shape, finiteness and norm, the task's
   useful-update gate), by the functions the state transition runs. ``select``
   takes every pooled commitment, then **fair inclusion**: at most one update
-  per sender, the oldest bond first, then arrival order, up to the task's
-  updates per block. A sender may pool at most a round's worth of updates.
+  per sender and task, the oldest bond first, then arrival order, up to each
+  task's updates per block. A sender may pool at most a round's worth of
+  updates per task. Every task is checked with its own spec and state.
 
 A consensus failure raises ``BlockRejected`` with its code; a policy refusal
 raises ``PolicyRejected``. Transactions expire.
@@ -36,12 +38,13 @@ from __future__ import annotations
 import builtins
 import enum
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
 from consensus.block import Block
+from consensus.contracts import check_deploy, open_task_count, task_of
 from consensus.errors import BlockRejected, Reject
 from consensus.rounds import TaskWork, apply_commit, check_reveal, round_of, round_start
 from consensus.state import Account, State
@@ -49,6 +52,7 @@ from consensus.transition import check_update, check_update_payload, useful_gate
 from consensus.tx import (
     Bond,
     Commit,
+    Deploy,
     GradientUpdate,
     SignedTx,
     Transfer,
@@ -58,10 +62,9 @@ from consensus.tx import (
     txid,
 )
 from consensus.view import ChainView, hash_at_height
-from ml.tasks import TaskSpec
 from node import limits
 
-Spend = Transfer | Bond | Unbond  # carries a nonce and a fee
+Spend = Transfer | Bond | Unbond | Deploy  # carries a nonce and a fee
 Contribution = Commit | GradientUpdate  # carries neither
 
 
@@ -117,13 +120,23 @@ class PoolEntry:
         return self.tx.nonce
 
 
-def spend_of(tx: Spend, task: TaskSpec) -> int:
-    """What a spend debits from its sender: a transfer's amount, a bond's locked amount, and the fee."""
+def spend_of(tx: Spend, chain: PoolChain) -> int:
+    """What a spend debits from its sender: a transfer's amount, a bond's locked amount (its task's),
+    a deploy's bounty, and the fee."""
     if isinstance(tx, Transfer):
         return tx.amount + tx.fee
+    if isinstance(tx, Deploy):
+        return tx.bounty + tx.fee
     if isinstance(tx, Bond):
-        return task.bond_amount + tx.fee
+        found = chain.state.tasks.get(tx.task_id)
+        spec = chain.tip_view().rules.task if found is None or found.contract is None else found.contract.spec
+        return spec.bond_amount + tx.fee
     return tx.fee
+
+
+def task_key(tx: SignedTx) -> bytes | None:
+    """The task a transaction is about (None for a transfer or a deploy)."""
+    return getattr(tx, "task_id", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,22 +169,24 @@ def _check_spend(
     bond's or unbond's standing in the task's state.
     """
     view = chain.tip_view()  # the branch the next block extends
-    task = view.rules.task
     expected = account.nonce + len(pending)
     if tx.nonce != expected:
         raise BlockRejected(Reject.BAD_NONCE, f"nonce {tx.nonce}, the pool expects {expected}")
-    spend = sum(spend_of(e.tx, task) for e in pending if isinstance(e.tx, Spend)) + spend_of(tx, task)
+    spend = sum(spend_of(e.tx, chain) for e in pending if isinstance(e.tx, Spend)) + spend_of(tx, chain)
     if spend > account.balance:
         raise BlockRejected(
             Reject.INSUFFICIENT_FUNDS, f"pooled spends {spend} exceed the balance {account.balance}"
         )
     if signature:
         check_signature(tx, view.rules.tag)
-    if isinstance(tx, Bond | Unbond):
-        if tx.task_id != view.rules.task_id:
-            raise BlockRejected(Reject.UNKNOWN_TASK, f"task {tx.task_id[::-1].hex()[:16]}…")
-        bonded = tx.sender_address in chain.state.task.stakes
-        if isinstance(tx, Bond) and (bonded or any(isinstance(e.tx, Bond) for e in pending)):
+    if isinstance(tx, Deploy):
+        deploys = sum(isinstance(e.tx, Deploy) for e in pending)
+        check_deploy(tx, open_task_count(chain.state) + deploys)
+    elif isinstance(tx, Bond | Unbond):
+        _, task_state = task_of(view.rules.task, chain.state.tasks, tx.task_id, training=isinstance(tx, Bond))
+        bonded = tx.sender_address in task_state.stakes
+        same_task = (e.tx for e in pending if isinstance(e.tx, Bond) and e.tx.task_id == tx.task_id)
+        if isinstance(tx, Bond) and (bonded or any(same_task)):
             raise BlockRejected(Reject.ALREADY_BONDED, "a bond is locked or pooled")
         if isinstance(tx, Unbond) and not bonded:
             raise BlockRejected(Reject.NOT_BONDED, "nothing to unbond")
@@ -185,19 +200,20 @@ def _check_contribution(tx: Contribution, chain: PoolChain, *, signature: bool) 
     the useful-update gate, which evaluates the model.
     """
     view = chain.tip_view()
-    task = view.rules.task
+    task, task_state = task_of(view.rules.task, chain.state.tasks, tx.task_id)
     height = view.height + 1
     if isinstance(tx, GradientUpdate):
         check_update_payload(task, tx)
     if signature:
         check_signature(tx, view.rules.tag)
-    work = TaskWork(chain.state.task)
+    work = TaskWork(task_state)
     if isinstance(tx, Commit):
         base = hash_at_height(view, round_start(round_of(height, task.round_blocks), task.round_blocks))
-        apply_commit(work, tx, height, task, view.rules.task_id, base)
+        apply_commit(work, tx, height, task, tx.task_id, base)
         return
-    check_reveal(work, tx, height, task, view.rules.task_id)
-    check_update(task, tx, gate=useful_gate(view.rules, chain.state.params))
+    check_reveal(work, tx, height, task, tx.task_id)
+    gate = useful_gate(view.rules, chain.state.params) if tx.task_id == view.rules.task_id else None
+    check_update(task, tx, gate=gate)
 
 
 class Mempool:
@@ -290,8 +306,8 @@ class Mempool:
         self, entry: PoolEntry, tx: Contribution, chain: PoolChain, *, signature: bool
     ) -> AddResult:
         """Pool a commitment or update valid for the next block; none is ever evicted for another."""
-        task = chain.tip_view().rules.task
-        mine = self._contributions.get(entry.sender, [])
+        task, _ = task_of(chain.tip_view().rules.task, chain.state.tasks, tx.task_id)
+        mine = [e for e in self._contributions.get(entry.sender, []) if task_key(e.tx) == tx.task_id]
         if isinstance(tx, Commit) and any(isinstance(e.tx, Commit) for e in mine):
             raise BlockRejected(Reject.DUPLICATE_COMMIT, "the sender has a commitment pooled")
         if len(mine) >= task.round_blocks + 1:
@@ -368,14 +384,20 @@ class Mempool:
 
     # -- choosing for a block -----------------------------------------------------------------
     def select(
-        self, max_updates: int, max_txs: int, max_bytes: int, *, bond_age: dict[builtins.bytes, int] | None = None
+        self,
+        max_updates: int | Mapping[builtins.bytes, int],
+        max_txs: int,
+        max_bytes: int,
+        *,
+        bond_age: dict[builtins.bytes, int] | None = None,
     ) -> list[tuple[builtins.bytes, SignedTx]]:
         """The txs for the next block, in an order the block may carry them.
 
         First every pooled commitment, then the updates by fair inclusion (at
-        most one per sender, oldest bond first by ``bond_age`` (address ->
-        the height the bond was made; unknown last), then arrival), up to
-        ``max_updates``; then spends greedy by fee rate over each sender's
+        most one per sender and task, oldest bond first by ``bond_age``
+        (address -> the height the bond was made; unknown last), then
+        arrival), up to ``max_updates`` (one number for every task, or each
+        task's by id; a task not named gets none); then spends greedy by fee rate over each sender's
         next tx, so a sender's spends come out in nonce order. A sender whose
         next spend does not fit is done for this block: its later txs need it.
         """
@@ -394,15 +416,16 @@ class Mempool:
         for entry in sorted((e for e in contributions if isinstance(e.tx, Commit)), key=_arrival):
             take(entry)
         ages = bond_age or {}
-        firsts: dict[builtins.bytes, PoolEntry] = {}
+        firsts: dict[tuple[builtins.bytes, builtins.bytes | None], PoolEntry] = {}
         for entry in sorted((e for e in contributions if isinstance(e.tx, GradientUpdate)), key=_arrival):
-            firsts.setdefault(entry.sender, entry)
+            firsts.setdefault((entry.sender, task_key(entry.tx)), entry)
         ranked = sorted(firsts.values(), key=lambda e: (ages.get(e.sender, _NO_BOND), e.added_at, e.txid))
-        updates = 0
+        updates: dict[builtins.bytes | None, int] = {}
         for entry in ranked:
-            if updates >= max_updates:
-                break
-            updates += take(entry)
+            task_id = task_key(entry.tx)
+            cap = max_updates if isinstance(max_updates, int) else max_updates.get(task_id or b"", 0)
+            if updates.get(task_id, 0) < cap and take(entry):
+                updates[task_id] = updates.get(task_id, 0) + 1
 
         heap = [(_priority(chain_[0]), sender, 0) for sender, chain_ in self._by_sender.items()]
         heapq.heapify(heap)

@@ -18,6 +18,7 @@ from typing import Any
 
 from consensus import header as header_codec
 from consensus.block import Block
+from consensus.contracts import is_training, task_specs
 from consensus.errors import BlockRejected
 from consensus.hashing import search_nonce
 from consensus.pow import bits_to_target
@@ -88,9 +89,13 @@ def template_txs(node: Any) -> list[Tx]:
     """
     chain = node.chain
     ages = {address: stake.since for address, stake in chain.state.task.stakes.items()}
+    caps = {
+        task_id: spec.max_updates_per_block
+        for task_id, spec in task_specs(chain.rules.task, chain.state.tasks).items()
+        if is_training(chain.state.tasks[task_id])
+    }
     picked = node.mempool.select(
-        max_updates=chain.task.max_updates_per_block, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES,
-        bond_age=ages,
+        max_updates=caps, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES, bond_age=ages,
     )
     txs: list[Tx] = [tx for _, tx in picked]
     attack = node.config.attack

@@ -77,7 +77,8 @@ class Node:
         self.url = ""
         self.started_at = time.time()
         self.miner: Any = None
-        self.trainer: Any = None
+        self.trainer: Any = None  # the first of ``trainers``: the task --train names (with --data)
+        self.trainers: list[Any] = []
         self.evaluator: Any = None
         self.loop: asyncio.AbstractEventLoop
         self._runner: web.AppRunner | None = None
@@ -149,11 +150,15 @@ class Node:
             self.miner = Miner(self)
             self.miner.start()
         if self.config.train:
-            self.trainer = Trainer(self)
-            await self.trainer.start()
+            self.trainers = [Trainer(self, self.config.train_task, self.config.data_file)]
+            if self.config.train_first_too:  # and the chain's first task, on the built-in shard
+                self.trainers.append(Trainer(self))
+            self.trainer = self.trainers[0]
+            for trainer in self.trainers:
+                await trainer.start()
         yield
-        if self.trainer is not None:
-            await self.trainer.stop()
+        for trainer in self.trainers:
+            await trainer.stop()
         if self.miner is not None:
             await self.loop.run_in_executor(None, self.miner.stop)
 

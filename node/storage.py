@@ -12,12 +12,15 @@ import pathlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 import numpy as np
 
-from consensus.state import Account, Commitment, Stake, State, TaskState, Unbonding, Vote
+from consensus.state import Account, Commitment, Contract, Stake, State, TaskState, Unbonding, Vote
 from consensus.transition import Outcome, Undo
+from ml.evalset import decode_evalset, encode_evalset
+from ml.tasks import TaskSpec
 
 SCHEMA_VERSION = 2  # 2: per-task state (bonds, commitments, votes) and undo with outcomes
 
@@ -104,8 +107,34 @@ def _from_f32(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
-def encode_task_state(task: TaskState) -> bytes:
-    """A task's state as msgpack: model, stakes, unbondings, commitments, votes, recent reveals."""
+def _encode_contract(contract: Contract | None, *, rows: bool) -> list[Any] | None:
+    if contract is None:
+        return None
+    evalset = contract.evalset
+    raw_rows = encode_evalset(evalset.X, evalset.y) if rows and evalset is not None else None
+    return [
+        contract.spec.to_dict(), contract.deployer, contract.bounty, contract.status, contract.eval_digest,
+        contract.deployed_at, contract.moved_at, raw_rows,
+    ]
+
+
+def _decode_contract(value: list[Any] | None) -> Contract | None:
+    if value is None:
+        return None
+    spec_dict, deployer, bounty, status, eval_digest, deployed_at, moved_at, raw_rows = value
+    spec = TaskSpec.from_dict(spec_dict)
+    return Contract(
+        spec=spec, deployer=bytes(deployer), bounty=bounty, status=status, eval_digest=bytes(eval_digest),
+        deployed_at=deployed_at, moved_at=moved_at, evalset=None if raw_rows is None else decode_evalset(bytes(raw_rows), spec),
+    )
+
+
+def encode_task_state(task: TaskState, *, rows: bool = True) -> bytes:
+    """A task's state as msgpack: model, stakes, unbondings, commitments, votes, recent reveals, contract.
+
+    ``rows=False`` leaves out a contract's evaluation rows (an undo record:
+    :func:`consensus.transition.undo_block` takes them from the task's current state).
+    """
     raw: bytes = msgpack.packb(
         [
             _f32(task.params),
@@ -116,6 +145,7 @@ def encode_task_state(task: TaskState) -> bytes:
             [[r, a, list(c.hashes), list(c.revealed)] for (r, a), c in sorted(task.commitments.items())],
             [[_f32(v.vector), v.ran, list(v.counted)] for v in task.votes],
             [[d, r, a] for d, (r, a) in sorted(task.reveals.items())],
+            _encode_contract(task.contract, rows=rows),
         ],
         use_bin_type=True,
     )
@@ -123,7 +153,7 @@ def encode_task_state(task: TaskState) -> bytes:
 
 
 def decode_task_state(raw: bytes) -> TaskState:
-    params, last, version, stakes, unbonding, commitments, votes, reveals = msgpack.unpackb(raw, raw=False)
+    params, last, version, stakes, unbonding, commitments, votes, reveals, contract = msgpack.unpackb(raw, raw=False)
     return TaskState(
         params=_from_f32(params),
         last_aggregate=_from_f32(last),
@@ -136,6 +166,7 @@ def decode_task_state(raw: bytes) -> TaskState:
         },
         votes=tuple(Vote(_from_f32(v), bool(ran), tuple(bytes(c) for c in counted)) for v, ran, counted in votes),
         reveals={bytes(d): (r, bytes(a)) for d, r, a in reveals},
+        contract=_decode_contract(contract),
     )
 
 
@@ -148,7 +179,9 @@ def encode_undo(undo: Undo) -> bytes:
     raw: bytes = msgpack.packb(
         [
             accounts,
-            [[task_id, encode_task_state(t)] for task_id, t in undo.tasks_before.items()],  # genesis task first
+            # genesis task first; evaluation rows are kept once, with the task's current state
+            [[task_id, encode_task_state(t, rows=False)] for task_id, t in undo.tasks_before.items()],
+            list(undo.created),
             [
                 list(out.counted),
                 list(out.clones),
@@ -163,12 +196,13 @@ def encode_undo(undo: Undo) -> bytes:
 
 
 def decode_undo(raw: bytes) -> Undo:
-    accounts, tasks, (counted, clones, vote_ran, round_counted, gated) = msgpack.unpackb(raw, raw=False)
+    accounts, tasks, created, (counted, clones, vote_ran, round_counted, gated) = msgpack.unpackb(raw, raw=False)
     return Undo(
         accounts_before={
             bytes(a): (None if bal is None else Account(bal, nonce)) for a, bal, nonce in accounts
         },
         tasks_before={bytes(task_id): decode_task_state(data) for task_id, data in tasks},
+        created=tuple(bytes(task_id) for task_id in created),
         outcome=Outcome(
             counted=tuple(bool(c) for c in counted),
             clones=tuple(bool(c) for c in clones),

@@ -81,3 +81,47 @@ def match_task_id(given: str, ids: list[str]) -> str:
         return matches[0]
     what = "matches several tasks" if matches else "is not a task of this chain"
     raise TaskFileError(f"task {given} {what}; its tasks: {', '.join(ids)}")
+
+
+DEFAULT_BOUNTY_ROUNDS = 20  # what `task deploy` locks without --bounty: this many full rounds' payouts
+
+
+def round_cost(spec: TaskSpec) -> int:
+    """The most one round of a deployed task pays from its bounty: the miner, and every update slot."""
+    return spec.block_reward + spec.round_blocks * spec.max_updates_per_block * spec.contributor_reward
+
+
+def default_bounty(spec: TaskSpec) -> int:
+    return DEFAULT_BOUNTY_ROUNDS * round_cost(spec)
+
+
+def read_evalset(spec: TaskSpec, path: pathlib.Path) -> bytes:
+    """The evaluation rows of ``path`` (CSV or .npz, checked against ``spec``) in a deploy's byte form.
+
+    Raises
+    ------
+    TaskFileError
+        Naming the file and the line and column of a bad cell, a width that
+        is not the task's, or a set over the deploy's caps.
+    """
+    from consensus.caps import MIN_BOUNTY
+    from consensus.contracts import check_deploy
+    from consensus.errors import BlockRejected
+    from consensus.tx import Deploy
+    from ml.datafile import DataFileError, parse_data
+    from ml.evalset import MAX_EVAL_ROWS, encode_evalset
+
+    try:
+        table = parse_data(path.read_bytes(), spec, npz=path.suffix.lower() == ".npz")
+    except OSError as exc:
+        raise TaskFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except DataFileError as exc:
+        raise TaskFileError(f"{path}: {exc}") from None
+    if table.rows > MAX_EVAL_ROWS:
+        raise TaskFileError(f"{path} has {table.rows} rows; a deployed evaluation set holds at most {MAX_EVAL_ROWS}")
+    raw = encode_evalset(table.X, table.y)
+    try:  # the chain's own checks (caps, width, classes), with a placeholder sender and bounty
+        check_deploy(Deploy(bytes(32), 0, 0, MIN_BOUNTY, spec.to_dict(), raw), open_tasks=0)
+    except BlockRejected as exc:
+        raise TaskFileError(f"{path}: {exc.detail}") from None
+    return raw

@@ -46,9 +46,12 @@ from typing import Any
 
 import numpy as np
 
+from consensus.contracts import is_training, task_specs
 from consensus.errors import BlockRejected
+from consensus.header import hash_hex
 from consensus.rounds import round_of, round_start
 from consensus.tx import (
+    HASH_SIZE,
     Bond,
     Commit,
     GradientUpdate,
@@ -122,11 +125,20 @@ class Snapshot:
 
 
 class Trainer:
-    """The node's participant: see the module docstring."""
+    """The node's participant in one task: see the module docstring.
 
-    def __init__(self, node: Any) -> None:
+    ``task_ref`` names the task (its id or a unique prefix; None: the
+    chain's first task); ``data_file`` is the participant's own file for it
+    (None: the built-in task's shard). A full id of a task not on the chain
+    yet is waited for: the trainer starts once a block deploys it.
+    """
+
+    def __init__(self, node: Any, task_ref: str | None = None, data_file: pathlib.Path | None = None) -> None:
         self.node = node
+        self.task_ref = task_ref
+        self.data_file = data_file
         self.task: TaskSpec = node.chain.task
+        self.key_id: bytes = node.chain.rules.task_id  # the task's id as bytes (``task_id``: as hex)
         self.role: str | None = node.config.attack
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -137,26 +149,55 @@ class Trainer:
         main: KeyPair = node.keypair
         extra = {"miner-poison": self.task.max_updates_per_block - 1, "sybil-flood": SYBIL_KEYS - 1}
         self.keys: list[KeyPair] = [main, *extra_keys(main, extra.get(self.role or "", 0))]
-        tag = node.chain.signing_tag
-        self.contributors = [Contributor(key, self.task, tag, node.chain.rules.task_id) for key in self.keys]
+        self.contributors: list[Contributor] = []
         self.copies: dict[bytes, EncodedUpdate] = {}  # the copier's catch of this round, by content
         self.data: LocalData | None = None
         self.submitted = 0
 
     # -- life cycle ------------------------------------------------------------------------------
+    def _find_task(self) -> tuple[str, bytes, TaskSpec] | None:
+        """On the chain thread: the task ``task_ref`` names (hex id, id, spec); None while a full id
+        is not deployed yet. Raises TaskFileError for a prefix no task (or several) has."""
+        chain = self.node.chain
+        specs = task_specs(chain.rules.task, chain.state.tasks)
+        ids = {hash_hex(task_id): task_id for task_id in specs}
+        if self.task_ref is None:
+            wanted = genesis_task_id(chain)
+        elif len(self.task_ref) == 2 * HASH_SIZE and self.task_ref.lower() not in ids:
+            return None  # a whole id: wait for the block that deploys it
+        else:
+            wanted = match_task_id(self.task_ref, list(ids))
+        return wanted, ids[wanted], specs[ids[wanted]]
+
     async def start(self) -> None:
+        found = await self.node.run_chain(self._find_task)
+        if found is None:
+            self.node.event("trainer", f"waiting for task {self.task_ref} to be deployed on the chain")
+            self._task = asyncio.create_task(self._await_deploy(), name="trainer")
+            return
+        await self._begin(*found)
+
+    async def _await_deploy(self) -> None:
+        waiting = asyncio.Event()
+        self.node.on_tip_change(waiting.set)
+        while (found := await self.node.run_chain(self._find_task)) is None:
+            await waiting.wait()
+            waiting.clear()
+        await self._begin(*found)
+
+    async def _begin(self, task_id: str, key_id: bytes, spec: TaskSpec) -> None:
         config = self.node.config
         index, total = config.shard
         loop = asyncio.get_running_loop()
-        self.task_id = await self.node.run_chain(genesis_task_id, self.node.chain)
-        if config.train_task is not None:  # the chain holds one task: the id must name it
-            match_task_id(config.train_task, [self.task_id])
-        if config.data_file is not None:  # the participant's own file, followed as it grows
+        self.task_id, self.key_id, self.task = task_id, key_id, spec
+        tag = self.node.chain.signing_tag
+        self.contributors = [Contributor(key, spec, tag, key_id) for key in self.keys]
+        if self.data_file is not None:  # the participant's own file, followed as it grows
             self.data = await loop.run_in_executor(
-                None, LocalData.open, config.data_file, config.datadir, self.node.keypair.seed, self.task
+                None, LocalData.open, self.data_file, config.datadir, self.node.keypair.seed, self.task
             )
             self._use(self.data.X, self.data.y)
-            source = f"from {config.data_file}"
+            source = f"from {self.data_file}"
         else:
             self._use(*await loop.run_in_executor(
                 None, load_or_create_shard, config.datadir, self.node.keypair.seed, self.task,
@@ -169,7 +210,10 @@ class Trainer:
         self.node.on_tip_change(self._wake.set)
         self.node.on_new_update(self._on_new_update)
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="trainer")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="trainer")
+        else:  # started by _await_deploy, which is this task: carry on as the loop
+            await self._run()
 
     def _use(self, X: np.ndarray, y: np.ndarray) -> None:
         """Train on ``(X, y)`` from now on (a label-flip attacker flips the labels)."""
@@ -196,17 +240,24 @@ class Trainer:
             self._wake.set()
 
     # -- reading the tip (chain thread) ----------------------------------------------------------
-    def _snapshot(self) -> Snapshot:
+    def _pooled(self, address: bytes) -> list[SignedTx]:
+        """The key's pooled transactions about this trainer's task (another task's are its trainer's)."""
+        return [e.tx for e in self.node.mempool.pending(address) if getattr(e.tx, "task_id", self.key_id) == self.key_id]
+
+    def _snapshot(self) -> Snapshot | None:
         chain, mempool = self.node.chain, self.node.mempool
         task = self.task
         state = chain.state
+        task_state = state.tasks[self.key_id]
+        if not is_training(task_state):
+            return None
         tip = chain.tip
         height = tip.height + 1
         current = round_of(height, task.round_blocks)
         statuses = [
             KeyStatus.read(
-                task, state.task, c.address, height=height, balance=state.account(c.address).balance,
-                next_nonce=mempool.next_nonce(c.address, chain), pooled=[e.tx for e in mempool.pending(c.address)],
+                task, task_state, c.address, height=height, balance=state.account(c.address).balance,
+                next_nonce=mempool.next_nonce(c.address, chain), pooled=self._pooled(c.address),
             )
             for c in self.contributors
         ]
@@ -223,7 +274,7 @@ class Trainer:
         return Snapshot(
             round=current,
             position=((height - 1) % task.round_blocks) / task.round_blocks,
-            params=np.array(state.params),
+            params=np.array(task_state.params),
             base_hash=chain.main[round_start(current, task.round_blocks)],
             keys=statuses,
             others_updates=others,
@@ -253,7 +304,7 @@ class Trainer:
 
     def _updates(self, snap: Snapshot, key: KeyPair, count: int) -> list[np.ndarray]:
         """``count`` updates of this node's kind on the round's model."""
-        deltas = [train_update(self.task, snap.params, self.X, self.y, rng=self.rng) for _ in range(count)]
+        deltas = [train_update(self.task, snap.params, *self._rows(i), rng=self.rng) for i in range(count)]
         bound = ATTACK_NORM_FRACTION * self.task.norm_bound
         if self.role in ("miner-poison", "sybil-flood"):
             jitter = np.random.default_rng(int.from_bytes(key.public[:8], "little"))
@@ -270,6 +321,16 @@ class Trainer:
                 params["scale"] = self.node.config.attack_scale
             return [clip_to_norm(attack(self.role, d, honest, self.rng, **params), bound) for d in deltas]
         return deltas
+
+    def _rows(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows update ``index`` of a round trains on: all of them, except that a file no larger
+        than a batch (every step a full batch, so every update the same, and a commitment takes only
+        distinct digests) gives the later updates a bootstrap resample of its rows."""
+        n = len(self.y)
+        if index == 0 or n > self.task.batch_size:
+            return self.X, self.y
+        pick = self.rng.integers(0, n, size=n)
+        return self.X[pick], self.y[pick]
 
     def _copies(self, snap: Snapshot) -> list[EncodedUpdate] | None:
         """The copier's catch: other senders' updates seen this round, once half the round is gone."""
@@ -311,7 +372,7 @@ class Trainer:
         out = []
         for contributor in self.contributors:
             status = KeyStatus.read(
-                self.task, chain.state.task, contributor.address, height=height, balance=0, next_nonce=0
+                self.task, chain.state.tasks[self.key_id], contributor.address, height=height, balance=0, next_nonce=0
             )
             reveal = contributor.reveal(status) if status.mature else None
             if reveal is not None:
@@ -361,6 +422,10 @@ class Trainer:
             self._wake.clear()
             try:
                 snap = await self.node.run_chain(self._snapshot)
+                if snap is None:
+                    self.node.event("trainer", f"task {self.task.name} ({self.task_id[:12]}…) has closed its "
+                                               "training; the trainer stops")
+                    return
                 txs = await loop.run_in_executor(None, self._work, snap)
                 if self.role == "sybil-flood":
                     for tx in await loop.run_in_executor(None, self._flood_txs, snap):

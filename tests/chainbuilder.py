@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from consensus.tx import (
     Bond,
     Coinbase,
     Commit,
+    Deploy,
     GradientUpdate,
     Payout,
     SignedTx,
@@ -230,7 +231,7 @@ class ChainBuilder:
         """
         miner_address = address_bytes((miner or self.miner).public)
         if payouts is None:
-            fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | Bond | Unbond))
+            fees = sum(tx.fee for tx in txs if isinstance(tx, Transfer | Bond | Unbond | Deploy))
             payouts = [Payout(miner_address, self.task.block_reward + fees)]
         cb = Coinbase(height=len(self.blocks) if height is None else height, payouts=tuple(payouts))
         all_txs: list[Tx] = [cb, *txs] if coinbase else list(txs)
@@ -262,6 +263,13 @@ class ChainBuilder:
     def unbond(self, sender: KeyPair, *, fee: int = 0, nonce: int | None = None, task_id: bytes | None = None) -> Unbond:
         tid = self.rules.task_id if task_id is None else task_id
         tx = Unbond(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, tid)
+        return _signed(tx, sender, self.rules.tag)
+
+    def deploy(self, sender: KeyPair, spec: TaskSpec | dict[str, Any], evalset: bytes, bounty: int, *,
+               fee: int = 0, nonce: int | None = None) -> Deploy:
+        """A signed deploy of ``spec`` (a spec, or the dict to carry as is) with ``evalset``'s rows."""
+        task = spec.to_dict() if isinstance(spec, TaskSpec) else spec
+        tx = Deploy(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, bounty, task, evalset)
         return _signed(tx, sender, self.rules.tag)
 
     # -- rounds ----------------------------------------------------------------------------

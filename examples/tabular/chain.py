@@ -3,10 +3,12 @@
 For each bundled table: `gradchain task split` (seed S, Dirichlet 0.5, a
 quarter held out), `gradchain task init` on the participants' rows, then
 `gradchain testnet up --task SPEC.json --data DIR` (three real node
-processes on regtest, each mining and training on its own file, blocks
-carrying the median of their updates). After BLOCKS blocks the chain
-model's accuracy on the held-out rows (`/api/predict`) is compared with
-scikit-learn's LogisticRegression fitted on the union of the three files.
+processes on regtest; node0 deploys the task by a transaction on a chain
+whose first task is digits, then each node mines and trains both, the
+deployed one on its own file, blocks carrying the median of their updates).
+BLOCKS blocks after the deploy the task's model's accuracy on the held-out
+rows (``POST /api/tasks/{id}/predict``) is compared with scikit-learn's
+LogisticRegression fitted on the union of the three files.
 
     .venv/bin/python examples/tabular/chain.py [--blocks 60] [--seeds 0 1 2]
 """
@@ -64,12 +66,16 @@ def run(name: str, seed: int, blocks: int, base: pathlib.Path) -> dict[str, floa
     started = time.monotonic()
     try:
         api = load_manifest(testnet)[0].api
-        while height(api) < blocks:
-            time.sleep(POLL_S)
         client = NodeClient(api, timeout=30)
-        reply = client._json("POST", f"/api/predict?height={blocks}", {"inputs": test.X.astype(float).tolist()})
-        chain = float(np.mean(np.asarray(reply["predictions"]) == test.y))
-        roots = {NodeClient(e.api).block(blocks)["state_root"] for e in load_manifest(testnet)}
+        while height(api) < 0:
+            time.sleep(POLL_S)
+        task = next(t for t in client.tasks() if t["name"] == name)  # deployed by `testnet up`
+        end = int(task["deployed_at"]) + blocks
+        while height(api) < end:
+            time.sleep(POLL_S)
+        predictions, _ = client.task_predict(task["id"], test.X, height=end)
+        chain = float(np.mean(np.asarray(predictions) == test.y))
+        roots = {NodeClient(e.api).block(end)["state_root"] for e in load_manifest(testnet)}
     finally:
         gradchain(["testnet", "down", "--dir", str(testnet)])
     return {"chain": chain, "centralised": centralised_accuracy(concat(parts), test),

@@ -284,14 +284,18 @@ async def page_view(node: Node, state: DashboardState) -> views.PageView:
 async def _tasks(node: Node) -> list[views.TaskRow]:
     """The chain's tasks with the headline of their latest figures (the same list GET /api/tasks gives)."""
     latest = node.evaluator.latest() or {}
+    registry = task_registry(node)
+    height = node.chain_service.snapshot.height
     rows = []
-    for entry in await task_registry(node).entries():
+    for entry in await registry.entries():
         spec = entry.spec
+        figures = latest if entry.contract is None else (await registry.figures_at(entry, height))[2]
         inputs = f"{spec.window} daily returns" if spec.window else f"{spec.input_dim} features"
         if spec.head == "classify":
             inputs += f" → {spec.output_dim} classes"
         rows.append(views.TaskRow(entry.id, spec.name, entry.status, spec.model, spec.head, inputs,
-                                  f"{spec.rule} f={spec.f}", headline_label(spec, latest)))
+                                  f"{spec.rule} f={spec.f}", headline_label(spec, figures),
+                                  entry.contract is not None, 0 if entry.contract is None else entry.contract.bounty))
     return rows
 
 
@@ -349,4 +353,25 @@ def add_routes(app: web.Application, node: Node) -> None:
     app.router.add_get("/", index)
     app.router.add_get(LIVE_PATH, live)
     app.router.add_get("/blocks/{ident}", block)
+    async def task_plot_svg(request: web.Request) -> web.Response:
+        """One task's curve: its model's figures on its evaluation rows per height (the genesis task's
+        is ``/plot.svg``'s)."""
+        registry = task_registry(node)
+        entry = await registry.find(request.match_info["task_id"])
+        snap = node.chain_service.snapshot
+        if entry is None:
+            page = views.ErrorView(404, "no such task; GET /api/tasks lists them", snap.network, snap.task.name)
+            return _html(render_error_page(page), 404)
+        height = snap.height
+        points = await registry.history(entry, height)
+        history = {int(p["height"]): {k: v for k, v in p.items() if k not in ("height", "version")} for p in points}
+        figure = plot.history_figure(history, {}, entry.spec.head, height)
+        return web.Response(
+            text=render_figure(figure),
+            content_type="image/svg+xml",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
+
     app.router.add_get("/plot.svg", plot_svg)
+    app.router.add_get("/tasks/{task_id}/plot.svg", task_plot_svg)

@@ -134,6 +134,8 @@ class TaskRow:
     inputs: str  # what a row holds, in words
     rule: str
     label: str  # the headline figure, e.g. "acc 0.953"
+    deployed: bool = False  # a task deployed by a transaction: its bounty and its own curve are shown
+    bounty: int = 0  # what is left of it
 
 
 @dataclass(frozen=True)

@@ -191,13 +191,21 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
         "Task": _obj({
             "id": {**HASH, "description": "the txid of the transaction that created the task"},
             "name": STR,
-            "status": {"type": "string", "enum": ["training"], "description": "training: it takes updates"},
+            "status": {"type": "string", "enum": ["training", "closed"],
+                       "description": "training: it takes updates; closed: a deployed task's bounty is spent, "
+                                      "its target reached or it sat idle (its final model stays served)"},
             "head": {"type": "string", "enum": ["classify", "regress"]}, "model": STR,
             "input_dim": NAT, "output_dim": NAT, "features": {"type": "array", "items": STR},
             "rule": STR, "f": NAT, "height": NAT, "version": NAT,
             "headline": {**STR, "description": "the key of metrics that says how the task is doing"},
             "label": STR, "metrics": figures,
-        }),
+            "deployed": {"type": "boolean", "description": "deployed by a transaction (false: the genesis task)"},
+            "bounty_left": NAT, "deployer": STR, "deployed_at": NAT,
+            "eval_digest": {"type": "string", "description": "sha256 of the evaluation rows the deploy carried"},
+            "eval_rows": NAT, "target_metric": {"type": "string", "enum": ["", "accuracy", "loss"]},
+            "target_value": NUM,
+        }, required=["id", "name", "status", "head", "model", "input_dim", "output_dim", "features", "rule", "f",
+                     "height", "version", "headline", "label", "metrics", "deployed"]),
         "Tasks": _obj({"height": NAT, "tasks": {"type": "array", "items": _ref("Task")}}),
         "TaskDetail": {"allOf": [_ref("Task"), _obj({
             "spec": {"type": "object", "description": "the task spec (ml.tasks.TaskSpec.to_dict)"},

@@ -24,9 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve P2P and API on (port 0: any)")
     p.add_argument("--peer", action="append", default=[], metavar="URL", help="a peer's URL (repeatable)")
     p.add_argument("--mine", action="store_true", help="mine blocks")
-    p.add_argument("--train", nargs="?", const=FIRST_TASK, default=None, metavar="TASK_ID",
+    p.add_argument("--train", nargs="?", const=FIRST_TASK, default=None, action="append", metavar="TASK_ID",
                    help="train a task (its id or a unique prefix; alone: the chain's first task) on this "
-                        "node's data and submit updates")
+                        "node's data and submit updates; `--train --train ID --data FILE` trains the first "
+                        "task on its built-in shard and task ID on FILE (a whole ID not yet deployed is waited for)")
     p.add_argument("--data", type=pathlib.Path, default=None, metavar="FILE",
                    help="train on your own CSV or .npz (feature columns, then 'label'; checked against "
                         "the task, kept encrypted in the datadir; rows appended later are picked up)")
@@ -53,6 +54,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def train_targets(given: list[str]) -> tuple[str | None, bool]:
+    """What the ``--train`` options ask for: the task to train (None: the first) and whether the
+    chain's first task trains too. A node trains at most a named task and the first task."""
+    named = [g for g in given if g != FIRST_TASK]
+    if len(named) > 1 or len(given) > 2:
+        raise CliError("--train names at most one task (with --data) besides a bare --train for the chain's first")
+    return (named[0] if named else None), bool(named) and FIRST_TASK in given
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import errno
@@ -74,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.data is not None and args.train is None:
         raise CliError("--data is the file this node trains on: add --train")
+    train_task, first_too = train_targets(args.train or [])
     if args.attack is not None and args.attack not in all_attacks():
         raise CliError(f"--attack must be one of {', '.join(all_attacks())}")
     password = None
@@ -86,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = NodeConfig(
         datadir=args.datadir, network=args.network, task=args.task, rule=args.rule, byzantine_f=args.byzantine_f, host=host, port=port,
         peers=list(args.peer), mine=args.mine, train=args.train is not None,
-        train_task=None if args.train in (None, FIRST_TASK) else args.train, shard=parse_shard(args.shard), data_file=args.data,
+        train_task=train_task, train_first_too=first_too, shard=parse_shard(args.shard), data_file=args.data,
         eval_file=args.eval_file,
         shard_scheme=args.shard_scheme, dirichlet_alpha=args.alpha, keystore=args.keystore,
         password=password, threads=args.threads, min_block_interval_s=interval, attack=args.attack,

@@ -1,6 +1,7 @@
 """`gradchain task ...`: training tasks for your own data.
 
 ``init``     a complete task spec for a CSV/npz (what to deploy, then edit)
+``deploy``   put a task on a running chain: its spec, evaluation rows and a bounty (prints its id)
 ``list``     the tasks of a chain: id, name, status and headline figure
 ``show``     one task: its spec and the figures of its model
 ``split``    one table dealt out as an evaluation set and N participants' files
@@ -19,9 +20,9 @@ import sys
 from typing import Any
 
 from node.cli.errors import CliError
-from node.cli.options import add_json, add_node, print_json
+from node.cli.options import add_json, add_node, add_unlocked_keystore, print_json
 
-EXAMPLES = ("wine", "breast_cancer", "stock")
+EXAMPLES = ("wine", "breast_cancer", "digits", "stock")
 DEFAULT_EXAMPLE_DAYS = 1000  # four years of closes: enough windows for a first run
 PRICE_HEADER = ("date", "close")
 
@@ -56,15 +57,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json(p)
     p.set_defaults(handler=cmd_split)
 
-    p = verbs.add_parser("example", help="write an example data file: wine, breast_cancer or stock",
-                         description="wine and breast_cancer ship with scikit-learn (no download); stock is "
-                                     "the synthetic AR(1) price series of the built-in task, as date,close.")
+    p = verbs.add_parser("example", help="write an example data file: wine, breast_cancer, digits or stock",
+                         description="wine, breast_cancer and digits (8x8 pixels) ship with scikit-learn (no "
+                                     "download); stock is the synthetic AR(1) price series of the built-in "
+                                     "task, as date,close.")
     p.add_argument("name", choices=EXAMPLES)
     p.add_argument("--days", type=int, default=DEFAULT_EXAMPLE_DAYS, help="closes to write (stock)")
     p.add_argument("--seed", type=int, default=7, help="series seed (stock)")
     p.add_argument("--out", required=True, type=pathlib.Path, metavar="FILE")
     add_json(p)
     p.set_defaults(handler=cmd_example)
+
+    p = verbs.add_parser("deploy", help="deploy a task on a running chain; prints the new task's id",
+                         description="Sign a deploy transaction with your key and send it to the node: the "
+                                     "spec, the evaluation rows of EVAL (the public set the task's figures "
+                                     "and target are computed on, at most 4096 rows) and a bounty locked "
+                                     "from your balance, which pays the task's miners and contributors; what "
+                                     "is left returns to you when training closes. Everything is checked "
+                                     "before anything is sent.")
+    add_node(p)
+    add_unlocked_keystore(p, "the deployer's: it signs the deploy and pays the bounty")
+    p.add_argument("--spec", required=True, type=pathlib.Path, metavar="SPEC.json", help="gradchain task init writes one")
+    p.add_argument("--eval", required=True, type=pathlib.Path, metavar="EVAL.csv", dest="eval_file")
+    p.add_argument("--bounty", type=int, default=None, metavar="N",
+                   help="base units to lock (default: twenty rounds of the spec's rewards)")
+    p.add_argument("--fee", type=int, default=0, metavar="N")
+    add_json(p)
+    p.set_defaults(handler=cmd_deploy)
 
     p = verbs.add_parser("list", help="the tasks of a node's chain: id, name, status, headline figure")
     add_node(p)
@@ -106,7 +125,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _task_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, metavar="TASK_ID",
-                   help="a task id or a unique prefix of one (default: the chain's first task)")
+                   help="a task id, a unique prefix of one, or a task's name (default: the chain's first task)")
 
 
 # -- init --------------------------------------------------------------------------------------
@@ -242,8 +261,50 @@ def cmd_example(args: argparse.Namespace) -> int:
 PREDICT_BATCH_ROWS = 10_000  # the API's per-request cap (node/api/predict_input.py MAX_PREDICT_ROWS)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Check the spec, the evaluation rows and the funds here, then sign and send the deploy."""
+    from node import keystore_file
+    from node.client import ApiError, NodeClient
+    from node.taskfile import TaskFileError, default_bounty, read_evalset, read_spec
+    from wallet import KeystoreError, address_of
+
+    try:
+        spec = read_spec(args.spec)
+        evalset = read_evalset(spec, args.eval_file)
+    except TaskFileError as exc:
+        raise CliError(str(exc)) from None
+    bounty = default_bounty(spec) if args.bounty is None else args.bounty
+    if bounty <= 0 or args.fee < 0:
+        raise CliError("--bounty must be positive (it pays the task's miners and contributors) and --fee not negative")
+    try:
+        keypair = keystore_file.read_keystore(
+            args.keystore, keystore_file.read_password(confirm=False, file=args.password_file)
+        )
+    except (keystore_file.KeystoreFileError, KeystoreError) as exc:
+        raise CliError(str(exc)) from None
+    client = NodeClient(args.node)
+    try:
+        account = client.account(address_of(keypair.public))
+        if int(account["balance"]) < bounty + args.fee:
+            raise CliError(
+                f"{account['address']} holds {account['balance']} base units; the deploy locks {bounty} "
+                f"(--bounty) plus a fee of {args.fee}. Mine or receive coins first, or deploy a smaller bounty."
+            )
+        task_id = client.deploy(keypair, spec, evalset, bounty, args.fee)
+    except ApiError as exc:
+        raise CliError(f"the node refused the deploy: {exc.message}") from None
+    if args.json:
+        print_json({"id": task_id, "name": spec.name, "bounty": bounty, "fee": args.fee})
+        return 0
+    print(task_id)
+    print(f"task {spec.name!r} deployed with a bounty of {bounty}; it trains once a block includes it "
+          f"(`gradchain task show --node {args.node} --task {task_id[:12]}`)", file=sys.stderr)
+    return 0
+
+
 def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
-    """The task ``given`` names (an id or a unique prefix of one), or the chain's first task."""
+    """The task ``given`` names (an id, a unique prefix of one, or a name only one task has), or the
+    chain's first task."""
     from node.client import ApiError
     from node.taskfile import TaskFileError, match_task_id
 
@@ -253,6 +314,9 @@ def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
         raise CliError(exc.message) from None
     if given is None:
         return dict(tasks[0])
+    named = [t for t in tasks if t["name"] == given]
+    if len(named) == 1:
+        return dict(named[0])
     try:
         task_id = match_task_id(given, [t["id"] for t in tasks])
     except TaskFileError as exc:
@@ -281,7 +345,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(tasks))
         return 0
     for t in tasks:
-        print(f"{t['id']}  {t['name']:<20} {t['status']:<9} {t['head']:<8} {t['label']}")
+        bounty = f"  bounty left {t['bounty_left']}" if t.get("deployed") else ""
+        print(f"{t['id']}  {t['name']:<20} {t['status']:<9} {t['head']:<8} {t['label']}{bounty}")
     return 0
 
 
@@ -302,6 +367,10 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"rule {task['rule']} f={task['f']}")
     figures = ", ".join(f"{k} {v:.4g}" for k, v in task["metrics"].items()) or "none (no evaluation set)"
     print(f"height   {task['height']} (model version {task['version']}): {figures}")
+    if task.get("deployed"):
+        target = f", target {task['target_metric']} {task['target_value']:g}" if task["target_metric"] else ""
+        print(f"contract deployed at height {task['deployed_at']} by {task['deployer']}: bounty left "
+              f"{task['bounty_left']}, {task['eval_rows']} evaluation rows{target}")
     return 0
 
 

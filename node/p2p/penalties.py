@@ -67,6 +67,10 @@ TIP_DEPENDENT: frozenset[Reject] = frozenset(
         Reject.BAD_ROUND,
         Reject.DUPLICATE_COMMIT,
         Reject.NO_COMMITMENT,
+        # a task is deployed, or closes, at a height
+        Reject.UNKNOWN_TASK,
+        Reject.TASK_CLOSED,
+        Reject.TOO_MANY_TASKS,
     }
 )
 

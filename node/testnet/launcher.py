@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from node.keystore_file import read_password_file, write_keystore
+from node.testnet.deploy import GENESIS_TASK
 from node.testnet.owndata import EVAL_FILE, node_file
 from wallet import keypair_from_seed
 
@@ -120,19 +121,32 @@ def testnet_password(directory: pathlib.Path) -> str:
     return read_password_file(path)
 
 
+def deploys(plan: TestnetPlan) -> bool:
+    """True when the plan's task is deployed by a transaction (a spec file with --data DIR)."""
+    from node.taskfile import is_spec_path
+
+    return plan.data is not None and is_spec_path(plan.task)
+
+
 def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, seed_url: str | None,
-              attacker: bool) -> list[str]:
+              attacker: bool, task_id: str | None = None, *, train: bool = True) -> list[str]:
+    """One node's command line; ``task_id`` is the deployed task's (node/testnet/deploy.py), if any.
+    ``train=False``: a miner alone (node0 before it deploys)."""
+    genesis = GENESIS_TASK if deploys(plan) else plan.task
     argv = [
         sys.executable, "-m", "node.cli", "node", "run",
-        "--datadir", str(datadir), "--network", plan.network, "--task", plan.task,
-        "--listen", f"127.0.0.1:{port}", "--train",
+        "--datadir", str(datadir), "--network", plan.network, "--task", genesis,
+        "--listen", f"127.0.0.1:{port}", *(["--train"] if train else []),
         "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
         "--keystore", str(datadir / "wallet.json"), "--password-file", str(datadir.parent / PASSWORD_FILE),
         "--threads", str(plan.threads),
     ]
     if not (attacker and plan.attack in NON_MINING_ATTACKS):
         argv.append("--mine")
-    if plan.data:
+    if deploys(plan):  # both tasks: digits on the shard, the deployed one on the node's file
+        if train and task_id is not None:
+            argv += ["--train", task_id, "--data", str(node_file(pathlib.Path(plan.data or "."), index))]
+    elif plan.data:
         argv += ["--data", str(node_file(pathlib.Path(plan.data), index)),
                  "--eval", str(pathlib.Path(plan.data) / EVAL_FILE)]
     if plan.rule:
@@ -176,6 +190,9 @@ def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False, base_
     entries: list[NodeEntry] = []
     seed_url: str | None = None
     port = base_port
+    task_id = None
+    if deploys(plan) and "node0" not in previous:
+        task_id = _deploy(directory, plan, password, free_port(port))
     for index in range(plan.nodes):
         name = f"node{index}"
         datadir = directory / name
@@ -189,7 +206,7 @@ def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False, base_
             port = int(previous[name].api.rsplit(":", 1)[1])
         else:
             port = free_port(port)
-            argv = node_argv(plan, index, datadir, port, seed_url, attacker)
+            argv = node_argv(plan, index, datadir, port, seed_url, attacker, task_id)
         process = spawn(argv, datadir, password)
         api = f"http://127.0.0.1:{port}"
         entries.append(NodeEntry(name, api, process.pid, str(datadir), attacker, argv))
@@ -197,6 +214,26 @@ def up(directory: pathlib.Path, plan: TestnetPlan, *, fresh: bool = False, base_
         port += 1
     write_manifest(directory, entries, plan)
     return entries
+
+
+def _deploy(directory: pathlib.Path, plan: TestnetPlan, password: str, port: int) -> str:
+    """node0 mines alone, deploys the plan's task and stops (node/testnet/deploy.py); the task's id."""
+    from node.taskfile import load_task
+    from node.testnet.deploy import deploy_from_node0, stop
+
+    datadir = directory / "node0"
+    datadir.mkdir(parents=True, exist_ok=True)
+    keystore = datadir / "wallet.json"
+    if not keystore.exists():
+        write_keystore(keystore, keypair_from_seed(secrets.token_bytes(32)), password)
+    process = spawn(node_argv(plan, 0, datadir, port, None, False, train=False), datadir, password)
+    try:
+        return deploy_from_node0(
+            f"http://127.0.0.1:{port}", keystore, password, load_task(plan.task),
+            pathlib.Path(plan.data or ".") / EVAL_FILE, alive=lambda: process.poll() is None,
+        )
+    finally:
+        stop(process, STOP_TIMEOUT_S)
 
 
 def down(directory: pathlib.Path) -> int:

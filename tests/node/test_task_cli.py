@@ -11,11 +11,16 @@ import time
 import numpy as np
 import pytest
 
+from consensus.header import hex_to_hash
+from consensus.tx import Deploy, chain_tag, encode_tx, sign_tx
 from ml.datafile import parse_csv
+from ml.evalset import encode_evalset
 from ml.tasks import TaskSpec, builtin_task
 from node.cli.main import main
 from node.cli.task import task_name
+from node.client import ApiError, NodeClient
 from node.config import NodeConfig
+from node.keystore_file import read_keystore
 from node.mining import mine_blocks
 from tests.node.contrib import settled
 from tests.node.threaded import NodeThread
@@ -205,5 +210,63 @@ def test_list_show_and_name_a_task_by_a_prefix_of_its_id(
         assert code == 1 and "is not a task of this chain" in err and task["id"] in err
         code, _, err = run(capsys, "task", "show", "--node", url, "--task", "ab")
         assert code == 1 and "is not a task" in err  # too short to be a prefix
+    finally:
+        running.stop()
+
+
+def test_deploy_checks_everything_before_sending_and_prints_the_new_tasks_id(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad input is a clear error and nothing reaches the chain; a good deploy prints an id the node lists."""
+    csv, spec_path, data = tmp_path / "wine.csv", tmp_path / "wine.json", tmp_path / "wine-data"
+    assert run(capsys, "task", "example", "wine", "--out", str(csv))[0] == 0
+    assert run(capsys, "task", "init", "--data", str(csv), "--out", str(spec_path))[0] == 0
+    assert run(capsys, "task", "split", "--data", str(csv), "--nodes", "2", "--out", str(data))[0] == 0
+    eval_csv = data / "eval.csv"
+    monkeypatch.setenv("GRADCHAIN_PASSWORD", "pw")
+    keystore = tmp_path / "me.json"
+    assert main(["wallet", "new", "--keystore", str(keystore)]) == 0
+    running = NodeThread(NodeConfig(datadir=tmp_path / "node", keystore=keystore, password="pw"))
+    try:
+        url = running.node.url
+        deploy = ["task", "deploy", "--node", url, "--keystore", str(keystore), "--spec", str(spec_path),
+                  "--eval", str(eval_csv)]
+        # no coins yet: refused before anything is signed or sent
+        code, _, err = run(capsys, *deploy)
+        assert code == 1 and "holds 0 base units; the deploy locks" in err
+        # a spec with an unknown field
+        spec = json.loads(spec_path.read_text())
+        (tmp_path / "typo.json").write_text(json.dumps({**spec, "learning_rate": 0.1}))
+        code, _, err = run(capsys, *deploy[:-4], "--spec", str(tmp_path / "typo.json"), "--eval", str(eval_csv))
+        assert code == 1 and "unknown key(s) ['learning_rate']" in err
+        # an evaluation file of the wrong width
+        narrow = tmp_path / "narrow.csv"
+        narrow.write_text("a,b,label\n1,2,0\n")
+        code, _, err = run(capsys, *deploy[:-1], str(narrow))
+        assert code == 1 and "narrow.csv" in err
+        assert len(running.node.mempool) == 0 and len(running.node.chain.state.tasks) == 1
+
+        running.call(mine_blocks(running.node, 1))  # the keystore's key is the miner: 50 M to spend
+        # sent anyway (signed by hand, past the CLI's checks): the node refuses it with the rule
+        me = read_keystore(keystore, "pw")
+        client = NodeClient(url)
+        for task, rows in (({**spec, "learning_rate": 0.1}, b"\0" * 8), (spec, encode_evalset(np.zeros((2, 3)), np.array([0, 1])))):
+            status = client.status()
+            tx = Deploy(me.public, 0, 0, 1000, task, rows)
+            raw = encode_tx(sign_tx(tx, me, chain_tag(int(status["chain_id"]), hex_to_hash(status["genesis"]))))
+            with pytest.raises(ApiError, match="bad-task-spec|bad-eval-set") as refused:
+                client.submit_raw_tx(raw)
+            assert 400 <= refused.value.status < 500
+        assert len(running.node.mempool) == 0 and len(running.node.chain.state.tasks) == 1
+        code, out, err = run(capsys, *deploy, "--bounty", "20000000")
+        task_id = out.strip()
+        assert code == 0 and len(task_id) == 64 and "deployed with a bounty of 20000000" in err
+        running.call(mine_blocks(running.node, 1))
+        code, out, _ = run(capsys, "task", "list", "--node", url, "--json")
+        listed = {t["id"]: t for t in json.loads(out)}
+        assert listed[task_id]["name"] == "wine" and listed[task_id]["bounty_left"] == 20_000_000
+        assert listed[task_id]["eval_rows"] == len(eval_csv.read_text().splitlines()) - 1
+        code, out, _ = run(capsys, "task", "show", "--node", url, "--task", "wine")  # by its name
+        assert code == 0 and f"task     {task_id}" in out and "bounty left 20000000, " in out
     finally:
         running.stop()

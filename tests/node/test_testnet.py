@@ -201,3 +201,28 @@ def test_a_poisoning_miner_with_a_quarter_of_the_hashrate_does_not_steer_the_mod
     assert sum(bad.values()) >= MIN_JUDGED_ATTACKS, "the attacker mined too few blocks to judge"
     assert bad["counted"] * MAX_COUNTED_ATTACKS_RATIO <= bad["rejected"] + bad["gated"], "the rounds counted the attacker"
     assert good["counted"] > good["rejected"], "the rounds rejected an honest miner too"
+
+
+def test_a_spec_with_data_is_deployed_and_every_node_trains_both_tasks(tmp_path: pathlib.Path) -> None:
+    """`testnet up --task SPEC.json --data DIR`: digits is the genesis task; node0 first mines alone
+    (no training, no file); then each node trains digits on its shard and the deployed task on its file."""
+    from node.cli.errors import CliError
+    from node.cli.node import train_targets
+    from node.testnet.launcher import TestnetPlan, node_argv
+
+    plan = TestnetPlan(task=str(tmp_path / "wine.json"), data=str(tmp_path / "wine-data"))
+    datadir = tmp_path / "node1"
+    boot = node_argv(plan, 0, tmp_path / "node0", 1, None, False, train=False)
+    assert boot[boot.index("--task") + 1] == "digits" and "--mine" in boot
+    assert "--train" not in boot and "--data" not in boot and "--eval" not in boot
+    argv = node_argv(plan, 1, datadir, 2, "http://127.0.0.1:1", False, "ab" * 32)
+    assert argv[argv.index("--task") + 1] == "digits" and "--eval" not in argv
+    assert argv[argv.index("--data") + 1] == str(tmp_path / "wine-data" / "node1.csv")
+    trains = [argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else "" for i, a in
+              enumerate(argv) if a == "--train"]
+    assert train_targets(trains) == ("ab" * 32, True)
+    assert train_targets([""]) == (None, False) and train_targets(["abcd"]) == ("abcd", False)
+    with pytest.raises(CliError, match="at most one task"):
+        train_targets(["abcd", "ef01"])
+    own = node_argv(TestnetPlan(task="digits"), 0, datadir, 2, None, False)
+    assert own.count("--train") == 1 and "--data" not in own  # the built-in task alone: as before

@@ -718,7 +718,7 @@ def test_bodies_over_their_size_limit_are_oversize() -> None:
 
 # -- the rule book is covered ------------------------------------------------------------
 
-RULE_TEST_MODULES = ("tests.unit.test_block_rules", "tests.unit.test_header_rules")
+RULE_TEST_MODULES = ("tests.unit.test_block_rules", "tests.unit.test_header_rules", "tests.unit.test_contracts")
 
 
 def test_every_reject_code_is_tested() -> None:

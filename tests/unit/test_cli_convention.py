@@ -23,7 +23,7 @@ from node.cli.main import build_parser, main
 WITHOUT_JSON = {"node run", "testnet up", "chain export"}
 # Every option that names a file, by what it does with it. A new file option joins one of these.
 WRITTEN_FILES = {"--out", "--json-out", "--png-out"}
-READ_FILES = {"--file", "--inputs", "--data", "--eval", "--password-file"}  # --data, --eval: issue 19's names
+READ_FILES = {"--file", "--inputs", "--data", "--eval", "--spec", "--password-file"}  # --data, --eval, --spec: issue 19's names
 COMMON = {  # option -> (metavar, type, required, help prefix)
     "--datadir": ("DIR", Path, True, options.DATADIR_HELP),
     "--node": ("URL", None, True, options.NODE_HELP),
