@@ -38,6 +38,7 @@ MAX_TEMPLATE_TXS = 2000  # transactions per mined block (policy)
 MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # template size (policy), below the consensus block cap
 MINER_RETRY_S = 1.0  # after a failed round (template, search or submit): log, pause, try again
 CLOCK_CATCH_UP_S = 1.0  # poll period while our next block's time would run ahead of the clock
+IDLE_POLL_S = 1.0  # poll period while the trainer wants no blocks (sybil-flood, once its stake is bonded)
 SUBMIT_TIMEOUT_S = 60.0  # validating our own block on a busy chain worker
 
 
@@ -208,6 +209,10 @@ class Miner:
         """One template, one search, and the submission of what it found."""
         node = self.node
         self._stop_search.clear()
+        if node.trainer is not None and not node.trainer.wants_blocks:
+            self.hashrate = 0.0
+            self._shutdown.wait(IDLE_POLL_S)
+            return
         drift = node.chain.params.max_future_block_time_s
         earliest = node.call_chain(node.chain.min_next_time)
         if earliest > time.time() + drift - FUTURE_MARGIN_S:

@@ -29,9 +29,13 @@ choices, so the chain's rules have to defend against them:
     during the round and reveals them in the next; the chain never counts a
     clone, so it earns nothing.
 ``sybil-flood``
-    a non-mining participant with many keys that sends poisoned updates
-    from all of them to every peer at every tip, and bonds any key it can
-    afford.
+    a participant with :data:`SYBIL_KEYS` keys that sends poisoned updates
+    from all of them to every peer at every tip, and bonds every key it can
+    afford. It buys its stake the only way a testnet offers, by mining: its
+    miner runs until every key is bonded (:attr:`Trainer.wants_blocks`), then
+    stops, and the sybil keys commit and reveal poisoned updates through the
+    same rounds as everyone. No fee helps it: updates and commitments carry
+    none and the mempool ranks them by bond age.
 """
 
 from __future__ import annotations
@@ -112,10 +116,18 @@ def extra_keys(main: KeyPair, count: int) -> list[KeyPair]:
     ]
 
 
+def participant_keys(main: KeyPair, role: str | None, task: TaskSpec) -> list[KeyPair]:
+    """Every key a node of ``role`` contributes under: its own, plus an attacker's extra ones
+    (miner-poison: one per update slot of a block; sybil-flood: :data:`SYBIL_KEYS` in all)."""
+    extra = {"miner-poison": task.max_updates_per_block - 1, "sybil-flood": SYBIL_KEYS - 1}
+    return [main, *extra_keys(main, extra.get(role or "", 0))]
+
+
 @dataclass
 class Snapshot:
     """What one pass of the trainer needs, read together on the chain thread."""
 
+    tip_height: int
     round: int  # the next block's
     position: float  # how far into the round the next block is, 0 .. 1
     params: np.ndarray
@@ -146,13 +158,13 @@ class Trainer:
         self.y: np.ndarray
         seed = int.from_bytes(node.keypair.public[:8], "little")
         self.rng = np.random.default_rng(seed)
-        main: KeyPair = node.keypair
-        extra = {"miner-poison": self.task.max_updates_per_block - 1, "sybil-flood": SYBIL_KEYS - 1}
-        self.keys: list[KeyPair] = [main, *extra_keys(main, extra.get(self.role or "", 0))]
+        self.keys: list[KeyPair] = participant_keys(node.keypair, self.role, self.task)
         self.contributors: list[Contributor] = []
         self.copies: dict[bytes, EncodedUpdate] = {}  # the copier's catch of this round, by content
         self.data: LocalData | None = None
         self.submitted = 0
+        self.wants_blocks = True  # False: this node's miner idles (sybil-flood, once its stake is bonded)
+        self.done_height = -1  # the tip height of the last finished pass (tests wait on it)
 
     # -- life cycle ------------------------------------------------------------------------------
     def _find_task(self) -> tuple[str, bytes, TaskSpec] | None:
@@ -272,6 +284,7 @@ class Trainer:
             if block is not None:
                 others += [tx for tx in block.txs if isinstance(tx, GradientUpdate) and tx.sender_address not in ours]
         return Snapshot(
+            tip_height=tip.height,
             round=current,
             position=((height - 1) % task.round_blocks) / task.round_blocks,
             params=np.array(task_state.params),
@@ -345,6 +358,8 @@ class Trainer:
     def _work(self, snap: Snapshot) -> list[SignedTx]:
         """Off the loop (training is CPU work): bonds, this round's commitments, the next reveals."""
         self._follow_data()
+        if self.role == "sybil-flood":  # it mined only to buy its stake
+            self.wants_blocks = not all(status.bonded for status in snap.keys)
         out: list[SignedTx] = self._bonding(snap)
         for contributor, status in zip(self.contributors, snap.keys, strict=True):
             if contributor.wants_commit(status):
@@ -435,6 +450,7 @@ class Trainer:
                         await self._submit(tx)
                     except (BlockRejected, PolicyRejected) as exc:
                         log.info("own %s not pooled (%s)", type(tx).__name__, exc)
+                self.done_height = snap.tip_height
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -32,6 +32,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="first port tried for the nodes (default 18740; the next free ones follow)")
     p.set_defaults(handler=cmd_up)
 
+    p = verbs.add_parser("measure", help="run a fresh testnet for a while and record the model's accuracy, "
+                         "the attacker's votes and everyone's earnings (the README's security figures)")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--attackers", type=int, default=1)
+    p.add_argument("--attack", choices=ATTACKS, default="miner-poison")
+    p.add_argument("--minutes", type=float, default=6.0, help="how long the testnet runs (default 6)")
+    p.add_argument("--goal", type=float, default=0.93, help="accuracy whose first time is reported (default 0.93)")
+    p.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".testnet-measure"),
+                   help="the testnet's directory; deleted first")
+    p.add_argument("--out", type=pathlib.Path, default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--network", choices=("testnet", "regtest"), default="testnet",
+                   help="regtest: easy blocks, for a quick look")
+    p.add_argument("--base-port", type=int, default=None, metavar="PORT")
+    p.set_defaults(handler=cmd_measure)
+
     p = verbs.add_parser("status", help="one line per node of a running testnet")
     _dir(p)
     add_json(p)
@@ -101,6 +116,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("\nstopping every node…", flush=True)
     stopped = down(args.dir)
     print(f"stopped {stopped} node(s); data kept in {args.dir} (run `make testnet` again to resume)")
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from ml.tasks import builtin_task
+    from node.testnet.launcher import BASE_PORT, TestnetPlan
+    from node.testnet.measure import measure, summary, write_report
+
+    if not 0 <= args.attackers < args.nodes <= 16:
+        raise CliError("--attackers must be fewer than --nodes, and --nodes at most 16")
+    if args.minutes <= 0:
+        raise CliError("--minutes must be positive")
+    plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, network=args.network)
+    print(f"measuring {args.nodes} nodes, {args.attackers} {args.attack} attacker(s), for {args.minutes:g} min "
+          f"in {args.dir}…", flush=True)
+    try:
+        report = measure(args.dir, plan, builtin_task(plan.task), goal=args.goal, deadline_s=args.minutes * 60,
+                         base_port=args.base_port or BASE_PORT,
+                         progress=lambda s: print(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}",
+                                                  flush=True))
+    except (RuntimeError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(summary(report))
+    if args.out is not None:
+        write_report(report, args.out)
+        print(f"report written to {args.out}")
     return 0
 
 

@@ -30,8 +30,6 @@ MANIFEST = "testnet.json"
 PASSWORD_FILE = ".password"
 BASE_PORT = 18740  # first port tried; the next free one is used if taken
 STOP_TIMEOUT_S = 20.0  # a node flushes and exits well within this after SIGTERM
-# attackers that take part without mining: sybil-flood is an outsider with many keys
-NON_MINING_ATTACKS = frozenset({"sybil-flood"})
 
 
 @dataclass
@@ -139,10 +137,8 @@ def node_argv(plan: TestnetPlan, index: int, datadir: pathlib.Path, port: int, s
         "--listen", f"127.0.0.1:{port}", *(["--train"] if train else []),
         "--shard", f"{index}/{plan.nodes}", "--shard-scheme", "dirichlet", "--alpha", str(plan.alpha),
         "--keystore", str(datadir / "wallet.json"), "--password-file", str(datadir.parent / PASSWORD_FILE),
-        "--threads", str(plan.threads),
+        "--threads", str(plan.threads), "--mine",  # a sybil-flood attacker mines only until its keys are bonded
     ]
-    if not (attacker and plan.attack in NON_MINING_ATTACKS):
-        argv.append("--mine")
     if deploys(plan):  # both tasks: digits on the shard, the deployed one on the node's file
         if train and task_id is not None:
             argv += ["--train", task_id, "--data", str(node_file(pathlib.Path(plan.data or "."), index))]
