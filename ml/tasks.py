@@ -12,8 +12,12 @@ Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
 
 ``digits``
     8x8 handwritten digits (sklearn's copy), softmax regression (650
-    parameters). Each delta is a short local SGD run (``local_steps`` 20 at
-    ``lr`` 1.0, ``batch_size`` 32) and consensus applies the robust aggregate
+    parameters). Each delta is a short local SGD run (``local_steps`` 60 at
+    ``lr`` 1.0, ``batch_size`` 32; 60 rather than 20 because the model moves
+    only once per round, so each update should carry more: with 3 honest
+    participants and a quarter of the blocks poisoned it reaches 94.9 % by
+    block 64 against 92.4 %, and holds to 94.4 % at 49 % of the hashrate
+    against 93.3 %, ``gradchain sim --attack miner-poison``) and consensus applies the robust aggregate
     of up to 4 of them per block with ``server_lr`` 1.0, so one honest
     participant alone moves the chain exactly as its local run did. The rule
     is the coordinate-wise ``median`` with ``f`` 1 (Yin et al. 2018): one
@@ -29,7 +33,8 @@ Built-in tasks live in ``ml/tasks/<name>.json`` (package data):
     reject honest first steps. The robust rules do not depend on it: with 30 %
     sign-flip attackers at the bound (``gradchain sim``) median stays at 94.7 %
     while mean falls to 32 %. Rounds of ``round_blocks`` 8 blocks at a
-    ``target_block_time_s`` of 3: each block's median is one vote, and the
+    ``target_block_time_s`` of 2 (a round is 16 s, so a 4-node testnet on two
+    cores passes 93 % within its first 6 minutes): each block's median is one vote, and the
     model moves once per round by ``vote_rule`` ``clip+median`` over the
     votes, if the step does not raise the loss on a committed validation set
     of ``gate_examples`` 200 (``gate_scope`` "round", tolerance 0); updates
