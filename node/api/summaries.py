@@ -7,6 +7,7 @@ two cannot disagree about a sender, a payout or the rule's verdict.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -220,21 +221,48 @@ def summarise_tx(
     return TaskSummary(tx_id, size, tx.task)
 
 
+CLONE_REASON = "a clone of another sender's recent update: never counted or paid"
+
+
+def unpaid_reason(rule: str, vote: str) -> str:
+    """Why an update its block's rule counted is not paid after all: the round's verdict on the block."""
+    if vote == "gated":
+        return f"counted by {rule} in its block, but the round's step raised the validation loss: not paid"
+    return f"counted by {rule} in its block, but the round rejected the block's vote: not paid"
+
+
 def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummary:
-    """A stored block with each update's verdict (reads storage: call it on the chain thread)."""
+    """A stored block with each update's verdict (reads storage: call it on the chain thread).
+
+    An update's reason also says what came after its block's rule: a clone
+    of another sender's update is never counted, and an update of a block
+    whose vote the round rejected (an attacker's block) or whose round the
+    gate refused is not paid.
+    """
     outcomes = chain.storage.get_outcomes(block.hash)
     connected = bool(outcomes)
     verdicts = iter(accepted for _, accepted in outcomes)
-    txs = tuple(
-        summarise_tx(tx, raw, next(verdicts, None) if isinstance(tx, GradientUpdate) else None, connected, chain.task)
-        for tx, raw in zip(block.txs, block.tx_bytes, strict=True)
-    )
-    h = block.header
     main = chain.is_main(block.hash)
+    vote_status = chain.vote_status(block.hash) if main and height > 0 else "open"
+    undo = chain.storage.get_undo(block.hash) if connected else None
+    clones = iter(undo.outcome.clones if undo is not None else ())
+    summaries: list[TxSummary] = []
+    for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
+        if not isinstance(tx, GradientUpdate):
+            summaries.append(summarise_tx(tx, raw, None, connected, chain.task))
+            continue
+        summary = summarise_tx(tx, raw, next(verdicts, None), connected, chain.task)
+        assert isinstance(summary, UpdateSummary)
+        if next(clones, False):
+            summary = dataclasses.replace(summary, reason=CLONE_REASON)
+        elif summary.accepted and vote_status in ("rejected", "gated"):
+            summary = dataclasses.replace(summary, reason=unpaid_reason(chain.task.pipeline.name, vote_status))
+        summaries.append(summary)
+    txs = tuple(summaries)
+    h = block.header
     vote = None
     if height > 0:
         width = chain.task.round_blocks
-        vote = VoteSummary(round_of(height, width), (height - 1) % width,
-                           chain.vote_status(block.hash) if main else "open")
+        vote = VoteSummary(round_of(height, width), (height - 1) % width, vote_status)
     return BlockSummary(height, hash_hex(block.hash), hash_hex(h.prev), h.time, f"{h.bits:#010x}", h.nonce,
                         h.version, hash_hex(block.state_root), main, txs, vote)

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from consensus.tx import Commit, GradientUpdate, update_bytes
+from node.api.summaries import CLONE_REASON, unpaid_reason
 from node.service import Node
 from tests.conftest import until
 from tests.node.harness import Cluster, connect, get_json, http, mine, scenario, wait_same_tip
@@ -132,6 +133,9 @@ async def test_a_poisoning_miners_votes_are_rejected_and_the_dashboard_says_so(c
     assert attacker_votes["counted"] == 0 and attacker_votes["rejected"] >= 2, attacker_votes
     assert honest_votes["counted"] > honest_votes["rejected"] + honest_votes["gated"], honest_votes
     assert contributor_pay(blocks, bad) == 0 and contributor_pay(blocks, good) > 0
+    for b in blocks:  # what the API says of the poisoned updates: counted in their block, but not paid
+        if b["vote"]["status"] == "rejected" and b["height"] in mine_a:
+            assert all(u["reason"] == unpaid_reason("median", "rejected") for u in updates_in(b) if u["accepted"])
 
     rejected = max(h for h in mine_a if blocks[h - 1]["vote"]["status"] == "rejected")
     async with http() as session:
@@ -173,6 +177,7 @@ async def test_a_copier_lands_clones_and_is_never_paid(cluster: Cluster) -> None
     copies = [u for b in blocks for u in updates_in(b) if u["from"] in theirs]
     assert len(copies) >= 2, "the copier's reveals never reached a block"
     assert not any(u["accepted"] for u in copies), "a clone was counted"
+    assert {u["reason"] for u in copies} == {CLONE_REASON}
     assert contributor_pay(blocks, theirs) == 0
     assert contributor_pay(blocks, addresses(honest)) > 0
     # each copy is exactly an honest update of an earlier block
