@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", choices=ATTACKS, default="miner-poison")
     p.add_argument("--minutes", type=float, default=6.0, help="how long the testnet runs (default 6)")
     p.add_argument("--goal", type=float, default=0.93, help="accuracy whose first time is reported (default 0.93)")
+    p.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                   help="stop early once the accuracy has stayed at or above the goal this long")
     p.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".testnet-measure"),
                    help="the testnet's directory; deleted first")
     p.add_argument("--out", type=pathlib.Path, default=None, metavar="FILE", help="write the report as JSON")
@@ -133,7 +135,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
           f"in {args.dir}…", flush=True)
     try:
         report = measure(args.dir, plan, builtin_task(plan.task), goal=args.goal, deadline_s=args.minutes * 60,
-                         base_port=args.base_port or BASE_PORT,
+                         base_port=args.base_port or BASE_PORT, hold_s=args.hold,
                          progress=lambda s: print(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}",
                                                   flush=True))
     except (RuntimeError, OSError) as exc:

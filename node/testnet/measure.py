@@ -61,6 +61,7 @@ class Report:
     plan: dict[str, Any]
     goal: float
     deadline_s: float
+    elapsed_s: float  # the deadline, or less when the goal held for the hold time
     samples: list[Sample]
     reached_goal_s: float | None  # first poll at or above the goal
     final_accuracy: float
@@ -102,9 +103,19 @@ def tally(client: NodeClient, height: int, owners: dict[str, Participant]) -> No
                 owner.updates_paid += 1
 
 
+def held(samples: list[Sample], goal: float, hold_s: float) -> bool:
+    """True once the latest polls have stayed at or above ``goal`` for ``hold_s`` seconds."""
+    since = None
+    for sample in samples:
+        since = (since if since is not None else sample.t) if sample.accuracy >= goal else None
+    return since is not None and samples[-1].t - since >= hold_s
+
+
 def measure(directory: pathlib.Path, plan: TestnetPlan, task: TaskSpec, *, goal: float, deadline_s: float,
-            base_port: int, progress: Callable[[Sample], None] = lambda s: None) -> Report:
-    """Start a fresh testnet of ``plan`` in ``directory``, poll it for ``deadline_s``, tally, stop it."""
+            base_port: int, hold_s: float | None = None,
+            progress: Callable[[Sample], None] = lambda s: None) -> Report:
+    """Start a fresh testnet of ``plan`` in ``directory``, poll it for ``deadline_s`` (or until the
+    accuracy has held the goal for ``hold_s``), tally, stop it."""
     data = load_dataset(task)
     entries = up(directory, plan, fresh=True, base_port=base_port)
     try:
@@ -121,9 +132,12 @@ def measure(directory: pathlib.Path, plan: TestnetPlan, task: TaskSpec, *, goal:
             if sample is not None:
                 samples.append(sample)
                 progress(sample)
+                if hold_s is not None and held(samples, goal, hold_s):
+                    break
             time.sleep(max(0.0, min(POLL_S, deadline_s - (time.monotonic() - started))))
         final_height = int(client.status()["height"])
         final = accuracy(client, data.X_test, data.y_test, final_height)
+        elapsed = time.monotonic() - started
         password = testnet_password(directory)
         participants = []
         owners: dict[str, Participant] = {}
@@ -136,7 +150,8 @@ def measure(directory: pathlib.Path, plan: TestnetPlan, task: TaskSpec, *, goal:
     finally:
         down(directory)
     reached = next((s.t for s in samples if s.accuracy >= goal), None)
-    return Report(asdict(plan), goal, deadline_s, samples, reached, final, final_height, participants)
+    return Report(asdict(plan), goal, deadline_s, round(elapsed, 1), samples, reached, final, final_height,
+                  participants)
 
 
 def summary(report: Report) -> str:
@@ -145,7 +160,7 @@ def summary(report: Report) -> str:
     reached = "never" if report.reached_goal_s is None else f"after {report.reached_goal_s:.0f} s"
     lines = [
         f"{plan['nodes']} nodes, {plan['attackers']} attacker(s) ({plan['attack']}), {plan['task']}: "
-        f"{report.final_accuracy:.3f} at height {report.final_height} after {report.deadline_s:.0f} s; "
+        f"{report.final_accuracy:.3f} at height {report.final_height} after {report.elapsed_s:.0f} s; "
         f">= {report.goal:.2f} {reached}",
     ]
     for p in report.participants:
