@@ -6,9 +6,10 @@ import argparse
 import pathlib
 
 from node.cli.errors import CliError
-from node.cli.options import add_json, print_json
+from node.cli.options import add_json, add_out, print_json, remark
 
 DEFAULT_DIR = pathlib.Path(".testnet")
+MEASURE_DIR = pathlib.Path(".testnet-measure")
 # the chain attacks (issue 18's names) first, then the poisoned participants
 ATTACKS = ("miner-poison", "sybil-flood", "censor", "copy", "sign-flip", "gaussian", "scaling", "label-flip", "alie")
 
@@ -41,9 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--goal", type=float, default=0.93, help="accuracy whose first time is reported (default 0.93)")
     p.add_argument("--hold", type=float, default=None, metavar="SECONDS",
                    help="stop early once the accuracy has stayed at or above the goal this long")
-    p.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".testnet-measure"),
-                   help="the testnet's directory; deleted first")
-    p.add_argument("--out", type=pathlib.Path, default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--dir", type=pathlib.Path, default=MEASURE_DIR, metavar="DIR",
+                   help=f"the testnet's directory, deleted first (default: {MEASURE_DIR})")
+    add_out(p, "the report as JSON")
+    add_json(p)
     p.add_argument("--network", choices=("testnet", "regtest"), default="testnet",
                    help="regtest: easy blocks, for a quick look")
     p.add_argument("--base-port", type=int, default=None, metavar="PORT")
@@ -131,19 +133,22 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         raise CliError("--minutes must be positive")
     plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, network=args.network)
-    print(f"measuring {args.nodes} nodes, {args.attackers} {args.attack} attacker(s), for {args.minutes:g} min "
-          f"in {args.dir}…", flush=True)
+    remark(f"measuring {args.nodes} nodes, {args.attackers} {args.attack} attacker(s), for {args.minutes:g} min "
+           f"in {args.dir}…", args)
     try:
         report = measure(args.dir, plan, builtin_task(plan.task), goal=args.goal, deadline_s=args.minutes * 60,
                          base_port=args.base_port or BASE_PORT, hold_s=args.hold,
-                         progress=lambda s: print(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}",
-                                                  flush=True))
+                         progress=lambda s: remark(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}",
+                                                   args))
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None
-    print(summary(report))
     if args.out is not None:
         write_report(report, args.out)
-        print(f"report written to {args.out}")
+        remark(f"report written to {args.out}", args)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(summary(report))
     return 0
 
 
