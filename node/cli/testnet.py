@@ -138,7 +138,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     try:
         report = measure(args.dir, plan, builtin_task(plan.task), goal=args.goal, deadline_s=args.minutes * 60,
                          base_port=args.base_port or BASE_PORT, hold_s=args.hold,
-                         progress=lambda s: remark(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}",
+                         progress=lambda s: remark(f"  {s.t:6.0f} s  height {s.height:<5} accuracy {s.accuracy:.3f}  load {s.load:.1f}",
                                                    args))
     except (RuntimeError, OSError) as exc:
         raise CliError(str(exc)) from None

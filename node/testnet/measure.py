@@ -13,6 +13,7 @@ figures are what the public surface shows.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -35,11 +36,13 @@ API_TIMEOUT_S = 30.0  # a predict over the whole test split on a busy box
 
 @dataclass
 class Sample:
-    """One poll of the first honest node: seconds since the start, its height, the tip model's accuracy."""
+    """One poll of the first honest node: seconds since the start, its height, the tip model's accuracy,
+    and the machine's 1-minute load average then (the figures are only as good as the CPU they had)."""
 
     t: float
     height: int
     accuracy: float
+    load: float
 
 
 @dataclass
@@ -126,7 +129,8 @@ def measure(directory: pathlib.Path, plan: TestnetPlan, task: TaskSpec, *, goal:
         while (elapsed := time.monotonic() - started) < deadline_s:
             try:
                 height = int(client.status()["height"])
-                sample = Sample(round(elapsed, 1), height, accuracy(client, data.X_test, data.y_test, height))
+                score = accuracy(client, data.X_test, data.y_test, height)
+                sample = Sample(round(elapsed, 1), height, score, round(os.getloadavg()[0], 2))
             except ApiError:  # still starting
                 sample = None
             if sample is not None:
@@ -158,10 +162,12 @@ def summary(report: Report) -> str:
     """The figures in a few lines, for the terminal and the README."""
     plan = report.plan
     reached = "never" if report.reached_goal_s is None else f"after {report.reached_goal_s:.0f} s"
+    loads = [s.load for s in report.samples]
+    load = f"; load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     lines = [
         f"{plan['nodes']} nodes, {plan['attackers']} attacker(s) ({plan['attack']}), {plan['task']}: "
         f"{report.final_accuracy:.3f} at height {report.final_height} after {report.elapsed_s:.0f} s; "
-        f">= {report.goal:.2f} {reached}",
+        f">= {report.goal:.2f} {reached}{load}",
     ]
     for p in report.participants:
         votes = ", ".join(f"{k} {v}" for k, v in sorted(p.votes.items()))
