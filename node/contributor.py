@@ -130,6 +130,18 @@ class Contributor:
             return None
         return plan[status.unrevealed[0]]
 
+    def pending_reveals(self, status: KeyStatus) -> list[GradientUpdate]:
+        """Every reveal of last round's commitment the chain has not seen yet, in commitment order.
+
+        A block counts one per sender, but the mempool holds a round's worth
+        per sender: pooled together at the round's start, one is at every
+        miner for each block, however soon after the last one it is found.
+        """
+        plan = self.plans.get(status.round - 1)
+        if not plan:
+            return []
+        return [plan[i] for i in status.unrevealed if i < len(plan)]
+
     def forget_before(self, round_: int) -> None:
         """Drop plans whose reveal round has passed."""
         self.plans = {r: p for r, p in self.plans.items() if r >= round_ - 1}

@@ -9,8 +9,10 @@ and commit-reveal"):
    update per block of the round on the model at the round's start (the tip's
    model: the model moves only at a round's last block), signs them and
    submits one ``Commit`` of their digests;
-3. during round ``r + 1`` it **reveals** them, keeping one reveal in the
-   mempool at a time (a block counts at most one update per sender).
+3. during round ``r + 1`` it **reveals** them: all at once, as soon as the
+   round starts (a block counts at most one update per sender, and the
+   mempool holds a round's worth per sender), so every miner has one of them
+   for each block, however soon it is found after the last.
 
 Attacker nodes (testnet demos, ``--attack``) run the same loop with other
 choices, so the chain's rules have to defend against them:
@@ -63,6 +65,7 @@ from consensus.tx import (
     Transfer,
     encode_tx,
     sign_tx,
+    txid,
     update_bytes,
 )
 from ml.attacks import ATTACKS, attack, flip_labels, is_data_attack
@@ -133,6 +136,7 @@ class Snapshot:
     params: np.ndarray
     base_hash: bytes  # the block the round's model is at
     keys: list[KeyStatus]  # one per contributor, in the trainer's order
+    pooled: set[bytes] = field(default_factory=set)  # txids of our keys' pooled transactions
     others_updates: list[GradientUpdate] = field(default_factory=list)
 
 
@@ -283,8 +287,10 @@ class Trainer:
             block = chain.get_block(tip.hash)
             if block is not None:
                 others += [tx for tx in block.txs if isinstance(tx, GradientUpdate) and tx.sender_address not in ours]
+        pooled = {e.txid for c in self.contributors for e in mempool.pending(c.address)}
         return Snapshot(
             tip_height=tip.height,
+            pooled=pooled,
             round=current,
             position=((height - 1) % task.round_blocks) / task.round_blocks,
             params=np.array(task_state.params),
@@ -371,9 +377,7 @@ class Trainer:
                     deltas = self._updates(snap, contributor.key, self.task.round_blocks)
                     out.append(contributor.commit(status, snap.base_hash, deltas))
             if self.role != "miner-poison":  # miner-poison reveals only in its own blocks
-                reveal = contributor.reveal(status)
-                if reveal is not None:
-                    out.append(reveal)
+                out += [r for r in contributor.pending_reveals(status) if txid(encode_tx(r)) not in snap.pooled]
             contributor.forget_before(snap.round)
         return out
 

@@ -231,3 +231,22 @@ async def test_sybil_keys_get_the_leftover_slots_and_no_pay(cluster: Cluster, mo
         assert sum(s in theirs for s in senders) <= slots - sum(s in good for s in senders)
         assert not any(u["accepted"] for u in updates_in(b) if u["from"] in theirs), "a poisoned update counted"
     assert contributor_pay(blocks, theirs) == 0 and contributor_pay(blocks, good) > 0
+
+
+@scenario
+async def test_an_honest_trainer_pools_a_rounds_reveals_at_once(cluster: Cluster) -> None:
+    """At a round's first block the trainer pools every reveal of its last commitment, so each
+    miner has one for every block of the round without waiting for the trainer after each tip."""
+    node = await cluster.start("honest", train=True, byzantine_f=0)
+    width = node.chain.task.round_blocks
+    address = address_bytes(node.keypair.public)
+
+    def pooled_reveals() -> int:
+        return sum(isinstance(e.tx, GradientUpdate) for e in node.mempool.pending(address))
+
+    seen = 0
+    for _ in range(3 * width):
+        await step([node], node)
+        await until(lambda: node.trainer.done_height >= node.chain.height, STEP_TIMEOUT_S, what="the trainer")
+        seen = max(seen, await node.run_chain(pooled_reveals))
+    assert seen == width, f"at most {seen} reveals pooled at once"
