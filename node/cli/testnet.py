@@ -124,6 +124,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     from ml.tasks import builtin_task
     from node.testnet.launcher import BASE_PORT, TestnetPlan
     from node.testnet.measure import measure, summary, write_report
@@ -133,6 +136,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         raise CliError("--minutes must be positive")
     plan = TestnetPlan(nodes=args.nodes, attackers=args.attackers, attack=args.attack, network=args.network)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # stop the nodes on the way out
     remark(f"measuring {args.nodes} nodes, {args.attackers} {args.attack} attacker(s), for {args.minutes:g} min "
            f"in {args.dir}…", args)
     try:
