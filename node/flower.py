@@ -43,6 +43,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,9 @@ class RoundReport:
     updates: int = 0
     txid: str | None = None
     refused: str | None = None
+    client_s: float = 0.0  # time in the client's evaluate and fits
+    bridge_s: float = 0.0  # the bridge's own time: fetch the model, convert, check, sign, submit
+    kind: str = "round"
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (numpy scalars as numbers, bytes as hex)."""
@@ -117,6 +121,25 @@ class RoundReport:
                    else f"NOT SENT: {self.refused}")
         parts.append(f"fit on {self.num_examples} examples, largest update norm {self.update_norm:.3f} -> {outcome}")
         return " | ".join(parts)
+
+
+@dataclass
+class RevealReport:
+    """One committed update revealed for the next block (one per block counts)."""
+
+    round: int  # the round it was committed in
+    index: int  # its place in the commitment
+    of: int  # updates in the commitment
+    height: int  # of the block it is meant for
+    txid: str
+    kind: str = "reveal"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One log line: ``reveal 3/8 of round 2 for block 27 -> tx 9c1e…``."""
+        return f"reveal {self.index + 1}/{self.of} of round {self.round} for block {self.height} -> tx {self.txid[:16]}…"
 
 
 def _short(value: Any) -> str:
@@ -300,6 +323,8 @@ class FlowerBridge:
 
     def handle(self, key: KeyStatus) -> RoundReport:
         """Evaluate the round's model, fit a round's worth of updates on it and commit to them."""
+        started = time.perf_counter()
+        client_s = 0.0
         round_ = key.round
         base_height = round_start(round_, self.task.round_blocks)
         params, served = self.node.model_params(base_height)
@@ -309,14 +334,20 @@ class FlowerBridge:
         config = fit_config(self.task, base_height, round_)
         evaluation = None
         if defines(self.client, "evaluate"):
-            evaluation = self._evaluate(to_layers(self.task, params), dict(config))
+            layers = to_layers(self.task, params)
+            began = time.perf_counter()
+            evaluation = self._evaluate(layers, dict(config))
+            client_s += time.perf_counter() - began
         deltas: list[np.ndarray] = []
         norms: list[float] = []
         refused: str | None = None
         num_examples = 0
         metrics: dict[str, Any] = {}
         for index in range(self.updates_per_round or self.task.round_blocks):
-            trained, num_examples, metrics = self._fit(to_layers(self.task, params), {**config, "update": index})
+            layers = to_layers(self.task, params)
+            began = time.perf_counter()
+            trained, num_examples, metrics = self._fit(layers, {**config, "update": index})
+            client_s += time.perf_counter() - began
             delta = params - from_layers(self.task, trained)
             norms.append(float(np.linalg.norm(delta.astype(np.float64))))
             try:
@@ -328,19 +359,24 @@ class FlowerBridge:
             if not any(np.array_equal(checked, d) for d in deltas):  # a commitment's digests are distinct
                 deltas.append(checked)
         report = RoundReport(round_, base_height, base_hash, evaluation, num_examples, metrics, max(norms),
-                             updates=len(deltas))
+                             updates=len(deltas), client_s=client_s)
         if not deltas:
             report.refused = refused or "the client's fit returned no update"
-            return report
-        commit = self.me.commit(key, hex_to_hash(base_hash), deltas)
+        else:
+            self._commit(report, key, deltas)
+        report.bridge_s = time.perf_counter() - started - client_s
+        return report
+
+    def _commit(self, report: RoundReport, key: KeyStatus, deltas: list[np.ndarray]) -> None:
+        """Sign the round's updates and commit to them; the report says what became of it."""
+        commit = self.me.commit(key, hex_to_hash(report.base_hash), deltas)
         try:
             report.txid = self.node.submit_raw_tx(encode_tx(commit))
         except ApiError as exc:
             if exc.status == 0:
                 raise  # the node is unreachable: run() waits and tries again
             report.refused = f"the node refused the commitment: {exc.message}"
-            log.warning("round %d's commitment refused by the node: %s", round_, exc.message)
-        return report
+            log.warning("round %d's commitment refused by the node: %s", report.round, exc.message)
 
     def _fit(self, layers: list[np.ndarray], config: dict[str, Scalar]) -> tuple[Any, int, dict[str, Any]]:
         result = self.client.fit(layers, config)
@@ -369,21 +405,23 @@ class FlowerBridge:
                 pass  # dropped: bond again
             self._bond_txid = None
         if key.balance < need:
-            return (f"this key needs {need} base units to bond and holds {key.balance}: send them to "
-                    f"{address_of(self.keypair.public)} (`gradchain wallet send`)")
+            address = address_of(self.keypair.public)
+            return (f"this key needs {need} base units to bond and holds {key.balance}: send them to it "
+                    f"(`gradchain wallet send --node URL --keystore FUNDED.json --to {address} --amount {need}`)")
         self._bond_txid = self.node.bond(self.keypair, fee=self.fee)
         log.info("bond sent (%s): the key contributes once it is mature", self._bond_txid)
         return "waiting for the bond to be mined"
 
-    def _reveal(self, key: KeyStatus) -> None:
+    def _reveal(self, key: KeyStatus) -> RevealReport | None:
         """Send last round's next unrevealed update, once per block (one per sender per block counts)."""
         reveal = self.me.reveal(key, pooled_ok=True)
         if reveal is None or (key.round - 1, key.unrevealed[0]) in self._revealed:
-            return
+            return None
         txid = self.node.submit_raw_tx(encode_tx(reveal))
         self._revealed.add((key.round - 1, key.unrevealed[0]))
-        log.info("revealed update %d of round %d for block %d (%s)", key.unrevealed[0] + 1, key.round - 1,
-                 key.height, txid)
+        report = RevealReport(key.round - 1, key.unrevealed[0], len(self.me.plans[key.round - 1]), key.height, txid)
+        log.info("%s", report.describe())
+        return report
 
     def _done(self, key: KeyStatus, rounds: int | None) -> bool:
         """``rounds`` commitments sent and the last one's reveals all sent (or its reveal round over)."""
@@ -396,7 +434,8 @@ class FlowerBridge:
 
     def run(self, *, rounds: int | None = None, stop: threading.Event | None = None,
             on_round: Callable[[RoundReport], None] | None = None,
-            on_wait: Callable[[str], None] | None = None) -> list[RoundReport]:
+            on_wait: Callable[[str], None] | None = None,
+            on_reveal: Callable[[RevealReport], None] | None = None) -> list[RoundReport]:
         """Follow the node: bond, then each round commit (:meth:`handle`) and reveal last round's updates,
         until ``rounds`` commitments are made and revealed, or ``stop``."""
         stop = stop if stop is not None else threading.Event()
@@ -414,7 +453,9 @@ class FlowerBridge:
                     waiting = (self._bond(key) if not key.bonded else None) or waiting
                     if key.bonded and not key.mature:
                         waiting = "waiting for the bond to mature"
-                    self._reveal(key)
+                    revealed = self._reveal(key)
+                    if revealed is not None and on_reveal is not None:
+                        on_reveal(revealed)
                     sent = sum(r.txid is not None for r in self.rounds)
                     if self.me.wants_commit(key) and (rounds is None or sent < rounds):
                         report = self.handle(key)
@@ -453,7 +494,8 @@ def run_flower_client(client: Any, node_url: str | NodeClient, keypair: KeyPair,
                       rounds: int | None = None, fee: int = 0, poll_s: float = DEFAULT_POLL_S,
                       stop: threading.Event | None = None,
                       on_round: Callable[[RoundReport], None] | None = None,
-                      on_wait: Callable[[str], None] | None = None) -> list[RoundReport]:
+                      on_wait: Callable[[str], None] | None = None,
+                      on_reveal: Callable[[RevealReport], None] | None = None) -> list[RoundReport]:
     """Run a Flower NumPyClient as a participant of the node's task until ``rounds`` updates or ``stop``.
 
     Parameters
@@ -468,12 +510,13 @@ def run_flower_client(client: Any, node_url: str | NodeClient, keypair: KeyPair,
         The id of the task to train (or a unique prefix of it; ``gradchain task list`` shows them).
         ``None`` takes the chain's first task.
     rounds
-        Stop after this many updates were sent (default: run until ``stop`` is set).
-    on_round, on_wait
-        Called with each :class:`RoundReport`, and with a line while waiting for a new model.
+        Stop once this many rounds' updates are committed and revealed (default: run until ``stop`` is set).
+    on_round, on_reveal, on_wait
+        Called with each :class:`RoundReport` (a round's fits and commitment), each
+        :class:`RevealReport`, and with a line while waiting.
 
     Returns the report of every model handled, in order.
     """
     node = node_url if isinstance(node_url, NodeClient) else NodeClient(node_url)
     bridge = FlowerBridge(unwrap(client), node, keypair, resolve_task(node, task), fee=fee, poll_s=poll_s)
-    return bridge.run(rounds=rounds, stop=stop, on_round=on_round, on_wait=on_wait)
+    return bridge.run(rounds=rounds, stop=stop, on_round=on_round, on_wait=on_wait, on_reveal=on_reveal)

@@ -7,9 +7,12 @@ Example (the client of ``examples/flower/``, joining ``make testnet``)::
 
 The key bonds as soon as it holds the task's bond (send it the coins
 first), then takes part in every round: one line per round handled (the
-client's evaluation of the round's model, the fits, the commitment sent;
-the updates are revealed one per block in the next round); ``--json``
-prints one JSON object per round instead (JSON lines). The work itself is :func:`node.flower.run_flower_client`.
+client's evaluation of the round's model, the fits, the commitment sent)
+and one per update revealed (one per block in the next round); ``--json``
+prints each as a JSON object instead (JSON lines, ``"kind": "round"`` or
+``"reveal"``; a round's ``client_s`` and ``bridge_s`` split its time between
+the client and the bridge). The work itself is
+:func:`node.flower.run_flower_client`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     from node.flower import (
         BridgeError,
         FlowerBridge,
+        RevealReport,
         RoundReport,
         fit_config,
         load_client,
@@ -83,7 +87,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
             progress(message)
             last_wait = message
 
-    def on_round(report: RoundReport) -> None:
+    def on_report(report: RoundReport | RevealReport) -> None:
         nonlocal last_wait
         last_wait = ""
         if args.json:
@@ -97,7 +101,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
                              app_dir=args.app_dir)
         progress(f"{type(client).__name__} joins task {task.name} at {args.node}; Ctrl-C to stop")
         bridge = FlowerBridge(client, node, keypair, task, fee=args.fee, poll_s=args.poll)
-        bridge.run(rounds=args.rounds, on_round=on_round, on_wait=on_wait)
+        bridge.run(rounds=args.rounds, on_round=on_report, on_wait=on_wait, on_reveal=on_report)
     except BridgeError as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:

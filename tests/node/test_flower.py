@@ -144,7 +144,9 @@ def test_the_example_client_joins_unchanged_and_trains_the_chain(
         process.kill()
     assert process.returncode == 0, err
     live.close_round()  # the last round's reveals were sent; the round that counts them ends
-    reports = [json.loads(line) for line in out.splitlines()]
+    lines = [json.loads(line) for line in out.splitlines()]
+    reports = [r for r in lines if r["kind"] == "round"]
+    reveals = [r for r in lines if r["kind"] == "reveal"]
 
     width = node.task_spec().round_blocks
     assert len(reports) == ROUNDS and reports[1]["round"] == reports[0]["round"] + 1
@@ -152,6 +154,12 @@ def test_the_example_client_joins_unchanged_and_trains_the_chain(
         assert report["txid"] and report["refused"] is None and report["updates"] == width
         assert report["base_height"] == report["round"] * width
         assert node.tx(report["txid"])["status"] == "confirmed"
+        assert report["client_s"] > 0 and report["bridge_s"] > 0
+    assert len(reveals) == ROUNDS * width
+    for reveal in reveals:  # each mined in the block it was sent for, in the round after its commitment
+        mined = node.tx(reveal["txid"])
+        assert mined["status"] == "confirmed" and mined["height"] == reveal["height"]
+        assert (reveal["height"] - 1) // width == reveal["round"] + 1 and reveal["of"] == width
     model = node.model()
     assert model["version"] == ROUNDS, "each round's reveals moved the model once"
     accuracy = model["metrics"]["accuracy"]

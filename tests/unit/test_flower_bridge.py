@@ -164,3 +164,11 @@ def test_a_report_is_json_whatever_scalars_the_client_returned() -> None:
     assert "evaluate loss 0.2500 accuracy 0.5000 (10 examples)" in report.describe()
     assert report.describe().startswith("round 3, model 24 ")
     assert f"commitment {'ab' * 8}… of 8 update(s), revealed next round" in report.describe()
+
+
+def test_a_reveal_report_names_its_round_place_and_block() -> None:
+    from node.flower import RevealReport
+
+    report = RevealReport(round=2, index=2, of=8, height=27, txid="9c" * 32)
+    assert report.to_json() == {"round": 2, "index": 2, "of": 8, "height": 27, "txid": "9c" * 32, "kind": "reveal"}
+    assert report.describe() == "reveal 3/8 of round 2 for block 27 -> tx 9c9c9c9c9c9c9c9c…"
