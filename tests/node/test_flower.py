@@ -2,8 +2,8 @@
 
 A node runs in a background thread (no miner, no trainer, f = 0 so one
 update makes a block's vote); the test funds the participant from the
-node's key and mines a block whenever the participant has sent what it owes
-the next one (:func:`settled`: its bond, its round's commitment, its next
+node's key and mines a block whenever the participant has sent all it owes
+the next one (:func:`owed`: its bond, its round's commitment, its next
 reveal). The example of ``examples/flower/`` runs as a user runs it,
 ``gradchain flower ...`` in a subprocess; the bridge's refusals are driven
 through the Python API.
@@ -73,16 +73,27 @@ class Live:
         while not self.node.key_status(keypair)[0].mature:
             self.node.mine(1)
 
-    def drive(self, address: str, running: Callable[[], bool], timeout: float = RUN_TIMEOUT_S) -> None:
-        """While ``running()``, mine a block each time the participant has sent what it owes the next one."""
+    def drive(self, address: str, rounds: int, running: Callable[[], bool], timeout: float = RUN_TIMEOUT_S) -> None:
+        """While ``running()``, mine a block each time the participant has pooled all it owes the next one
+        (it commits to ``rounds`` rounds); once it owes nothing more, wait for it to stop."""
         deadline = time.monotonic() + timeout
+        committed: set[int] = set()
+
+        def pooled(count: int) -> Callable[[], bool]:
+            return lambda: self.node.status()["mempool"] >= count or not running()
+
         while running():
             left = deadline - time.monotonic()
             assert left > 0, f"the participant still runs after {timeout:.0f}s"
-            wait_until(lambda: settled(self.node, address) or not running(), min(UPDATE_TIMEOUT_S, left),
-                       interval=0.05, what="the participant's bond, commitment or reveal")
+            due = owed(self.node, address, rounds, committed)
+            if due is None:
+                wait_until(lambda: not running(), min(UPDATE_TIMEOUT_S, left), what="the participant to stop")
+                break
+            wait_until(pooled(due), min(UPDATE_TIMEOUT_S, left), interval=0.05,
+                       what=f"the participant's {due} transaction(s) for the next block")
             if running():
                 self.node.mine(1)
+                committed |= {int(c["round"]) for c in self.node.account(address)["commitments"]}
 
     def close_round(self) -> None:
         """Mine to the end of the round the next block is in (where the model moves)."""
@@ -92,21 +103,21 @@ class Live:
             self.node.mine(1)
 
 
-def settled(node: NodeClient, address: str) -> bool:
-    """Nothing is due from ``address`` for the next block, or something is pooled (it is the only sender):
-    a bond it can afford, its round's commitment once mature, its next reveal."""
+def owed(node: NodeClient, address: str, rounds: int, committed: set[int]) -> int | None:
+    """How many transactions ``address`` (the only sender) owes the next block: a bond it can afford,
+    its round's commitment once mature (while fewer than ``rounds`` are ``committed``), its next
+    reveal. None once its commitments are made and their reveal rounds are over."""
     status, account = node.status(), node.account(address)
-    if status["mempool"] > 0:
-        return True
     bond = account["bond"]
     if bond is None:
-        return bool(account["balance"] < node.task_spec().bond_amount)
-    commitments = {int(c["round"]): c for c in account["commitments"]}
+        return int(account["balance"] >= node.task_spec().bond_amount)
     current = int(status["round"])
-    if status["height"] + 1 >= int(bond["mature_at"]) and current not in commitments:
-        return False
+    if len(committed) >= rounds and current > max(committed) + 1:
+        return None
+    commitments = {int(c["round"]): c for c in account["commitments"]}
+    commit = status["height"] + 1 >= int(bond["mature_at"]) and current not in commitments and len(committed) < rounds
     last = commitments.get(current - 1)
-    return last is None or int(last["revealed"]) >= int(last["updates"])
+    return int(commit) + int(last is not None and int(last["revealed"]) < int(last["updates"]))
 
 
 @pytest.fixture()
@@ -138,7 +149,7 @@ def test_the_example_client_joins_unchanged_and_trains_the_chain(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        live.drive(address, lambda: process.poll() is None)
+        live.drive(address, ROUNDS, lambda: process.poll() is None)
         out, err = process.communicate(timeout=UPDATE_TIMEOUT_S)
     finally:
         process.kill()
@@ -254,7 +265,7 @@ def test_run_flower_client_follows_the_rounds_until_its_rounds_are_revealed(live
         run_flower_client(client, node, me, rounds=2, poll_s=0.05)))
     worker.start()
     try:
-        live.drive(address_of(me.public), worker.is_alive)
+        live.drive(address_of(me.public), 2, worker.is_alive)
     finally:
         worker.join(timeout=UPDATE_TIMEOUT_S)
     assert not worker.is_alive()
