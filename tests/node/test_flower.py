@@ -35,6 +35,7 @@ from node.flower import BridgeError, FlowerBridge, resolve_task, run_flower_clie
 from node.keystore_file import read_keystore
 from tests.conftest import wait_until
 from tests.node.threaded import NodeThread
+from tests.reliability import sized
 from wallet import KeyPair, address_bytes, address_of, keypair_from_seed
 
 pytest.importorskip("flwr")  # a dev dependency; the bridge itself runs without it
@@ -42,13 +43,14 @@ pytest.importorskip("flwr")  # a dev dependency; the bridge itself runs without 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO / "examples" / "flower"
 PASSWORD = "pw"
-ROUNDS = 2  # rounds the example commits to (and reveals): two steps of the model
+ROUNDS = sized(2, 5)  # rounds the example commits to (and reveals), each one step of the model
 UPDATE_TIMEOUT_S = 60.0  # start-up (numba, Flower imports) plus a round's fits, on a loaded 2-core box
-RUN_TIMEOUT_S = 300.0  # the whole example run: bond, maturity and three rounds of blocks
-# One participant on a quarter of the digits training split, a round's worth (8) of 20-step fits
-# at lr 1.0 per round, the round's step the median of their 8 block votes: after two rounds the
-# chain's model scored 0.867 on the held-out split (the initial model 0.136).
-MIN_ACCURACY = 0.80
+RUN_TIMEOUT_S = 300.0  # the whole example run: bond, maturity and the rounds' blocks
+# One participant on a quarter (1 of 4) of the digits training split, a round's worth (8) of
+# 20-step fits at lr 1.0 per round, the round's step the median of their 8 block votes: the
+# chain's model scores 0.867 on the held-out split after two rounds and 0.913 after five
+# (GRADCHAIN_LONG=1); the initial model 0.136. The run is deterministic.
+MIN_ACCURACY = 0.80 if ROUNDS < 5 else 0.90
 
 
 @dataclass
