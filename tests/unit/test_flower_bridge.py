@@ -58,8 +58,8 @@ def test_a_wrong_layout_names_the_layer_and_the_expected_shapes() -> None:
 def test_fit_config_carries_the_tasks_training_hints_and_the_base() -> None:
     task = builtin_task("digits")
     config = fit_config(task, 40, 5, 3)
-    assert config == {"lr": 1.0, "local_steps": 20, "batch_size": 32, "base_height": 40, "round": 5,
-                      "server_round": 6, "update": 3, "task": "digits"}
+    assert config == {"lr": task.lr, "local_steps": task.local_steps, "batch_size": task.batch_size,
+                      "base_height": 40, "round": 5, "server_round": 6, "update": 3, "task": "digits"}
     assert all(isinstance(v, (bool, bytes, float, int, str)) for v in config.values())  # Flower's Scalar
 
 
