@@ -84,6 +84,7 @@ class TableConfig:
     seed: int = 0
     f: int | None = None
     workers: int = 1
+    local_steps: int | None = None  # None: the task's
 
     def __post_init__(self) -> None:
         if not self.rules or not self.attacks:
@@ -114,6 +115,7 @@ class TableConfig:
             scheme=self.scheme,
             alpha=self.alpha,
             seed=self.seed,
+            local_steps=self.local_steps,
         )
 
 

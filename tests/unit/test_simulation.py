@@ -205,7 +205,7 @@ def test_bucketing_is_seeded_by_the_config_not_a_local_source() -> None:
 
 def test_bound_aware_ipm_reverses_the_mean_but_not_nnm() -> None:
     def final(rule: str) -> float:
-        config = SimConfig(nodes=10, rule=rule, attack="ipm", byzantine=0.2, rounds=6, f=2)
+        config = SimConfig(nodes=10, rule=rule, attack="ipm", byzantine=0.2, rounds=6, f=2, local_steps=20)
         return run_simulation(config).final
 
     assert final("mean") < 0.5
