@@ -236,6 +236,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             seed=args.seed,
             f=args.f,
             workers=args.workers,
+            local_steps=args.local_steps,
         )
     except ValueError as exc:
         raise CliError(f"{exc}; see gradchain sim --help", USAGE_EXIT_CODE) from None
