@@ -23,8 +23,8 @@ Summation orders (the consensus contract; changing one is a hard fork):
   increasing ``k``; ``dist[i, j]`` adds the 128 lanes in order ``q = 0, 1, ...``
   (:data:`ml._agg_kernels.DIST_LANES`). A score sums the chosen distances in
   float64 in ascending order.
-* Bulyan's second step: like the trimmed mean, over the run of ``beta``
-  sorted values nearest the median, ascending.
+* Bulyan's second step, and meamed: like the trimmed mean, over the run of
+  ``beta`` sorted values nearest the median, ascending.
 * geomed, centered_clip, nnm, bucket (:mod:`ml._agg_robust`): float64
   throughout, every sum over rows in increasing row index (or bucket order),
   every norm a sum over coordinates in increasing index, one rounding to
@@ -94,6 +94,7 @@ __all__ = [
     "is_rule",
     "krum",
     "mean",
+    "meamed",
     "median",
     "multi_krum",
     "nnm",
@@ -151,7 +152,7 @@ class Bound:
         return text if self.f_cap is None else f"{text}, f <= {self.f_cap}"
 
 
-MAJORITY = Bound(2, 1)  # an honest majority: median, trimmed mean, geomed, centered clipping, nnm
+MAJORITY = Bound(2, 1)  # an honest majority: median, trimmed mean, meamed, geomed, centered clipping, nnm
 KRUM_BOUND = Bound(2, 3)  # Blanchard et al. 2017, Prop. 1: n >= 2f + 3
 BULYAN_BOUND = Bound(4, 3)  # El Mhamdi et al. 2018: n >= 4f + 3
 NO_BYZANTINE = Bound(1, 1, f_cap=0)  # plain mean: any one input moves it arbitrarily far
@@ -308,6 +309,45 @@ def trimmed_mean(updates: Updates, *, f: int) -> Result:
     lo, hi = kernels.sorting_network(n, f, n - f)
     tile = kernels.network_tile_coords(n)
     return kernels.trimmed_mean_cols(updates, f, lo, hi, tile), _all_counted(n)
+
+
+def meamed(updates: Updates, *, f: int) -> Result:
+    """Mean around the median: per coordinate, the mean of the n - f values nearest the median.
+
+    Xie, Koyejo and Gupta 2018, "Generalized Byzantine-tolerant SGD",
+    https://arxiv.org/abs/1802.10116 ("mean-around-median"). Tolerates f
+    Byzantine updates with n >= 2f + 1.
+
+    Why the chain has it: under fair inclusion a participant with free keys
+    gets the update slots honest contributors leave free, e.g. one of four
+    next to three honest updates. A value at either extreme pulls the median
+    of four (the midpoint of the two middle values) towards it, by half the
+    gap between two honest values, in every coordinate and every block alike,
+    a bias no rule over the blocks' votes can remove. Here an extreme value
+    is simply left out (the n - f nearest the median are the honest ones),
+    so the block aggregates to the honest mean; a value inside the honest
+    range moves it by at most its share of that range.
+
+    Same steps as Bulyan's second step (:func:`ml._agg_kernels.closest_to_median_cols`
+    over every row, beta = n - f): sort; the median in float64 (midpoint of
+    the two middle values for even n); the run of n - f sorted values
+    nearest it (a tie in distance keeps the smaller value), summed in
+    float64 ascending, divided by n - f, rounded once.
+
+    Returns
+    -------
+    (aggregate, mask)
+        The (d,) float32 result and an all-True mask: which values are left
+        out differs per coordinate (the chain pays ``Pays.INLIERS``, as for
+        the median).
+    """
+    updates = _check_updates(updates)
+    n = updates.shape[0]
+    f = _check_f("meamed", f, n, MAJORITY)
+    rows = np.arange(n, dtype=np.int64)
+    lo, hi = _full_network(n)
+    tile = kernels.network_tile_coords(n)
+    return kernels.closest_to_median_cols(updates, rows, n - f, lo, hi, tile), _all_counted(n)
 
 
 def _krum_order(updates: Updates, f: int) -> npt.NDArray[np.int64]:
@@ -709,6 +749,8 @@ RULES: dict[str, RuleRecord] = {
                    "Yin et al. 2018, https://arxiv.org/abs/1803.01498"),
         RuleRecord("trimmed_mean", trimmed_mean, MAJORITY, Pays.INLIERS,
                    "Yin et al. 2018, https://arxiv.org/abs/1803.01498"),
+        RuleRecord("meamed", meamed, MAJORITY, Pays.INLIERS,
+                   "Xie, Koyejo and Gupta 2018, https://arxiv.org/abs/1802.10116"),
         RuleRecord("krum", krum, KRUM_BOUND, Pays.SELECTED,
                    "Blanchard et al. 2017, https://arxiv.org/abs/1703.02757"),
         RuleRecord("multi_krum", multi_krum, KRUM_BOUND, Pays.SELECTED,

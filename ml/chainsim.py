@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ml.aggregation import Pays, is_rule, parse_rule
 from ml.datasets import load_dataset
 from ml.evaluate import evaluate
 from ml.gate import GateSet, gate_indices, validation_loss
@@ -94,7 +95,6 @@ F32 = npt.NDArray[np.float32]
 NO_ATTACK = "none"
 CHAIN_ATTACKS: tuple[str, ...] = ("miner-poison", "sybil-flood", "censor", "copy")
 HASHRATE_ATTACKS = frozenset({"miner-poison", "censor"})
-COORDINATE_WISE = frozenset({"median", "trimmed_mean"})
 BLOCK_OUTLIER_FACTOR = 1.75  # consensus/participation.py's factor
 # The miner-poison attacker's vote. "gate-aware" knows the round gate's public
 # validation set: it removes from the reversed update its component along the
@@ -152,6 +152,9 @@ class ChainSimConfig:
     poison
         The attacking miner's vote: ``sign-flip`` (its honest update
         reversed, at the norm bound) or ``gate-aware`` (see :data:`POISONS`).
+    rule
+        Override of the task's per-block rule (None: the task's), to compare
+        block rules on identical histories.
     server_lr, local_steps
         Overrides of the task's (None: the task's).
     seed
@@ -172,6 +175,7 @@ class ChainSimConfig:
     round_gate: float | None = 0.0
     gate_examples: int = 200
     poison: str = "sign-flip"
+    rule: str | None = None
     server_lr: float | None = None
     local_steps: int | None = None
     seed: int = 0
@@ -211,6 +215,8 @@ class ChainSimConfig:
             raise ValueError(f"unknown poison {self.poison!r}; choose from {', '.join(POISONS)}")
         if self.round_gate is not None and not 0.0 <= self.round_gate <= 1.0:
             raise ValueError(f"round_gate is a tolerance in [0, 1], got {self.round_gate}")
+        if self.rule is not None and not is_rule(self.rule):
+            raise ValueError(f"unknown block rule {self.rule!r}; see ml.aggregation.RULES")
 
     @property
     def delay(self) -> int:
@@ -298,6 +304,8 @@ class _Chain:
     def __init__(self, config: ChainSimConfig) -> None:
         self.config = config
         spec = builtin_task(config.task)
+        if config.rule is not None:
+            spec = replace(spec, rule=config.rule)
         if spec.head != "classify":
             raise ValueError(f"the chain simulation measures accuracy; {spec.name!r} is a regression task")
         self.spec: TaskSpec = spec
@@ -448,10 +456,13 @@ class _Chain:
 
 
 def _chain_counted(rule: str, updates: F32, agg: F32, mask: npt.NDArray[np.bool_]) -> Any:
-    """The chain's payout mask: coordinate-wise rules count inliers, the others their own mask."""
-    if rule.split("+")[-1] in COORDINATE_WISE:
+    """The chain's payout mask, read from the rule's record: inliers, the rule's own pick, or all."""
+    pays = parse_rule(rule).pays
+    if pays is Pays.INLIERS:
         return inliers(updates, agg, factor=BLOCK_OUTLIER_FACTOR)
-    return mask
+    if pays is Pays.SELECTED:
+        return mask
+    return np.ones(updates.shape[0], dtype=np.bool_)
 
 
 def run_chain_simulation(

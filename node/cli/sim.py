@@ -69,9 +69,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rule",
         default=None,
-        help="aggregation rule: mean, median, trimmed_mean, krum, multi_krum, bulyan, geomed, "
-        "centered_clip, optionally after nnm+ or bucket+ (nnm+krum), or all for the "
-        "worst-case table (default: the task's)",
+        help="aggregation rule: mean, median, trimmed_mean, meamed, krum, multi_krum, bulyan, "
+        "geomed, centered_clip, optionally after nnm+ or bucket+ (nnm+krum), or all for the "
+        "worst-case table; with a chain attack, each block's rule (default: the task's)",
     )
     parser.add_argument(
         "--attack",

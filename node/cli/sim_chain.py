@@ -123,7 +123,7 @@ CHAIN_ONLY = (
     "copy_lag",
     "server_lr",
 )
-NOT_FOR_CHAIN = {"rule": "--rule", "byzantine": "--byzantine", "f": "--f", "norm_bound": "--norm-bound"}
+NOT_FOR_CHAIN = {"byzantine": "--byzantine", "f": "--f", "norm_bound": "--norm-bound"}
 
 
 def check_not_chain_flags(args: argparse.Namespace) -> None:
@@ -164,7 +164,7 @@ def _config(args: argparse.Namespace) -> Any:
         if getattr(args, name) is not None:
             raise CliError(
                 f"{flag} does not apply to --attack {args.attack}: the chain sim runs the "
-                "task's own rule in every block",
+                "task's Byzantine bound and norm bound in every block",
                 USAGE_EXIT_CODE,
             )
     gate = CHAIN_DEFAULTS.round_gate if args.round_gate is None else args.round_gate
@@ -184,6 +184,7 @@ def _config(args: argparse.Namespace) -> Any:
             copy_lag=1 if args.copy_lag is None else args.copy_lag,
             round_gate=None if args.no_round_gate else gate,
             poison=args.poison,
+            rule=args.rule,
             server_lr=args.server_lr,
             local_steps=args.local_steps,
             seed=args.seed,
@@ -193,6 +194,9 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _describe(config: Any, shares: tuple[float, ...], seeds: int) -> str:
+    from ml.tasks import builtin_task
+
+    block_rule = config.rule or builtin_task(config.task).rule
     gate = "off" if config.round_gate is None else f"tolerance {config.round_gate:g}"
     reveal = "commit-reveal" if config.delay else "no commit-reveal"
     attack = config.attack + (f" ({config.poison})" if config.attack == "miner-poison" else "")
@@ -202,7 +206,8 @@ def _describe(config: Any, shares: tuple[float, ...], seeds: int) -> str:
     return (
         f"chain sim {config.task}: {config.participants} honest participants "
         f"(Dirichlet {config.alpha:g}), {config.rounds * config.round_blocks} blocks in rounds "
-        f"of {config.round_blocks}, vote rule {config.vote_rule}, round gate {gate}, {reveal}; "
+        f"of {config.round_blocks}, block rule {block_rule}, "
+        f"vote rule {config.vote_rule}, round gate {gate}, {reveal}; "
         f"{attack} at {share_text} of the blocks; worst of {seeds} seed(s)"
     )
 

@@ -195,7 +195,7 @@ async def test_updates_the_rule_rejects_are_marked_on_the_plot(cluster: Cluster)
     assert '<span class="badge bad">1 rejected</span>' in page
     assert '<span class="badge ok">3 accepted</span>' in page
     assert "1 not applied</span>" in page
-    assert "1 update(s) rejected by median" in page
+    assert "1 update(s) rejected by meamed" in page
 
 
 @scenario

@@ -89,6 +89,23 @@ def oracle_trimmed(x: np.ndarray, f: int) -> np.ndarray:
     return oracle_mean(s, list(range(f, x.shape[0] - f)))
 
 
+def oracle_nearest_median(values: np.ndarray, beta: int) -> F32:
+    """Mean of the ``beta`` values nearest their median (a tie keeps the smaller), summed ascending."""
+    values = np.sort(values).astype(F64)
+    n = values.size
+    m = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) * 0.5
+    nearest = np.lexsort((values, np.abs(values - m)))[:beta]  # by distance, then smaller value
+    total = 0.0
+    for value in np.sort(values[nearest]):
+        total += value
+    return F32(total / beta)
+
+
+def oracle_meamed(x: np.ndarray, f: int) -> np.ndarray:
+    n, d = x.shape
+    return np.array([oracle_nearest_median(x[:, j], n - f) for j in range(d)], dtype=F32)
+
+
 def oracle_distances(x: np.ndarray) -> np.ndarray:
     """The documented order: 128 lanes over k mod 128, then the lanes in order."""
     n, d = x.shape
@@ -136,13 +153,7 @@ def oracle_bulyan(x: np.ndarray, f: int) -> tuple[np.ndarray, list[int]]:
     picked = sorted(set(range(n)) - set(alive))
     out = np.empty(d, dtype=F32)
     for j in range(d):
-        values = np.sort(x[picked, j]).astype(F64)
-        m = values[theta // 2] if theta % 2 else (values[theta // 2 - 1] + values[theta // 2]) * 0.5
-        nearest = np.lexsort((values, np.abs(values - m)))[:beta]  # by distance, then smaller value
-        total = 0.0
-        for value in np.sort(values[nearest]):
-            total += value
-        out[j] = F32(total / beta)
+        out[j] = oracle_nearest_median(x[picked, j], beta)
     return out, picked
 
 
@@ -220,6 +231,31 @@ def test_bulyan_matches_oracle(n: int, d: int, f: int) -> None:
     assert not mask[n - f :].any(), "Bulyan picked a Byzantine row"
 
 
+@pytest.mark.parametrize(("n", "d", "f"), SHAPES)
+def test_meamed_matches_oracle(n: int, d: int, f: int) -> None:
+    x = random_updates(n * 17 + d, n, d, byzantine=f)
+    out, mask = aggregate("meamed", x, f=f)
+    assert_same_bits(out, oracle_meamed(x, f))
+    assert mask.all()
+
+
+def test_meamed_leaves_out_the_one_extreme_update_the_median_of_four_follows() -> None:
+    """Three honest updates and one at the norm bound against them (a sybil in the slot the
+    honest ones left free): the median of four moves half an honest gap towards the poison
+    in every coordinate, meamed keeps the three honest values, their mean."""
+    rng = np.random.default_rng(18)
+    honest = (np.ones(50) + rng.normal(0.0, 0.5, size=(3, 50))).astype(F32)
+    poison = (-20.0 * honest.mean(axis=0) / np.linalg.norm(honest.mean(axis=0))).astype(F32)
+    x = np.vstack([honest, poison[None, :]])
+    target = honest.astype(F64).mean(axis=0)
+    med, _ = aggregate("median", x, f=1)
+    mea, _ = aggregate("meamed", x, f=1)
+    assert np.max(np.abs(mea - target)) < 1e-6
+    bias = np.linalg.norm(med - target) / np.linalg.norm(target)
+    assert bias > 0.2, "the median of four was expected to follow the extreme update"
+    assert float((med - target) @ poison) > 0.0  # towards the poison
+
+
 def test_bulyan_tie_in_distance_keeps_the_smaller_value() -> None:
     # Bulyan's own beta = theta - 2f never leaves a choice between two values at equal
     # distance from an even theta's midpoint, so check the window rule on the kernel:
@@ -241,7 +277,7 @@ def test_krum_ties_go_to_the_lowest_index() -> None:
 
 def test_signed_zeros_and_ties_are_deterministic() -> None:
     x = np.array([[0.0, -0.0, 1.0], [-0.0, 0.0, 1.0], [-0.0, -0.0, 1.0]], dtype=F32)
-    for rule in ("median", "trimmed_mean", "bulyan"):
+    for rule in ("median", "trimmed_mean", "meamed", "bulyan"):
         first = bits(aggregate(rule, x)[0])
         assert all(bits(aggregate(rule, x)[0]) == first for _ in range(3))
         assert np.array_equal(aggregate(rule, x)[0], [0.0, 0.0, 1.0])
@@ -265,6 +301,7 @@ def test_per_coordinate_rules_match_oracles_on_random_shapes(
     f = (n - 1) // 2
     assert_same_bits(aggregate("median", x, f=f)[0], oracle_median(x))
     assert_same_bits(aggregate("trimmed_mean", x, f=f)[0], oracle_trimmed(x, f))
+    assert_same_bits(aggregate("meamed", x, f=f)[0], oracle_meamed(x, f))
     assert_same_bits(aggregate("mean", x)[0], oracle_mean(x))
 
 

@@ -124,10 +124,10 @@ def test_median_counts_and_pays_every_contributor(cb: ChainBuilder) -> None:
 
 
 def test_the_rule_runs_only_with_the_tasks_byzantine_bound() -> None:
-    """Median with f=1 needs 2f+1 = 3 updates: with one or two, a lone attacker could
-    steer the block, so it votes zero and nobody is paid; with three it moves."""
+    """The task's rule (meamed) with f=1 needs 2f+1 = 3 updates: with one or two, a lone
+    attacker could steer the block, so it votes zero and nobody is paid; with three it moves."""
     cb = ChainBuilder(quick_task())
-    assert cb.task.rule == "median" and cb.task.f == 1
+    assert cb.task.rule == "meamed" and cb.task.f == 1
     cb.join(*HONEST)
     size = cb.task.param_count
     before = cb.state
