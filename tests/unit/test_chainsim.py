@@ -32,6 +32,8 @@ def test_config_refuses_what_cannot_run() -> None:
         ChainSimConfig(reveal_delay=2)
     with pytest.raises(ValueError, match="poison"):
         ChainSimConfig(poison="backdoor")
+    with pytest.raises(ValueError, match="block rule"):
+        ChainSimConfig(rule="no_such_rule")
     with pytest.raises(ValueError, match="regression"):
         run_chain_simulation(ChainSimConfig(task="stock", blocks=8, round_blocks=8))
 
@@ -126,8 +128,21 @@ def test_late_bonded_sybils_take_only_the_slots_honest_ones_leave() -> None:
     few = run_chain_simulation(
         ChainSimConfig(blocks=SHORT, round_blocks=8, attack="sybil-flood", participants=3, seed=1)
     )
-    assert few.included[SYBIL] > 0 and few.paid[SYBIL] == 0  # one per block: outvoted, unpaid
+    assert few.included[SYBIL] > 0 and few.paid[SYBIL] == 0  # one per block: left out, unpaid
     assert few.final >= 0.85
+
+
+def test_a_sybil_beside_three_honest_updates_stalls_the_median_of_four_not_meamed() -> None:
+    """Issue 18's sybil-flood figure: 3 honest participants, 4 slots, so a sybil's poison sits in
+    every honest block. The median of four follows it by half an honest gap in every block alike,
+    the round gate refuses the biased steps and training stalls short of 93 %; meamed (the task's
+    rule) leaves the extreme value out and trains on."""
+    common = {"blocks": 96, "round_blocks": 8, "attack": "sybil-flood", "participants": 3, "seed": 1}
+    median = run_chain_simulation(ChainSimConfig(**common, rule="median"))
+    meamed = run_chain_simulation(ChainSimConfig(**common))
+    assert median.final < 0.93 <= meamed.final
+    assert sum(r.gated for r in meamed.rounds) < sum(r.gated for r in median.rounds)
+    assert meamed.paid[SYBIL] == 0 and min(meamed.paid[i] for i in range(3)) > 0
 
 
 def test_sweep_runs_every_share_and_seed_and_reports_the_worst() -> None:
@@ -147,15 +162,17 @@ def test_cli_prints_the_curve_and_writes_json_and_png(
         [
             "sim", "--attack", "miner-poison", "--hashrate", "0,0.3", "--blocks", "16",
             "--round-blocks", "8", "--seeds", "1", "--workers", "1", "--json", str(out),
+            "--rule", "median",
         ]
     )
     assert code == 0
     text = capsys.readouterr().out
     assert text.startswith("chain sim digits: 6 honest participants")
+    assert "block rule median," in text
     assert "hashrate" in text and "2 runs in" in text
     summary = json.loads(out.read_text())
     assert [p["hashrate"] for p in summary["points"]] == [0.0, 0.3]
-    assert summary["config"]["round_blocks"] == 8
+    assert summary["config"]["round_blocks"] == 8 and summary["config"]["rule"] == "median"
     assert out.with_suffix(".png").stat().st_size > 0
     both = tmp_path / "both.png"
     assert main(["sim", "--redraw", str(out), str(out), "--png", str(both)]) == 0
@@ -170,6 +187,7 @@ def test_cli_prints_the_curve_and_writes_json_and_png(
         ["sim", "--attack", "miner-poison", "--hashrate", "a,b"],
         ["sim", "--attack", "miner-poison", "--byzantine", "0.3"],
         ["sim", "--attack", "miner-poison", "--vote-rule", "krum"],
+        ["sim", "--attack", "miner-poison", "--rule", "no_such_rule"],
         ["sim", "--attack", "censor", "--seeds", "0"],
         ["sim", "--attack", "sign-flip", "--hashrate", "0.3"],
     ],
