@@ -47,12 +47,27 @@ MAX_AMOUNT = 2**63 - 1  # any amount or balance: fits the state root's u64 and s
 MAX_OPEN_TASKS = 16
 # A task keeps a vote of its model's size per block of its round, in the state
 # and in every block's undo record, and anyone with a bounty may deploy one:
-# these bound what a deployed task makes every node hold (64 x 64 Ki float32
-# is 16 MiB of votes at most per task). The genesis task is the chain
+# these bound what a deployed task makes every node hold, with MAX_DEPLOYED_ROUND_FLOATS
+# below on their product (1 MiB of votes at most per task; without it 64 x 64 Ki float32
+# made 16 MiB of votes per task, written with every block's undo record). The genesis task is the chain
 # creator's choice and only bound by the caps above.
 MAX_DEPLOYED_PARAMS = 65_536
 MAX_DEPLOYED_ROUND_BLOCKS = 64
-MIN_BOUNTY = 1_000_000  # a deploy locks at least this: a slot among the open tasks is not free
+MIN_BOUNTY = 1_000_000  # a deploy locks at least this: it pays the task's miners and contributors
+# A deploy's fee burns DEPLOY_BURN doubled for each task already training past the genesis
+# task (consensus.contracts.deploy_burn): the bounty comes back to the deployer, the burn
+# never does, so holding task slots costs coins for good. Filling all 15 deployable slots
+# burns (2**15 - 1) * DEPLOY_BURN, about 32.8 G: 655 digits block rewards (was: 15 M locked,
+# returned after MAX_IDLE_BLOCKS). The first deploy on a chain burns 1 M.
+DEPLOY_BURN = 1_000_000
+# A deployed task keeps one vote of its model's size per block of its round, in the state
+# and in each block's undo record: their product is capped (1 MiB of float32 votes).
+MAX_DEPLOYED_ROUND_FLOATS = 1 << 18
+# A deployed task's identities cost at least this much: every block copies, hashes and
+# writes every stake of every task, so a free bond (a zero fee from a key with no coins)
+# would let anyone slow every node (100 000 stakes: ~1.8 s a block). docs/tasks.md's
+# default bond is this.
+MIN_DEPLOYED_BOND = 1_000_000
 # A deployed task whose model has not moved for this many blocks (nobody trains it,
 # or every round was refused) closes and returns its bounty: its slot frees itself.
 MAX_IDLE_BLOCKS = 2016

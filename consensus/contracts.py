@@ -6,15 +6,27 @@ The rules :func:`consensus.transition.apply_body` applies to every task a
 * **Deploy.** The spec must be a valid task in its one canonical encoding
   (``BAD_TASK_SPEC``: unknown or missing fields, a value out of range, a
   dict that is not ``to_dict`` of the spec it decodes to, a model too large
-  for the caps or for a deployed task's caps on its size and round length,
-  a per-update gate, whose validation set no node holds); the
+  for the caps or for a deployed task's caps on its size, round length and
+  their product (a round's votes), a bond below
+  :data:`consensus.caps.MIN_DEPLOYED_BOND`, a per-update gate, whose
+  validation set no node holds); the
   evaluation rows must fit the spec (``BAD_EVAL_SET``: width, classes,
   finite, caps); the bounty must be at least :data:`consensus.caps.MIN_BOUNTY`
   (``BAD_BOUNTY``) and, with the
   fee, covered by the sender's balance (``INSUFFICIENT_FUNDS``); at most
   :data:`consensus.caps.MAX_OPEN_TASKS` tasks train at once
-  (``TOO_MANY_TASKS``). The bounty leaves the sender's balance at once and
-  is held by the task. The task's id is the deploy's txid.
+  (``TOO_MANY_TASKS``); the fee covers the deploy's burn,
+  :func:`deploy_burn` of the tasks training before it
+  (``DEPLOY_FEE_TOO_LOW``). The bounty leaves the sender's balance at once and
+  is held by the task; the burn leaves circulation (the miner is paid the
+  rest of the fee). The task's id is the deploy's txid.
+* **Why a burn.** A task slot is scarce (16 train at once) and the bounty
+  comes back, so without it 15 deploys of the minimum bounty held every
+  slot for the idle period and cost nothing in the end. The burn doubles
+  with each open task: the k-th deployed slot burns ``2**(k-1)`` times
+  :data:`consensus.caps.DEPLOY_BURN`, so taking the last free slot costs
+  about as much as all the others together, and a squatter pays for every
+  slot it holds the price an honest deployer would pay for the next one.
 * **Training.** A deployed task runs the same rounds, bonds and
   commit-reveal as the genesis task (:mod:`consensus.rounds`), with its own
   spec: its round length, bond, rule and reward amounts.
@@ -43,11 +55,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from consensus.caps import (
+    DEPLOY_BURN,
     MAX_DEPLOYED_PARAMS,
     MAX_DEPLOYED_ROUND_BLOCKS,
+    MAX_DEPLOYED_ROUND_FLOATS,
     MAX_IDLE_BLOCKS,
     MAX_OPEN_TASKS,
     MIN_BOUNTY,
+    MIN_DEPLOYED_BOND,
     check_task_fits,
 )
 from consensus.errors import BlockRejected, Reject
@@ -73,6 +88,19 @@ def deployed_spec(tx: Deploy) -> TaskSpec:
             f"a deployed task has at most {MAX_DEPLOYED_PARAMS} parameters and rounds of at most "
             f"{MAX_DEPLOYED_ROUND_BLOCKS} blocks; this one has {spec.param_count} and {spec.round_blocks}",
         )
+    if spec.param_count * spec.round_blocks > MAX_DEPLOYED_ROUND_FLOATS:
+        raise BlockRejected(
+            Reject.BAD_TASK_SPEC,
+            f"a deployed task keeps a round's votes, parameters x round blocks at most "
+            f"{MAX_DEPLOYED_ROUND_FLOATS}; this one has {spec.param_count} x {spec.round_blocks}: "
+            "shorten its rounds or its model",
+        )
+    if spec.bond_amount < MIN_DEPLOYED_BOND:
+        raise BlockRejected(
+            Reject.BAD_TASK_SPEC,
+            f"a deployed task's bond_amount is at least {MIN_DEPLOYED_BOND} (an identity in every node's "
+            f"state is not free); this one asks {spec.bond_amount}",
+        )
     if spec.gate_examples != 0:
         raise BlockRejected(
             Reject.BAD_TASK_SPEC,
@@ -82,10 +110,21 @@ def deployed_spec(tx: Deploy) -> TaskSpec:
     return spec
 
 
+def deploy_burn(open_tasks: int) -> int:
+    """The part of a deploy's fee that is burned while ``open_tasks`` tasks train (the genesis task included).
+
+    :data:`consensus.caps.DEPLOY_BURN` for the first deployed task, doubled
+    for each further task training: 1 M, 2 M, 4 M, ... 16.4 G for the 15th.
+    """
+    return DEPLOY_BURN << max(open_tasks - 1, 0)
+
+
 def check_deploy(tx: Deploy, open_tasks: int) -> tuple[TaskSpec, Contract]:
     """Every rule of a deploy but the signature and the funds; the spec and its contract at height 0.
 
-    The mempool runs this as it is; :func:`deploy_task` gives the contract its height.
+    ``open_tasks`` is how many tasks train before it (the genesis task
+    included). The mempool runs this as it is; :func:`deploy_task` gives the
+    contract its height.
     """
     spec = deployed_spec(tx)
     try:
@@ -99,6 +138,13 @@ def check_deploy(tx: Deploy, open_tasks: int) -> tuple[TaskSpec, Contract]:
         )
     if open_tasks >= MAX_OPEN_TASKS:
         raise BlockRejected(Reject.TOO_MANY_TASKS, f"{open_tasks} tasks train already; at most {MAX_OPEN_TASKS}")
+    burn = deploy_burn(open_tasks)
+    if tx.fee < burn:
+        raise BlockRejected(
+            Reject.DEPLOY_FEE_TOO_LOW,
+            f"a fee of {tx.fee}; with {open_tasks} tasks training a deploy burns {burn}, "
+            "which its fee must cover (the rest goes to the miner)",
+        )
     contract = Contract(
         spec=spec, deployer=tx.sender_address, bounty=tx.bounty, status=TRAINING,
         eval_digest=evalset_digest(tx.evalset), deployed_at=0, moved_at=0, evalset=evalset,

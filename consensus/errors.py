@@ -60,6 +60,7 @@ class Reject(enum.Enum):
     BAD_BOUNTY = "bad-bounty"  # a deploy with no bounty
     TOO_MANY_TASKS = "too-many-tasks"  # a deploy while the chain already runs its cap of open tasks
     TASK_CLOSED = "task-closed"  # a bond, commitment or update for a task whose training has closed
+    DEPLOY_FEE_TOO_LOW = "deploy-fee-too-low"  # a deploy whose fee does not cover the burn for the open tasks
 
 
 class BlockRejected(Exception):

@@ -44,7 +44,14 @@ from consensus.caps import (
     MAX_PAYOUTS,
     MAX_TX_BYTES,
 )
-from consensus.contracts import deploy_task, is_training, settle_idle, settle_round, task_of
+from consensus.contracts import (
+    deploy_burn,
+    deploy_task,
+    is_training,
+    settle_idle,
+    settle_round,
+    task_of,
+)
 from consensus.errors import BlockRejected, Reject
 from consensus.participation import counted, payouts
 from consensus.rounds import (
@@ -398,9 +405,10 @@ def apply_tx(run: BlockRun, tx: Tx) -> None:
         run.fees += apply_transfer(run.ledger, tx, rules.tag)
     elif isinstance(tx, Deploy):
         check_signature(tx, rules.tag)
-        new = deploy_task(tx, run.height, run.open_tasks())
+        open_tasks = run.open_tasks()
+        new = deploy_task(tx, run.height, open_tasks)
         run.ledger.debit(tx.sender_address, tx.nonce, tx.bounty + tx.fee)
-        run.fees += tx.fee
+        run.fees += tx.fee - deploy_burn(open_tasks)  # the burn leaves circulation
         task_id = txid(encode_tx(tx))
         assert new.contract is not None
         run.tasks[task_id] = TaskRun(task_id, new.contract.spec, TaskWork(new))

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from consensus.contracts import deploy_burn
 from consensus.header import hex_to_hash
+from consensus.state import TRAINING
 from consensus.tx import Bond, Deploy, Transfer, chain_tag, encode_tx, sign_tx
 from ml.checks import UpdateCheckError, UpdateProblem, check_finite, check_norm, check_shape
 from ml.codec import decode_update, encode_update
@@ -260,9 +262,17 @@ class NodeClient:
         tx = Transfer(keypair.public, nonce, to, amount, fee)
         return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
 
-    def deploy(self, keypair: KeyPair, spec: TaskSpec, evalset: bytes, bounty: int, fee: int = 0) -> str:
+    def deploy_fee(self) -> int:
+        """The fee a deploy needs on the node's tip: the burn for the tasks training now
+        (:func:`consensus.contracts.deploy_burn`; a deploy pooled meanwhile doubles it)."""
+        return deploy_burn(sum(t["status"] == TRAINING for t in self.tasks()))
+
+    def deploy(self, keypair: KeyPair, spec: TaskSpec, evalset: bytes, bounty: int, fee: int | None = None) -> str:
         """Sign and submit a deploy of ``spec`` with ``evalset`` (:func:`ml.evalset.encode_evalset`'s
-        bytes) and ``bounty``; returns the new task's id (the deploy's txid)."""
+        bytes) and ``bounty``, with ``fee`` (default :meth:`deploy_fee`); returns the new task's id
+        (the deploy's txid)."""
+        if fee is None:
+            fee = self.deploy_fee()
         status = self.status()
         nonce = self.account(address_of(keypair.public))["next_nonce"]
         tx = Deploy(keypair.public, nonce, fee, bounty, spec.to_dict(), evalset)

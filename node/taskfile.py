@@ -105,7 +105,7 @@ def read_evalset(spec: TaskSpec, path: pathlib.Path) -> bytes:
         is not the task's, or a set over the deploy's caps.
     """
     from consensus.caps import MIN_BOUNTY
-    from consensus.contracts import check_deploy
+    from consensus.contracts import check_deploy, deploy_burn
     from consensus.errors import BlockRejected
     from consensus.tx import Deploy
     from ml.datafile import DataFileError, parse_data
@@ -120,8 +120,8 @@ def read_evalset(spec: TaskSpec, path: pathlib.Path) -> bytes:
     if table.rows > MAX_EVAL_ROWS:
         raise TaskFileError(f"{path} has {table.rows} rows; a deployed evaluation set holds at most {MAX_EVAL_ROWS}")
     raw = encode_evalset(table.X, table.y)
-    try:  # the chain's own checks (caps, width, classes), with a placeholder sender and bounty
-        check_deploy(Deploy(bytes(32), 0, 0, MIN_BOUNTY, spec.to_dict(), raw), open_tasks=0)
+    try:  # the chain's own checks (caps, width, classes), with a placeholder sender, bounty and fee
+        check_deploy(Deploy(bytes(32), 0, deploy_burn(1), MIN_BOUNTY, spec.to_dict(), raw), open_tasks=1)
     except BlockRejected as exc:
         raise TaskFileError(f"{path}: {exc.detail}") from None
     return raw

@@ -28,6 +28,7 @@ import numpy as np
 
 from consensus import header as header_codec
 from consensus.block import Block, commitment
+from consensus.contracts import deploy_burn, open_task_count
 from consensus.errors import BlockRejected, Reject
 from consensus.genesis import GENESIS_TIME, make_genesis
 from consensus.hashing import search_nonce
@@ -266,9 +267,12 @@ class ChainBuilder:
         return _signed(tx, sender, self.rules.tag)
 
     def deploy(self, sender: KeyPair, spec: TaskSpec | dict[str, Any], evalset: bytes, bounty: int, *,
-               fee: int = 0, nonce: int | None = None) -> Deploy:
-        """A signed deploy of ``spec`` (a spec, or the dict to carry as is) with ``evalset``'s rows."""
+               fee: int | None = None, nonce: int | None = None) -> Deploy:
+        """A signed deploy of ``spec`` (a spec, or the dict to carry as is) with ``evalset``'s rows;
+        its fee is by default the burn the tip's open tasks ask (:func:`consensus.contracts.deploy_burn`)."""
         task = spec.to_dict() if isinstance(spec, TaskSpec) else spec
+        if fee is None:
+            fee = deploy_burn(open_task_count(self.state))
         tx = Deploy(sender.public, self.nonce_of(sender) if nonce is None else nonce, fee, bounty, task, evalset)
         return _signed(tx, sender, self.rules.tag)
 

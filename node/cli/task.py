@@ -81,7 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", required=True, type=pathlib.Path, metavar="EVAL.csv", dest="eval_file")
     p.add_argument("--bounty", type=int, default=None, metavar="N",
                    help="base units to lock (default: twenty rounds of the spec's rewards)")
-    p.add_argument("--fee", type=int, default=0, metavar="N")
+    p.add_argument("--fee", type=int, default=None, metavar="N",
+                   help="the deploy's fee (default: the burn the chain asks now, 1 M doubled for each task "
+                        "training after the first; it is burned, any more goes to the miner)")
     add_json(p)
     p.set_defaults(handler=cmd_deploy)
 
@@ -274,7 +276,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except TaskFileError as exc:
         raise CliError(str(exc)) from None
     bounty = default_bounty(spec) if args.bounty is None else args.bounty
-    if bounty <= 0 or args.fee < 0:
+    if bounty <= 0 or (args.fee is not None and args.fee < 0):
         raise CliError("--bounty must be positive (it pays the task's miners and contributors) and --fee not negative")
     try:
         keypair = keystore_file.read_keystore(
@@ -284,20 +286,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     client = NodeClient(args.node)
     try:
+        burn = client.deploy_fee()
+        fee = burn if args.fee is None else args.fee
+        if fee < burn:
+            raise CliError(f"a deploy burns {burn} while the chain trains its tasks now (1 M, doubled for each "
+                           f"task training after the first); --fee {fee} does not cover it")
         account = client.account(address_of(keypair.public))
-        if int(account["balance"]) < bounty + args.fee:
+        if int(account["balance"]) < bounty + fee:
             raise CliError(
                 f"{account['address']} holds {account['balance']} base units; the deploy locks {bounty} "
-                f"(--bounty) plus a fee of {args.fee}. Mine or receive coins first, or deploy a smaller bounty."
+                f"(--bounty) plus a fee of {fee} (burned). Mine or receive coins first, or deploy a smaller bounty."
             )
-        task_id = client.deploy(keypair, spec, evalset, bounty, args.fee)
+        task_id = client.deploy(keypair, spec, evalset, bounty, fee)
     except ApiError as exc:
         raise CliError(f"the node refused the deploy: {exc.message}") from None
     if args.json:
-        print_json({"id": task_id, "name": spec.name, "bounty": bounty, "fee": args.fee})
+        print_json({"id": task_id, "name": spec.name, "bounty": bounty, "fee": fee})
         return 0
     print(task_id)
-    print(f"task {spec.name!r} deployed with a bounty of {bounty}; it trains once a block includes it "
+    print(f"task {spec.name!r} deployed with a bounty of {bounty} and a fee of {fee}; it trains once a block includes it "
           f"(`gradchain task show --node {args.node} --task {task_id[:12]}`)", file=sys.stderr)
     return 0
 

@@ -29,9 +29,10 @@ DEPLOY_TIMEOUT_S = 300.0  # node0's first block alone, then the block with the d
 POLL_S = 0.5
 
 
-def bootstrap_bounty(spec: TaskSpec, balance: int) -> int:
-    """What node0 locks: the default bounty, or what its balance spares after the two bonds it will make."""
-    reserve = builtin_task(GENESIS_TASK).bond_amount + spec.bond_amount
+def bootstrap_bounty(spec: TaskSpec, balance: int, fee: int) -> int:
+    """What node0 locks: the default bounty, or what its balance spares after the deploy's ``fee`` and
+    the two bonds it will make."""
+    reserve = builtin_task(GENESIS_TASK).bond_amount + spec.bond_amount + fee
     return min(default_bounty(spec), balance - reserve)
 
 
@@ -64,9 +65,10 @@ def deploy_from_node0(
             time.sleep(POLL_S)
 
     wait("waiting for node0's first block reward",
-         lambda: bootstrap_bounty(spec, int(client.account(address)["balance"])) >= MIN_BOUNTY)
-    bounty = bootstrap_bounty(spec, int(client.account(address)["balance"]))
-    task_id = client.deploy(keypair, spec, evalset, bounty)
+         lambda: bootstrap_bounty(spec, int(client.account(address)["balance"]), client.deploy_fee()) >= MIN_BOUNTY)
+    fee = client.deploy_fee()
+    bounty = bootstrap_bounty(spec, int(client.account(address)["balance"]), fee)
+    task_id = client.deploy(keypair, spec, evalset, bounty, fee)
     say(f"deployed task {spec.name!r} as {task_id[:16]}… with a bounty of {bounty}; waiting for its block…")
     wait("waiting for the deploy's block", lambda: any(t["id"] == task_id for t in client.tasks()))
     return task_id

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from consensus.caps import DEPLOY_BURN
 from consensus.header import hash_hex
 from consensus.tx import Deploy, Transfer, encode_tx, sign_tx
 from ml.datafile import FirstRunDefaults, Table, infer_spec
@@ -79,7 +80,7 @@ async def test_two_tasks_train_at_once_and_every_node_agrees(cluster: Cluster) -
     await mine(seed, 2)
     tag = seed.chain.signing_tag
     deployer = node_key("n0")
-    deploy = sign_tx(Deploy(deployer.public, 0, 0, BOUNTY, spec.to_dict(), evalset), deployer, tag)
+    deploy = sign_tx(Deploy(deployer.public, 0, DEPLOY_BURN, BOUNTY, spec.to_dict(), evalset), deployer, tag)
     task_id = await seed.submit_tx(encode_tx(deploy), source=None)
     for nonce, name in enumerate(("n1", "n2"), start=1):
         transfer = Transfer(deployer.public, nonce, address_bytes(node_key(name).public), FUND, 0)

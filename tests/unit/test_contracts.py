@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 import consensus.contracts
-from consensus.caps import MAX_IDLE_BLOCKS, MIN_BOUNTY
+from consensus.caps import (
+    DEPLOY_BURN,
+    MAX_DEPLOYED_ROUND_FLOATS,
+    MAX_IDLE_BLOCKS,
+    MIN_BOUNTY,
+    MIN_DEPLOYED_BOND,
+)
+from consensus.contracts import deploy_burn
 from consensus.errors import Reject
 from consensus.state import CLOSED, TRAINING
 from consensus.transition import undo_block
@@ -39,7 +46,8 @@ BOUNTY = 10_000_000
 
 def deployed_spec(**changes: object) -> TaskSpec:
     """A small deployable task: digits' shape, one-block rounds, f=0 so one update moves it."""
-    base: dict[str, object] = dict(init_seed=2, f=0, block_reward=3_000_000, contributor_reward=1_000_000)
+    base: dict[str, object] = dict(init_seed=2, f=0, block_reward=3_000_000, contributor_reward=1_000_000,
+                                   bond_amount=MIN_DEPLOYED_BOND)
     return dataclasses.replace(quick_task("digits", **{**base, **changes}), name="contract")
 
 
@@ -74,8 +82,9 @@ def test_deploy_creates_a_task_locks_the_bounty_and_undoes_bit_for_bit(cb: Chain
     assert task.contract.bounty == BOUNTY and task.contract.deployer == addr(DEPLOYER)
     assert task.contract.eval_digest == evalset_digest(eval_rows(deployed_spec()))
     assert task.model_version == 0 and task.params.shape == (deployed_spec().param_count,)
-    # the bounty left the deployer's balance; the block's own reward came in
-    assert cb.state.account(addr(DEPLOYER)).balance == before - BOUNTY + cb.task.block_reward
+    # the bounty left the deployer's balance, and the fee's burn (the deployer mined the block, so
+    # the rest of its fee came back); the block's own reward came in
+    assert cb.state.account(addr(DEPLOYER)).balance == before - BOUNTY - DEPLOY_BURN + cb.task.block_reward
     _, undo = _rerun_last(cb)
     assert_same_state(undo_block(cb.state, undo), parent)
     assert undo_block(cb.state, undo).tasks.keys() == parent.tasks.keys()
@@ -147,6 +156,8 @@ def test_open_tasks_are_capped(cb: ChainBuilder, monkeypatch: pytest.MonkeyPatch
 
 
 def _join_task(cb: ChainBuilder, k, task_id: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Fund ``k`` with a deployed task's bond (from the miner's rewards) and bond it."""
+    cb.add(cb.template([cb.transfer(DEPLOYER, k, MIN_DEPLOYED_BOND)]))
     cb.add(cb.template([cb.bond(k, task_id=task_id)]))
 
 
@@ -162,6 +173,7 @@ def _commit_reveal(cb: ChainBuilder, k, task_id: bytes, seed: int = 3, extra=())
 def test_two_tasks_train_in_one_block_each_paid_its_own_way(cb: ChainBuilder) -> None:
     task_id = deploy(cb)
     a, b = key(11), key(12)
+    cb.add(cb.template([cb.transfer(DEPLOYER, b, MIN_DEPLOYED_BOND)]))
     cb.add(cb.template([cb.bond(a), cb.bond(b, task_id=task_id)]))
     va, vb = det_vector(3, cb.task.param_count), det_vector(4, cb.task.param_count)
     cb.add(cb.template([cb.commit(a, [va]), cb.commit(b, [vb], task_id=task_id)]))
@@ -237,6 +249,8 @@ def test_a_reached_target_closes_the_task_and_returns_the_rest(cb: ChainBuilder)
 def test_a_deployed_task_caps_its_updates_per_block(cb: ChainBuilder) -> None:
     task_id = deploy(cb, deployed_spec(max_updates_per_block=1))
     a, b = key(11), key(12)
+    cb.add(cb.template([cb.transfer(DEPLOYER, k, MIN_DEPLOYED_BOND, nonce=cb.nonce_of(DEPLOYER) + i)
+                        for i, k in enumerate((a, b))]))
     cb.add(cb.template([cb.bond(a, task_id=task_id), cb.bond(b, task_id=task_id)]))
     va, vb = det_vector(3, cb.task.param_count), det_vector(4, cb.task.param_count)
     cb.add(cb.template([cb.commit(a, [va], task_id=task_id), cb.commit(b, [vb], task_id=task_id)]))
@@ -275,7 +289,7 @@ def test_the_shipped_task_files_deploy(name: str, tmp_path: pathlib.Path) -> Non
         days = [datetime.date(2020, 1, 1) + datetime.timedelta(days=i) for i in range(len(closes))]
         path.write_text("date,close\n" + "".join(f"{d.isoformat()},{c:.6f}\n" for d, c in zip(days, closes, strict=True)))
     spec_, contract = consensus.contracts.check_deploy(
-        Deploy(bytes(32), 0, 0, MIN_BOUNTY, spec.to_dict(), read_evalset(spec, path)), open_tasks=1
+        Deploy(bytes(32), 0, DEPLOY_BURN, MIN_BOUNTY, spec.to_dict(), read_evalset(spec, path)), open_tasks=1
     )
     assert spec_ == spec and contract.evalset is not None and contract.evalset.rows > 100
 
@@ -327,3 +341,49 @@ def test_a_deployed_task_is_size_capped(cb: ChainBuilder) -> None:
     wide = deployed_spec(model="mlp", hidden=(1024,))  # 64*1024 + 1024*10 weights: past the deployed cap
     block = cb.forge([cb.deploy(DEPLOYER, wide, eval_rows(wide), BOUNTY)])
     assert rejection(lambda: cb.add(block)) is Reject.BAD_TASK_SPEC
+
+
+def test_a_deployed_task_caps_its_rounds_votes(cb: ChainBuilder) -> None:
+    """A round's votes (parameters x round blocks) are capped: every node keeps them, and every
+    block's undo record holds the round's votes so far (a 64 Ki-parameter task with rounds of 64
+    wrote 16 MiB of zero votes per idle block)."""
+    dims = (MAX_DEPLOYED_ROUND_FLOATS // 64 - 10) // 10  # the widest 10-class softmax with rounds of 64
+    fits = deployed_spec(input_dim=dims, round_blocks=64)
+    assert fits.param_count * 64 <= MAX_DEPLOYED_ROUND_FLOATS
+    cb.add(cb.template([cb.deploy(DEPLOYER, fits, eval_rows(fits), BOUNTY)]))
+    longer = deployed_spec(input_dim=dims, round_blocks=64, init_seed=7)
+    wide = deployed_spec(input_dim=dims + 1, round_blocks=64)
+    assert wide.param_count * 64 > MAX_DEPLOYED_ROUND_FLOATS
+    assert rejection(lambda: cb.add(cb.forge([cb.deploy(DEPLOYER, wide, eval_rows(wide), BOUNTY)]))) \
+        is Reject.BAD_TASK_SPEC
+    cb.add(cb.template([cb.deploy(DEPLOYER, longer, eval_rows(longer), BOUNTY)]))
+
+
+@covers(Reject.DEPLOY_FEE_TOO_LOW)
+def test_a_deploy_fee_short_of_the_burn_is_deploy_fee_too_low(cb: ChainBuilder) -> None:
+    """The burn doubles with each open task; a fee one short of it is refused, and the
+    burn (not the rest of the fee) leaves circulation."""
+    assert [deploy_burn(k) for k in (0, 1, 2, 3, 15)] == [DEPLOY_BURN, DEPLOY_BURN, 2 * DEPLOY_BURN,
+                                                           4 * DEPLOY_BURN, 2**14 * DEPLOY_BURN]
+    short = cb.deploy(DEPLOYER, deployed_spec(), eval_rows(deployed_spec()), BOUNTY, fee=DEPLOY_BURN - 1)
+    assert rejection(lambda: cb.add(cb.forge([short]))) is Reject.DEPLOY_FEE_TOO_LOW
+    deploy(cb)  # one task training past the genesis task: the next burns twice as much
+    second = deployed_spec(init_seed=9)
+    short = cb.deploy(DEPLOYER, second, eval_rows(second), BOUNTY, fee=2 * DEPLOY_BURN - 1)
+    assert rejection(lambda: cb.add(cb.forge([short]))) is Reject.DEPLOY_FEE_TOO_LOW
+    # two deploys in one block: the second pays for the first's slot too
+    first, then = (deployed_spec(init_seed=s) for s in (10, 11))
+    a = cb.deploy(DEPLOYER, first, eval_rows(first), BOUNTY, fee=2 * DEPLOY_BURN)
+    b = cb.deploy(DEPLOYER, then, eval_rows(then), BOUNTY, fee=2 * DEPLOY_BURN, nonce=a.nonce + 1)
+    assert rejection(lambda: cb.add(cb.forge([a, b]))) is Reject.DEPLOY_FEE_TOO_LOW
+    tip = 123
+    b = cb.deploy(DEPLOYER, then, eval_rows(then), BOUNTY, fee=4 * DEPLOY_BURN + tip, nonce=a.nonce + 1)
+    miner = key(5)
+    supply = sum(acc.balance for acc in cb.state.accounts.values())
+    cb.add(cb.template([a, b], miner=miner))
+    assert cb.state.account(addr(miner)).balance == cb.task.block_reward + tip  # the miner keeps the tip only
+    held = sum(t.contract.bounty for t in cb.state.tasks.values() if t.contract is not None)
+    held_before = sum(t.contract.bounty for t in cb.states[-2].tasks.values() if t.contract is not None)
+    burned = supply + cb.task.block_reward - sum(acc.balance for acc in cb.state.accounts.values()) \
+        - (held - held_before)
+    assert burned == 2 * DEPLOY_BURN + 4 * DEPLOY_BURN
