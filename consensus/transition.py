@@ -107,9 +107,12 @@ class Outcome:
 
     ``counted`` per update in block order: the block's rule counted it
     (a clone never counts; all False when the rule could not run, see
-    ``vote_ran``). ``round_counted``: at a round's last block, per block of
-    the round, whether its vote counted (None elsewhere); ``gated``: the
-    round gate refused the round's step.
+    ``ran``); ``ran`` per update: its own task's rule ran on this block's
+    updates (empty in records stored before it existed: ``vote_ran`` for
+    all). ``vote_ran``, ``round_counted`` and ``gated`` are the genesis
+    task's: its block vote ran; at a round's last block, per block of
+    the round, whether its vote counted (None elsewhere); the round gate
+    refused the round's step.
     """
 
     counted: tuple[bool, ...] = ()
@@ -117,6 +120,11 @@ class Outcome:
     vote_ran: bool = False
     round_counted: tuple[bool, ...] | None = None
     gated: bool = False
+    ran: tuple[bool, ...] = ()
+
+    def update_ran(self, index: int) -> bool:
+        """Whether the rule of update ``index``'s task ran on the block's updates of that task."""
+        return self.ran[index] if self.ran else self.vote_ran
 
 
 @dataclass(frozen=True)
@@ -557,7 +565,7 @@ def apply_body(view: ChainView, state: State, miner: bytes, txs: Sequence[Tx]) -
     clones = tuple(run.tasks[task_id].work.updates[i].clone for task_id, i in run.updates)
     outcome = Outcome(
         counted=counted_flags, clones=clones, vote_ran=main.vote_ran, round_counted=main.round_counted,
-        gated=main.gated,
+        gated=main.gated, ran=tuple(ends[task_id].vote_ran for task_id, _ in run.updates),
     )
     changed = {task_id: t for task_id, t in state.tasks.items() if ends[task_id].state is not t}
     created = tuple(task_id for task_id in run.tasks if task_id not in state.tasks)

@@ -609,12 +609,15 @@ class _IndexBranch:
 
 
 def _outcomes(block: Block, undo: Undo) -> list[tuple[bytes, bool | None]]:
-    """Each gradient update's sender and whether the block's rule counted it.
+    """Each gradient update's sender and whether its task's rule counted it in the block.
 
-    None for every update of a block whose updates were too few for the rule
-    to run with the task's bound: nobody was rejected, the block voted zero.
+    None for an update of a task whose updates in the block were too few for
+    its rule to run with the task's bound: nobody was rejected, the task's
+    block vote was zero.
     """
     senders = [tx.sender_address for tx in block.txs if isinstance(tx, GradientUpdate)]
-    if not undo.outcome.vote_ran:
-        return [(sender, None) for sender in senders]
-    return list(zip(senders, undo.outcome.counted, strict=True))
+    out = undo.outcome
+    return [
+        (sender, counted if out.update_ran(i) else None)
+        for i, (sender, counted) in enumerate(zip(senders, out.counted, strict=True))
+    ]

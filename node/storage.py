@@ -188,6 +188,7 @@ def encode_undo(undo: Undo) -> bytes:
                 out.vote_ran,
                 None if out.round_counted is None else list(out.round_counted),
                 out.gated,
+                list(out.ran),
             ],
         ],
         use_bin_type=True,
@@ -196,7 +197,9 @@ def encode_undo(undo: Undo) -> bytes:
 
 
 def decode_undo(raw: bytes) -> Undo:
-    accounts, tasks, created, (counted, clones, vote_ran, round_counted, gated) = msgpack.unpackb(raw, raw=False)
+    accounts, tasks, created, outcome = msgpack.unpackb(raw, raw=False)
+    counted, clones, vote_ran, round_counted, gated = outcome[:5]
+    ran = outcome[5] if len(outcome) > 5 else []  # a record stored before per-task verdicts
     return Undo(
         accounts_before={
             bytes(a): (None if bal is None else Account(bal, nonce)) for a, bal, nonce in accounts
@@ -209,6 +212,7 @@ def decode_undo(raw: bytes) -> Undo:
             vote_ran=bool(vote_ran),
             round_counted=None if round_counted is None else tuple(bool(c) for c in round_counted),
             gated=bool(gated),
+            ran=tuple(bool(r) for r in ran),
         ),
     )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from consensus.block import Block
+from consensus.contracts import task_specs
 from consensus.header import hash_hex
 from consensus.participation import verdict
 from consensus.rounds import round_of
@@ -241,6 +242,7 @@ def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummar
     """
     outcomes = chain.storage.get_outcomes(block.hash)
     connected = bool(outcomes)
+    specs = task_specs(chain.task, chain.state.tasks)  # each update is judged by its own task's rule
     verdicts = iter(accepted for _, accepted in outcomes)
     main = chain.is_main(block.hash)
     vote_status = chain.vote_status(block.hash) if main and height > 0 else "open"
@@ -251,12 +253,15 @@ def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummar
         if not isinstance(tx, GradientUpdate):
             summaries.append(summarise_tx(tx, raw, None, connected, chain.task))
             continue
-        summary = summarise_tx(tx, raw, next(verdicts, None), connected, chain.task)
+        task = specs.get(tx.task_id, chain.task)
+        summary = summarise_tx(tx, raw, next(verdicts, None), connected, task)
         assert isinstance(summary, UpdateSummary)
+        # the round verdicts the node keeps (vote_status) are the genesis task's
+        genesis = tx.task_id == chain.rules.task_id
         if next(clones, False):
             summary = dataclasses.replace(summary, reason=CLONE_REASON)
-        elif summary.accepted and vote_status in ("rejected", "gated"):
-            summary = dataclasses.replace(summary, reason=unpaid_reason(chain.task.pipeline.name, vote_status))
+        elif summary.accepted and genesis and vote_status in ("rejected", "gated"):
+            summary = dataclasses.replace(summary, reason=unpaid_reason(task.pipeline.name, vote_status))
         summaries.append(summary)
     txs = tuple(summaries)
     h = block.header

@@ -20,6 +20,7 @@ up in docs/security/known-limits.md with their cost; the ones here are closed:
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import pytest
@@ -28,9 +29,13 @@ import consensus.contracts
 from consensus.caps import MAX_OPEN_TASKS, MIN_BOUNTY, MIN_DEPLOYED_BOND
 from consensus.contracts import deploy_burn
 from consensus.errors import Reject
+from consensus.params import REGTEST
 from consensus.state import CLOSED
+from consensus.tx import encode_tx, txid
 from ml.rounds import CLONE_WINDOW_ROUNDS
 from ml.tasks import TaskSpec
+from node.api.summaries import UpdateSummary, summarise_block
+from node.chainstate import ChainState
 from tests.chainbuilder import ChainBuilder, addr, det_vector, key, quick_task, rejection
 from tests.unit.test_contracts import eval_rows
 
@@ -189,3 +194,34 @@ def test_commitments_never_revealed_and_old_reveals_leave_the_state(rb: ChainBui
         to_next_round(rb)
     assert rb.state.task.reveals == {}
     assert rb.state.task.commitments == {}
+
+
+# -- what the API says of a deployed task's updates ---------------------------------------------------
+
+
+def test_a_deployed_tasks_update_is_judged_by_its_own_tasks_vote(tmp_path: pathlib.Path) -> None:
+    """One block, two tasks: the genesis task's single update is too few for its median (f=1,
+    not applied) while the deployed task's (f=0) runs and is counted. The API judged every update
+    by the genesis task's vote, so it showed the deployed update "not applied" (and would have
+    shown a deployed update of a block whose genesis vote ran as counted by the genesis rule)."""
+    cb = ChainBuilder(quick_task(round_blocks=1))  # digits: median, f=1
+    cb.extend(1)
+    spec = small_task(5, rule="mean", contributor_reward=1, block_reward=1)
+    deploy = cb.deploy(MINER, spec, eval_rows(spec), MIN_BOUNTY)
+    task_id = txid(encode_tx(deploy))
+    cb.add(cb.template([deploy, cb.transfer(MINER, HONEST, MIN_DEPLOYED_BOND, nonce=deploy.nonce + 1)]))
+    cb.add(cb.template([cb.bond(HONEST), cb.bond(HONEST, task_id=task_id, nonce=1)]))
+    size = cb.task.param_count
+    cb.add(cb.template([cb.commit(HONEST, [det_vector(1, size)]),
+                        cb.commit(HONEST, [det_vector(2, size)], task_id=task_id)]))
+    block = cb.template([cb.update(HONEST, det_vector(1, size)),
+                         cb.update(HONEST, det_vector(2, size), task_id=task_id)])
+    cb.add(block)
+    assert not cb.state.task.votes and cb.state.tasks[task_id].model_version == 1  # only the deployed one moved
+    chain = ChainState.create(tmp_path / "node", REGTEST.name, cb.task)
+    for b in cb.blocks[1:]:
+        chain.accept_block(b, b.header.time)
+    assert [accepted for _, accepted in chain.storage.get_outcomes(block.hash)] == [None, True]
+    updates = [tx for tx in summarise_block(chain, block, len(cb.blocks) - 1).txs if isinstance(tx, UpdateSummary)]
+    assert updates[0].reason is not None and updates[0].reason.startswith("not applied")
+    assert updates[1].reason == "counted by mean and paid"
