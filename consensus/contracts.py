@@ -11,7 +11,9 @@ The rules :func:`consensus.transition.apply_body` applies to every task a
   :data:`consensus.caps.MIN_DEPLOYED_BOND`, a per-update gate, whose
   validation set no node holds); the
   evaluation rows must fit the spec (``BAD_EVAL_SET``: width, classes,
-  finite, caps); the bounty must be at least :data:`consensus.caps.MIN_BOUNTY`
+  finite, caps; with a target, rows x parameters at most
+  :data:`consensus.caps.MAX_DEPLOYED_EVAL_WORK`, since every node checks it
+  at each round's end); the bounty must be at least :data:`consensus.caps.MIN_BOUNTY`
   (``BAD_BOUNTY``) and, with the
   fee, covered by the sender's balance (``INSUFFICIENT_FUNDS``); at most
   :data:`consensus.caps.MAX_OPEN_TASKS` tasks train at once
@@ -56,6 +58,7 @@ import numpy as np
 
 from consensus.caps import (
     DEPLOY_BURN,
+    MAX_DEPLOYED_EVAL_WORK,
     MAX_DEPLOYED_PARAMS,
     MAX_DEPLOYED_ROUND_BLOCKS,
     MAX_DEPLOYED_ROUND_FLOATS,
@@ -131,6 +134,12 @@ def check_deploy(tx: Deploy, open_tasks: int) -> tuple[TaskSpec, Contract]:
         evalset = decode_evalset(tx.evalset, spec)
     except EvalSetError as exc:
         raise BlockRejected(Reject.BAD_EVAL_SET, str(exc)) from None
+    if spec.target_metric != "" and evalset.rows * spec.param_count > MAX_DEPLOYED_EVAL_WORK:
+        raise BlockRejected(
+            Reject.BAD_EVAL_SET,
+            f"every node checks the target on the evaluation rows at each round's end: rows x parameters "
+            f"at most {MAX_DEPLOYED_EVAL_WORK}; {evalset.rows} x {spec.param_count} is more (send fewer rows)",
+        )
     if tx.bounty < MIN_BOUNTY:
         raise BlockRejected(
             Reject.BAD_BOUNTY, f"a bounty of {tx.bounty}; a deployed task locks at least {MIN_BOUNTY} to pay "
