@@ -244,3 +244,36 @@ def test_a_target_checked_on_too_many_rows_for_the_model_is_refused() -> None:
             cb.add(cb.template([deploy]))
     untargeted = small_task(4, model="mlp", input_dim=14, hidden=(64,))
     cb.add(cb.template([cb.deploy(MINER, untargeted, eval_rows(untargeted, rows=rows + 1), MIN_BOUNTY)]))
+
+
+# -- fair inclusion (policy: node/mempool.py) ---------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="open: honest miners rank updates by bond age alone, so the oldest "
+                   "bonds take every slot (docs/security/known-limits.md, 'Early bonds')")
+def test_an_early_bond_gets_no_more_than_its_share_of_update_slots(tmp_path: pathlib.Path) -> None:
+    """Four bonded senders, one of them the attacker's key bonded first, two update slots a block:
+    over a round the oldest two bonds fill every slot, so a quarter of the bonds (one bond, 1 M)
+    holds half of every honest block's updates and the two newest participants get none. With
+    slots for four and f=1 the same takes two early keys for a poisoned median in every honest
+    block: steering with early bonds and no hashrate. The test asks for no more than a share in
+    proportion to the bonds (x 1.5 of slack) and fails while the ranking stands."""
+    from node.mempool import Mempool
+    from tests.unit.test_mempool import FUNDED, NOW, World, add
+
+    world = World(tmp_path)  # FUNDED[0] bonded first: the attacker
+    world.committed(*FUNDED, count=world.builder.task.round_blocks)
+    pool = Mempool()
+    for kp in FUNDED:
+        for index in range(world.builder.task.round_blocks):
+            add(pool, world, world.builder.update(kp, index=index), now=NOW + index)
+    ages = {addr(kp): world.chain.state.task.stakes[addr(kp)].since for kp in FUNDED}
+    slots: dict[bytes, int] = {addr(kp): 0 for kp in FUNDED}
+    for _ in range(world.builder.task.round_blocks):
+        picked = [tx for _, tx in pool.select(max_updates=2, max_txs=100, max_bytes=10**8, bond_age=ages)]
+        for tx in picked:
+            slots[tx.sender_address] += 1  # type: ignore[union-attr]
+        world.mine(picked)
+        pool.remove_for_block(world.builder.tip)
+    total = sum(slots.values())
+    assert slots[addr(FUNDED[0])] <= 1.5 * total / len(FUNDED)
