@@ -36,6 +36,7 @@ from ml.rounds import CLONE_WINDOW_ROUNDS
 from ml.tasks import TaskSpec
 from node.api.summaries import UpdateSummary, summarise_block
 from node.chainstate import ChainState
+from node.mempool import Mempool, PolicyRejected
 from tests.chainbuilder import ChainBuilder, addr, det_vector, key, quick_task, rejection
 from tests.unit.test_contracts import eval_rows
 
@@ -258,7 +259,6 @@ def test_an_early_bond_gets_no_more_than_its_share_of_update_slots(tmp_path: pat
     slots for four and f=1 the same takes two early keys for a poisoned median in every honest
     block: steering with early bonds and no hashrate. The test asks for no more than a share in
     proportion to the bonds (x 1.5 of slack) and fails while the ranking stands."""
-    from node.mempool import Mempool
     from tests.unit.test_mempool import FUNDED, NOW, World, add
 
     world = World(tmp_path)  # FUNDED[0] bonded first: the attacker
@@ -277,3 +277,36 @@ def test_an_early_bond_gets_no_more_than_its_share_of_update_slots(tmp_path: pat
         pool.remove_for_block(world.builder.tip)
     total = sum(slots.values())
     assert slots[addr(FUNDED[0])] <= 1.5 * total / len(FUNDED)
+
+
+@pytest.mark.xfail(strict=True, raises=PolicyRejected,
+                   reason="open: contributions are never evicted and share one pool, so one task's bonded "
+                   "keys fill it (docs/security/known-limits.md, 'Pool filling')")
+def test_one_tasks_contributions_cannot_fill_the_pool_against_another_task(tmp_path: pathlib.Path) -> None:
+    """A pool admits a commitment or update valid for the next block and never evicts one; when
+    it is full every newcomer is refused. Bonded keys of a task the attacker deployed itself
+    (rounds of 64: a commitment and 64 reveals pooled per key) fill the 5000 entries with 77
+    keys (77 M of bonds, returned, plus the deploy's 1 M burn), and then every honest node
+    refuses its own digits commitments and reveals: training stops. Shown here on a pool of
+    twelve entries and twelve sybil commitments; asks that the genesis task's commitment still
+    gets in."""
+    from consensus.rounds import round_of, round_start
+    from tests.unit.test_mempool import FUNDED, NOW, World
+
+    world = World(tmp_path)
+    b = world.builder
+    spec = small_task(8, round_blocks=8)
+    deploy = b.deploy(b.miner, spec, eval_rows(spec), MIN_BOUNTY)
+    task_id = txid(encode_tx(deploy))
+    sybils = [key(70 + i) for i in range(12)]
+    world.mine([deploy, *[b.transfer(b.miner, s, MIN_DEPLOYED_BOND, nonce=deploy.nonce + 1 + i)
+                          for i, s in enumerate(sybils)]])
+    world.mine([b.bond(s, task_id=task_id) for s in sybils])
+    r = round_of(b.next_height, spec.round_blocks)
+    base = b.blocks[round_start(r, spec.round_blocks)].hash
+    pool = Mempool(max_txs=len(sybils))
+    for i, s in enumerate(sybils):
+        commit = b.commit(s, [det_vector(200 + i, spec.param_count)], round_=r, base_hash=base, task_id=task_id)
+        assert pool.add(encode_tx(commit), commit, world.chain, NOW).added
+    honest = b.commit(FUNDED[0], seeds=(1,))
+    assert pool.add(encode_tx(honest), honest, world.chain, NOW + 1).added
