@@ -398,7 +398,8 @@ class Mempool:
         (address -> the height the bond was made; unknown last), then
         arrival), up to ``max_updates`` (one number for every task, or each
         task's by id; a task not named gets none); then spends greedy by fee rate over each sender's
-        next tx, so a sender's spends come out in nonce order. A sender whose
+        next tx, so a sender's spends come out in nonce order, and at most one deploy (a
+        deploy's burn grows with each deploy before it). A sender whose
         next spend does not fit is done for this block: its later txs need it.
         """
         chosen: list[tuple[builtins.bytes, SignedTx]] = []
@@ -429,11 +430,13 @@ class Mempool:
 
         heap = [(_priority(chain_[0]), sender, 0) for sender, chain_ in self._by_sender.items()]
         heapq.heapify(heap)
+        deployed = False  # one deploy a block: each was checked alone on the tip, and a second owes a higher burn
         while heap and len(chosen) < max_txs:
             _, sender, index = heapq.heappop(heap)
             entry = self._by_sender[sender][index]
-            if not take(entry):
+            if (deployed and isinstance(entry.tx, Deploy)) or not take(entry):
                 continue
+            deployed = deployed or isinstance(entry.tx, Deploy)
             if index + 1 < len(self._by_sender[sender]):
                 following = self._by_sender[sender][index + 1]
                 heapq.heappush(heap, (_priority(following), sender, index + 1))

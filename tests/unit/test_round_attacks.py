@@ -310,3 +310,33 @@ def test_one_tasks_contributions_cannot_fill_the_pool_against_another_task(tmp_p
         assert pool.add(encode_tx(commit), commit, world.chain, NOW).added
     honest = b.commit(FUNDED[0], seeds=(1,))
     assert pool.add(encode_tx(honest), honest, world.chain, NOW + 1).added
+
+
+def test_two_pooled_deploys_never_share_a_block(tmp_path: pathlib.Path) -> None:
+    """Each deploy in the pool is checked on the tip, so two from different senders may each pay
+    just the burn the tip asks; in one block the second would owe twice that, and the miner's
+    template would fall back to trying its txs one by one (quadratic in the block's txs) for as
+    long as the two stay pooled. A template takes one deploy a block; the other is checked again
+    on the next tip, where it falls short and is dropped."""
+    from consensus.contracts import open_task_count
+    from consensus.template import build_block
+    from consensus.tx import Deploy
+    from tests.unit.test_mempool import World, add
+
+    world = World(tmp_path)
+    b = world.builder
+    other = key(80)
+    world.mine([b.transfer(b.miner, other, 2 * MIN_BOUNTY)])
+    burn = deploy_burn(open_task_count(world.chain.state))
+    first, second = small_task(20), small_task(21)
+    pool = Mempool()
+    add(pool, world, b.deploy(b.miner, first, eval_rows(first), MIN_BOUNTY, fee=burn + 1))
+    add(pool, world, b.deploy(other, second, eval_rows(second), MIN_BOUNTY, fee=burn))
+    picked = [tx for _, tx in pool.select(max_updates=4, max_txs=100, max_bytes=10**8)]
+    assert sum(isinstance(tx, Deploy) for tx in picked) == 1
+    build_block(world.chain.tip_view(), world.chain.state, picked, miner=addr(b.miner), time=b.next_time())
+    world.mine(picked)
+    pool.remove_for_block(world.builder.tip)
+    assert len(pool) == 1
+    pool.revalidate(world.chain)
+    assert len(pool) == 0  # the other deploy now owes twice the burn
