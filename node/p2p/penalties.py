@@ -71,6 +71,8 @@ TIP_DEPENDENT: frozenset[Reject] = frozenset(
         Reject.UNKNOWN_TASK,
         Reject.TASK_CLOSED,
         Reject.TOO_MANY_TASKS,
+        # a deploy's burn doubles when another deploy lands first
+        Reject.DEPLOY_FEE_TOO_LOW,
     }
 )
 
