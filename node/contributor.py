@@ -88,6 +88,7 @@ class Contributor:
         self.tag = tag
         self.task_id = task_id
         self.plans: dict[int, list[GradientUpdate]] = {}  # round -> signed reveals, in commitment order
+        self.bases: dict[int, bytes] = {}  # round -> the round-start block its commitment named
 
     def bond(self, status: KeyStatus, *, fee: int = 0) -> Bond | None:
         """A bond when the key has none (locked or pooled) and can afford the task's amount."""
@@ -97,9 +98,14 @@ class Contributor:
         assert isinstance(signed, Bond)
         return signed
 
-    def wants_commit(self, status: KeyStatus) -> bool:
-        """True when the key may and should commit in this round."""
-        return status.mature and not status.committed and status.round not in self.plans
+    def wants_commit(self, status: KeyStatus, base_hash: bytes | None = None) -> bool:
+        """True when the key may and should commit in this round: it has not, or (given the
+        round's start block ``base_hash`` on the tip's branch) its commitment named another
+        branch's start block, which a reorg has replaced, so it is on no chain this node follows."""
+        if not status.mature or status.committed:
+            return False
+        named = self.bases.get(status.round)  # set with the round's plan
+        return named is None or (base_hash is not None and named != base_hash)
 
     def commit(self, status: KeyStatus, base_hash: bytes, updates: Sequence[np.ndarray | EncodedUpdate]) -> Commit:
         """Sign a reveal of each update for this round, remember them, return the commitment of their digests."""
@@ -116,6 +122,7 @@ class Contributor:
             assert isinstance(signed, GradientUpdate)
             reveals.append(signed)
         self.plans[status.round] = reveals
+        self.bases[status.round] = base_hash
         digests = tuple(commitment_digest(self.address, self.task_id, status.round, r.update) for r in reveals)
         signed_commit = sign_tx(
             Commit(self.key.public, self.task_id, status.round, base_hash, digests), self.key, self.tag
@@ -145,3 +152,4 @@ class Contributor:
     def forget_before(self, round_: int) -> None:
         """Drop plans whose reveal round has passed."""
         self.plans = {r: p for r, p in self.plans.items() if r >= round_ - 1}
+        self.bases = {r: b for r, b in self.bases.items() if r >= round_ - 1}

@@ -368,7 +368,7 @@ class Trainer:
             self.wants_blocks = not all(status.bonded for status in snap.keys)
         out: list[SignedTx] = self._bonding(snap)
         for contributor, status in zip(self.contributors, snap.keys, strict=True):
-            if contributor.wants_commit(status):
+            if contributor.wants_commit(status, snap.base_hash):
                 if self.role == "copy":
                     copies = self._copies(snap)
                     if copies is not None:

@@ -193,9 +193,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
             bond = me.bond(status)
             if bond is not None:
                 txs.append(bond)
-            if me.wants_commit(status):
+            base = chain.main[round_start(status.round, task.round_blocks)]
+            if me.wants_commit(status, base):
                 deltas = [train_update(task, chain.state.params, X, y, rng=rng) for _ in range(task.round_blocks)]
-                txs.append(me.commit(status, chain.main[round_start(status.round, task.round_blocks)], deltas))
+                txs.append(me.commit(status, base, deltas))
             reveal = me.reveal(status)
             if reveal is not None:
                 txs.append(reveal)

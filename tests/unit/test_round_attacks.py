@@ -340,3 +340,38 @@ def test_two_pooled_deploys_never_share_a_block(tmp_path: pathlib.Path) -> None:
     assert len(pool) == 1
     pool.revalidate(world.chain)
     assert len(pool) == 0  # the other deploy now owes twice the burn
+
+
+# -- reorgs across a round's start --------------------------------------------------------------------
+
+
+def test_a_trainer_commits_again_when_a_reorg_replaces_its_rounds_start_block(rb: ChainBuilder) -> None:
+    r"""A commitment names its round's start block. A reorg that replaces that block (a race for
+    it, which a selfish miner can try) leaves the commitment on no branch; the trainer kept the
+    round's plan and never committed again, so its next round's reveals were lost: one round of
+    its updates per such reorg. Now it commits again on the new start block.
+
+        ... - p - s  - c (HONEST commits, base s)
+                \ s' - x   (longer: the node follows it)
+    """
+    from node.contributor import Contributor, KeyStatus
+
+    start = len(rb.blocks) - 1  # s: the last block of the previous round
+    me = Contributor(HONEST, rb.task, rb.rules.tag, rb.rules.task_id)
+
+    def status(cb: ChainBuilder) -> KeyStatus:
+        account = cb.state.account(addr(HONEST))
+        return KeyStatus.read(cb.task, cb.state.task, addr(HONEST), height=cb.next_height,
+                              balance=account.balance, next_nonce=account.nonce)
+
+    base = rb.blocks[start].hash
+    assert me.wants_commit(status(rb), base)
+    rb.add(rb.template([me.commit(status(rb), base, [det_vector(1, rb.task.param_count)])]))
+    assert not me.wants_commit(status(rb), base)  # committed on this branch
+    fork = rb.fork(start - 1)
+    fork.add(fork.template(miner=SYBILS[0]))  # s': another start block for the round
+    fork.extend(2)
+    assert status(fork).round == status(rb).round and not status(fork).committed
+    assert me.wants_commit(status(fork), fork.blocks[start].hash)
+    fork.add(fork.template([me.commit(status(fork), fork.blocks[start].hash, [det_vector(2, rb.task.param_count)])]))
+    assert not me.wants_commit(status(fork), fork.blocks[start].hash)
