@@ -4,9 +4,11 @@ The rules :func:`consensus.transition.apply_body` applies per task, read top
 to bottom (docs/DESIGN-NOTES.md, "Rounds, bonds and commit-reveal", has the
 reasons and the measurements):
 
-* **Bonds.** ``Bond`` locks the task's ``bond_amount`` of the sender's coins
-  (``ALREADY_BONDED`` while one is locked); the bond is *mature*
-  ``bond_maturity`` blocks after the block that included it. ``Unbond``
+* **Bonds.** ``Bond`` locks the task's ``bond_amount`` of the sender's coins;
+  from a sender already bonded it tops up its stake (one more unit, same
+  bond height); the bond is *mature* ``bond_maturity`` blocks after the
+  block that first bonded it. Honest miners give a sender a share of a
+  task's update slots in proportion to its stake (``node/mempool.py``). ``Unbond``
   stops it counting at once and returns the coins in the block
   ``unbond_delay`` blocks later (:func:`release_unbonded`). Only a mature
   bond commits or reveals (``NOT_BONDED``): an identity costs coins.
@@ -125,12 +127,15 @@ def release_unbonded(work: TaskWork, height: int) -> dict[bytes, int]:
 
 
 def apply_bond(work: TaskWork, tx: Bond, height: int, task: TaskSpec, task_id: bytes) -> int:
-    """Record the bond; return the amount to lock (the caller debits it with the fee)."""
+    """Lock one more ``bond_amount``: a new bond, or a top-up of the sender's stake (which keeps its
+    height: maturity and bond age belong to the identity); return the amount to lock (the caller
+    debits it with the fee)."""
     _require_task(tx.task_id, task_id)
     address = tx.sender_address
-    if address in work.stakes:
-        raise BlockRejected(Reject.ALREADY_BONDED, f"a bond of {work.stakes[address].amount} is locked")
-    work.stakes[address] = Stake(task.bond_amount, height)
+    held = work.stakes.get(address)
+    work.stakes[address] = (
+        Stake(task.bond_amount, height) if held is None else Stake(held.amount + task.bond_amount, held.since)
+    )
     return task.bond_amount
 
 

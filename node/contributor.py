@@ -22,6 +22,10 @@ from ml.codec import EncodedUpdate, encode_update
 from ml.tasks import TaskSpec
 from wallet import KeyPair, address_bytes
 
+# What an honest trainer keeps unbonded when it tops up its stake: bond amounts, for a new
+# key's bond or another task's, and fees.
+TOP_UP_RESERVE_UNITS = 2
+
 
 @dataclass(frozen=True)
 class KeyStatus:
@@ -93,6 +97,17 @@ class Contributor:
     def bond(self, status: KeyStatus, *, fee: int = 0) -> Bond | None:
         """A bond when the key has none (locked or pooled) and can afford the task's amount."""
         if status.bonded or status.bond_pending or status.balance < self.task.bond_amount + fee:
+            return None
+        signed = sign_tx(Bond(self.key.public, status.next_nonce, fee, self.task_id), self.key, self.tag)
+        assert isinstance(signed, Bond)
+        return signed
+
+    def top_up(self, status: KeyStatus, *, reserve_units: int = TOP_UP_RESERVE_UNITS, fee: int = 0) -> Bond | None:
+        """One more bond unit for a bonded key that holds more than ``reserve_units`` bond amounts
+        besides it (and the fee), none pooled: honest miners give a task's update slots in
+        proportion to bonded stake, so an honest trainer's mined coins go to its stake."""
+        need = self.task.bond_amount
+        if need == 0 or not status.bonded or status.bond_pending or status.balance < (reserve_units + 1) * need + fee:
             return None
         signed = sign_tx(Bond(self.key.public, status.next_nonce, fee, self.task_id), self.key, self.tag)
         assert isinstance(signed, Bond)

@@ -19,8 +19,14 @@ Two compartments, because the chain treats coins and contributions apart:
   matches, the update's encoding, shape, finiteness and norm, the task's
   useful-update gate), by the functions the state transition runs. ``select``
   takes every pooled commitment, then **fair inclusion**: at most one update
-  per sender and task, the oldest bond first, then arrival order, up to each
-  task's updates per block. A sender may pool at most a round's worth of
+  per sender and task, up to each task's updates per block, in the order of
+  :func:`inclusion_ranks`: a weighted fair queue over the round, so a
+  sender's share of a task's update slots is its share of the task's bonded
+  stake (a sender with two bond units gets a slot twice as often as one with
+  one, never more than one a block), ties in an order drawn anew each round,
+  then arrival. Ranking by bond age alone gave the oldest bonds every slot: a
+  few keys bonded before the honest participants held every honest block's
+  median (docs/security/known-limits.md). A sender may pool at most a round's worth of
   updates per task. Every task is checked with its own spec and state.
 
 A consensus failure raises ``BlockRejected`` with its code; a policy refusal
@@ -37,8 +43,9 @@ from __future__ import annotations
 
 import builtins
 import enum
+import hashlib
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
@@ -62,6 +69,7 @@ from consensus.tx import (
     txid,
 )
 from consensus.view import ChainView, hash_at_height
+from ml.tasks import TaskSpec
 from node import limits
 
 Spend = Transfer | Bond | Unbond | Deploy  # carries a nonce and a fee
@@ -148,7 +156,38 @@ class AddResult:
     evicted: tuple[bytes, ...] = ()
 
 
-_NO_BOND = 2**63  # ranks an update whose sender's bond age is unknown after every known one
+InclusionRank = tuple[Fraction, bytes]  # (the sender's next finish time in its task's round, its tie-break)
+_UNRANKED: InclusionRank = (Fraction(2**63), b"\xff" * 32)  # a sender without a bond: after every bonded one
+
+
+def inclusion_ranks(
+    state: State, specs: Mapping[builtins.bytes, TaskSpec], height: int, hash_at: Callable[[int], builtins.bytes]
+) -> dict[tuple[builtins.bytes, builtins.bytes], InclusionRank]:
+    """Each bonded sender's place in its task's queue for the block at ``height``, by (task id, address).
+
+    Weighted fair queueing over the task's round: ``(reveals of the sender already
+    in this round's blocks + 1) / its stake in bond units``, smallest first, so
+    over a round each sender gets slots in proportion to its stake. (The ``+ 1``
+    matters: ranking by reveals / units would put every fresh one-unit key, at 0,
+    before a large stake that had one slot.) Ties go by ``sha256(round's start
+    block hash || address)``, a new order each round that nobody knows before
+    that block: ranking ties by bond age gave the oldest bonds every tied slot,
+    round after round, and a younger equal stake none. ``hash_at`` gives a
+    block hash on the tip's branch by height.
+    """
+    ranks: dict[tuple[builtins.bytes, builtins.bytes], InclusionRank] = {}
+    for task_id, task in state.tasks.items():
+        spec = specs.get(task_id)
+        if spec is None:
+            continue
+        current = round_of(height, spec.round_blocks)
+        seed = hash_at(round_start(current, spec.round_blocks))
+        for address, stake in task.stakes.items():
+            units = max(stake.amount // spec.bond_amount, 1) if spec.bond_amount > 0 else 1
+            commitment = task.commitments.get((current - 1, address))  # this round reveals last round's
+            included = sum(commitment.revealed) if commitment is not None else 0
+            ranks[(task_id, address)] = (Fraction(included + 1, units), hashlib.sha256(seed + address).digest())
+    return ranks
 
 
 def _arrival(entry: PoolEntry) -> tuple[float, bytes]:
@@ -182,13 +221,9 @@ def _check_spend(
     if isinstance(tx, Deploy):
         deploys = sum(isinstance(e.tx, Deploy) for e in pending)
         check_deploy(tx, open_task_count(chain.state) + deploys)
-    elif isinstance(tx, Bond | Unbond):
+    elif isinstance(tx, Bond | Unbond):  # a bond from a bonded sender tops up its stake
         _, task_state = task_of(view.rules.task, chain.state.tasks, tx.task_id, training=isinstance(tx, Bond))
-        bonded = tx.sender_address in task_state.stakes
-        same_task = (e.tx for e in pending if isinstance(e.tx, Bond) and e.tx.task_id == tx.task_id)
-        if isinstance(tx, Bond) and (bonded or any(same_task)):
-            raise BlockRejected(Reject.ALREADY_BONDED, "a bond is locked or pooled")
-        if isinstance(tx, Unbond) and not bonded:
+        if isinstance(tx, Unbond) and tx.sender_address not in task_state.stakes:
             raise BlockRejected(Reject.NOT_BONDED, "nothing to unbond")
 
 
@@ -389,14 +424,13 @@ class Mempool:
         max_txs: int,
         max_bytes: int,
         *,
-        bond_age: dict[builtins.bytes, int] | None = None,
+        ranks: Mapping[tuple[builtins.bytes, builtins.bytes], InclusionRank] | None = None,
     ) -> list[tuple[builtins.bytes, SignedTx]]:
         """The txs for the next block, in an order the block may carry them.
 
         First every pooled commitment, then the updates by fair inclusion (at
-        most one per sender and task, oldest bond first by ``bond_age``
-        (address -> the height the bond was made; unknown last), then
-        arrival), up to ``max_updates`` (one number for every task, or each
+        most one per sender and task, by ``ranks`` (:func:`inclusion_ranks` of
+        the tip; a sender not in it last), then arrival), up to ``max_updates`` (one number for every task, or each
         task's by id; a task not named gets none); then spends greedy by fee rate over each sender's
         next tx, so a sender's spends come out in nonce order, and at most one deploy (a
         deploy's burn grows with each deploy before it). A sender whose
@@ -416,11 +450,14 @@ class Mempool:
         contributions = [e for mine in self._contributions.values() for e in mine]
         for entry in sorted((e for e in contributions if isinstance(e.tx, Commit)), key=_arrival):
             take(entry)
-        ages = bond_age or {}
+        order = ranks or {}
         firsts: dict[tuple[builtins.bytes, builtins.bytes | None], PoolEntry] = {}
         for entry in sorted((e for e in contributions if isinstance(e.tx, GradientUpdate)), key=_arrival):
             firsts.setdefault((entry.sender, task_key(entry.tx)), entry)
-        ranked = sorted(firsts.values(), key=lambda e: (ages.get(e.sender, _NO_BOND), e.added_at, e.txid))
+        ranked = sorted(
+            firsts.values(),
+            key=lambda e: (order.get((task_key(e.tx) or b"", e.sender), _UNRANKED), e.added_at, e.txid),
+        )
         updates: dict[builtins.bytes | None, int] = {}
         for entry in ranked:
             task_id = task_key(entry.tx)

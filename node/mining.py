@@ -24,6 +24,7 @@ from consensus.hashing import search_nonce
 from consensus.pow import bits_to_target
 from consensus.template import build_block
 from consensus.tx import GradientUpdate, Tx
+from node.mempool import inclusion_ranks
 from wallet import address_bytes
 
 log = logging.getLogger("gradchain.miner")
@@ -89,14 +90,13 @@ def template_txs(node: Any) -> list[Tx]:
     one per key it fields (:meth:`node.training.Trainer.private_reveals`).
     """
     chain = node.chain
-    ages = {address: stake.since for address, stake in chain.state.task.stakes.items()}
+    specs = task_specs(chain.rules.task, chain.state.tasks)
     caps = {
-        task_id: spec.max_updates_per_block
-        for task_id, spec in task_specs(chain.rules.task, chain.state.tasks).items()
-        if is_training(chain.state.tasks[task_id])
+        task_id: spec.max_updates_per_block for task_id, spec in specs.items() if is_training(chain.state.tasks[task_id])
     }
     picked = node.mempool.select(
-        max_updates=caps, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES, bond_age=ages,
+        max_updates=caps, max_txs=MAX_TEMPLATE_TXS, max_bytes=MAX_TEMPLATE_BYTES,
+        ranks=inclusion_ranks(chain.state, specs, chain.height + 1, chain.main.__getitem__),
     )
     txs: list[Tx] = [tx for _, tx in picked]
     attack = node.config.attack

@@ -37,7 +37,8 @@ choices, so the chain's rules have to defend against them:
     miner runs until every key is bonded (:attr:`Trainer.wants_blocks`), then
     stops, and the sybil keys commit and reveal poisoned updates through the
     same rounds as everyone. No fee helps it: updates and commitments carry
-    none and the mempool ranks them by bond age.
+    none and the mempool shares update slots by bonded stake, one unit per sybil key
+    against the honest trainers' topped-up stakes.
 """
 
 from __future__ import annotations
@@ -301,11 +302,18 @@ class Trainer:
 
     # -- what to submit --------------------------------------------------------------------------
     def _bonding(self, snap: Snapshot) -> list[SignedTx]:
-        """Bond every key that can afford it; the main key funds the others (attackers only)."""
+        """Bond every key that can afford it; the main key funds the others (attackers only).
+
+        An honest trainer (and ``censor``'s, which trains honestly) then tops up its stake by one
+        unit a tip while its balance keeps a reserve: update slots go by bonded stake. The other
+        attackers keep one unit per key (``sybil-flood``'s stake is what it mined before).
+        """
         need = self.task.bond_amount
         main, main_status = self.contributors[0], snap.keys[0]
         out: list[SignedTx] = []
         bond = main.bond(main_status)
+        if bond is None and self.role in (None, "censor"):
+            bond = main.top_up(main_status)
         nonce, spare = main_status.next_nonce, main_status.balance
         if bond is not None:
             out.append(bond)

@@ -206,20 +206,23 @@ async def test_sybil_keys_get_the_leftover_slots_and_no_pay(cluster: Cluster, mo
         await connect(other, honest[0])
     nodes = [*honest, sybil]
     width = honest[0].chain.task.round_blocks
-    # each honest node mines once for its bond, the sybil mines while it still wants blocks
-    # (to fund and bond its keys), the first honest node mines the rest
+    # the honest nodes mine in turn first, for their bonds and the top-ups that give each more
+    # bond units than a round has blocks (slots go by stake: node.mempool.inclusion_ranks); the
+    # sybil mines while it still wants blocks (to fund and bond its keys), the first honest node
+    # mines the rest
     mined = 0
+    head_start = 4 * len(honest)
 
     def who(height: int) -> Node:
         nonlocal mined
-        if height <= 3:
-            return honest[height - 1]
+        if height <= head_start:
+            return honest[(height - 1) % len(honest)]
         if sybil.trainer.wants_blocks:
             mined += 1
             return sybil
         return honest[0]
 
-    await run(nodes, 5 * width, who)
+    await run(nodes, head_start + 5 * width, who)
     assert not sybil.trainer.wants_blocks and 0 < mined < 3 * width, "the sybil stopped mining once bonded"
     blocks = await blocks_of(honest[0], range(1, honest[0].chain.height + 1))
     theirs, good = addresses(sybil), set().union(*(addresses(n) for n in honest))

@@ -21,7 +21,7 @@ import numpy as np
 
 from consensus.errors import Reject
 from consensus.rounds import round_start
-from consensus.tx import Bond, Commit, GradientUpdate, Tx, Unbond, chain_tag, sign_tx
+from consensus.tx import Commit, GradientUpdate, Tx, Unbond, chain_tag, sign_tx
 from ml.codec import encode_update
 from node.contributor import Contributor
 from node.mining import make_template
@@ -30,7 +30,6 @@ from tests.chainbuilder import mine as solve
 from tests.chainbuilder import recommit
 from tests.node.contrib import commit, join, next_round, reveals, status_of
 from tests.node.harness import Cluster, FakePeer, node_key, scenario
-from wallet import address_bytes
 
 ALICE = node_key("alice")
 BOB = node_key("bob")
@@ -71,8 +70,6 @@ async def test_blocks_breaking_the_round_rules_are_rejected_with_their_code(clus
     contributors = await commit(a, {ALICE: vectors(a, 1, 2)})
     height = a.chain.height
     tag = a.chain.signing_tag
-    nonce = a.chain.state.account(address_bytes(ALICE.public)).nonce
-    again = Bond(ALICE.public, nonce, 0, a.chain.rules.task_id)
     nothing = Unbond(STRANGER.public, 0, 0, a.chain.rules.task_id)
     # the same network, another chain (another genesis: another task, --rule or --f)
     elsewhere = chain_tag(a.chain.rules.chain_id, hashlib.sha256(b"another genesis").digest())
@@ -83,7 +80,6 @@ async def test_blocks_breaking_the_round_rules_are_rejected_with_their_code(clus
         (Reject.UPDATE_BAD_BASE, [signed_commit(a, BOB, base_hash=bytes(32))]),
         (Reject.BAD_COMMIT, [signed_commit(a, BOB, hashes=(b"\x01" * 32, b"\x01" * 32))]),
         (Reject.DUPLICATE_COMMIT, [signed_commit(a, ALICE)]),
-        (Reject.ALREADY_BONDED, [sign_tx(again, ALICE, tag)]),
         (Reject.NOT_BONDED, [sign_tx(nothing, STRANGER, tag)]),
         (Reject.BAD_SIGNATURE, [signed_commit(a, BOB, tag=elsewhere)]),
     ])

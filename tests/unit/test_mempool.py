@@ -29,7 +29,7 @@ from consensus.tx import (
 )
 from ml.codec import EncodedUpdate
 from node.chainstate import ChainState
-from node.mempool import Mempool, PolicyReason, PolicyRejected
+from node.mempool import Mempool, PolicyReason, PolicyRejected, inclusion_ranks
 from tests.chainbuilder import ChainBuilder, det_vector, key, quick_task, rejection
 from wallet import KeyPair, address_bytes
 
@@ -200,14 +200,15 @@ def test_one_commitment_per_sender_and_round(world: World) -> None:
     assert rejection(lambda: add(pool, world, second)) is Reject.DUPLICATE_COMMIT
 
 
-def test_bonds_lock_funds_and_are_one_per_key(world: World) -> None:
+def test_bonds_lock_funds_and_a_bonded_key_may_top_up(world: World) -> None:
     pool = Mempool()
     newcomer = key(60)
     assert rejection(lambda: add(pool, world, world.builder.unbond(newcomer))) is Reject.NOT_BONDED
-    assert rejection(lambda: add(pool, world, world.builder.bond(FUNDED[0]))) is Reject.ALREADY_BONDED
+    add(pool, world, world.builder.bond(FUNDED[0]))  # a top-up of its stake
+    add(pool, world, world.builder.bond(FUNDED[0], nonce=world.builder.nonce_of(FUNDED[0]) + 1))
     add(pool, world, pay(world, FUNDED[1], nonce=0))
     add(pool, world, world.builder.unbond(FUNDED[1], nonce=world.builder.nonce_of(FUNDED[1]) + 1))
-    assert len(pool) == 2
+    assert len(pool) == 4
 
 
 # -- bounds and eviction ---------------------------------------------------------------------------
@@ -282,8 +283,9 @@ def test_select_orders_by_fee_rate_but_keeps_nonce_order(world: World) -> None:
     assert chosen == [b0, a0, a1]
 
 
-def test_fair_inclusion_one_update_per_sender_oldest_bond_first(world: World) -> None:
-    """Updates are not sold: the newest bond waits, however early its update arrived;
+def test_fair_inclusion_one_update_per_sender_by_rank_not_arrival(world: World) -> None:
+    """Updates are not sold: at equal stakes and no slot yet this round, the round's tie order
+    decides, however early an update arrived (shares by stake: tests/unit/test_round_attacks.py);
     a sender with two pooled updates gets one slot; commitments all go in."""
     world.committed(*FUNDED, count=2)
     pool = Mempool()
@@ -292,12 +294,15 @@ def test_fair_inclusion_one_update_per_sender_oldest_bond_first(world: World) ->
         add(pool, world, world.builder.update(kp, index=1), now=NOW + i + 0.5)
     commit = world.builder.commit(FUNDED[3], seeds=(77,))
     add(pool, world, commit)
-    ages = {address_bytes(kp.public): world.chain.state.task.stakes[address_bytes(kp.public)].since for kp in FUNDED}
-    picked = [tx for _, tx in pool.select(max_updates=3, max_txs=100, max_bytes=10**8, bond_age=ages)]
+    ranks = inclusion_ranks(world.chain.state, {world.chain.rules.task_id: world.builder.task},
+                            world.chain.height + 1, world.chain.main.__getitem__)
+    picked = [tx for _, tx in pool.select(max_updates=3, max_txs=100, max_bytes=10**8, ranks=ranks)]
     assert picked[0] == commit
     updates = [tx for tx in picked if isinstance(tx, GradientUpdate)]
-    assert [u.sender for u in updates] == [kp.public for kp in FUNDED[:3]]  # oldest bonds, one each
-    assert all(u == world.builder.update(kp, index=0) for u, kp in zip(updates, FUNDED, strict=False))
+    task_id = world.chain.rules.task_id
+    first = sorted(FUNDED, key=lambda kp: ranks[(task_id, address_bytes(kp.public))])[:3]
+    assert [u.sender for u in updates] == [kp.public for kp in first]  # the round's order, one each
+    assert all(u == world.builder.update(kp, index=0) for u, kp in zip(updates, first, strict=True))
     world.mine(picked)  # a valid block
     pool.remove_for_block(world.builder.tip)
     assert len(pool) == 2 * len(FUNDED) - 3

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -31,14 +32,15 @@ from consensus.contracts import deploy_burn
 from consensus.errors import Reject
 from consensus.params import REGTEST
 from consensus.state import CLOSED
-from consensus.tx import encode_tx, txid
+from consensus.tx import GradientUpdate, Tx, encode_tx, txid
 from ml.rounds import CLONE_WINDOW_ROUNDS
 from ml.tasks import TaskSpec
 from node.api.summaries import UpdateSummary, summarise_block
 from node.chainstate import ChainState
-from node.mempool import Mempool, PolicyRejected
+from node.mempool import Mempool, PolicyRejected, inclusion_ranks
 from tests.chainbuilder import ChainBuilder, addr, det_vector, key, quick_task, rejection
 from tests.unit.test_contracts import eval_rows
+from wallet import KeyPair
 
 MINER = key(0)  # the builder's miner
 SQUATTER = key(40)
@@ -250,33 +252,99 @@ def test_a_target_checked_on_too_many_rows_for_the_model_is_refused() -> None:
 # -- fair inclusion (policy: node/mempool.py) ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="open: honest miners rank updates by bond age alone, so the oldest "
-                   "bonds take every slot (docs/security/known-limits.md, 'Early bonds')")
-def test_an_early_bond_gets_no_more_than_its_share_of_update_slots(tmp_path: pathlib.Path) -> None:
-    """Four bonded senders, one of them the attacker's key bonded first, two update slots a block:
-    over a round the oldest two bonds fill every slot, so a quarter of the bonds (one bond, 1 M)
-    holds half of every honest block's updates and the two newest participants get none. With
-    slots for four and f=1 the same takes two early keys for a poisoned median in every honest
-    block: steering with early bonds and no hashrate. The test asks for no more than a share in
-    proportion to the bonds (x 1.5 of slack) and fails while the ranking stands."""
-    from tests.unit.test_mempool import FUNDED, NOW, World, add
+class Stage:
+    """A builder and a node chain on the same tip, for what an honest miner's pool selects."""
 
-    world = World(tmp_path)  # FUNDED[0] bonded first: the attacker
-    world.committed(*FUNDED, count=world.builder.task.round_blocks)
+    def __init__(self, tmp_path: pathlib.Path, task: TaskSpec) -> None:
+        self.builder = ChainBuilder(task)
+        self.chain = ChainState.create(tmp_path, REGTEST.name, task)
+
+    def mine(self, txs: Sequence[Tx] = ()) -> None:
+        self.builder.add(self.builder.template(txs))
+        for block in self.builder.blocks[self.chain.height + 1:]:
+            self.chain.accept_block(block, 2**31)
+
+    def to_round_start(self) -> None:
+        while (self.builder.next_height - 1) % self.builder.task.round_blocks:
+            self.mine()
+
+    def slots(self, pool: Mempool, senders: Sequence[KeyPair], max_updates: int) -> list[list[bytes]]:
+        """Mine the round's blocks from ``pool``'s selection; each block's update senders."""
+        specs = {self.chain.rules.task_id: self.builder.task}
+        blocks = []
+        for _ in range(self.builder.task.round_blocks):
+            ranks = inclusion_ranks(self.chain.state, specs, self.chain.height + 1, self.chain.main.__getitem__)
+            picked = [tx for _, tx in pool.select(max_updates=max_updates, max_txs=1000, max_bytes=10**9,
+                                                  ranks=ranks)]
+            blocks.append([tx.sender_address for tx in picked if isinstance(tx, GradientUpdate)])
+            self.mine(picked)
+            pool.remove_for_block(self.builder.tip)
+        return blocks
+
+
+def pooled_round(stage: Stage, senders: Sequence[KeyPair]) -> Mempool:
+    """Every sender commits a round's worth of updates; on to the reveal round; all reveals pooled."""
+    b = stage.builder
+    size, width = b.task.param_count, b.task.round_blocks
+    stage.mine([b.commit(k, [det_vector(1000 * i + j, size) for j in range(width)]) for i, k in enumerate(senders)])
+    stage.to_round_start()
     pool = Mempool()
-    for kp in FUNDED:
-        for index in range(world.builder.task.round_blocks):
-            add(pool, world, world.builder.update(kp, index=index), now=NOW + index)
-    ages = {addr(kp): world.chain.state.task.stakes[addr(kp)].since for kp in FUNDED}
-    slots: dict[bytes, int] = {addr(kp): 0 for kp in FUNDED}
-    for _ in range(world.builder.task.round_blocks):
-        picked = [tx for _, tx in pool.select(max_updates=2, max_txs=100, max_bytes=10**8, bond_age=ages)]
-        for tx in picked:
-            slots[tx.sender_address] += 1  # type: ignore[union-attr]
-        world.mine(picked)
-        pool.remove_for_block(world.builder.tip)
-    total = sum(slots.values())
-    assert slots[addr(FUNDED[0])] <= 1.5 * total / len(FUNDED)
+    for k in senders:
+        for j in range(width):
+            reveal = b.update(k, index=j)
+            assert pool.add(encode_tx(reveal), reveal, stage.chain, 1_000.0 + j).added
+    return pool
+
+
+def test_an_early_bond_gets_no_more_than_its_share_of_update_slots(tmp_path: pathlib.Path) -> None:
+    """Four equal stakes, the attacker's bonded first, two update slots a block, for three rounds.
+    Ranked by bond age alone the oldest two bonds filled every slot: a quarter of the bonds (one
+    bond) held half of every honest block's updates and the two newest participants got none;
+    with slots for four and f=1 two early keys held every honest block's median. Now each gets
+    its share: slots in proportion to stake, ties drawn anew each round."""
+    stage = Stage(tmp_path, quick_task(round_blocks=2, f=0))
+    keys = [key(90 + i) for i in range(4)]  # keys[0], bonded first, is the attacker's
+    stage.mine()
+    for k in keys:  # one bond a block: the first is the oldest
+        stage.mine([stage.builder.bond(k)])
+    stage.to_round_start()
+    counts = {addr(k): 0 for k in keys}
+    for _ in range(3):
+        for block in stage.slots(pooled_round(stage, keys), keys, max_updates=2):
+            for sender in block:
+                counts[sender] += 1
+    total = sum(counts.values())
+    assert total == 3 * 2 * 2
+    assert counts[addr(keys[0])] <= 1.5 * total / len(keys)
+    assert min(counts.values()) >= 0.5 * total / len(keys)  # the newest bonds get theirs too
+
+
+def test_sybil_keys_of_one_unit_get_one_slot_of_an_honest_block_against_topped_up_stakes(
+    tmp_path: pathlib.Path,
+) -> None:
+    """sybil-flood as the inclusion sees it: 24 keys of one bond unit each, bonded before three
+    honest trainers whose stakes their mined coins topped up to more units than a round has
+    blocks. Every block of the round holds the three honest updates and one sybil's, which the
+    block's median (f=1) outvotes; the sybils' 24 units against the honest 15 never get a second
+    slot. (Bonded first: ranking by bond age gave them every slot.)"""
+    unit, width = 1_000, 4
+    stage = Stage(tmp_path, quick_task(round_blocks=width, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    b = stage.builder
+    sybils, honest = [key(100 + i) for i in range(24)], [key(140 + i) for i in range(3)]
+    honest_units = width + 1
+    stage.mine()
+    nonce = b.nonce_of(b.miner)
+    stage.mine([b.transfer(b.miner, k, unit, nonce=nonce + i) for i, k in enumerate(sybils)]
+               + [b.transfer(b.miner, k, honest_units * unit, nonce=nonce + len(sybils) + i)
+                  for i, k in enumerate(honest)])
+    stage.mine([b.bond(k) for k in sybils])  # the sybils' bonds are the oldest
+    stage.mine([b.bond(k, nonce=n) for k in honest for n in range(honest_units)])  # a bond and its top-ups
+    assert all(b.state.task.stakes[addr(k)].amount == honest_units * unit for k in honest)
+    stage.to_round_start()
+    blocks = stage.slots(pooled_round(stage, [*sybils, *honest]), [*sybils, *honest], max_updates=4)
+    sybil_addresses = {addr(k) for k in sybils}
+    assert [sum(s in sybil_addresses for s in block) for block in blocks] == [1] * width
+    assert all({addr(k) for k in honest} <= set(block) for block in blocks)
 
 
 @pytest.mark.xfail(strict=True, raises=PolicyRejected,
@@ -375,3 +443,24 @@ def test_a_trainer_commits_again_when_a_reorg_replaces_its_rounds_start_block(rb
     assert me.wants_commit(status(fork), fork.blocks[start].hash)
     fork.add(fork.template([me.commit(status(fork), fork.blocks[start].hash, [det_vector(2, rb.task.param_count)])]))
     assert not me.wants_commit(status(fork), fork.blocks[start].hash)
+
+
+def test_an_honest_trainer_tops_up_its_stake_above_a_reserve() -> None:
+    """Update slots go by bonded stake, so an honest trainer puts its mined coins above a reserve
+    (TOP_UP_RESERVE_UNITS bond amounts) into its stake, one unit a tip; not before it is bonded,
+    nor with a bond pooled."""
+    from node.contributor import TOP_UP_RESERVE_UNITS, Contributor, KeyStatus
+
+    task = quick_task(bond_amount=BOND)
+    me = Contributor(HONEST, task, b"\x00" * 32, b"\x01" * 32)
+    enough = (TOP_UP_RESERVE_UNITS + 1) * BOND
+
+    def status(balance: int, *, bonded: bool = True, pending: bool = False) -> KeyStatus:
+        return KeyStatus(height=9, round=9, balance=balance, next_nonce=3, bonded=bonded, mature=bonded,
+                         bond_pending=pending, committed=True, unrevealed=(), reveal_pending=False)
+
+    bond = me.top_up(status(enough))
+    assert bond is not None and bond.nonce == 3 and bond.task_id == b"\x01" * 32
+    assert me.top_up(status(enough - 1)) is None  # the reserve stays unbonded
+    assert me.top_up(status(enough, pending=True)) is None  # one unit a tip
+    assert me.top_up(status(enough, bonded=False)) is None  # a first bond is Contributor.bond's
