@@ -231,12 +231,16 @@ class ChainState:
             raise ValueError(f"the task was not deployed yet at height {height}")
         if height == self.height or (contract is not None and not contract.open and height >= contract.moved_at):
             return now.params, now.model_version  # a closed task's model stays as its last step left it
-        undo = self.storage.get_undo(self.main[height + 1])
-        if undo is None:
-            raise StorageError(f"undo data for height {height + 1} is missing; run `chain verify`")
-        # a task that trains is changed by every block, so the next block's undo holds it
-        task = next(iter(undo.tasks_before.values())) if task_id is None else undo.tasks_before[task_id]
-        return task.params, task.model_version
+        # The model at ``height`` is the one before the first later block that moved it (its undo
+        # record keeps it), or the tip's if none did: a walk of at most a round for a task that trains.
+        wanted = next(iter(self.state.tasks)) if task_id is None else task_id
+        for later in range(height + 1, self.height + 1):
+            found, model = self.storage.get_undo_model(self.main[later], wanted)
+            if not found:
+                raise StorageError(f"undo data for height {later} is missing; run `chain verify`")
+            if model is not None:
+                return model
+        return now.params, now.model_version
 
     def vote_status(self, block_hash: bytes) -> str:
         """What the round made of a main-chain block's vote: a :class:`node.storage.VoteStatus`, or
@@ -515,7 +519,7 @@ class ChainState:
         touched: set[bytes] = set()
         for height in range(self.height, fork_height, -1):
             block_hash = chain[height]
-            undo = self.storage.get_undo(block_hash)
+            undo = self.storage.get_undo(block_hash, state)
             block = self.get_block(block_hash)
             if undo is None or block is None:
                 raise StorageError(f"undo data for block {height} is missing; run `chain verify`")
@@ -549,17 +553,17 @@ class ChainState:
             for block in disconnected:
                 self.storage.unindex_txs(block.txids)
                 self.storage.drop_vote_outcomes(block.hash)
-            for block, _new_state, undo, item in connected:
+            for block, new_state, undo, item in connected:
                 item.status = BlockStatus.VALID
                 self.storage.put_index(item.row())
-                self.storage.put_undo(item.hash, undo)
+                self.storage.put_undo(item.hash, undo, new_state)
                 self.storage.set_main(item.height, item.hash)
                 self.storage.put_outcomes(item.hash, _outcomes(block, undo))
                 if undo.outcome.round_counted is not None:
                     self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
                 self.storage.index_txs(item.hash, block.txids)
                 touched.update(undo.accounts_before)
-            self.storage.write_state(state, touched)
+            self.storage.write_state(state, touched, self.state)
         self.main = chain
         self.state = state
         status = "reorg" if disconnected else "connected"

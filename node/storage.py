@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import numpy as np
@@ -22,10 +22,12 @@ from consensus.transition import Outcome, Undo
 from ml.evalset import decode_evalset, encode_evalset
 from ml.tasks import TaskSpec
 
-SCHEMA_VERSION = 2  # 2: per-task state (bonds, commitments, votes) and undo with outcomes
+SCHEMA_VERSION = 3  # 3: per-key task state rows, undo records that hold only what a block changed
+REINDEX_SCHEMAS = (2,)  # older layouts of the same rules: `gradchain chain reindex` rebuilds them
+
+META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS block_index (
     hash BLOB PRIMARY KEY,
     prev BLOB NOT NULL,
@@ -46,9 +48,37 @@ CREATE TABLE IF NOT EXISTS tip_state (
     height INTEGER NOT NULL,
     root BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS task_state (
-    task_id BLOB PRIMARY KEY, position INTEGER NOT NULL, data BLOB NOT NULL  -- position 0: the genesis task
+-- Each task's state, one row per key, so a block rewrites only what it changed (write_state).
+CREATE TABLE IF NOT EXISTS task_model (
+    task_id BLOB PRIMARY KEY,
+    position INTEGER NOT NULL,      -- 0: the genesis task; State.tasks order
+    params BLOB NOT NULL,           -- little-endian float32
+    last_aggregate BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    contract BLOB                   -- msgpack, with the evaluation rows; NULL for the genesis task
 );
+CREATE TABLE IF NOT EXISTS task_stakes (
+    task_id BLOB NOT NULL, address BLOB NOT NULL, amount INTEGER NOT NULL, since INTEGER NOT NULL,
+    PRIMARY KEY (task_id, address)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_unbonding (
+    task_id BLOB NOT NULL, address BLOB NOT NULL, amount INTEGER NOT NULL, release INTEGER NOT NULL,
+    PRIMARY KEY (task_id, address)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_commitments (
+    task_id BLOB NOT NULL, round INTEGER NOT NULL, address BLOB NOT NULL,
+    hashes BLOB NOT NULL, revealed BLOB NOT NULL,  -- msgpack list of digests; one byte per digest
+    PRIMARY KEY (task_id, round, address)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_votes (
+    task_id BLOB NOT NULL, idx INTEGER NOT NULL, vector BLOB NOT NULL, ran INTEGER NOT NULL,
+    counted BLOB NOT NULL,          -- msgpack list of addresses
+    PRIMARY KEY (task_id, idx)
+);
+CREATE TABLE IF NOT EXISTS task_reveals (
+    task_id BLOB NOT NULL, content BLOB NOT NULL, round INTEGER NOT NULL, sender BLOB NOT NULL,
+    PRIMARY KEY (task_id, content)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tx_index (txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS update_outcomes (
     block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
@@ -62,6 +92,9 @@ CREATE TABLE IF NOT EXISTS vote_outcomes (
 CREATE INDEX IF NOT EXISTS vote_outcomes_round_end ON vote_outcomes(round_end);
 """
 
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 NOT_APPLIED = -1  # update_outcomes.accepted of a block whose rule did not run
 
@@ -170,17 +203,144 @@ def decode_task_state(raw: bytes) -> TaskState:
     )
 
 
-def encode_undo(undo: Undo) -> bytes:
+# -- undo records ------------------------------------------------------------------------------
+# A block changes a few keys of each task it touches (a vote appended, a few commitments marked
+# revealed, a few reveals added); the model only at a round's end. So an undo record keeps, per
+# task, only the keys the block changed with their values before it, and the model and the
+# contract only when they changed: decoding it needs the task's state after the block, which a
+# disconnect always has. A record written without that state (or for a task the state after
+# lacks) keeps the whole task state, as schema 2 did.
+_TASK_TABLES = ("task_model", "task_stakes", "task_unbonding", "task_commitments", "task_votes", "task_reveals")
+_EMPTY_TASK = TaskState(np.zeros(0, np.float32), np.zeros(0, np.float32), 0)  # what write_state diffs a new task from
+_FULL, _DIFF = 0, 1  # how an undo record keeps one task's state before the block
+_UNCHANGED: list[Any] = []  # a diff's contract slot when the block left the contract as it was
+
+
+def _changed_keys(before: Mapping[K, V], after: Mapping[K, V]) -> list[K]:
+    """Every key whose value differs between two maps (present in one only, or with another value)."""
+    if before is after:
+        return []
+    changed = [k for k, v in before.items() if after.get(k) != v]
+    changed += [k for k in after if k not in before]
+    return changed
+
+
+def _before(before: Mapping[K, V], after: Mapping[K, V]) -> list[tuple[K, V | None]]:
+    """Each key a block changed with its value before the block (None: it was absent)."""
+    return [(k, before.get(k)) for k in _changed_keys(before, after)]
+
+
+def _reverted(after: Mapping[K, V], changes: list[tuple[K, V | None]]) -> dict[K, V]:
+    """``after`` with each changed key set back to its value before (removed where it was absent), key order."""
+    out = dict(after)
+    for k, v in changes:
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return dict(sorted(out.items()))
+
+
+def _same_vote(a: Vote, b: Vote) -> bool:
+    return a is b or (a.digest == b.digest and a.ran == b.ran and a.counted == b.counted)
+
+
+def _kept_votes(before: tuple[Vote, ...], after: tuple[Vote, ...]) -> int | None:
+    """len(before) when ``before`` is a prefix of ``after`` (a block appends its vote), else None."""
+    if len(before) > len(after) or not all(_same_vote(a, b) for a, b in zip(before, after)):
+        return None
+    return len(before)
+
+
+def _same_contract(a: Contract | None, b: Contract | None) -> bool:
+    return a is b or (a is not None and b is not None and a.digest == b.digest)
+
+
+def _encode_vote(vote: Vote) -> list[Any]:
+    return [_f32(vote.vector), vote.ran, list(vote.counted)]
+
+
+def _decode_vote(value: list[Any]) -> Vote:
+    vector, ran, counted = value
+    return Vote(_from_f32(vector), bool(ran), tuple(bytes(c) for c in counted))
+
+
+def _task_diff(before: TaskState, after: TaskState) -> list[Any]:
+    """What an undo record keeps of a task the block changed from ``before`` to ``after`` (:func:`_task_back`)."""
+    same_model = (
+        before.params_digest == after.params_digest
+        and before.last_aggregate_digest == after.last_aggregate_digest
+        and before.model_version == after.model_version
+    )
+    kept = _kept_votes(tuple(before.votes), tuple(after.votes))
+    return [
+        None if same_model else [_f32(before.params), _f32(before.last_aggregate), before.model_version],
+        [[a, None, None] if s is None else [a, s.amount, s.since] for a, s in _before(before.stakes, after.stakes)],
+        [[a, None, None] if u is None else [a, u.amount, u.release]
+         for a, u in _before(before.unbonding, after.unbonding)],
+        [[r, a, None, None] if c is None else [r, a, list(c.hashes), list(c.revealed)]
+         for (r, a), c in _before(before.commitments, after.commitments)],
+        [_encode_vote(v) for v in before.votes] if kept is None else kept,
+        [[d, None, None] if v is None else [d, v[0], v[1]] for d, v in _before(before.reveals, after.reveals)],
+        _UNCHANGED if _same_contract(before.contract, after.contract)
+        else [_encode_contract(before.contract, rows=False)],
+    ]
+
+
+def _task_back(after: TaskState, diff: list[Any]) -> TaskState:
+    """The task's state before the block, from its state ``after`` and :func:`_task_diff`'s record."""
+    model, stakes, unbonding, commitments, votes, reveals, contract = diff
+    if model is None:
+        params, last, version = after.params, after.last_aggregate, after.model_version
+        digests: tuple[bytes, bytes] | None = (after.params_digest, after.last_aggregate_digest)
+    else:
+        params, last, version, digests = _from_f32(model[0]), _from_f32(model[1]), model[2], None
+    return TaskState(
+        params=params,
+        last_aggregate=last,
+        model_version=version,
+        stakes=_reverted(after.stakes, [
+            (bytes(a), None if n is None else Stake(n, since)) for a, n, since in stakes
+        ]),
+        unbonding=_reverted(after.unbonding, [
+            (bytes(a), None if n is None else Unbonding(n, release)) for a, n, release in unbonding
+        ]),
+        commitments=_reverted(after.commitments, [
+            ((r, bytes(a)), None if hashes is None
+             else Commitment(tuple(bytes(h) for h in hashes), tuple(bool(x) for x in revealed)))
+            for r, a, hashes, revealed in commitments
+        ]),
+        votes=tuple(after.votes[:votes]) if isinstance(votes, int) else tuple(_decode_vote(v) for v in votes),
+        reveals=_reverted(after.reveals, [
+            (bytes(d), None if r is None else (r, bytes(sender))) for d, r, sender in reveals
+        ]),
+        contract=after.contract if contract == _UNCHANGED else _decode_contract(contract[0]),
+        model_digests=digests,
+    )
+
+
+def encode_undo(undo: Undo, after: State | None = None) -> bytes:
+    """An undo record; with ``after`` (the state the block left) it keeps only what the block changed.
+
+    Evaluation rows are never kept: they are the task's current state's
+    (:func:`consensus.transition.undo_block` takes them from there).
+    """
     accounts = [
         [address, None, None] if acc is None else [address, acc.balance, acc.nonce]
         for address, acc in sorted(undo.accounts_before.items())
     ]
+    tasks = []
+    for task_id, before in undo.tasks_before.items():  # genesis task first
+        now = None if after is None else after.tasks.get(task_id)
+        if now is None:
+            tasks.append([task_id, _FULL, encode_task_state(before, rows=False)])
+        else:
+            tasks.append([task_id, _DIFF, _task_diff(before, now)])
     out = undo.outcome
     raw: bytes = msgpack.packb(
         [
             accounts,
-            # genesis task first; evaluation rows are kept once, with the task's current state
-            [[task_id, encode_task_state(t, rows=False)] for task_id, t in undo.tasks_before.items()],
+            tasks,
             list(undo.created),
             [
                 list(out.counted),
@@ -196,25 +356,61 @@ def encode_undo(undo: Undo) -> bytes:
     return raw
 
 
-def decode_undo(raw: bytes) -> Undo:
+def _decode_outcome(value: list[Any]) -> Outcome:
+    counted, clones, vote_ran, round_counted, gated = value[:5]
+    ran = value[5] if len(value) > 5 else []  # a record stored before per-task verdicts
+    return Outcome(
+        counted=tuple(bool(c) for c in counted),
+        clones=tuple(bool(c) for c in clones),
+        vote_ran=bool(vote_ran),
+        round_counted=None if round_counted is None else tuple(bool(c) for c in round_counted),
+        gated=bool(gated),
+        ran=tuple(bool(r) for r in ran),
+    )
+
+
+def decode_undo(raw: bytes, after: State | None = None) -> Undo:
+    """The undo record :func:`encode_undo` wrote; ``after`` must be the state the block left when it
+    was written with one (a ``ValueError`` otherwise)."""
     accounts, tasks, created, outcome = msgpack.unpackb(raw, raw=False)
-    counted, clones, vote_ran, round_counted, gated = outcome[:5]
-    ran = outcome[5] if len(outcome) > 5 else []  # a record stored before per-task verdicts
+    tasks_before: dict[bytes, TaskState] = {}
+    for task_id, mode, data in tasks:
+        task_id = bytes(task_id)
+        if mode == _FULL:
+            tasks_before[task_id] = decode_task_state(bytes(data))
+            continue
+        now = None if after is None else after.tasks.get(task_id)
+        if now is None:
+            raise ValueError("this undo record keeps only what its block changed: it needs the state after the block")
+        tasks_before[task_id] = _task_back(now, data)
     return Undo(
         accounts_before={
             bytes(a): (None if bal is None else Account(bal, nonce)) for a, bal, nonce in accounts
         },
-        tasks_before={bytes(task_id): decode_task_state(data) for task_id, data in tasks},
+        tasks_before=tasks_before,
         created=tuple(bytes(task_id) for task_id in created),
-        outcome=Outcome(
-            counted=tuple(bool(c) for c in counted),
-            clones=tuple(bool(c) for c in clones),
-            vote_ran=bool(vote_ran),
-            round_counted=None if round_counted is None else tuple(bool(c) for c in round_counted),
-            gated=bool(gated),
-            ran=tuple(bool(r) for r in ran),
-        ),
+        outcome=_decode_outcome(outcome),
     )
+
+
+def undo_model(raw: bytes, task_id: bytes) -> tuple[np.ndarray, int] | None:
+    """The model (parameters, version) of ``task_id`` before the block whose undo record is ``raw``,
+    or None when the block left that model as it was."""
+    _, tasks, _, _ = msgpack.unpackb(raw, raw=False)
+    for tid, mode, data in tasks:
+        if bytes(tid) != task_id:
+            continue
+        if mode == _FULL:
+            before = decode_task_state(bytes(data))
+            return before.params, before.model_version
+        model = data[0]
+        return None if model is None else (_from_f32(model[0]), int(model[2]))
+    return None
+
+
+def undo_outcome(raw: bytes) -> Outcome:
+    """Only what the block's rules decided (:class:`consensus.transition.Outcome`) of an undo record."""
+    return _decode_outcome(msgpack.unpackb(raw, raw=False)[3])
 
 
 class Storage:
@@ -226,21 +422,35 @@ class Storage:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute(META)
+        try:
+            self._check_schema()  # before any table of ours is created in an older file
+        except StorageError:
+            self.db.close()
+            raise
         self.db.executescript(SCHEMA)
-        version = self.get_meta("schema_version")
-        if version is None:
+        self._depth = 0
+
+    def _check_schema(self) -> None:
+        """Mark a new file with our schema; refuse one this code cannot read, saying what to do."""
+        raw = self.get_meta("schema_version")
+        if raw is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
-        elif int(version) > SCHEMA_VERSION:
+            return
+        version = int(raw)
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"{self.path} was written by a newer gradchain (schema {version}); upgrade gradchain")
+        if version in REINDEX_SCHEMAS:
             raise StorageError(
-                f"{path} was written by a newer gradchain (schema {int(version)}); upgrade gradchain"
+                f"{self.path} keeps its chain in an older storage layout (schema {version}); run "
+                f"`gradchain chain reindex --datadir {self.path.parent}` once to rebuild it from its blocks"
             )
-        elif int(version) < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION:
             raise StorageError(
-                f"{path} holds a chain of an older gradchain (schema {int(version)}), whose rules this "
+                f"{self.path} holds a chain of an older gradchain (schema {version}), whose rules this "
                 "one does not run (rounds, bonds and commit-reveal were a hard fork); start a new "
                 "datadir (make testnet FRESH=1) or use the gradchain that wrote it"
             )
-        self._depth = 0
 
     def close(self) -> None:
         self.db.close()
@@ -326,14 +536,30 @@ class Storage:
         row = self.db.execute("SELECT body FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def put_undo(self, block_hash: bytes, undo: Undo) -> None:
+    def put_undo(self, block_hash: bytes, undo: Undo, after: State) -> None:
+        """Store the undo data of the block that left ``after`` (only what it changed: :func:`encode_undo`)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO undo(hash, data) VALUES (?, ?)", (block_hash, encode_undo(undo))
+            "INSERT OR REPLACE INTO undo(hash, data) VALUES (?, ?)", (block_hash, encode_undo(undo, after))
         )
 
-    def get_undo(self, block_hash: bytes) -> Undo | None:
+    def _undo_record(self, block_hash: bytes) -> bytes | None:
         row = self.db.execute("SELECT data FROM undo WHERE hash = ?", (block_hash,)).fetchone()
-        return None if row is None else decode_undo(bytes(row[0]))
+        return None if row is None else bytes(row[0])
+
+    def get_undo(self, block_hash: bytes, after: State) -> Undo | None:
+        """The undo data of the block that left ``after`` (the main chain's tip state when it is disconnected)."""
+        raw = self._undo_record(block_hash)
+        return None if raw is None else decode_undo(raw, after)
+
+    def get_undo_outcome(self, block_hash: bytes) -> Outcome | None:
+        """What a connected block's rules decided (its undo record's :class:`Outcome`), or None."""
+        raw = self._undo_record(block_hash)
+        return None if raw is None else undo_outcome(raw)
+
+    def get_undo_model(self, block_hash: bytes, task_id: bytes) -> tuple[bool, tuple[np.ndarray, int] | None]:
+        """(whether the block has undo data, ``task_id``'s model before it or None if the block left it as it was)."""
+        raw = self._undo_record(block_hash)
+        return (False, None) if raw is None else (True, undo_model(raw, task_id))
 
     # -- main chain -----------------------------------------------------------------
     def main_chain(self) -> list[bytes]:
@@ -350,8 +576,13 @@ class Storage:
         self.db.execute("DELETE FROM main_chain WHERE height = ?", (height,))
 
     # -- state -----------------------------------------------------------------------
-    def write_state(self, state: State, changed: set[bytes]) -> None:
-        """Persist ``state``: the accounts in ``changed``, every task's state and the tip row."""
+    def write_state(self, state: State, changed: set[bytes], before: State | None = None) -> None:
+        """Persist ``state`` over ``before``, the state stored now (None: nothing stored yet).
+
+        Writes the accounts in ``changed``, the tip row, and of each task only
+        the rows whose keys differ from ``before``'s: a block's vote, the
+        commitments and reveals it changed, and the model only when it moved.
+        """
         for address in sorted(changed):
             account = state.accounts.get(address)
             if account is None:
@@ -361,13 +592,72 @@ class Storage:
                     "INSERT OR REPLACE INTO accounts(address, balance, nonce) VALUES (?, ?, ?)",
                     (address, account.balance, account.nonce),
                 )
-        self.db.execute("DELETE FROM task_state")
-        self.db.executemany(
-            "INSERT INTO task_state(task_id, position, data) VALUES (?, ?, ?)",
-            [(task_id, i, encode_task_state(task)) for i, (task_id, task) in enumerate(state.tasks.items())],
-        )
+        old_tasks: Mapping[bytes, TaskState] = {} if before is None else before.tasks
+        for task_id in old_tasks:
+            if task_id not in state.tasks:  # deployed by a disconnected block
+                self._delete_task(task_id)
+        reordered = list(old_tasks) != list(state.tasks)[: len(old_tasks)]
+        for position, (task_id, task) in enumerate(state.tasks.items()):
+            old = old_tasks.get(task_id)
+            if old is None:
+                self._delete_task(task_id)
+                self._write_task(task_id, position, task, _EMPTY_TASK)
+            elif old is not task or reordered:
+                self._write_task(task_id, position, task, old, moved=reordered)
         self.db.execute(
             "INSERT OR REPLACE INTO tip_state(id, height, root) VALUES (1, ?, ?)", (state.height, state.root)
+        )
+
+    def _delete_task(self, task_id: bytes) -> None:
+        for table in _TASK_TABLES:
+            self.db.execute(f"DELETE FROM {table} WHERE task_id = ?", (task_id,))  # noqa: S608 (fixed names)
+
+    def _write_task(self, task_id: bytes, position: int, task: TaskState, old: TaskState, *, moved: bool = False) -> None:
+        """Write the rows of ``task`` that differ from ``old`` (the stored state of the same task)."""
+        if (moved or old is _EMPTY_TASK or task.params_digest != old.params_digest
+                or task.last_aggregate_digest != old.last_aggregate_digest
+                or task.model_version != old.model_version or not _same_contract(task.contract, old.contract)):
+            contract = _encode_contract(task.contract, rows=True)
+            self.db.execute(
+                "INSERT OR REPLACE INTO task_model(task_id, position, params, last_aggregate, version, contract)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, position, _f32(task.params), _f32(task.last_aggregate), task.model_version,
+                 None if contract is None else msgpack.packb(contract, use_bin_type=True)),
+            )
+        self._write_keys("task_stakes", "address", "amount, since", task_id, old.stakes, task.stakes,
+                         lambda a, s: (a, s.amount, s.since))
+        self._write_keys("task_unbonding", "address", "amount, release", task_id, old.unbonding, task.unbonding,
+                         lambda a, u: (a, u.amount, u.release))
+        self._write_keys("task_commitments", "round, address", "hashes, revealed", task_id, old.commitments,
+                         task.commitments,
+                         lambda k, c: (*k, msgpack.packb(list(c.hashes), use_bin_type=True), bytes(c.revealed)))
+        self._write_keys("task_reveals", "content", "round, sender", task_id, old.reveals, task.reveals,
+                         lambda d, v: (d, *v))
+        kept = _kept_votes(tuple(old.votes), tuple(task.votes)) or 0
+        if kept < len(old.votes):
+            self.db.execute("DELETE FROM task_votes WHERE task_id = ? AND idx >= ?", (task_id, kept))
+        self.db.executemany(
+            "INSERT INTO task_votes(task_id, idx, vector, ran, counted) VALUES (?, ?, ?, ?, ?)",
+            [(task_id, i, _f32(v.vector), int(v.ran), msgpack.packb(list(v.counted), use_bin_type=True))
+             for i, v in enumerate(task.votes) if i >= kept],
+        )
+
+    def _write_keys(self, table: str, keys: str, columns: str, task_id: bytes, old: Mapping[Any, Any],
+                    new: Mapping[Any, Any], row: Callable[[Any, Any], tuple[Any, ...]]) -> None:
+        """Make ``table``'s rows of ``task_id`` go from map ``old`` to map ``new``: only the keys that changed."""
+        changed = _changed_keys(old, new)
+        if not changed:
+            return
+        names = ("task_id", *keys.split(", "))
+        where = " AND ".join(f"{name} = ?" for name in names)
+        gone = [k for k in changed if k not in new]
+        if gone:
+            self.db.executemany(f"DELETE FROM {table} WHERE {where}",  # noqa: S608 (our own table names)
+                                [(task_id, *row(k, old[k])[: len(names) - 1]) for k in gone])
+        marks = ", ".join("?" * (len(names) + len(columns.split(", "))))
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO {table}({', '.join(names)}, {columns}) VALUES ({marks})",  # noqa: S608
+            [(task_id, *row(k, new[k])) for k in changed if k in new],
         )
 
     def load_state(self) -> State | None:
@@ -380,13 +670,44 @@ class Storage:
             for a, b, n in self.db.execute("SELECT address, balance, nonce FROM accounts")
         }
         tasks = {
-            bytes(task_id): decode_task_state(bytes(data))
-            for task_id, data in self.db.execute("SELECT task_id, data FROM task_state ORDER BY position")
+            bytes(task_id): self._load_task(bytes(task_id), bytes(params), bytes(last), version, contract)
+            for task_id, params, last, version, contract in self.db.execute(
+                "SELECT task_id, params, last_aggregate, version, contract FROM task_model ORDER BY position"
+            )
         }
         state = State(height=height, accounts=accounts, tasks=tasks)
         if state.root != bytes(root):
             raise StorageError(f"{self.path}: stored state does not match its root; run `chain verify`")
         return state
+
+    def _load_task(self, task_id: bytes, params: bytes, last: bytes, version: int, contract: bytes | None) -> TaskState:
+        def rows(sql: str) -> list[Any]:
+            return self.db.execute(sql, (task_id,)).fetchall()
+
+        return TaskState(
+            params=_from_f32(params),
+            last_aggregate=_from_f32(last),
+            model_version=version,
+            stakes={bytes(a): Stake(n, since) for a, n, since in rows(
+                "SELECT address, amount, since FROM task_stakes WHERE task_id = ? ORDER BY address")},
+            unbonding={bytes(a): Unbonding(n, release) for a, n, release in rows(
+                "SELECT address, amount, release FROM task_unbonding WHERE task_id = ? ORDER BY address")},
+            commitments={
+                (r, bytes(a)): Commitment(tuple(bytes(h) for h in msgpack.unpackb(hashes, raw=False)),
+                                          tuple(bool(x) for x in bytes(revealed)))
+                for r, a, hashes, revealed in rows(
+                    "SELECT round, address, hashes, revealed FROM task_commitments WHERE task_id = ?"
+                    " ORDER BY round, address")
+            },
+            votes=tuple(
+                Vote(_from_f32(bytes(vector)), bool(ran), tuple(bytes(c) for c in msgpack.unpackb(counted, raw=False)))
+                for vector, ran, counted in rows(
+                    "SELECT vector, ran, counted FROM task_votes WHERE task_id = ? ORDER BY idx")
+            ),
+            reveals={bytes(d): (r, bytes(sender)) for d, r, sender in rows(
+                "SELECT content, round, sender FROM task_reveals WHERE task_id = ? ORDER BY content")},
+            contract=None if contract is None else _decode_contract(msgpack.unpackb(contract, raw=False)),
+        )
 
     # -- where each main-chain transaction is -------------------------------------------------------
     def index_txs(self, block_hash: bytes, txids: list[bytes]) -> None:
@@ -473,7 +794,7 @@ class Storage:
                     if block.hash != block_hash:
                         raise ValueError("body is another block's")
                     block.check_commitment()
-                    if height > 0 and self.get_undo(block_hash) is None:
+                    if height > 0 and self.get_undo_outcome(block_hash) is None:
                         raise ValueError("undo data missing")
                 except (BlockRejected, ValueError) as exc:
                     problems.append(f"main-chain block {height}: {exc}")

@@ -246,8 +246,8 @@ def summarise_block(chain: ChainState, block: Block, height: int) -> BlockSummar
     verdicts = iter(accepted for _, accepted in outcomes)
     main = chain.is_main(block.hash)
     vote_status = chain.vote_status(block.hash) if main and height > 0 else "open"
-    undo = chain.storage.get_undo(block.hash) if connected else None
-    clones = iter(undo.outcome.clones if undo is not None else ())
+    outcome = chain.storage.get_undo_outcome(block.hash) if connected else None
+    clones = iter(outcome.clones if outcome is not None else ())
     summaries: list[TxSummary] = []
     for tx, raw in zip(block.txs, block.tx_bytes, strict=True):
         if not isinstance(tx, GradientUpdate):
