@@ -35,14 +35,14 @@ CREATE TABLE IF NOT EXISTS block_index (
     chain_work TEXT NOT NULL,      -- 64 hex digits: text order is numeric order
     header BLOB NOT NULL,
     status INTEGER NOT NULL        -- see BlockStatus
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS block_index_prev ON block_index(prev);
-CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tip_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     height INTEGER NOT NULL,
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS task_model (
     last_aggregate BLOB NOT NULL,
     version INTEGER NOT NULL,
     contract BLOB                   -- msgpack, with the evaluation rows; NULL for the genesis task
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS task_stakes (
     task_id BLOB NOT NULL, address BLOB NOT NULL, amount INTEGER NOT NULL, since INTEGER NOT NULL,
     PRIMARY KEY (task_id, address)
@@ -74,21 +74,23 @@ CREATE TABLE IF NOT EXISTS task_votes (
     task_id BLOB NOT NULL, idx INTEGER NOT NULL, vector BLOB NOT NULL, ran INTEGER NOT NULL,
     counted BLOB NOT NULL,          -- msgpack list of addresses
     PRIMARY KEY (task_id, idx)
-);
-CREATE TABLE IF NOT EXISTS task_reveals (
-    task_id BLOB NOT NULL, content BLOB NOT NULL, round INTEGER NOT NULL, sender BLOB NOT NULL,
-    PRIMARY KEY (task_id, content)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tx_index (txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS task_reveals (     -- keyed by round first: a block's reveals share a page
+    task_id BLOB NOT NULL, round INTEGER NOT NULL, content BLOB NOT NULL, sender BLOB NOT NULL,
+    PRIMARY KEY (task_id, round, content)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tx_index (
+    txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS update_outcomes (
     block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
     PRIMARY KEY (block, position)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vote_outcomes (
     block BLOB PRIMARY KEY,         -- a block of a closed round
     round_end BLOB NOT NULL,        -- the round's last block, which decided
     status TEXT NOT NULL            -- see VoteStatus
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS vote_outcomes_round_end ON vote_outcomes(round_end);
 """
 
@@ -220,9 +222,10 @@ def _changed_keys(before: Mapping[K, V], after: Mapping[K, V]) -> list[K]:
     """Every key whose value differs between two maps (present in one only, or with another value)."""
     if before is after:
         return []
-    changed = [k for k, v in before.items() if after.get(k) != v]
-    changed += [k for k in after if k not in before]
-    return changed
+    try:  # values are frozen dataclasses and tuples: the symmetric difference runs in C
+        return list({k for k, _ in before.items() ^ after.items()})
+    except TypeError:  # an unhashable value
+        return [k for k, v in before.items() if after.get(k) != v] + [k for k in after if k not in before]
 
 
 def _before(before: Mapping[K, V], after: Mapping[K, V]) -> list[tuple[K, V | None]]:
@@ -583,15 +586,12 @@ class Storage:
         the rows whose keys differ from ``before``'s: a block's vote, the
         commitments and reveals it changed, and the model only when it moved.
         """
-        for address in sorted(changed):
-            account = state.accounts.get(address)
-            if account is None:
-                self.db.execute("DELETE FROM accounts WHERE address = ?", (address,))
-            else:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO accounts(address, balance, nonce) VALUES (?, ?, ?)",
-                    (address, account.balance, account.nonce),
-                )
+        accounts = [(address, state.accounts.get(address)) for address in sorted(changed)]
+        self.db.executemany("DELETE FROM accounts WHERE address = ?", [(a,) for a, acc in accounts if acc is None])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO accounts(address, balance, nonce) VALUES (?, ?, ?)",
+            [(a, acc.balance, acc.nonce) for a, acc in accounts if acc is not None],
+        )
         old_tasks: Mapping[bytes, TaskState] = {} if before is None else before.tasks
         for task_id in old_tasks:
             if task_id not in state.tasks:  # deployed by a disconnected block
@@ -631,16 +631,17 @@ class Storage:
         self._write_keys("task_commitments", "round, address", "hashes, revealed", task_id, old.commitments,
                          task.commitments,
                          lambda k, c: (*k, msgpack.packb(list(c.hashes), use_bin_type=True), bytes(c.revealed)))
-        self._write_keys("task_reveals", "content", "round, sender", task_id, old.reveals, task.reveals,
-                         lambda d, v: (d, *v))
+        self._write_keys("task_reveals", "round, content", "sender", task_id, old.reveals, task.reveals,
+                         lambda d, v: (v[0], d, v[1]))
         kept = _kept_votes(tuple(old.votes), tuple(task.votes)) or 0
         if kept < len(old.votes):
             self.db.execute("DELETE FROM task_votes WHERE task_id = ? AND idx >= ?", (task_id, kept))
-        self.db.executemany(
-            "INSERT INTO task_votes(task_id, idx, vector, ran, counted) VALUES (?, ?, ?, ?, ?)",
-            [(task_id, i, _f32(v.vector), int(v.ran), msgpack.packb(list(v.counted), use_bin_type=True))
-             for i, v in enumerate(task.votes) if i >= kept],
-        )
+        if kept < len(task.votes):
+            self.db.executemany(
+                "INSERT INTO task_votes(task_id, idx, vector, ran, counted) VALUES (?, ?, ?, ?, ?)",
+                [(task_id, i, _f32(v.vector), int(v.ran), msgpack.packb(list(v.counted), use_bin_type=True))
+                 for i, v in enumerate(task.votes) if i >= kept],
+            )
 
     def _write_keys(self, table: str, keys: str, columns: str, task_id: bytes, old: Mapping[Any, Any],
                     new: Mapping[Any, Any], row: Callable[[Any, Any], tuple[Any, ...]]) -> None:
@@ -649,16 +650,24 @@ class Storage:
         if not changed:
             return
         names = ("task_id", *keys.split(", "))
-        where = " AND ".join(f"{name} = ?" for name in names)
-        gone = [k for k in changed if k not in new]
+        width = len(names) - 1
+        gone, rows = [], []
+        for k in changed:
+            now = row(k, new[k]) if k in new else None
+            if k in old:
+                was = row(k, old[k])[:width]
+                if now is None or now[:width] != was:  # a row whose primary key moves is deleted first
+                    gone.append((task_id, *was))
+            if now is not None:
+                rows.append((task_id, *now))
         if gone:
-            self.db.executemany(f"DELETE FROM {table} WHERE {where}",  # noqa: S608 (our own table names)
-                                [(task_id, *row(k, old[k])[: len(names) - 1]) for k in gone])
-        marks = ", ".join("?" * (len(names) + len(columns.split(", "))))
-        self.db.executemany(
-            f"INSERT OR REPLACE INTO {table}({', '.join(names)}, {columns}) VALUES ({marks})",  # noqa: S608
-            [(task_id, *row(k, new[k])) for k in changed if k in new],
-        )
+            where = " AND ".join(f"{name} = ?" for name in names)
+            self.db.executemany(f"DELETE FROM {table} WHERE {where}", gone)  # noqa: S608 (our own table names)
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO {table}({', '.join(names)}, {columns}) VALUES ({marks})", rows  # noqa: S608
+            )
 
     def load_state(self) -> State | None:
         row = self.db.execute("SELECT height, root FROM tip_state WHERE id = 1").fetchone()
