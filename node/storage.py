@@ -250,7 +250,7 @@ def _same_vote(a: Vote, b: Vote) -> bool:
 
 def _kept_votes(before: tuple[Vote, ...], after: tuple[Vote, ...]) -> int | None:
     """len(before) when ``before`` is a prefix of ``after`` (a block appends its vote), else None."""
-    if len(before) > len(after) or not all(_same_vote(a, b) for a, b in zip(before, after)):
+    if len(before) > len(after) or not all(_same_vote(a, b) for a, b in zip(before, after, strict=False)):
         return None
     return len(before)
 
