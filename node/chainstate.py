@@ -556,9 +556,8 @@ class ChainState:
             for block, new_state, undo, item in connected:
                 item.status = BlockStatus.VALID
                 self.storage.put_index(item.row())
-                self.storage.put_undo(item.hash, undo, new_state)
+                self.storage.put_undo(item.hash, undo, new_state, _outcomes(block, undo))
                 self.storage.set_main(item.height, item.hash)
-                self.storage.put_outcomes(item.hash, _outcomes(block, undo))
                 if undo.outcome.round_counted is not None:
                     self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
                 self.storage.index_txs(item.hash, block.txids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +36,6 @@ CREATE TABLE IF NOT EXISTS block_index (
     header BLOB NOT NULL,
     status INTEGER NOT NULL        -- see BlockStatus
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS block_index_prev ON block_index(prev);
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
@@ -82,10 +81,6 @@ CREATE TABLE IF NOT EXISTS task_reveals (     -- keyed by round first: a block's
 CREATE TABLE IF NOT EXISTS tx_index (
     txid BLOB PRIMARY KEY, block BLOB NOT NULL, position INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS update_outcomes (
-    block BLOB NOT NULL, position INTEGER NOT NULL, sender BLOB NOT NULL, accepted INTEGER NOT NULL,
-    PRIMARY KEY (block, position)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vote_outcomes (
     block BLOB PRIMARY KEY,         -- a block of a closed round
     round_end BLOB NOT NULL,        -- the round's last block, which decided
@@ -97,9 +92,6 @@ CREATE INDEX IF NOT EXISTS vote_outcomes_round_end ON vote_outcomes(round_end);
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-NOT_APPLIED = -1  # update_outcomes.accepted of a block whose rule did not run
-
 
 class VoteStatus:
     """What a closed round made of one block's vote (``vote_outcomes.status``)."""
@@ -322,11 +314,15 @@ def _task_back(after: TaskState, diff: list[Any]) -> TaskState:
     )
 
 
-def encode_undo(undo: Undo, after: State | None = None) -> bytes:
+Verdicts = list[tuple[bytes, bool | None]]  # each update's sender and whether the block's rule counted it
+
+
+def encode_undo(undo: Undo, after: State | None = None, verdicts: Sequence[tuple[bytes, bool | None]] = ()) -> bytes:
     """An undo record; with ``after`` (the state the block left) it keeps only what the block changed.
 
     Evaluation rows are never kept: they are the task's current state's
-    (:func:`consensus.transition.undo_block` takes them from there).
+    (:func:`consensus.transition.undo_block` takes them from there). The
+    record also keeps the block's ``verdicts`` for the API (:meth:`Storage.get_outcomes`).
     """
     accounts = [
         [address, None, None] if acc is None else [address, acc.balance, acc.nonce]
@@ -353,6 +349,7 @@ def encode_undo(undo: Undo, after: State | None = None) -> bytes:
                 out.gated,
                 list(out.ran),
             ],
+            [[sender, accepted] for sender, accepted in verdicts],
         ],
         use_bin_type=True,
     )
@@ -375,7 +372,7 @@ def _decode_outcome(value: list[Any]) -> Outcome:
 def decode_undo(raw: bytes, after: State | None = None) -> Undo:
     """The undo record :func:`encode_undo` wrote; ``after`` must be the state the block left when it
     was written with one (a ``ValueError`` otherwise)."""
-    accounts, tasks, created, outcome = msgpack.unpackb(raw, raw=False)
+    accounts, tasks, created, outcome, _ = msgpack.unpackb(raw, raw=False)
     tasks_before: dict[bytes, TaskState] = {}
     for task_id, mode, data in tasks:
         task_id = bytes(task_id)
@@ -399,7 +396,7 @@ def decode_undo(raw: bytes, after: State | None = None) -> Undo:
 def undo_model(raw: bytes, task_id: bytes) -> tuple[np.ndarray, int] | None:
     """The model (parameters, version) of ``task_id`` before the block whose undo record is ``raw``,
     or None when the block left that model as it was."""
-    _, tasks, _, _ = msgpack.unpackb(raw, raw=False)
+    _, tasks, _, _, _ = msgpack.unpackb(raw, raw=False)
     for tid, mode, data in tasks:
         if bytes(tid) != task_id:
             continue
@@ -539,10 +536,12 @@ class Storage:
         row = self.db.execute("SELECT body FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def put_undo(self, block_hash: bytes, undo: Undo, after: State) -> None:
-        """Store the undo data of the block that left ``after`` (only what it changed: :func:`encode_undo`)."""
+    def put_undo(self, block_hash: bytes, undo: Undo, after: State, verdicts: Verdicts) -> None:
+        """Store the undo data of the block that left ``after`` (only what it changed: :func:`encode_undo`),
+        with each of its updates' sender and verdict (None: too few updates for the rule to run)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO undo(hash, data) VALUES (?, ?)", (block_hash, encode_undo(undo, after))
+            "INSERT OR REPLACE INTO undo(hash, data) VALUES (?, ?)",
+            (block_hash, encode_undo(undo, after, verdicts)),
         )
 
     def _undo_record(self, block_hash: bytes) -> bytes | None:
@@ -733,13 +732,6 @@ class Storage:
         return None if row is None else (bytes(row[0]), int(row[1]))
 
     # -- what each block's rule accepted (for the API and dashboard) ----------------
-    def put_outcomes(self, block_hash: bytes, outcomes: list[tuple[bytes, bool | None]]) -> None:
-        """Per update: accepted (1), rejected (0) or not applied (-1: too few updates for the rule)."""
-        self.db.executemany(
-            "INSERT OR REPLACE INTO update_outcomes(block, position, sender, accepted) VALUES (?, ?, ?, ?)",
-            [(block_hash, i, s, NOT_APPLIED if a is None else int(a)) for i, (s, a) in enumerate(outcomes)],
-        )
-
     def put_vote_outcomes(self, round_end: bytes, statuses: list[tuple[bytes, str]]) -> None:
         """What the round closed by ``round_end`` made of each of its blocks' votes (:class:`VoteStatus`)."""
         self.db.executemany(
@@ -755,11 +747,13 @@ class Storage:
         row = self.db.execute("SELECT status FROM vote_outcomes WHERE block = ?", (block_hash,)).fetchone()
         return None if row is None else str(row[0])
 
-    def get_outcomes(self, block_hash: bytes) -> list[tuple[bytes, bool | None]]:
-        rows = self.db.execute(
-            "SELECT sender, accepted FROM update_outcomes WHERE block = ? ORDER BY position", (block_hash,)
-        ).fetchall()
-        return [(bytes(s), None if a == NOT_APPLIED else bool(a)) for s, a in rows]
+    def get_outcomes(self, block_hash: bytes) -> Verdicts:
+        """Each update's sender and verdict, in block order, as the block's rule decided when it was
+        connected (kept with its undo data; empty for a block never connected)."""
+        raw = self._undo_record(block_hash)
+        if raw is None:
+            return []
+        return [(bytes(s), None if a is None else bool(a)) for s, a in msgpack.unpackb(raw, raw=False)[4]]
 
 
     # -- integrity (checked at start; node/reindex.py repairs) -------------------------------------
