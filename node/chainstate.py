@@ -234,13 +234,8 @@ class ChainState:
         # The model at ``height`` is the one before the first later block that moved it (its undo
         # record keeps it), or the tip's if none did: a walk of at most a round for a task that trains.
         wanted = next(iter(self.state.tasks)) if task_id is None else task_id
-        for later in range(height + 1, self.height + 1):
-            found, model = self.storage.get_undo_model(self.main[later], wanted)
-            if not found:
-                raise StorageError(f"undo data for height {later} is missing; run `chain verify`")
-            if model is not None:
-                return model
-        return now.params, now.model_version
+        model = self.storage.model_at(wanted, height, self.height)
+        return (now.params, now.model_version) if model is None else model
 
     def vote_status(self, block_hash: bytes) -> str:
         """What the round made of a main-chain block's vote: a :class:`node.storage.VoteStatus`, or

@@ -558,10 +558,22 @@ class Storage:
         raw = self._undo_record(block_hash)
         return None if raw is None else undo_outcome(raw)
 
-    def get_undo_model(self, block_hash: bytes, task_id: bytes) -> tuple[bool, tuple[np.ndarray, int] | None]:
-        """(whether the block has undo data, ``task_id``'s model before it or None if the block left it as it was)."""
-        raw = self._undo_record(block_hash)
-        return (False, None) if raw is None else (True, undo_model(raw, task_id))
+    def model_at(self, task_id: bytes, height: int, tip: int) -> tuple[np.ndarray, int] | None:
+        """``task_id``'s model (parameters, version) at main-chain ``height`` below ``tip``: the one
+        before the first later block that moved it, whose undo record keeps it; None when no block
+        up to the tip did (the tip state's model is it). One ordered scan of the undo records."""
+        rows = self.db.execute(
+            "SELECT m.height, u.data FROM main_chain m LEFT JOIN undo u ON u.hash = m.hash"
+            " WHERE m.height > ? AND m.height <= ? ORDER BY m.height",
+            (height, tip),
+        )
+        for later, raw in rows:
+            if raw is None:
+                raise StorageError(f"undo data for height {later} is missing; run `chain verify`")
+            model = undo_model(bytes(raw), task_id)
+            if model is not None:
+                return model
+        return None
 
     # -- main chain -----------------------------------------------------------------
     def main_chain(self) -> list[bytes]:
