@@ -124,8 +124,10 @@ class NodeClient:
     def tx(self, tx_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/api/tx/{tx_id}"))
 
-    def account(self, address: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/accounts/{address}"))
+    def account(self, address: str, task_id: str | None = None) -> dict[str, Any]:
+        """Balance and nonces, and the bond and commitments of task ``task_id`` (default: the chain's first)."""
+        suffix = "" if task_id is None else f"?task={task_id}"
+        return dict(self._json("GET", f"/api/accounts/{address}{suffix}"))
 
     def peers(self) -> dict[str, Any]:
         return dict(self._json("GET", "/api/peers"))
@@ -140,10 +142,12 @@ class NodeClient:
             return TaskSpec.from_dict(self.model()["task"])
         return TaskSpec.from_dict(self.task(task_id)["spec"])
 
-    def model_params(self, height: int | None = None) -> tuple[np.ndarray, int]:
-        """The flat float32 parameters at ``height`` (default: the tip) and that height."""
+    def model_params(self, height: int | None = None, task_id: str | None = None) -> tuple[np.ndarray, int]:
+        """Task ``task_id``'s flat float32 parameters (default: the chain's first task's) at ``height``
+        (default: the tip) and that height."""
         suffix = "" if height is None else f"?height={height}"
-        raw, headers = self._request("GET", f"/api/model/params{suffix}")
+        path = "/api/model/params" if task_id is None else f"/api/tasks/{task_id}/params"
+        raw, headers = self._request("GET", f"{path}{suffix}")
         if len(raw) % 4:
             raise ApiError(0, "parameter bytes are not a whole number of float32 values")
         return np.frombuffer(raw, dtype="<f4").astype(np.float32), int(headers["X-Gradchain-Height"])
@@ -176,16 +180,17 @@ class NodeClient:
     def submit_raw_tx(self, raw: bytes) -> str:
         return str(self._json("POST", "/api/tx", {"tx": raw.hex()})["txid"])
 
-    def key_status(self, keypair: KeyPair) -> tuple[KeyStatus, dict[str, Any]]:
-        """The key as the node's tip sees it, for the next block, and the node's status."""
+    def key_status(self, keypair: KeyPair, task_id: str | None = None) -> tuple[KeyStatus, dict[str, Any]]:
+        """The key in task ``task_id`` (default: the chain's first) as the node's tip sees it, for the
+        next block, and the node's status."""
         status = self.status()
-        account = self.account(address_of(keypair.public))
-        height = int(status["height"]) + 1
-        current = int(status["round"])
+        account = self.account(address_of(keypair.public), task_id)
+        height = int(account["height"]) + 1
+        current = int(account["round"])
         bond = account["bond"]
         commitments = {int(c["round"]): c for c in account["commitments"]}
         last = commitments.get(current - 1)
-        unrevealed = () if last is None else tuple(range(int(last["revealed"]), int(last["updates"])))
+        unrevealed = () if last is None else tuple(int(i) for i in last["unrevealed"])
         key = KeyStatus(
             height=height, round=current, balance=int(account["balance"]), next_nonce=int(account["next_nonce"]),
             bonded=bond is not None, mature=bond is not None and height >= int(bond["mature_at"]),
@@ -193,21 +198,24 @@ class NodeClient:
         )
         return key, status
 
-    def contributor(self, keypair: KeyPair, status: dict[str, Any] | None = None) -> Contributor:
-        """A :class:`Contributor` for ``keypair`` on the node's chain and first task (``status``: the node's)."""
+    def contributor(self, keypair: KeyPair, status: dict[str, Any] | None = None, task_id: str | None = None,
+                    task: TaskSpec | None = None) -> Contributor:
+        """A :class:`Contributor` for ``keypair`` on the node's chain and task ``task_id`` (default: the
+        first; ``status``: the node's, ``task``: that task's spec, when the caller has them)."""
         status = self.status() if status is None else status
-        task = TaskSpec.from_dict(self.model()["task"])
-        return Contributor(keypair, task, _tag_of(status), hex_to_hash(str(status["task_id"])))
+        task = self.task_spec(task_id) if task is None else task
+        return Contributor(keypair, task, _tag_of(status), hex_to_hash(task_id or str(status["task_id"])))
 
-    def bond(self, keypair: KeyPair, fee: int = 0) -> str | None:
-        """Lock the task's bond for ``keypair`` (its identity as a contributor); None if already bonded.
+    def bond(self, keypair: KeyPair, fee: int = 0, task_id: str | None = None) -> str | None:
+        """Lock task ``task_id``'s bond (default: the chain's first task's) for ``keypair``, its identity
+        as a contributor to that task; None if already bonded.
 
         Raises ``ApiError`` when the node refuses it (e.g. insufficient funds).
         """
-        key, status = self.key_status(keypair)
+        key, status = self.key_status(keypair, task_id)
         if key.bonded:
             return None
-        tx = Bond(keypair.public, key.next_nonce, fee, hex_to_hash(str(status["task_id"])))
+        tx = Bond(keypair.public, key.next_nonce, fee, hex_to_hash(task_id or str(status["task_id"])))
         return self.submit_raw_tx(encode_tx(sign_tx(tx, keypair, _tag_of(status))))
 
     def contribute(

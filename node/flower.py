@@ -9,7 +9,9 @@ server for that one client, with the chain as the aggregator:
 0. The chain's rounds (docs/DESIGN-NOTES.md, "Rounds, bonds and
    commit-reveal") decide the rhythm: the key first bonds (it needs the
    task's ``bond_amount`` in coins, sent to it by anyone), and once the bond
-   is mature it takes part in every round.
+   is mature it takes part in every round. The task is the chain's first
+   or any task deployed by a transaction (``task_id``): its spec, model,
+   bond, commitments and reveals are that task's.
 1. At each new round it fetches the task's flat float32 parameters at the
    round's start height (the model every update of the round is computed on)
    and hands them to the client as per-layer arrays in the task's own order (:func:`to_layers`):
@@ -27,8 +29,10 @@ server for that one client, with the chain as the aggregator:
    would (:func:`node.client.check_update_locally`: shape, finite values,
    norm bound; a refused update is logged with the reason and not sent),
    commits to the round's updates (:class:`node.contributor.Contributor`,
-   which keeps the signed reveals) and, during the next round, reveals them
-   one per block, as every participant does.
+   which keeps the signed reveals) and, as soon as the next round starts,
+   pools every one of them (:meth:`Contributor.pending_reveals`, as the
+   node's own trainer does): a block counts one per sender, so each block
+   of the round finds one at every miner however fast it is found.
 
 The bridge never imports Flower to run a client it is given: a
 ``NumPyClient`` (or the ``Client`` its ``to_client()`` makes) is driven
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
 import sys
 import threading
@@ -86,8 +91,8 @@ class Evaluation:
 class RoundReport:
     """One round's model handled: its evaluation, the fits, and the commitment sent (or why it was not).
 
-    ``txid`` is the commitment's; its ``updates`` are revealed one per block
-    during the next round. ``update_norm`` is the largest of the round's
+    ``txid`` is the commitment's; its ``updates`` are pooled at the start of
+    the next round and revealed one per block. ``update_norm`` is the largest of the round's
     updates, ``num_examples`` and ``fit_metrics`` the last fit's.
     """
 
@@ -125,12 +130,12 @@ class RoundReport:
 
 @dataclass
 class RevealReport:
-    """One committed update revealed for the next block (one per block counts)."""
+    """One committed update pooled for the blocks of its reveal round (a block counts one per sender)."""
 
     round: int  # the round it was committed in
     index: int  # its place in the commitment
     of: int  # updates in the commitment
-    height: int  # of the block it is meant for
+    height: int  # of the next block when it was pooled (the first block it may go in)
     txid: str
     kind: str = "reveal"
 
@@ -138,8 +143,9 @@ class RevealReport:
         return asdict(self)
 
     def describe(self) -> str:
-        """One log line: ``reveal 3/8 of round 2 for block 27 -> tx 9c1e…``."""
-        return f"reveal {self.index + 1}/{self.of} of round {self.round} for block {self.height} -> tx {self.txid[:16]}…"
+        """One log line: ``reveal 3/8 of round 2 pooled at block 25 -> tx 9c1e…``."""
+        return (f"reveal {self.index + 1}/{self.of} of round {self.round} pooled at block {self.height} "
+                f"-> tx {self.txid[:16]}…")
 
 
 def _short(value: Any) -> str:
@@ -193,8 +199,15 @@ def from_layers(task: TaskSpec, layers: Sequence[Any], what: str = "fit") -> np.
 
 def fit_config(task: TaskSpec, base_height: int, round_: int = 0, update: int = 0) -> dict[str, Scalar]:
     """The config dict ``fit`` and ``evaluate`` receive: the task's local-training hints, the base
-    model's height, the chain's round (Flower's ``server_round`` is one more) and the update's index."""
-    return {
+    model's height, the chain's round (Flower's ``server_round`` is one more) and the update's index.
+
+    A task whose model standardises its inputs (``gradchain task init`` makes
+    such tasks) adds ``input_shift`` and ``input_scale``, one value per
+    feature as a JSON list (a Flower config holds scalars): the client must
+    train on ``(x - input_shift) / input_scale``, as the chain's model reads
+    its rows.
+    """
+    config: dict[str, Scalar] = {
         "lr": float(task.lr),
         "local_steps": int(task.local_steps),
         "batch_size": int(task.batch_size),
@@ -204,6 +217,17 @@ def fit_config(task: TaskSpec, base_height: int, round_: int = 0, update: int = 
         "update": int(update),
         "task": task.name,
     }
+    if task.standardised:
+        config["input_shift"] = json.dumps(list(task.input_shift))
+        config["input_scale"] = json.dumps(list(task.input_scale))
+    return config
+
+
+def run_config(task: TaskSpec) -> dict[str, Scalar]:
+    """What a ``client_fn(context)`` finds in ``context.run_config``: the task's name, its training hints
+    and, for a task that standardises its inputs, the standardisation (see :func:`fit_config`)."""
+    config = fit_config(task, 0)
+    return {key: value for key, value in config.items() if key not in ("base_height", "round", "server_round", "update")}
 
 
 # -- the client -------------------------------------------------------------------------------------
@@ -292,7 +316,12 @@ def load_client(spec: str, *, node_config: dict[str, Scalar] | None = None,
 # -- the bridge -------------------------------------------------------------------------------------
 @dataclass
 class FlowerBridge:
-    """One NumPyClient taking part in one node's task; :meth:`run` follows the chain's rounds."""
+    """One NumPyClient taking part in one task of a node; :meth:`run` follows the chain's rounds.
+
+    ``task_id`` names the task (hex, as ``/api/tasks`` lists it; None: the
+    chain's first task) and ``task`` is its spec: bonds, commitments and
+    reveals name that task, and its model is what the client trains.
+    """
 
     client: Any
     node: NodeClient
@@ -301,6 +330,7 @@ class FlowerBridge:
     fee: int = 0  # paid for the bond (commitments and reveals carry no fee)
     poll_s: float = DEFAULT_POLL_S
     updates_per_round: int | None = None  # default: the task's round_blocks
+    task_id: str | None = None
     rounds: list[RoundReport] = field(default_factory=list)
     _me: Contributor | None = None
     _bond_txid: str | None = None  # our bond while the node pools it
@@ -318,8 +348,12 @@ class FlowerBridge:
     def me(self) -> Contributor:
         """The key's commitments and their signed reveals (made on first use, for the node's chain)."""
         if self._me is None:
-            self._me = self.node.contributor(self.keypair)
+            self._me = self.node.contributor(self.keypair, task_id=self.task_id, task=self.task)
         return self._me
+
+    def key_status(self) -> tuple[KeyStatus, dict[str, Any]]:
+        """The key in the bridge's task as the node's tip sees it, and the node's status."""
+        return self.node.key_status(self.keypair, self.task_id)
 
     def handle(self, key: KeyStatus) -> RoundReport:
         """Evaluate the round's model, fit a round's worth of updates on it and commit to them."""
@@ -327,7 +361,7 @@ class FlowerBridge:
         client_s = 0.0
         round_ = key.round
         base_height = round_start(round_, self.task.round_blocks)
-        params, served = self.node.model_params(base_height)
+        params, served = self.node.model_params(base_height, self.task_id)
         if served != base_height:
             raise BridgeError(f"asked for the model at {base_height}, the node served {served}")
         base_hash = str(self.node.block(base_height)["hash"])
@@ -408,59 +442,91 @@ class FlowerBridge:
             address = address_of(self.keypair.public)
             return (f"this key needs {need} base units to bond and holds {key.balance}: send them to it "
                     f"(`gradchain wallet send --node URL --keystore FUNDED.json --to {address} --amount {need}`)")
-        self._bond_txid = self.node.bond(self.keypair, fee=self.fee)
+        self._bond_txid = self.node.bond(self.keypair, fee=self.fee, task_id=self.task_id)
         log.info("bond sent (%s): the key contributes once it is mature", self._bond_txid)
         return "waiting for the bond to be mined"
 
-    def _reveal(self, key: KeyStatus) -> RevealReport | None:
-        """Send last round's next unrevealed update, once per block (one per sender per block counts)."""
-        reveal = self.me.reveal(key, pooled_ok=True)
-        if reveal is None or (key.round - 1, key.unrevealed[0]) in self._revealed:
-            return None
-        txid = self.node.submit_raw_tx(encode_tx(reveal))
-        self._revealed.add((key.round - 1, key.unrevealed[0]))
-        report = RevealReport(key.round - 1, key.unrevealed[0], len(self.me.plans[key.round - 1]), key.height, txid)
-        log.info("%s", report.describe())
-        return report
+    def _reveal(self, key: KeyStatus) -> list[RevealReport]:
+        """Pool every reveal of last round's commitment the chain has not seen yet; a report for each
+        sent for the first time.
+
+        As the node's own trainer does (:meth:`Contributor.pending_reveals`):
+        a block counts one update per sender but the mempool holds a round's
+        worth, so with all of them pooled at the round's start every miner
+        has one for each block of the round, however fast the blocks come.
+        Those sent before go again at each new tip (the node answers a
+        pooled one with its txid and changes nothing), so one the pool
+        dropped is back for the next block.
+        """
+        reports = []
+        plan = self.me.plans.get(key.round - 1, [])
+        # pending_reveals keeps key.unrevealed's (ascending) order, up to the plan's length
+        for index, reveal in zip(key.unrevealed, self.me.pending_reveals(key), strict=False):
+            try:
+                txid = self.node.submit_raw_tx(encode_tx(reveal))
+            except ApiError as exc:
+                if exc.status == 0:
+                    raise
+                log.info("reveal %d of round %d not pooled: %s", index + 1, key.round - 1, exc.message)
+                continue
+            if (key.round - 1, index) not in self._revealed:
+                self._revealed.add((key.round - 1, index))
+                report = RevealReport(key.round - 1, index, len(plan), key.height, txid)
+                log.info("%s", report.describe())
+                reports.append(report)
+        return reports
 
     def _done(self, key: KeyStatus, rounds: int | None) -> bool:
-        """``rounds`` commitments sent and the last one's reveals all sent (or its reveal round over)."""
+        """``rounds`` commitments sent and the last one's updates all revealed on chain (or its reveal
+        round over)."""
         sent = [r.round for r in self.rounds if r.txid is not None]
         if rounds is None or len(sent) < rounds:
             return False
         last = max(sent)
-        plan = self.me.plans.get(last, [])
-        return key.round > last + 1 or all((last, i) in self._revealed for i in range(len(plan)))
+        return key.round > last + 1 or (key.round == last + 1 and not key.unrevealed)
+
+    def step(self, key: KeyStatus, *, commit: bool = True) -> tuple[str | None, list[RevealReport], RoundReport | None]:
+        """Everything the key owes the next block, sent: its bond, last round's reveals and (if
+        ``commit``) this round's commitment, the client's fits. Returns what it waits for (None:
+        nothing), the reveals sent and the round handled, if any."""
+        waiting = self._bond(key) if not key.bonded else None
+        if key.bonded and not key.mature:
+            waiting = "waiting for the bond to mature"
+        reveals = self._reveal(key)
+        report = None
+        if commit and self.me.wants_commit(key):
+            report = self.handle(key)
+            self.rounds.append(report)
+            log.info("%s", report.describe())
+        self.me.forget_before(key.round)
+        return waiting, reveals, report
 
     def run(self, *, rounds: int | None = None, stop: threading.Event | None = None,
             on_round: Callable[[RoundReport], None] | None = None,
             on_wait: Callable[[str], None] | None = None,
             on_reveal: Callable[[RevealReport], None] | None = None) -> list[RoundReport]:
-        """Follow the node: bond, then each round commit (:meth:`handle`) and reveal last round's updates,
-        until ``rounds`` commitments are made and revealed, or ``stop``."""
+        """Follow the node: at each new tip :meth:`step` (bond, pool last round's reveals, commit this
+        round's updates), until ``rounds`` commitments are made and their updates revealed on chain,
+        or ``stop``."""
         stop = stop if stop is not None else threading.Event()
         self.check_layout()
         seen: tuple[int, str] | None = None
         while not stop.is_set():
             try:
-                key, status = self.node.key_status(self.keypair)
+                key, status = self.key_status()
                 if self._done(key, rounds):
                     break
                 tip = (int(status["height"]), str(status["tip"]))
                 waiting = f"waiting for a new block after height {tip[0]}…"
                 if tip != seen:
                     seen = tip
-                    waiting = (self._bond(key) if not key.bonded else None) or waiting
-                    if key.bonded and not key.mature:
-                        waiting = "waiting for the bond to mature"
-                    revealed = self._reveal(key)
-                    if revealed is not None and on_reveal is not None:
-                        on_reveal(revealed)
                     sent = sum(r.txid is not None for r in self.rounds)
-                    if self.me.wants_commit(key) and (rounds is None or sent < rounds):
-                        report = self.handle(key)
-                        self.rounds.append(report)
-                        log.info("%s", report.describe())
+                    wait, reveals, report = self.step(key, commit=rounds is None or sent < rounds)
+                    waiting = wait or waiting
+                    for revealed in reveals:
+                        if on_reveal is not None:
+                            on_reveal(revealed)
+                    if report is not None:
                         if on_round is not None:
                             on_round(report)
                         continue
@@ -473,21 +539,29 @@ class FlowerBridge:
         return self.rounds
 
 
-def resolve_task(node: NodeClient, task: str | None) -> TaskSpec:
-    """The spec of the task to train: ``task`` (an id, or a unique prefix of one, as ``gradchain task``
-    commands take it) or, by default, the chain's first task."""
+def find_task(node: NodeClient, task: str | None) -> tuple[str | None, TaskSpec]:
+    """The id and spec of the task to train: ``task`` (an id, or a unique prefix of one, as ``gradchain
+    task`` commands take it) or, for None, the chain's first task (id None: its routes are the default)."""
     if task is None:
-        return node.task_spec()
-    ids = [str(t["id"]) for t in node.tasks()]
+        return None, node.task_spec()
+    tasks = node.tasks()
+    ids = [str(t["id"]) for t in tasks]
     try:
         task_id = match_task_id(task, ids)
     except TaskFileError as exc:
         raise BridgeError(f"{exc}; pass one of them to --task (`gradchain task list` shows them) or leave it "
                           "out for the chain's first") from None
-    if task_id != ids[0]:
-        raise BridgeError(f"task {task_id} is not the chain's first task, and the node serves model parameters "
-                          "for that one only so far; leave --task out")
-    return node.task_spec(task_id)
+    spec = node.task_spec(task_id)
+    listed = next(t for t in tasks if t["id"] == task_id)
+    if listed["status"] != "training":
+        raise BridgeError(f"task {spec.name} ({task_id[:16]}…) has closed its training ({listed['status']}); "
+                          "`gradchain task list` shows the tasks still training")
+    return task_id, spec
+
+
+def resolve_task(node: NodeClient, task: str | None) -> TaskSpec:
+    """The spec of the task :func:`find_task` picks."""
+    return find_task(node, task)[1]
 
 
 def run_flower_client(client: Any, node_url: str | NodeClient, keypair: KeyPair, task: str | None = None, *,
@@ -518,5 +592,6 @@ def run_flower_client(client: Any, node_url: str | NodeClient, keypair: KeyPair,
     Returns the report of every model handled, in order.
     """
     node = node_url if isinstance(node_url, NodeClient) else NodeClient(node_url)
-    bridge = FlowerBridge(unwrap(client), node, keypair, resolve_task(node, task), fee=fee, poll_s=poll_s)
+    task_id, spec = find_task(node, task)
+    bridge = FlowerBridge(unwrap(client), node, keypair, spec, fee=fee, poll_s=poll_s, task_id=task_id)
     return bridge.run(rounds=rounds, stop=stop, on_round=on_round, on_wait=on_wait, on_reveal=on_reveal)

@@ -146,8 +146,12 @@ def _schemas(input_dim: int, max_rows: int) -> dict[str, Schema]:
                                   "properties": {"amount": NAT, "since": NAT, "mature_at": NAT}},
                          "unbonding": {"type": ["object", "null"], "description": "coins on their way back",
                                        "properties": {"amount": NAT, "release": NAT}},
+                         "task_id": {**HASH, "description": "the task the bond and commitments are of"},
+                         "round": {**NAT, "description": "that task's round of the next block"},
                          "commitments": {"type": "array", "description": "open commitments (last two rounds)",
-                                         "items": _obj({"round": NAT, "updates": NAT, "revealed": NAT})}}),
+                                         "items": _obj({"round": NAT, "updates": NAT, "revealed": NAT,
+                                                        "unrevealed": {"type": "array", "items": NAT,
+                                                                       "description": "indices not revealed yet"}})}}),
         "Peer": _obj({"url": STR, "height": NAT, "tip": HASH, "user_agent": STR,
                       "direction": {"type": "string", "enum": ["outbound", "inbound"]},
                       "connected_for_s": NUM}),
@@ -273,6 +277,9 @@ def _path_param(name: str, schema: Schema, description: str) -> Schema:
 
 TASK_PATH: Schema = {"name": "task_id", "in": "path", "required": True, "schema": STR,
                      "description": "a task's id (the txid that created it, 64 hex digits; GET /api/tasks)"}
+TASK_QUERY: Schema = {"name": "task", "in": "query", "required": False,
+                      "schema": {"type": "string", "pattern": HASH_INPUT_PATTERN},
+                      "description": "a task id (default: the chain's first task); 404 for a task not on the chain"}
 HEIGHT_QUERY: Schema = {"name": "height", "in": "query", "required": False, "schema": NAT,
                         "description": "a main-chain height (default: the tip); 404 beyond the tip"}
 
@@ -287,6 +294,8 @@ def _paths() -> dict[str, Schema]:
             ("X-Gradchain-Shape", "number of float32 values", INT),
         )
     }
+    params_reply = {"description": "little-endian float32 values", "headers": params_headers,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     return {
         "/api/status": {"get": _op("getStatus", "The chain tip and this node's state",
                                    _json_response("status", "Status"), tag="node")},
@@ -317,14 +326,13 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/accounts/{address}": {"get": _op(
             "getAccount", "An account's balance and nonces at the tip", _json_response("account", "Account"),
-            errors=(400,), params=[_path_param("address", ADDRESS_INPUT, "a gradchain address")], tag="wallet")},
+            errors=(400, 404), params=[_path_param("address", ADDRESS_INPUT, "a gradchain address"), TASK_QUERY],
+            tag="wallet")},
         "/api/model": {"get": _op(
             "getModel", "The model at a height: version, task, test-split metrics, history",
             _json_response("model", "Model"), errors=(400, 404), params=[HEIGHT_QUERY], tag="model")},
         "/api/model/params": {"get": _op(
-            "getModelParams", "The raw parameters of the model at a height",
-            {"description": "little-endian float32 values", "headers": params_headers,
-             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "getModelParams", "The raw parameters of the model at a height", params_reply,
             errors=(400, 404), params=[HEIGHT_QUERY], tag="model")},
         "/api/model/summary": {"get": _op(
             "getModelSummary", "The tip model's latest figures (cheap)",
@@ -340,6 +348,9 @@ def _paths() -> dict[str, Schema]:
             "getTask", "One task: its spec, status and the figures of its model on its evaluation set",
             _json_response("the task", "TaskDetail"), errors=(400, 404), params=[HEIGHT_QUERY, TASK_PATH],
             tag="tasks")},
+        "/api/tasks/{task_id}/params": {"get": _op(
+            "getTaskParams", "The raw parameters of one task's model at a height", params_reply,
+            errors=(400, 404), params=[HEIGHT_QUERY, TASK_PATH], tag="tasks")},
         "/api/tasks/{task_id}/predict": {"post": _op(
             "predictTask", "Run one task's model at a height on rows of inputs",
             _json_response("one prediction per row", "Predictions"), errors=(400, 404, 413, 422),

@@ -17,8 +17,10 @@ import numpy as np
 from aiohttp import web
 
 from consensus.block import Block
+from consensus.contracts import task_of
 from consensus.errors import BlockRejected
 from consensus.header import hash_hex, hex_to_hash
+from consensus.rounds import round_of
 from consensus.tx import Tx
 from ml.evaluate import headline_label
 from ml.tasks import TaskSpec
@@ -26,7 +28,7 @@ from node import limits
 from node.api.openapi import openapi_handler
 from node.api.status import take_status
 from node.api.summaries import summarise_block, summarise_tx
-from node.api.tasks import add_task_routes, answer_predict
+from node.api.tasks import add_task_routes, answer_predict, params_response
 from node.http import json_error, json_http_error, json_reply, read_body, require_local_token
 from node.mempool import PolicyRejected
 from node.p2p.messages import is_listen_url
@@ -157,25 +159,40 @@ def add_routes(app: web.Application, node: Any) -> None:
             address = decode_address(request.match_info["address"])
         except AddressError as exc:
             return json_error(400, str(exc))
-        def read() -> dict[str, Any]:
+        wanted = request.query.get("task")
+        try:
+            task_key = None if wanted is None else hex_to_hash(wanted)
+        except ValueError:
+            return json_error(400, "task must be a task id, 64 hex digits (GET /api/tasks lists them)")
+
+        def read() -> dict[str, Any] | None:
             chain = node.chain
-            state, task = chain.state, chain.task
+            state = chain.state
+            key = chain.rules.task_id if task_key is None else task_key
+            if key not in state.tasks:
+                return None
+            task, task_state = task_of(chain.rules.task, state.tasks, key, training=False)
             acc = state.account(address)
-            stake = state.task.stakes.get(address)
-            unbonding = state.task.unbonding.get(address)
+            stake = task_state.stakes.get(address)
+            unbonding = task_state.unbonding.get(address)
             return {
                 "address": request.match_info["address"], "balance": acc.balance, "nonce": acc.nonce,
                 "next_nonce": node.mempool.next_nonce(address, chain), "height": chain.height,
+                "task_id": hash_hex(key), "round": round_of(chain.height + 1, task.round_blocks),
                 "bond": None if stake is None else {
                     "amount": stake.amount, "since": stake.since, "mature_at": stake.since + task.bond_maturity},
                 "unbonding": None if unbonding is None else {"amount": unbonding.amount, "release": unbonding.release},
                 "commitments": [
-                    {"round": r, "updates": len(c.hashes), "revealed": sum(c.revealed)}
-                    for (r, who), c in sorted(state.task.commitments.items()) if who == address
+                    {"round": r, "updates": len(c.hashes), "revealed": sum(c.revealed),
+                     "unrevealed": [i for i, done in enumerate(c.revealed) if not done]}
+                    for (r, who), c in sorted(task_state.commitments.items()) if who == address
                 ],
             }
 
-        return json_reply(await node.run_chain(read))
+        found = await node.run_chain(read)
+        if found is None:
+            return json_error(404, f"no task {wanted} on this chain; GET /api/tasks lists them")
+        return json_reply(found)
 
     def height_param(request: web.Request) -> int:
         raw = request.query.get("height")
@@ -212,11 +229,7 @@ def add_routes(app: web.Application, node: Any) -> None:
     async def model_params(request: web.Request) -> web.Response:
         height = height_param(request)
         params, version = await node.run_chain(lambda: node.chain.model_at(height))
-        return web.Response(
-            body=np.ascontiguousarray(params, dtype="<f4").tobytes(), content_type="application/octet-stream",
-            headers={"X-Gradchain-Height": str(height), "X-Gradchain-Version": str(version),
-                     "X-Gradchain-Dtype": "float32-le", "X-Gradchain-Shape": str(params.size)},
-        )
+        return params_response(params, height, version)
 
     predict_parses = asyncio.Semaphore(limits.MAX_CONCURRENT_PREDICT_PARSES)
 

@@ -1,5 +1,5 @@
 """The chain's training tasks by id: ``GET /api/tasks``, ``GET /api/tasks/{id}``,
-``POST /api/tasks/{id}/predict``.
+``GET /api/tasks/{id}/params``, ``POST /api/tasks/{id}/predict``.
 
 A task's id is the txid of the transaction that created it (shown like every
 hash, reversed hex): the same on every node and on every branch that holds
@@ -13,8 +13,10 @@ bounty is spent or its target reached), its contract's terms (bounty left,
 deployer, evaluation set) and the figures of its model on its evaluation
 set (policy arithmetic, ``ml.evaluate``: the node's ``--eval`` file or the
 built-in test split for the genesis task, the rows its deploy carried for a
-deployed one); ``/predict`` answers with the task's model committed at any
-height, exactly as ``POST /api/predict`` does for the first task.
+deployed one); ``/params`` serves the task's model committed at any height
+as raw float32 (what a participant trains on) and ``/predict`` answers with
+it, exactly as ``GET /api/model/params`` and ``POST /api/predict`` do for
+the first task.
 """
 
 from __future__ import annotations
@@ -188,13 +190,32 @@ def add_task_routes(app: web.Application, node: Any, height_param: HeightParam,
         return json_reply({**task_json(entry, height, version, figures), "spec": entry.spec.to_dict(),
                            "history": await registry.history(entry, height)})
 
+    async def task_params(request: web.Request) -> web.Response:
+        entry = await entry_or_404(request)
+        height = height_param(request)
+        try:
+            params, version = await node.run_chain(node.chain.model_at, height, entry.key)
+        except ValueError as exc:
+            raise json_http_error(web.HTTPNotFound, f"task {entry.id[:16]}…: {exc}") from None
+        return params_response(params, height, version)
+
     async def predict_task(request: web.Request) -> web.Response:
         entry = await entry_or_404(request)
         return await answer_predict(node, entry.spec, request, height_param(request), predict_parses, entry.key)
 
     app.router.add_get("/api/tasks", list_tasks)
     app.router.add_get("/api/tasks/{task_id}", show_task)
+    app.router.add_get("/api/tasks/{task_id}/params", task_params)
     app.router.add_post("/api/tasks/{task_id}/predict", predict_task)
+
+
+def params_response(params: np.ndarray, height: int, version: int) -> web.Response:
+    """A model's raw parameters as little-endian float32 bytes, its height and version in headers."""
+    return web.Response(
+        body=np.ascontiguousarray(params, dtype="<f4").tobytes(), content_type="application/octet-stream",
+        headers={"X-Gradchain-Height": str(height), "X-Gradchain-Version": str(version),
+                 "X-Gradchain-Dtype": "float32-le", "X-Gradchain-Shape": str(params.size)},
+    )
 
 
 async def answer_predict(node: Any, task: TaskSpec, request: web.Request, height: int,

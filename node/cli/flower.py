@@ -8,11 +8,13 @@ Example (the client of ``examples/flower/``, joining ``make testnet``)::
 The key bonds as soon as it holds the task's bond (send it the coins
 first), then takes part in every round: one line per round handled (the
 client's evaluation of the round's model, the fits, the commitment sent)
-and one per update revealed (one per block in the next round); ``--json``
+and one per update pooled at the start of the next round (a block counts
+one per sender, so each block of that round carries one); ``--json``
 prints each as a JSON object instead (JSON lines, ``"kind": "round"`` or
 ``"reveal"``; a round's ``client_s`` and ``bridge_s`` split its time between
-the client and the bridge). The work itself is
-:func:`node.flower.run_flower_client`.
+the client and the bridge). ``--task ID`` trains a task deployed by a transaction
+(``gradchain task deploy``) instead of the chain's first: its model, its
+bond, its rounds. The work itself is :func:`node.flower.run_flower_client`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default="0/1", metavar="i/n",
                         help="given to a client_fn as node_config partition-id / num-partitions (default 0/1)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help="stop after N rounds' updates were committed and revealed (default: run until Ctrl-C)")
+                        help="stop once N rounds' updates are committed and revealed on chain (default: run until Ctrl-C)")
     parser.add_argument("--fee", type=int, default=0, help="base units paid for the bond; updates carry no fee (default: 0)")
     parser.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                         help="how often to ask the node for a new block (default: 1)")
@@ -57,9 +59,9 @@ def cmd_flower(args: argparse.Namespace) -> int:
         FlowerBridge,
         RevealReport,
         RoundReport,
-        fit_config,
+        find_task,
         load_client,
-        resolve_task,
+        run_config,
     )
 
     if args.rounds is not None and args.rounds < 1:
@@ -69,7 +71,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     index, total = parse_shard(args.shard)
     node = NodeClient(args.node)
     try:
-        task = resolve_task(node, args.task)
+        task_id, task = find_task(node, args.task)
     except ApiError as exc:
         raise api_failure(exc, "the request for its task") from None
     except BridgeError as exc:
@@ -77,7 +79,6 @@ def cmd_flower(args: argparse.Namespace) -> int:
     keypair = unlock_keystore(args.keystore, args.password_file)
     if not args.verbose:  # each model's line is printed below; the bridge's log of it would repeat it
         logging.getLogger("gradchain.flower").setLevel(logging.WARNING)
-    hints = fit_config(task, 0)
     progress = Progress()
     last_wait = ""
 
@@ -97,10 +98,11 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
     try:
         client = load_client(args.client, node_config={"partition-id": index, "num-partitions": total},
-                             run_config={key: hints[key] for key in ("lr", "local_steps", "batch_size", "task")},
+                             run_config=run_config(task),
                              app_dir=args.app_dir)
-        progress(f"{type(client).__name__} joins task {task.name} at {args.node}; Ctrl-C to stop")
-        bridge = FlowerBridge(client, node, keypair, task, fee=args.fee, poll_s=args.poll)
+        which = f"task {task.name}" + ("" if task_id is None else f" ({task_id[:12]}…)")
+        progress(f"{type(client).__name__} joins {which} at {args.node}; Ctrl-C to stop")
+        bridge = FlowerBridge(client, node, keypair, task, fee=args.fee, poll_s=args.poll, task_id=task_id)
         bridge.run(rounds=args.rounds, on_round=on_report, on_wait=on_wait, on_reveal=on_report)
     except BridgeError as exc:
         raise CliError(str(exc)) from None

@@ -5,6 +5,7 @@ The bridge against a live node is tests/node/test_flower.py.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import textwrap
@@ -12,7 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from ml.models import param_shapes, unflatten
+from ml.datafile import Table, infer_spec
+from ml.models import param_shapes, standardise_inputs, unflatten
 from ml.tasks import builtin_task
 from node.flower import (
     BridgeError,
@@ -21,6 +23,7 @@ from node.flower import (
     from_layers,
     load_client,
     require_flwr,
+    run_config,
     to_layers,
 )
 
@@ -61,6 +64,19 @@ def test_fit_config_carries_the_tasks_training_hints_and_the_base() -> None:
     assert config == {"lr": task.lr, "local_steps": task.local_steps, "batch_size": task.batch_size,
                       "base_height": 40, "round": 5, "server_round": 6, "update": 3, "task": "digits"}
     assert all(isinstance(v, (bool, bytes, float, int, str)) for v in config.values())  # Flower's Scalar
+    assert run_config(task) == {"lr": task.lr, "local_steps": task.local_steps, "batch_size": task.batch_size,
+                                "task": "digits"}
+
+
+def test_a_task_that_standardises_its_inputs_hands_the_client_the_standardisation() -> None:
+    """A client must train on the rows as the chain's model reads them, (x - shift) / scale."""
+    X = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]], dtype=np.float32)
+    task = infer_spec(Table(X, np.array([0, 1, 0])), name="mine")
+    for config in (fit_config(task, 16, 1), run_config(task)):
+        assert all(isinstance(v, (bool, bytes, float, int, str)) for v in config.values())
+        shift = np.asarray(json.loads(str(config["input_shift"])), dtype=np.float32)
+        scale = np.asarray(json.loads(str(config["input_scale"])), dtype=np.float32)
+        assert np.array_equal((X - shift) / scale, standardise_inputs(task, X))  # the same bits
 
 
 class OnlyFit(flwr.client.NumPyClient):  # type: ignore[misc]
@@ -171,4 +187,4 @@ def test_a_reveal_report_names_its_round_place_and_block() -> None:
 
     report = RevealReport(round=2, index=2, of=8, height=27, txid="9c" * 32)
     assert report.to_json() == {"round": 2, "index": 2, "of": 8, "height": 27, "txid": "9c" * 32, "kind": "reveal"}
-    assert report.describe() == "reveal 3/8 of round 2 for block 27 -> tx 9c9c9c9c9c9c9c9c…"
+    assert report.describe() == "reveal 3/8 of round 2 pooled at block 27 -> tx 9c9c9c9c9c9c9c9c…"

@@ -1,40 +1,65 @@
 """flower_digits: the model, the data and the training loop, in plain numpy.
 
-A softmax regression on the 8x8 handwritten digits: parameters ``[W, b]``,
-``W`` of shape (64, 10) and ``b`` of shape (10,), logits ``X @ W + b``.
-The data is scikit-learn's shipped copy (no download), pixels scaled to
-[0, 1], split 75/25 with a fixed seed; each client trains on its own IID
-partition of the training part and evaluates on the held-out part.
+A softmax regression: parameters ``[W, b]``, ``W`` of shape
+(features, classes) and ``b`` of shape (classes,), logits ``X @ W + b``.
+The data is one of scikit-learn's shipped tables (no download): the 8x8
+handwritten digits (pixels scaled to [0, 1]; the default), the wine
+cultivars or the breast-cancer diagnoses, each split 75/25 with a fixed
+seed; each client trains on its own IID partition of the training part and
+evaluates on the held-out part. When the server's config carries a
+standardisation of the inputs (``input_shift`` and ``input_scale``, one
+value per feature, as JSON lists), the client applies it to every row
+before the model sees it.
 """
 
+import json
+
 import numpy as np
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.model_selection import train_test_split
 
-N_FEATURES = 64
-N_CLASSES = 10
+TABLES = {"digits": load_digits, "wine": load_wine, "breast_cancer": load_breast_cancer}
 PIXEL_MAX = 16.0
 TEST_SIZE = 0.25
 SPLIT_SEED = 0
 PARTITION_SEED = 42
 
 
-def load_data(partition_id, num_partitions):
-    """This client's training partition and the shared test split: X_train, y_train, X_test, y_test."""
-    digits = load_digits()
-    X = (digits.data / PIXEL_MAX).astype(np.float32)
-    y = digits.target.astype(np.int64)
+def load_table(table="digits"):
+    """The whole table's rows split into training and held-out parts: X_train, y_train, X_test, y_test."""
+    if table not in TABLES:
+        raise ValueError(f"no data for {table!r} in this example; it has {', '.join(TABLES)}")
+    bunch = TABLES[table]()
+    X = bunch.data.astype(np.float32)
+    if table == "digits":
+        X = X / np.float32(PIXEL_MAX)
+    y = bunch.target.astype(np.int64)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED
     )
+    return X_train, y_train, X_test, y_test
+
+
+def load_data(partition_id, num_partitions, table="digits"):
+    """This client's training partition and the shared test split: X_train, y_train, X_test, y_test."""
+    X_train, y_train, X_test, y_test = load_table(table)
     order = np.random.default_rng(PARTITION_SEED).permutation(len(y_train))
     mine = np.array_split(order, num_partitions)[partition_id]
     return X_train[mine], y_train[mine], X_test, y_test
 
 
-def get_initial_params():
+def standardise(X, config):
+    """``(X - input_shift) / input_scale`` in float32 when the config carries them, else ``X``."""
+    if "input_shift" not in config:
+        return X
+    shift = np.asarray(json.loads(config["input_shift"]), dtype=np.float32)
+    scale = np.asarray(json.loads(config["input_scale"]), dtype=np.float32)
+    return (np.asarray(X, dtype=np.float32) - shift) / scale
+
+
+def get_initial_params(n_features, n_classes):
     """Zero weights and biases, the usual start of a logistic regression."""
-    return [np.zeros((N_FEATURES, N_CLASSES), np.float32), np.zeros(N_CLASSES, np.float32)]
+    return [np.zeros((n_features, n_classes), np.float32), np.zeros(n_classes, np.float32)]
 
 
 def _log_softmax(logits):
