@@ -186,6 +186,9 @@ def test_the_example_client_joins_unchanged_and_trains_the_chain(
     model = node.model()
     assert 0 < model["version"] <= ROUNDS, "each round's reveals moved the model at most once (the gate may refuse)"
     accuracy = model["metrics"]["accuracy"]
+    print(f"\ndigits (genesis task): the example on shard 1/4 took the chain's model from "
+          f"{node.model(0)['metrics']['accuracy']:.3f} to {accuracy:.3f} in {ROUNDS} rounds "
+          f"(model version {model['version']}, height {model['height']})")
     assert accuracy >= MIN_ACCURACY, f"the chain's model scores {accuracy:.3f} after {ROUNDS} rounds"
     # The example evaluates on the chain's own held-out split, so its figure for each round's model
     # is the node's figure for that height (up to argmax ties in float32 vs float64).
@@ -323,7 +326,7 @@ def test_a_rounds_reveals_are_pooled_at_its_start_so_back_to_back_blocks_each_ca
 
 
 WINE_TASK_DEFAULTS = FirstRunDefaults(f=0, round_blocks=4, bond_maturity=1, unbond_delay=2)
-WINE_ROUNDS = 2
+WINE_ROUNDS = sized(2, 5)
 # The example's client on partition 1 of 2 of the wine training split (66 rows), the task as `gradchain task
 # init` writes it for the whole training split (standardised inputs, lr 0.1, 20 local steps) with 4-block
 # rounds: its model scores 0.311 on the held-out 45 rows at deployment and 0.956 after two rounds.
@@ -397,4 +400,6 @@ def test_the_example_trains_a_task_deployed_by_a_transaction(
         node.account(address, "ab" * 32)
     assert unknown.value.status == 404
     after = shown["metrics"]["accuracy"]
+    print(f"\nwine (deployed task): the example on shard 1/2 took the task's model from {before:.3f} to "
+          f"{after:.3f} in {WINE_ROUNDS} rounds (model version {shown['version']}, height {shown['height']})")
     assert after >= MIN_WINE_ACCURACY > before, f"the deployed task's model went from {before:.3f} to {after:.3f}"
