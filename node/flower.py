@@ -300,12 +300,13 @@ def load_client(spec: str, *, node_config: dict[str, Scalar] | None = None,
     if inspect.isfunction(target) or inspect.ismethod(target) or inspect.isclass(target):
         factory: Callable[..., Any] = target
         arity = len(inspect.signature(factory).parameters)
-        if arity == 0:
-            client = factory()
-        elif arity == 1:
-            client = factory(flower_context(node_config or {}, run_config or {}))
-        else:
+        if arity > 1:
             raise BridgeError(f"{spec} takes {arity} arguments; a factory takes none, a client_fn one (context)")
+        arguments = [flower_context(node_config or {}, run_config or {})] if arity else []
+        try:
+            client = factory(*arguments)
+        except Exception as exc:  # the user's code: say where it failed, not a traceback
+            raise BridgeError(f"{spec} could not make the client: {type(exc).__name__}: {exc}") from exc
     client = unwrap(client)
     if not callable(getattr(client, "fit", None)):
         raise BridgeError(f"{spec} gave a {type(client).__name__}, which has no fit(parameters, config); "

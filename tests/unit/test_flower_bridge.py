@@ -124,6 +124,10 @@ def two(a, b):
     return Client()
 
 
+def no_data(context: Context):
+    raise ValueError(f"no data for {context.run_config['task']!r} in this example")
+
+
 app = ClientApp(client_fn=client_fn)
 not_a_client = 42
 '''
@@ -158,6 +162,11 @@ def test_load_client_takes_an_instance_a_factory_or_a_client_fn(app_dir: pathlib
 def test_load_client_says_what_to_fix(app_dir: pathlib.Path, spec: str, message: str) -> None:
     with pytest.raises(BridgeError, match=message):
         load_client(spec, app_dir=app_dir)
+
+
+def test_a_client_fn_that_fails_is_named_with_its_error(app_dir: pathlib.Path) -> None:
+    with pytest.raises(BridgeError, match="my_app:no_data could not make the client: ValueError: no data for 'x'"):
+        load_client("my_app:no_data", run_config={"task": "x"}, app_dir=app_dir)
 
 
 def test_without_flower_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
