@@ -53,6 +53,7 @@ class Participant:
     attacker: bool
     keys: int
     blocks: int = 0  # main-chain blocks it mined
+    miner_paid: int = 0  # coins its blocks' coinbases paid it as their miner (reward and fees)
     votes: dict[str, int] = field(default_factory=dict)  # its blocks' votes by round outcome
     updates_carried: int = 0  # updates in its blocks
     contributor_paid: int = 0  # coins its keys earned as contributors
@@ -89,13 +90,14 @@ def addresses_of(entry: NodeEntry, plan: TestnetPlan, task: TaskSpec, password: 
 
 
 def tally(client: NodeClient, height: int, owners: dict[str, Participant]) -> None:
-    """Walk blocks 1..height: who mined each, its vote's outcome, and contributor payouts per owner."""
+    """Walk blocks 1..height: who mined each, its vote's outcome, and miner and contributor payouts per owner."""
     for h in range(1, height + 1):
         block = client.block(h)
         payouts = block["txs"][0]["payouts"]
         miner = owners.get(payouts[0]["address"])
         if miner is not None:
             miner.blocks += 1
+            miner.miner_paid += int(payouts[0]["amount"])
             status = "open" if block["vote"] is None else block["vote"]["status"]
             miner.votes[status] = miner.votes.get(status, 0) + 1
             miner.updates_carried += sum(1 for tx in block["txs"] if tx["type"] == "update")
@@ -173,7 +175,7 @@ def summary(report: Report) -> str:
         votes = ", ".join(f"{k} {v}" for k, v in sorted(p.votes.items()))
         lines.append(f"  {p.name}{' (attacker)' if p.attacker else ''}: {p.keys} key(s), mined {p.blocks} "
                      f"blocks [{votes}], carried {p.updates_carried} updates; paid {p.updates_paid} updates "
-                     f"= {p.contributor_paid} as a contributor")
+                     f"= {p.contributor_paid} as a contributor, {p.miner_paid} as a miner")
     return "\n".join(lines)
 
 

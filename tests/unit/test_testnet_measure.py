@@ -34,7 +34,7 @@ def block(miner: str, status: str | None, updates: int, paid: list[str]) -> dict
     return {"vote": None if status is None else {"status": status}, "txs": txs}
 
 
-def test_tally_counts_each_owners_blocks_votes_and_contributor_pay_but_not_the_miners_reward() -> None:
+def test_tally_counts_each_owners_blocks_votes_and_pay_as_a_miner_apart_from_pay_as_a_contributor() -> None:
     honest, attacker = Participant("node0", False, 1), Participant("node3", True, 4)
     owners = {"h": honest, "a1": attacker, "a2": attacker}
     chain = Chain([
@@ -45,9 +45,9 @@ def test_tally_counts_each_owners_blocks_votes_and_contributor_pay_but_not_the_m
     ])
     tally(chain, 4, owners)  # type: ignore[arg-type]
     assert (honest.blocks, honest.votes, honest.updates_carried) == (2, {"counted": 2}, 6)
-    assert (honest.updates_paid, honest.contributor_paid) == (2, 2)
+    assert (honest.updates_paid, honest.contributor_paid, honest.miner_paid) == (2, 2, 100)
     assert (attacker.blocks, attacker.votes, attacker.updates_carried) == (2, {"rejected": 1, "open": 1}, 4)
-    assert attacker.contributor_paid == 0
+    assert (attacker.contributor_paid, attacker.miner_paid) == (0, 100)
     report = Report({"nodes": 4, "attackers": 1, "attack": "miner-poison", "task": "digits"}, 0.93, 360, 200,
                     samples((0, 0.5), (200, 0.95)), 200, 0.95, 4, [honest, attacker])
     text = summary(report)
