@@ -21,6 +21,10 @@ once (a ctypes call releases the GIL, so the threads really run in parallel):
 * distance term: ``acc + (u - v) * (u - v)`` in float64 without fast-math
   (a subtract, a multiply and an add, never fused: the order Krum's
   distances are defined in), on independent accumulators: terms per second.
+  Where the CPU has FMA, every second subtract is ``fma(u, 1.0, -v)`` (the
+  same rounding, on the multiply pipes), as the distance kernel issues it:
+  the floor is the best the CPU can do for this arithmetic, not for one
+  spelling of it.
 * streaming read: one pass over a matrix by a numba sum on every thread,
   the least time any aggregation of that matrix can take.
 
@@ -45,6 +49,7 @@ import numpy as np
 from llvmlite import ir
 
 from consensus._sha256_shani import MSG1_PER_NONCE, MSG2_PER_NONCE, RNDS2_PER_NONCE
+from ml._agg_kernels import EXACT_FMA_SUBTRACT
 
 REPEATS = 7
 SHA_CHAINS = (4, 8, 12)  # the probe uses the fastest of these (latency x issue rate chains saturate)
@@ -304,11 +309,17 @@ def _distance_term_probe(lanes: int) -> Callable[[int], int]:
     vec = ir.VectorType(ir.DoubleType(), lanes)
     module = ir.Module(name="distance_term_probe")
 
+    fma = ir.Function(module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}f64")
+    ones = ir.Constant(vec, [ir.Constant(ir.DoubleType(), 1.0)] * lanes)
+
     def step(b: ir.IRBuilder, values: list[ir.Value]) -> list[ir.Value]:
         out = []
+        # 1.0 through an empty asm, as in the kernel: LLVM cannot fold the fma back into a subtract
+        one = b.asm(ir.FunctionType(vec, [vec]), "", "=v,0", [ones], False) if EXACT_FMA_SUBTRACT else None
         for k, acc in enumerate(values):
             v = ir.Constant(vec, [ir.Constant(ir.DoubleType(), 0.5 + (k + j) / 32) for j in range(lanes)])
-            gap = b.fsub(acc, v)  # reads the accumulator, so nothing can be hoisted out of the loop
+            # reads the accumulator, so nothing can be hoisted out of the loop
+            gap = b.call(fma, [acc, one, b.fneg(v)]) if one is not None and k % 2 else b.fsub(acc, v)
             out.append(b.fadd(acc, b.fmul(gap, gap)))
         return out
 
@@ -320,10 +331,11 @@ def _distance_term_probe(lanes: int) -> Callable[[int], int]:
 
 
 def distance_term_rate(threads: int) -> Rate:
-    """float64 ``acc += (u - v)**2`` terms per second (sub, mul, add; no FMA) on ``threads`` threads."""
+    """float64 ``acc += (u - v)**2`` terms per second (sub, mul, add; a product never fused) on ``threads`` threads."""
     rate, lanes = max((_best_rate(_distance_term_probe(lanes), DISTANCE_ACCUMULATORS * lanes, threads, REPEATS),
                        lanes) for lanes in F64_LANES)
-    return Rate(rate, threads, f"float64 sub, mul, add on {lanes} lanes, {DISTANCE_ACCUMULATORS} in flight")
+    subtract = "sub (every second as fma(u, 1, -v))" if EXACT_FMA_SUBTRACT else "sub"
+    return Rate(rate, threads, f"float64 {subtract}, mul, add on {lanes} lanes, {DISTANCE_ACCUMULATORS} in flight")
 
 
 # --------------------------------------------------------------------------- memory

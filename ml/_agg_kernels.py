@@ -14,7 +14,9 @@ so (see ``docs`` of :mod:`ml.aggregation` for the exact summation orders):
   so how numba splits the work never changes a bit;
 * the distance kernel's inner loop is LLVM IR built by hand (a numba
   intrinsic): vectors of float64 lanes, plain ``fsub``/``fmul``/``fadd`` with
-  no fast-math flags, so it obeys the same two rules above;
+  no fast-math flags, so it obeys the same two rules above (some subtractions
+  are issued as ``fma(u, 1.0, -v)``: exactly ``u - v`` rounded once, the same
+  bits, on otherwise idle multiply pipes);
 * comparisons are explicit compare-and-select (never ``min``/``max``, which
   LLVM may lower to ``minnum``, free to return either zero on ``+0.0`` vs
   ``-0.0``).
@@ -31,6 +33,7 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
@@ -450,6 +453,7 @@ TILE_PAIRS = TILE_ROWS * TILE_ROWS  # pairs of a cross tile, the most of any til
 LANE_VECTOR = 8  # float64 lanes per accumulator vector (one AVX-512 register); speed only
 LANE_GROUPS_MAX = DIST_LANES // LANE_VECTOR  # the most threads the lanes can be split over
 F64_BYTES = 8
+CACHE_LINE_F32 = 16  # float32 values per 64-byte cache line
 DIST_BLOCK_BYTES = (
     512 * 1024
 )  # one thread's float64 copy of its lanes of a block: half of L2, the rest for lanes; speed only
@@ -461,7 +465,19 @@ SLOT_PAIRS[CROSS_TILE, : len(CROSS_SLOT_PAIRS)] = CROSS_SLOT_PAIRS
 SLOT_PAIRS[DIAGONAL_TILE, : len(DIAGONAL_SLOT_PAIRS)] = DIAGONAL_SLOT_PAIRS
 
 
+def _host_has_fma() -> bool:
+    llvm_binding.initialize_native_target()
+    return bool(llvm_binding.get_host_cpu_features().get("fma", False))
+
+
+# Half the pairs' ``u - v`` is issued as ``fma(u, 1.0, -v)``: one rounding of the same exact
+# value, so the same bits, but it runs on the multiply units, which the sub, mul, add of a
+# term otherwise leave idle half the time (x86 runs adds and multiplies on separate pipes).
+# Only where the CPU has FMA (elsewhere LLVM would call libm's fma: right but slow).
+EXACT_FMA_SUBTRACT = _host_has_fma()
+
 _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as Any for mypy
+_get_or_insert_function: Any = cgutils.get_or_insert_function
 
 
 def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
@@ -476,7 +492,9 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
         lanes[p, lane0 + t] += (u[c + t] - v[c + t]) ** 2,  t < LANE_VECTOR
 
     written straight in LLVM IR as one subtract, one multiply and one add per
-    element (no ``contract`` flag, so never an FMA), with every pair's
+    element (no ``contract`` flag, so a product is never fused into a sum;
+    with :data:`EXACT_FMA_SUBTRACT` every second pair's subtract is issued as
+    ``fma(u, 1.0, -v)``, the same single rounding of ``u - v``), with every pair's
     accumulator a ``<LANE_VECTOR x double>`` loop-carried value: loaded once,
     stored once, whatever ``steps`` is. The caller guarantees every index is
     in bounds (no checks here).
@@ -514,6 +532,15 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
                 )
                 acc_ptrs.append(builder.bitcast(acc, f64_vec.as_pointer()))
             start = [builder.load(ptr, align=8) for ptr in acc_ptrs]
+            one, fma = None, None
+            if EXACT_FMA_SUBTRACT:
+                fma = _get_or_insert_function(
+                    builder.module, ir.FunctionType(f64_vec, [f64_vec] * 3), f"llvm.fma.v{LANE_VECTOR}f64"
+                )
+                # 1.0 passed through an empty asm: LLVM cannot see it is 1.0, so it cannot fold the
+                # fma back into a subtraction (which would put it on the adders again).
+                ones = ir.Constant(f64_vec, [ir.Constant(ir.DoubleType(), 1.0)] * LANE_VECTOR)
+                one = builder.asm(ir.FunctionType(f64_vec, [f64_vec]), "", "=v,0", [ones], False)
             entry = builder.basic_block
             loop = builder.append_basic_block("lane_run.loop")
             done = builder.append_basic_block("lane_run.done")
@@ -529,8 +556,11 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
                 vec_ptr = builder.bitcast(builder.gep(ptr, [offset]), f64_vec.as_pointer())
                 values.append(builder.load(vec_ptr, align=8))
             updated = []
-            for (a, b), total in zip(slot_pairs, sums, strict=True):
-                gap = builder.fsub(values[a], values[b])
+            for p, ((a, b), total) in enumerate(zip(slot_pairs, sums, strict=True)):
+                if one is not None and p % 2 == 1:
+                    gap = builder.call(fma, [values[a], one, builder.fneg(values[b])])
+                else:
+                    gap = builder.fsub(values[a], values[b])
                 updated.append(builder.fadd(total, builder.fmul(gap, gap)))
             next_step = builder.add(step, ir.Constant(i64, 1))
             latch = builder.basic_block
@@ -557,6 +587,31 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     return kernel
 
 
+def _prefetch_row_typer(typingctx: Any, x: Any, row: Any, first: Any, stop: Any, stride: Any) -> Any:
+    """A numba intrinsic ``_prefetch_row(x, row, first, stop, stride)``: ask for ``x[row, first:stop:stride]`` to be brought into L2 (``llvm.prefetch``; speed only)."""
+    if not (isinstance(x, types.Array) and x.ndim == 2):
+        return None
+    sig = types.void(x, row, first, stop, stride)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        x_ty = signature.args[0]
+        x_arr = context.make_array(x_ty)(context, builder, args[0])
+        i8_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch = _get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        with cgutils.for_range_slice(builder, args[2], args[3], args[4]) as (col, _):
+            ptr = _item_pointer(context, builder, x_ty, x_arr, [args[1], col])
+            # read, locality 2 (L2 and beyond), data
+            builder.call(prefetch, [builder.bitcast(ptr, i8_ptr), ir.Constant(i32, 0),
+                                    ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_prefetch_row: Any = intrinsic(_prefetch_row_typer)
 _cross_lane_run = _lane_run_kernel(CROSS_SLOT_PAIRS)
 _diagonal_lane_run = _lane_run_kernel(DIAGONAL_SLOT_PAIRS)
 
@@ -633,13 +688,13 @@ def _widen_lanes(x: F32Matrix, s0: int, steps: int, lane_lo: int, width: int, bl
     one run per step, so a lane run reads step after step at stride ``width``.
     """
     for r in range(x.shape[0]):
+        src = x[r]  # one view per row: a slice per step costs more than its copy
         dst = block[r]
         for s in range(steps):
             k = (s0 + s) * DIST_LANES + lane_lo
-            src = x[r, k : k + width]
             at = s * width
-            for t in range(width):
-                dst[at + t] = np.float64(src[t])
+            for t in range(width):  # unsigned indices: no wraparound test, so LLVM vectorises
+                dst[np.uint64(at + t)] = np.float64(src[np.uint64(k + t)])
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -662,8 +717,15 @@ def _distance_lanes(
     for s0 in range(0, full_steps, block_steps):
         steps = min(block_steps, full_steps - s0)
         _widen_lanes(x, s0, steps, lane_lo, width, block)
+        ahead = s0 + steps
+        ahead_steps = min(block_steps, full_steps - ahead)
         for t in range(kinds.shape[0]):
             acc = lanes[t]
+            # spread over the tiles: the next block's columns, so that widening it reads L2, not DRAM
+            for r in range(t, n if ahead_steps > 0 else 0, kinds.shape[0]):
+                for s in range(ahead, ahead + ahead_steps):
+                    k = s * DIST_LANES + lane_lo
+                    _prefetch_row(x, r, k, k + width, CACHE_LINE_F32)
             if kinds[t] == CROSS_TILE:
                 for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
                     _cross_lane_run(block, safe[t], lane0 - lane_lo, steps, width, acc, lane0)
