@@ -46,6 +46,12 @@ def busy_chain() -> ChainBuilder:
     cb.extend(1)  # the miner earns the coins it deploys with
     cb.join(ALICE, BOB, CAROL)
     task_id = deploy(cb)
+    contract = cb.state.tasks[task_id].contract
+    assert contract is not None
+    need = contract.spec.bond_amount  # Alice's coins went into her first bond
+    while cb.state.account(addr(cb.miner)).balance < need:
+        cb.extend(1)
+    cb.add(cb.template([cb.transfer(cb.miner, ALICE, need)]))
     cb.add(cb.template([cb.bond(ALICE, task_id=task_id)]))
     while (cb.next_height - 1) % ROUND:
         cb.extend(1)
