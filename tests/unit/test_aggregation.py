@@ -561,11 +561,13 @@ def test_input_is_not_modified() -> None:
 
 
 def regenerate() -> None:
-    payload = {
-        "about": "ml.aggregation golden vectors: inputs from tests.unit.test_aggregation.hashed_updates; "
-        "sha256 of the float32 output bytes and the mask as 0/1. Change only with a consensus change.",
-        "cases": [golden_entry(case) for case in GOLDEN_CASES],
-    }
+    """Rewrite this module's ``cases``; other modules' sections of the file (``robust``) are kept."""
+    payload = json.loads(VECTORS.read_text()) if VECTORS.exists() else {}
+    payload["about"] = (
+        "ml.aggregation golden vectors: inputs from tests.unit.test_aggregation.hashed_updates; "
+        "sha256 of the float32 output bytes and the mask as 0/1. Change only with a consensus change."
+    )
+    payload["cases"] = [golden_entry(case) for case in GOLDEN_CASES]
     VECTORS.parent.mkdir(parents=True, exist_ok=True)
     VECTORS.write_text(json.dumps(payload, indent=1) + "\n")
 
