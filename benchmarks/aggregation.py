@@ -172,6 +172,12 @@ def numpy_nnm(x: Array, f: int) -> Array:
     return x[nearest].mean(axis=1)  # type: ignore[no-any-return]
 
 
+def numpy_meamed(x: Array, f: int) -> Array:
+    """Per coordinate, the mean of the n - f values nearest the median."""
+    nearest = np.argsort(np.abs(x - np.median(x, axis=0)), axis=0, kind="stable")[: x.shape[0] - f]
+    return np.take_along_axis(x, nearest, axis=0).mean(axis=0)  # type: ignore[no-any-return]
+
+
 def numpy_buckets(x: Array, size: int = 2) -> Array:
     order = np.random.default_rng(BUCKET_BENCH_SEED).permutation(x.shape[0])
     return np.stack(
@@ -191,6 +197,7 @@ def numpy_call(rule: str, x: Array, f: int) -> Callable[[], object]:
             numpy_krum_order(numpy_distances(x), np.arange(n), f)[: n - f]
         ].mean(axis=0),
         "bulyan": lambda: numpy_bulyan(x, f),
+        "meamed": lambda: numpy_meamed(x, f),
         "geomed": lambda: numpy_geomed(x),
         "centered_clip": lambda: numpy_cclip(x),
         "nnm+median": lambda: np.median(numpy_nnm(x, f), axis=0),
@@ -229,6 +236,8 @@ def comparators(rule: str, n: int, f: int) -> int:
         return len(kernels.sorting_network(n, half - 1 + n % 2, half + 1)[0])
     if rule == "trimmed_mean":
         return len(kernels.sorting_network(n, f, n - f)[0])
+    if rule == "meamed":
+        return len(kernels.sorting_network(n, 0, n)[0])
     if rule == "bulyan":
         theta = n - 2 * f
         return len(kernels.sorting_network(theta, 0, theta)[0])
