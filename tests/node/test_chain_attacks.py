@@ -135,7 +135,7 @@ async def test_a_poisoning_miners_votes_are_rejected_and_the_dashboard_says_so(c
     assert contributor_pay(blocks, bad) == 0 and contributor_pay(blocks, good) > 0
     for b in blocks:  # what the API says of the poisoned updates: counted in their block, but not paid
         if b["vote"]["status"] == "rejected" and b["height"] in mine_a:
-            assert all(u["reason"] == unpaid_reason("median", "rejected") for u in updates_in(b) if u["accepted"])
+            assert all(u["reason"] == unpaid_reason(honest.chain.task.rule, "rejected") for u in updates_in(b) if u["accepted"])
 
     rejected = max(h for h in mine_a if blocks[h - 1]["vote"]["status"] == "rejected")
     async with http() as session:
