@@ -37,7 +37,7 @@ from consensus.encoding import pack
 from consensus.errors import BlockRejected, Reject
 from consensus.params import TESTNET
 from consensus.state import State
-from consensus.transition import state_transition
+from consensus.transition import apply_body, state_transition
 from consensus.tx import (
     Coinbase,
     GradientUpdate,
@@ -154,6 +154,40 @@ def test_state_root_differing_by_one_ulp_of_one_parameter_is_rejected(cb: ChainB
     nudged = State(right.height, right.accounts, {cb.rules.task_id: nudged_task})
     assert nudged.root != right.root
     assert code_of(cb, recommit(valid, valid.txs, state_root=nudged.root)) is Reject.BAD_STATE_ROOT
+
+
+def test_a_miner_that_still_aggregates_by_the_median_is_bad_state_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """digits' block rule is meamed (issue 18's sybil-flood): a block of three honest updates and
+    a sybil's at the norm bound against them, whose state a miner computed with the median of
+    four (which follows the sybil), is refused; the same block with the meamed state passes."""
+    from ml.aggregation import RuleRecord, median
+
+    cb = ChainBuilder(quick_task())
+    assert cb.task.rule == "meamed" and cb.task.f == 1
+    sybil = key(9)
+    cb.join(ALICE, BOB, CAROL, sybil)
+    size = cb.task.param_count
+    honest = {kp: (np.full(size, 0.01) + det_vector(i, size, 0.005)).astype(np.float32)
+              for i, kp in enumerate((ALICE, BOB, CAROL))}
+    poison = (-0.9 * cb.task.norm_bound / np.sqrt(size) * np.ones(size)).astype(np.float32)
+    cb.add(cb.template([cb.commit(kp, [v]) for kp, v in {**honest, sybil: poison}.items()]))
+    valid = cb.template([cb.update(kp) for kp in (ALICE, BOB, CAROL, sybil)])
+    right, _ = state_transition(cb.view(), cb.state, valid, valid.header.time)
+    run = RuleRecord.run
+    monkeypatch.setattr(
+        RuleRecord, "run", lambda self, u, f, p: median(u, f=f) if self.name == "meamed" else run(self, u, f, p)
+    )
+    miner = addr(cb.miner)
+    median_run = apply_body(cb.view(), cb.state, miner, valid.txs[1:])
+    monkeypatch.undo()
+    by_median = median_run.state
+    assert median_run.payouts == apply_body(cb.view(), cb.state, miner, valid.txs[1:]).payouts  # sybil unpaid
+    honest_mean = np.mean(np.stack(list(honest.values())).astype(np.float64), axis=0)
+    moved = cb.state.params.astype(np.float64) - right.params
+    assert np.allclose(moved, np.float32(cb.task.server_lr) * honest_mean, atol=1e-6)  # the sybil left out
+    assert not np.array_equal(by_median.params, right.params)
+    assert code_of(cb, recommit(valid, valid.txs, state_root=by_median.root)) is Reject.BAD_STATE_ROOT
+    cb.add(valid)
 
 
 # -- coinbase ----------------------------------------------------------------------------
