@@ -8,9 +8,12 @@ steer the model? It plays the chain's rules without hashing or gossip:
 1. **Blocks.** Each block is mined by the attacker with probability
    ``hashrate`` (independently, as proof of work draws winners), else by an
    honest miner. An honest miner includes up to ``max_updates_per_block``
-   updates, one per contributor, established (older) bonds first
-   (node/mempool.py's policy): the honest participants, in an arrival order
-   drawn per block, then anyone who bonded later (sybil keys).
+   updates, one per contributor, the honest participants first, in an
+   arrival order drawn per block, then the sybil keys. That is
+   node/mempool.py's policy once the honest stakes are established: a
+   weighted fair queue over bonded stake, where an honest trainer's
+   topped-up stake outranks a one-unit sybil key (the sim does not model
+   the first rounds, while the honest stakes grow).
 2. **Votes.** A block's vote is the task's rule over its updates with the
    task's ``f`` (:func:`ml.rounds.block_vote`), zero when the block holds too
    few for that ``f``.
@@ -47,7 +50,7 @@ Attacks (:data:`CHAIN_ATTACKS`, the names ``gradchain sim --attack`` and
     clone the chain never counts or pays.
 ``sybil-flood``
     A non-mining participant with ``sybils`` bonded keys sends a poisoned
-    update from every key. Bonded after the honest participants, its keys
+    update from every key. Ranked after the honest participants, its keys
     take only the slots honest ones leave free.
 
 Honest participants hold Dirichlet(``alpha``) shards of the training split;
