@@ -36,8 +36,10 @@ CREATE TABLE IF NOT EXISTS block_index (
     header BLOB NOT NULL,
     status INTEGER NOT NULL        -- see BlockStatus
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+-- Tables of small rows are WITHOUT ROWID (one B-tree each, not a table and its key's index); those
+-- of large blobs keep a rowid table, whose leaves hold more of a row before it overflows.
+CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS main_chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
     address BLOB PRIMARY KEY, balance INTEGER NOT NULL, nonce INTEGER NOT NULL
@@ -55,7 +57,7 @@ CREATE TABLE IF NOT EXISTS task_model (
     last_aggregate BLOB NOT NULL,
     version INTEGER NOT NULL,
     contract BLOB                   -- msgpack, with the evaluation rows; NULL for the genesis task
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS task_stakes (
     task_id BLOB NOT NULL, address BLOB NOT NULL, amount INTEGER NOT NULL, since INTEGER NOT NULL,
     PRIMARY KEY (task_id, address)
