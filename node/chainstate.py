@@ -506,58 +506,65 @@ class ChainState:
             if item.status not in (BlockStatus.BODY, BlockStatus.VALID):
                 # A body on the branch is missing: wait until sync brings it.
                 return Connected(entry.hash, entry.height, "side")
-        chain = list(self.main)
-        state = self.state
-        disconnected: list[Block] = []
-        # Every account a block changed, from its undo data: its transactions' and its payouts', and
-        # those whose unbonded coins it returned (no transaction of theirs names them).
-        touched: set[bytes] = set()
-        for height in range(self.height, fork_height, -1):
-            block_hash = chain[height]
-            undo = self.storage.get_undo(block_hash, state)
-            block = self.get_block(block_hash)
-            if undo is None or block is None:
-                raise StorageError(f"undo data for block {height} is missing; run `chain verify`")
-            state = undo_block(state, undo)
-            disconnected.append(block)
-            chain.pop()
-            touched.update(undo.accounts_before)
-        connected: list[tuple[Block, State, Undo, IndexEntry]] = []
-        for item in branch:
-            block = new_block if item.hash == entry.hash else self.get_block(item.hash)
-            assert block is not None
-            try:
-                parent_anchor = self.index[item.prev].anchor
-                view = BranchView(self.rules, item.height - 1, chain, self._header_of, parent_anchor)
-                new_state, undo = state_transition(view, state, block, now)
-            except BlockRejected as exc:
-                # The block and everything built on it can never connect.
-                for invalid in branch[branch.index(item) :]:
-                    self._mark_invalid(invalid)
-                log.warning(
-                    "rejected block %d %s…: %s", item.height, hash_hex(item.hash)[:16], exc
-                )
-                raise
-            connected.append((block, new_state, undo, item))
-            state = new_state
-            chain.append(item.hash)
-        # Everything validated: write the whole switch in one transaction.
-        with self.storage.transaction():
-            for height in range(self.height, fork_height, -1):
-                self.storage.drop_main(height)
-            for block in disconnected:
-                self.storage.unindex_txs(block.txids)
-                self.storage.drop_vote_outcomes(block.hash)
-            for block, new_state, undo, item in connected:
-                item.status = BlockStatus.VALID
-                self.storage.put_index(item.row())
-                self.storage.put_undo(item.hash, undo, new_state, _outcomes(block, undo))
-                self.storage.set_main(item.height, item.hash)
-                if undo.outcome.round_counted is not None:
-                    self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
-                self.storage.index_txs(item.hash, block.txids)
+        tip_height = self.height
+        # Extending the tip (the usual case) appends to the main chain in place, not to a copy of
+        # it (O(height) a block); a failure cuts it back to the old tip.
+        chain = self.main if fork_height == tip_height else list(self.main)
+        try:
+            state = self.state
+            disconnected: list[Block] = []
+            # Every account a block changed, from its undo data: its transactions' and its payouts', and
+            # those whose unbonded coins it returned (no transaction of theirs names them).
+            touched: set[bytes] = set()
+            for height in range(tip_height, fork_height, -1):
+                block_hash = chain[height]
+                undo = self.storage.get_undo(block_hash, state)
+                block = self.get_block(block_hash)
+                if undo is None or block is None:
+                    raise StorageError(f"undo data for block {height} is missing; run `chain verify`")
+                state = undo_block(state, undo)
+                disconnected.append(block)
+                chain.pop()
                 touched.update(undo.accounts_before)
-            self.storage.write_state(state, touched, self.state)
+            connected: list[tuple[Block, State, Undo, IndexEntry]] = []
+            for item in branch:
+                block = new_block if item.hash == entry.hash else self.get_block(item.hash)
+                assert block is not None
+                try:
+                    parent_anchor = self.index[item.prev].anchor
+                    view = BranchView(self.rules, item.height - 1, chain, self._header_of, parent_anchor)
+                    new_state, undo = state_transition(view, state, block, now)
+                except BlockRejected as exc:
+                    # The block and everything built on it can never connect.
+                    for invalid in branch[branch.index(item) :]:
+                        self._mark_invalid(invalid)
+                    log.warning(
+                        "rejected block %d %s…: %s", item.height, hash_hex(item.hash)[:16], exc
+                    )
+                    raise
+                connected.append((block, new_state, undo, item))
+                state = new_state
+                chain.append(item.hash)
+            # Everything validated: write the whole switch in one transaction.
+            with self.storage.transaction():
+                for height in range(tip_height, fork_height, -1):
+                    self.storage.drop_main(height)
+                for block in disconnected:
+                    self.storage.unindex_txs(block.txids)
+                    self.storage.drop_vote_outcomes(block.hash)
+                for block, new_state, undo, item in connected:
+                    item.status = BlockStatus.VALID
+                    self.storage.put_index(item.row())
+                    self.storage.put_undo(item.hash, undo, new_state, _outcomes(block, undo))
+                    self.storage.set_main(item.height, item.hash)
+                    if undo.outcome.round_counted is not None:
+                        self.storage.put_vote_outcomes(item.hash, self._round_verdicts(chain, item.height, undo))
+                    self.storage.index_txs(item.hash, block.txids)
+                    touched.update(undo.accounts_before)
+                self.storage.write_state(state, touched, self.state)
+        except BaseException:
+            del self.main[tip_height + 1 :]
+            raise
         self.main = chain
         self.state = state
         status = "reorg" if disconnected else "connected"

@@ -23,7 +23,15 @@ from consensus.tx import Tx
 from node.chainstate import DB_NAME, ChainState
 from node.reindex import reindex
 from node.storage import SCHEMA_VERSION, StorageError, decode_undo, encode_undo
-from tests.chainbuilder import ChainBuilder, addr, assert_same_state, det_vector, key, quick_task
+from tests.chainbuilder import (
+    ChainBuilder,
+    addr,
+    assert_same_state,
+    det_vector,
+    key,
+    quick_task,
+    recommit,
+)
 from tests.unit.test_contracts import deploy
 
 NOW = 2**40  # later than every block
@@ -171,3 +179,25 @@ def test_an_older_layout_is_refused_with_the_command_that_rebuilds_it(
     rebuilt = ChainState.open(datadir)
     assert_same_state(rebuilt.state, chain.state)
     rebuilt.close()
+
+
+def test_a_branch_that_fails_on_the_tip_leaves_the_main_chain_as_it_was(
+    tmp_path: pathlib.Path, chain: ChainBuilder
+) -> None:
+    """Connecting on the tip appends to the main chain in place: when the second block of a two-block
+    extension fails, the first, already appended, is cut back off with it."""
+    node = ChainState.create(tmp_path / "node", REGTEST.name, chain.task)
+    for block in chain.blocks[1:-2]:
+        node.accept_block(block, NOW)
+    main, root = list(node.main), node.state.root
+    first, last = chain.blocks[-2], chain.blocks[-1]
+    bad = recommit(last, last.txs, state_root=bytes(32))
+    node.accept_header(first.header, NOW)
+    assert node.accept_block(bad, NOW).status == "side"  # its parent's body is not here yet
+    assert node.accept_block(first, NOW).status == "side"  # connects ``first``, then ``bad`` fails
+    assert node.main == main and node.state.root == root and node.height == len(main) - 1
+    assert node.storage.load_state().root == root  # type: ignore[union-attr]
+    node.close()
+    reopened = ChainState.open(tmp_path / "node")
+    assert reopened.main == main
+    reopened.close()
