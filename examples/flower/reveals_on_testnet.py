@@ -87,6 +87,7 @@ def main() -> None:
                       "--base-port", str(free_port(22_000))]) == 0
     try:
         node = NodeClient(load_manifest(testnet)[0].api, timeout=30)
+        wait_for("node 0 to answer", node.status)
         funder = read_keystore(testnet / "node0" / "wallet.json", testnet_password(testnet))
         me = keypair_from_seed(secrets.token_bytes(32))
         address = address_of(me.public)
