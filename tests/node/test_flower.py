@@ -344,9 +344,9 @@ def test_the_example_trains_a_task_deployed_by_a_transaction(
 
     X_train, y_train, X_test, y_test = load_table("wine")
     spec = infer_spec(Table(X_train, y_train), name="wine", defaults=WINE_TASK_DEFAULTS)
-    bounty = default_bounty(spec)
-    live.earn(bounty)
-    task_id = node.deploy(live.miner, spec, encode_evalset(X_test, y_test), bounty)
+    bounty, fee = default_bounty(spec), node.deploy_fee()
+    live.earn(bounty + fee)
+    task_id = node.deploy(live.miner, spec, encode_evalset(X_test, y_test), bounty, fee)
     node.mine(1)
     before = node.task(task_id)["metrics"]["accuracy"]
 
