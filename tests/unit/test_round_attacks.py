@@ -464,3 +464,23 @@ def test_an_honest_trainer_tops_up_its_stake_above_a_reserve() -> None:
     assert me.top_up(status(enough - 1)) is None  # the reserve stays unbonded
     assert me.top_up(status(enough, pending=True)) is None  # one unit a tip
     assert me.top_up(status(enough, bonded=False)) is None  # a first bond is Contributor.bond's
+
+
+def test_a_topped_up_whale_key_gets_one_slot_a_block_and_no_more(tmp_path: pathlib.Path) -> None:
+    """What a top-up buys: a key that stacks 100 bond units against three one-unit keys still
+    takes one update slot a block (one per sender), the others share the rest in turn; stake
+    buys a share of the round's slots, never a block's majority through one key."""
+    unit, width = 1_000, 4
+    stage = Stage(tmp_path, quick_task(round_blocks=width, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    b = stage.builder
+    whale, others = key(150), [key(151 + i) for i in range(3)]
+    stage.mine()
+    nonce = b.nonce_of(b.miner)
+    stage.mine([b.transfer(b.miner, whale, 100 * unit, nonce=nonce)]
+               + [b.transfer(b.miner, k, unit, nonce=nonce + 1 + i) for i, k in enumerate(others)])
+    stage.mine([b.bond(whale, nonce=n) for n in range(100)] + [b.bond(k) for k in others])
+    assert b.state.task.stakes[addr(whale)].amount == 100 * unit
+    stage.to_round_start()
+    blocks = stage.slots(pooled_round(stage, [whale, *others]), [whale, *others], max_updates=2)
+    assert all(block.count(addr(whale)) == 1 for block in blocks)
+    assert sorted(sum(addr(k) in block for block in blocks) for k in others) == [1, 1, 2]
