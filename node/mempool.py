@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import functools
 import hashlib
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,7 +55,7 @@ from consensus.block import Block
 from consensus.contracts import check_deploy, open_task_count, task_of
 from consensus.errors import BlockRejected, Reject
 from consensus.rounds import TaskWork, apply_commit, check_reveal, round_of, round_start
-from consensus.state import Account, State
+from consensus.state import Account, State, TaskState
 from consensus.transition import check_update, check_update_payload, useful_gate
 from consensus.tx import (
     Bond,
@@ -156,8 +157,26 @@ class AddResult:
     evicted: tuple[bytes, ...] = ()
 
 
+# A task's contributions hold at most this fraction of the pool (count and bytes): with the
+# cap of 16 open tasks, all of them together fill at most half of it, and a task's blocks take
+# only round_blocks x max_updates_per_block of its updates a round anyway.
+TASK_SHARES = 32
 InclusionRank = tuple[Fraction, bytes]  # (the sender's next finish time in its task's round, its tie-break)
 _UNRANKED: InclusionRank = (Fraction(2**63), b"\xff" * 32)  # a sender without a bond: after every bonded one
+
+
+def inclusion_rank(
+    task: TaskState, spec: TaskSpec, address: builtins.bytes, height: int, seed: builtins.bytes
+) -> InclusionRank:
+    """One bonded sender's place in its task's queue for the block at ``height`` (see
+    :func:`inclusion_ranks`); ``seed`` is the hash of the round's start block."""
+    stake = task.stakes.get(address)
+    if stake is None:
+        return _UNRANKED
+    units = max(stake.amount // spec.bond_amount, 1) if spec.bond_amount > 0 else 1
+    commitment = task.commitments.get((round_of(height, spec.round_blocks) - 1, address))  # this round's reveals
+    included = sum(commitment.revealed) if commitment is not None else 0
+    return (Fraction(included + 1, units), hashlib.sha256(seed + address).digest())
 
 
 def inclusion_ranks(
@@ -180,13 +199,9 @@ def inclusion_ranks(
         spec = specs.get(task_id)
         if spec is None:
             continue
-        current = round_of(height, spec.round_blocks)
-        seed = hash_at(round_start(current, spec.round_blocks))
-        for address, stake in task.stakes.items():
-            units = max(stake.amount // spec.bond_amount, 1) if spec.bond_amount > 0 else 1
-            commitment = task.commitments.get((current - 1, address))  # this round reveals last round's
-            included = sum(commitment.revealed) if commitment is not None else 0
-            ranks[(task_id, address)] = (Fraction(included + 1, units), hashlib.sha256(seed + address).digest())
+        seed = hash_at(round_start(round_of(height, spec.round_blocks), spec.round_blocks))
+        for address in task.stakes:
+            ranks[(task_id, address)] = inclusion_rank(task, spec, address, height, seed)
     return ranks
 
 
@@ -340,8 +355,16 @@ class Mempool:
     def _admit_contribution(
         self, entry: PoolEntry, tx: Contribution, chain: PoolChain, *, signature: bool
     ) -> AddResult:
-        """Pool a commitment or update valid for the next block; none is ever evicted for another."""
-        task, _ = task_of(chain.tip_view().rules.task, chain.state.tasks, tx.task_id)
+        """Pool a commitment or update valid for the next block, within its task's share of the pool.
+
+        A task's contributions may hold ``1 / TASK_SHARES`` of the pool's count and bytes
+        (:meth:`_task_room`); at that share a newcomer whose sender ranks before the task's
+        worst-ranked pooled sender (:func:`inclusion_rank`) evicts that one's latest
+        contribution, never another task's. Without shares a task deployed with long rounds
+        and cheap bonds filled the whole pool with valid reveals, and every node refused its
+        own trainer's contributions for every task.
+        """
+        task, task_state = task_of(chain.tip_view().rules.task, chain.state.tasks, tx.task_id)
         mine = [e for e in self._contributions.get(entry.sender, []) if task_key(e.tx) == tx.task_id]
         if isinstance(tx, Commit) and any(isinstance(e.tx, Commit) for e in mine):
             raise BlockRejected(Reject.DUPLICATE_COMMIT, "the sender has a commitment pooled")
@@ -349,13 +372,39 @@ class Mempool:
             raise PolicyRejected(
                 PolicyReason.SENDER_LIMIT, f"the sender has {len(mine)} pooled contributions (a round's worth)"
             )
-        if len(self._entries) + 1 > self.max_txs or self._bytes + entry.size > self.max_bytes:
+        victim = self._task_room(entry, tx.task_id, task, task_state, chain)
+        freed = (1, victim.size) if victim is not None else (0, 0)
+        if len(self._entries) + 1 - freed[0] > self.max_txs or self._bytes + entry.size - freed[1] > self.max_bytes:
             raise PolicyRejected(PolicyReason.POOL_FULL, "no room for a contribution")
         _check_contribution(tx, chain, signature=signature)
+        evicted: tuple[builtins.bytes, ...] = ()
+        if victim is not None:
+            self._drop_contribution(victim)
+            evicted = (victim.txid,)
         self._entries[entry.txid] = entry
         self._contributions.setdefault(entry.sender, []).append(entry)
         self._bytes += entry.size
-        return AddResult(entry.txid, added=True)
+        return AddResult(entry.txid, added=True, evicted=evicted)
+
+    def _task_room(
+        self, entry: PoolEntry, task_id: builtins.bytes, spec: TaskSpec, task: TaskState, chain: PoolChain
+    ) -> PoolEntry | None:
+        """None if ``entry`` fits its task's share of the pool; else the task's contribution it
+        replaces (the worst-ranked sender's latest); PolicyRejected if it ranks no better."""
+        theirs = [e for mine in self._contributions.values() for e in mine if task_key(e.tx) == task_id]
+        count_share, bytes_share = max(self.max_txs // TASK_SHARES, 1), self.max_bytes // TASK_SHARES
+        if len(theirs) + 1 <= count_share and sum(e.size for e in theirs) + entry.size <= bytes_share:
+            return None
+        height = chain.state.height + 1
+        seed = hash_at_height(chain.tip_view(), round_start(round_of(height, spec.round_blocks), spec.round_blocks))
+        rank = functools.partial(inclusion_rank, task, spec, height=height, seed=seed or b"")
+        worst = max(theirs, key=lambda e: (rank(e.sender), e.added_at, e.txid), default=None)
+        if worst is None or not rank(entry.sender) < rank(worst.sender):
+            raise PolicyRejected(
+                PolicyReason.POOL_FULL, f"this task's share of the pool is full ({len(theirs)} contributions) "
+                "of senders that rank before this one"
+            )
+        return worst
 
     def _drop_contribution(self, entry: PoolEntry) -> None:
         del self._entries[entry.txid]

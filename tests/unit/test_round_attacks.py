@@ -347,18 +347,15 @@ def test_sybil_keys_of_one_unit_get_one_slot_of_an_honest_block_against_topped_u
     assert all({addr(k) for k in honest} <= set(block) for block in blocks)
 
 
-@pytest.mark.xfail(strict=True, raises=PolicyRejected,
-                   reason="open: contributions are never evicted and share one pool, so one task's bonded "
-                   "keys fill it (docs/security/known-limits.md, 'Pool filling')")
-def test_one_tasks_contributions_cannot_fill_the_pool_against_another_task(tmp_path: pathlib.Path) -> None:
-    """A pool admits a commitment or update valid for the next block and never evicts one; when
-    it is full every newcomer is refused. Bonded keys of a task the attacker deployed itself
-    (rounds of 64: a commitment and 64 reveals pooled per key) fill the 5000 entries with 77
-    keys (77 M of bonds, returned, plus the deploy's 1 M burn), and then every honest node
-    refuses its own digits commitments and reveals: training stops. Shown here on a pool of
-    twelve entries and twelve sybil commitments; asks that the genesis task's commitment still
-    gets in."""
+def test_one_tasks_contributions_fill_only_its_share_of_the_pool(tmp_path: pathlib.Path) -> None:
+    """A pool admitted every commitment and update valid for the next block and never evicted
+    one; when it was full every newcomer was refused. Bonded keys of a task the attacker deployed
+    itself (rounds of 64: a commitment and 64 reveals pooled per key) filled the 5000 entries with
+    77 keys (77 M of bonds, returned, plus the deploy's 1 M burn), and every honest node then
+    refused its own digits commitments and reveals: training stopped. Now a task holds at most
+    1/TASK_SHARES of the pool; shown on a pool of 64 (a share of 2) and twelve sybil commitments."""
     from consensus.rounds import round_of, round_start
+    from node.mempool import TASK_SHARES
     from tests.unit.test_mempool import FUNDED, NOW, World
 
     world = World(tmp_path)
@@ -372,12 +369,43 @@ def test_one_tasks_contributions_cannot_fill_the_pool_against_another_task(tmp_p
     world.mine([b.bond(s, task_id=task_id) for s in sybils])
     r = round_of(b.next_height, spec.round_blocks)
     base = b.blocks[round_start(r, spec.round_blocks)].hash
-    pool = Mempool(max_txs=len(sybils))
+    pool = Mempool(max_txs=2 * TASK_SHARES)
+    refused = 0
     for i, s in enumerate(sybils):
         commit = b.commit(s, [det_vector(200 + i, spec.param_count)], round_=r, base_hash=base, task_id=task_id)
-        assert pool.add(encode_tx(commit), commit, world.chain, NOW).added
+        try:
+            pool.add(encode_tx(commit), commit, world.chain, NOW)
+        except PolicyRejected:
+            refused += 1
+    assert len(pool) == 2 and refused > 0  # equal stakes: a better-ranked sybil may replace another
     honest = b.commit(FUNDED[0], seeds=(1,))
-    assert pool.add(encode_tx(honest), honest, world.chain, NOW + 1).added
+    assert pool.add(encode_tx(honest), honest, world.chain, NOW + 1).added and len(pool) == 3
+
+
+def test_at_its_share_a_task_keeps_its_best_ranked_senders(tmp_path: pathlib.Path) -> None:
+    """Within one task's full share a sender of more bond units replaces the worst-ranked
+    one-unit sender's contribution, so a sybil flood of the genesis task cannot keep honest
+    stakes out of the pool either."""
+    from node.mempool import TASK_SHARES
+    from tests.unit.test_mempool import NOW
+
+    unit = 1_000
+    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    b = stage.builder
+    sybils, honest = [key(160 + i) for i in range(3)], key(170)
+    stage.mine()
+    nonce = b.nonce_of(b.miner)
+    stage.mine([b.transfer(b.miner, k, unit, nonce=nonce + i) for i, k in enumerate(sybils)]
+               + [b.transfer(b.miner, honest, 5 * unit, nonce=nonce + 3)])
+    stage.mine([b.bond(k) for k in sybils] + [b.bond(honest, nonce=n) for n in range(5)])
+    stage.to_round_start()
+    pool = Mempool(max_txs=2 * TASK_SHARES)  # a share of two contributions
+    commits = [b.commit(k, seeds=(i,)) for i, k in enumerate(sybils)]
+    for c in commits[:2]:
+        assert pool.add(encode_tx(c), c, stage.chain, NOW).added
+    result = pool.add(encode_tx(mine := b.commit(honest, seeds=(9,))), mine, stage.chain, NOW + 1)
+    assert result.added and len(result.evicted) == 1 and len(pool) == 2
+    assert result.evicted[0] in {txid(encode_tx(c)) for c in commits[:2]}
 
 
 def test_two_pooled_deploys_never_share_a_block(tmp_path: pathlib.Path) -> None:
