@@ -33,13 +33,12 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ml import _agg_strips
+from ml import _agg_strips, _jit
 
 F32Matrix = npt.NDArray[np.float32]
 F32Vector = npt.NDArray[np.float32]
@@ -465,16 +464,17 @@ SLOT_PAIRS[CROSS_TILE, : len(CROSS_SLOT_PAIRS)] = CROSS_SLOT_PAIRS
 SLOT_PAIRS[DIAGONAL_TILE, : len(DIAGONAL_SLOT_PAIRS)] = DIAGONAL_SLOT_PAIRS
 
 
-def _host_has_fma() -> bool:
-    llvm_binding.initialize_native_target()
-    return bool(llvm_binding.get_host_cpu_features().get("fma", False))
+def _target_has_fma() -> bool:
+    """Whether numba compiles for a CPU with FMA (``NUMBA_CPU_FEATURES`` if set, else the host)."""
+    _, features = _jit.target()
+    return "+fma" in features.split(",")
 
 
 # Half the pairs' ``u - v`` is issued as ``fma(u, 1.0, -v)``: one rounding of the same exact
 # value, so the same bits, but it runs on the multiply units, which the sub, mul, add of a
 # term otherwise leave idle half the time (x86 runs adds and multiplies on separate pipes).
-# Only where the CPU has FMA (elsewhere LLVM would call libm's fma: right but slow).
-EXACT_FMA_SUBTRACT = _host_has_fma()
+# Only where numba's target has FMA (elsewhere LLVM would call libm's fma: right but slow).
+EXACT_FMA_SUBTRACT = _target_has_fma()
 
 _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as Any for mypy
 _get_or_insert_function: Any = cgutils.get_or_insert_function

@@ -205,6 +205,27 @@ def test_distances_follow_the_documented_lane_order(n: int, d: int) -> None:
     assert_same_bits(got, oracle_distances(x))
 
 
+def test_distances_keep_the_documented_bits_on_awkward_values() -> None:
+    """Subnormals, signed zeros, equal coordinates and exponents far apart, in every pair slot.
+
+    The kernel issues some subtractions as ``fma(u, 1.0, -v)`` (kernels.EXACT_FMA_SUBTRACT);
+    these are the values where a subtraction done any other way would show.
+    """
+    rng = np.random.default_rng(17)
+    n, d = 12, 9 * kernels.DIST_LANES + 5
+    kinds = [
+        rng.standard_normal(d).astype(F32) * F32(1e-41),  # subnormal float32
+        np.zeros(d, dtype=F32),
+        -np.zeros(d, dtype=F32),
+        rng.standard_normal(d).astype(F32) * F32(1e30),
+        rng.standard_normal(d).astype(F32) * F32(1e-30),
+        rng.standard_normal(d).astype(F32),
+    ]
+    x = np.stack([kinds[i * 5 % len(kinds)] for i in range(n)])  # every kind against every kind
+    x[:, ::7] = x[0, ::7]  # some coordinates equal in every row
+    assert_same_bits(kernels.pairwise_sq_distances(x, 2), oracle_distances(x))
+
+
 @pytest.mark.parametrize(("n", "d", "f"), [(5, 40, 1), (11, 257, 2), (15, 300, 6), (20, 64, 3)])
 def test_krum_and_multi_krum_match_oracle(n: int, d: int, f: int) -> None:
     x = random_updates(n * 7 + d, n, d, byzantine=f)
