@@ -49,7 +49,7 @@ I64Matrix = npt.NDArray[np.int64]
 F64Array3 = npt.NDArray[np.float64]
 
 L1_TILE_BYTES = 32 * 1024  # per-core L1d on the machines we target; speed only
-MEAN_TILE_COORDS = 4096  # float64 accumulators per mean block (32 KiB)
+MEAN_TILE_COORDS = 65536  # float64 accumulators per mean block (512 KiB, in L2): long row streams; speed only
 PARALLEL_MIN_ELEMENTS = 1 << 23  # below this much work (~8M values) one thread is faster
 CHUNKS_PER_THREAD = 4  # coordinate chunks per worker thread, to even out load
 ROWS_PER_PASS = 4  # rows added per pass over a mean block (fewer accumulator loads)
