@@ -223,45 +223,81 @@ class NodeClient:
         keypair: KeyPair,
         deltas: list[np.ndarray],
         *,
+        task_id: str | None = None,
         encoding: str = "f32",
         poll_s: float = 1.0,
         timeout_s: float = 600.0,
         progress: Any = None,
     ) -> list[str]:
-        """Commit ``deltas`` (computed on the current round's model) now, then reveal them one per
-        block during the next round; returns the txids of the reveals sent.
+        """Commit ``deltas`` (computed on the current round's model of task ``task_id``, default the
+        chain's first) now, then reveal them during the next round; returns the reveals' txids.
 
-        Blocks until the reveals are sent (at most two rounds). ``progress(str)``, if given,
-        hears each step. Raises ``ApiError`` if the node refuses a transaction or ``timeout_s`` passes.
+        A block counts one update per sender, but the mempool holds a round's worth per sender, so
+        every reveal is pooled at once when the next round starts (as the node's own trainer and the
+        Flower bridge do): each miner then has one for every block, however fast blocks come. At
+        each new block those the chain has not taken yet are sent again (the node answers a pooled
+        one with its txid and changes nothing), so one a pool dropped is back for the next block.
+
+        Blocks until every reveal is on chain or the reveal round is over (at most two rounds).
+        ``progress(str)``, if given, hears each step. Raises ``ApiError`` if the node refuses the
+        commitment, cannot be reached, or ``timeout_s`` passes.
         """
         say = progress or (lambda _text: None)
-        key, status = self.key_status(keypair)
+        key, status = self.key_status(keypair, task_id)
         if not key.mature:
             raise ApiError(0, "this key has no mature bond: run `gradchain update bond` (or client.bond) first")
-        me = self.contributor(keypair, status)
-        start = int(status["round"]) * me.task.round_blocks
-        base_hash = hex_to_hash(self.block(start)["hash"])
+        me = self.contributor(keypair, status, task_id)
+        base_hash = hex_to_hash(self.block(key.round * me.task.round_blocks)["hash"])
         encoded = [encode_update(np.asarray(d, dtype=np.float32), encoding) for d in deltas]
         commit = me.commit(key, base_hash, encoded)
         self.submit_raw_tx(encode_tx(commit))
-        say(f"committed {len(commit.hashes)} update(s) in round {commit.round}; they reveal in round {commit.round + 1}")
-        sent: list[str] = []
+        count = len(commit.hashes)
+        say(f"committed {count} update(s) in round {commit.round}; they reveal in round {commit.round + 1}")
+        pooled: dict[int, str] = {}
         deadline = time.monotonic() + timeout_s
         last_height = -1
-        while len(sent) < len(commit.hashes):
+        while True:
             if time.monotonic() > deadline:
-                raise ApiError(0, f"gave up after {timeout_s:.0f} s with {len(sent)} reveal(s) sent")
-            key, _ = self.key_status(keypair)
+                raise ApiError(0, f"gave up after {timeout_s:.0f} s with {len(pooled)} of {count} reveal(s) "
+                                  "pooled: is the network mining?")
+            key, _ = self.key_status(keypair, task_id)
             if key.round > commit.round + 1:
                 break  # the reveal round is over
-            if key.round == commit.round + 1 and key.height != last_height and key.unrevealed:
-                reveal = me.reveal(key)
-                if reveal is not None and key.unrevealed[0] >= len(sent):
-                    sent.append(self.submit_raw_tx(encode_tx(reveal)))
+            if key.round == commit.round + 1:
+                if not key.unrevealed:
+                    say(f"all {count} update(s) of round {commit.round} are on chain")
+                    break
+                if key.height != last_height:
+                    sent, refused = self.pool_reveals(me, key)
+                    for index, why in refused.items():
+                        say(f"reveal {index + 1} not pooled yet ({why}); it goes again at the next block")
+                    for index, txid in sent.items():
+                        if index not in pooled:
+                            pooled[index] = txid
+                            say(f"pooled reveal {index + 1} of {count} at block {key.height}")
                     last_height = key.height
-                    say(f"revealed update {len(sent)} of {len(commit.hashes)} for block {key.height}")
             time.sleep(poll_s)
-        return sent
+        missing = count - len(pooled)
+        if key.unrevealed:
+            say(f"the reveal round ended with {len(key.unrevealed)} of {count} update(s) not on chain "
+                f"({missing} never pooled): they do not count")
+        return [pooled[index] for index in sorted(pooled)]
+
+    def pool_reveals(self, me: Contributor, key: KeyStatus) -> tuple[dict[int, str], dict[int, str]]:
+        """Send every reveal of ``me``'s last commitment the chain has not taken yet (``key``: the tip's
+        view of the key). Returns the txid of each the node pooled and the reason for each it refused,
+        by the update's index in the commitment; raises ``ApiError`` if the node cannot be reached."""
+        pooled: dict[int, str] = {}
+        refused: dict[int, str] = {}
+        # pending_reveals keeps key.unrevealed's (ascending) order, up to the plan's length
+        for index, reveal in zip(key.unrevealed, me.pending_reveals(key), strict=False):
+            try:
+                pooled[index] = self.submit_raw_tx(encode_tx(reveal))
+            except ApiError as exc:
+                if exc.status == 0:
+                    raise
+                refused[index] = exc.message
+        return pooled, refused
 
     def send(self, keypair: KeyPair, to: bytes, amount: int, fee: int = 0) -> str:
         """Sign and submit a transfer of ``amount`` base units to the raw address ``to``."""

@@ -461,15 +461,10 @@ class FlowerBridge:
         """
         reports = []
         plan = self.me.plans.get(key.round - 1, [])
-        # pending_reveals keeps key.unrevealed's (ascending) order, up to the plan's length
-        for index, reveal in zip(key.unrevealed, self.me.pending_reveals(key), strict=False):
-            try:
-                txid = self.node.submit_raw_tx(encode_tx(reveal))
-            except ApiError as exc:
-                if exc.status == 0:
-                    raise
-                log.info("reveal %d of round %d not pooled: %s", index + 1, key.round - 1, exc.message)
-                continue
+        pooled, refused = self.node.pool_reveals(self.me, key)
+        for index, why in refused.items():
+            log.info("reveal %d of round %d not pooled: %s", index + 1, key.round - 1, why)
+        for index, txid in pooled.items():
             if (key.round - 1, index) not in self._revealed:
                 self._revealed.add((key.round - 1, index))
                 report = RevealReport(key.round - 1, index, len(plan), key.height, txid)

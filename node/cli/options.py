@@ -63,6 +63,13 @@ def add_password_file(parser: argparse.ArgumentParser, help_text: str = PASSWORD
     parser.add_argument("--password-file", type=Path, default=None, metavar="FILE", help=help_text)
 
 
+def add_task(parser: argparse.ArgumentParser) -> None:
+    """``--task TASK_ID``: which of the chain's tasks a client command means; optional everywhere."""
+    parser.add_argument("--task", default=None, metavar="TASK_ID",
+                        help="a task id, a unique prefix of one, or a task's name (`gradchain task list`; "
+                             "default: the chain's first task)")
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     """``--json``: a flag, never a file name."""
     parser.add_argument("--json", action="store_true", help=JSON_HELP)

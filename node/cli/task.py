@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from node.cli.errors import CliError
-from node.cli.options import add_json, add_node, add_unlocked_keystore, print_json
+from node.cli.options import add_json, add_node, add_task, add_unlocked_keystore, print_json
 
 EXAMPLES = ("wine", "breast_cancer", "digits", "stock")
 DEFAULT_EXAMPLE_DAYS = 1000  # four years of closes: enough windows for a first run
@@ -94,7 +94,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = verbs.add_parser("show", help="one task: its spec, status and the figures of its model")
     add_node(p)
-    _task_arg(p)
+    add_task(p)
     p.add_argument("--height", type=int, default=None, help="figures of the model at this height")
     add_json(p)
     p.set_defaults(handler=cmd_show)
@@ -105,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                      "followed by 'label', which then scores the predictions; a price-"
                                      "series task takes a date,close file and forecasts the next day.")
     add_node(p)
-    _task_arg(p)
+    add_task(p)
     p.add_argument("--inputs", required=True, type=pathlib.Path, metavar="FILE")
     p.add_argument("--height", type=int, default=None, help="the model at this height (default: the tip)")
     add_json(p)
@@ -114,7 +114,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("feed", help="append one day's close at a time to a node's price file, "
                                       "scoring the model's forecast of each day")
     add_node(p)
-    _task_arg(p)
+    add_task(p)
     p.add_argument("--data", required=True, type=pathlib.Path, metavar="FILE", help="its date,close file")
     p.add_argument("--days", type=int, default=None, help="stop after this many days (default: Ctrl-C)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between days (about a block)")
@@ -123,11 +123,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the continued series")
     add_json(p)  # one JSON object per day
     p.set_defaults(handler=cmd_feed)
-
-
-def _task_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default=None, metavar="TASK_ID",
-                   help="a task id, a unique prefix of one, or a task's name (default: the chain's first task)")
 
 
 # -- init --------------------------------------------------------------------------------------

@@ -2,18 +2,28 @@
 
 ``bond`` locks the task's bond for the key (once; it matures after the
 task's ``bond_maturity`` blocks). ``submit`` commits the updates of a .npy
-file now and reveals them one per block during the next round, as the chain
-requires (docs/DESIGN-NOTES.md, "Rounds, bonds and commit-reveal"); it
-returns when they are sent.
+file now and pools their reveals when the next round starts, as the chain
+requires (docs/DESIGN-NOTES.md, "Rounds, bonds and commit-reveal"); a block
+takes one per sender, and the command returns when they are all on chain
+(or that round is over). ``--task`` picks a task deployed by transaction;
+without it, the chain's first task.
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+from typing import Any
 
 from node.cli.errors import CliError, api_failure
-from node.cli.options import Progress, add_json, add_node, add_unlocked_keystore, print_json
+from node.cli.options import (
+    Progress,
+    add_json,
+    add_node,
+    add_task,
+    add_unlocked_keystore,
+    print_json,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("bond", help="lock the task's bond for your key (needed once before submitting)")
     add_node(p)
     add_unlocked_keystore(p, "the key to bond")
+    add_task(p)
     p.add_argument("--fee", type=int, default=0)
     add_json(p)
     p.set_defaults(handler=cmd_bond)
@@ -32,12 +43,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                      "round (`gradchain model get`); the key needs a mature bond.")
     add_node(p)
     add_unlocked_keystore(p, "signs the commitment and the reveals")
+    add_task(p)
     p.add_argument("--file", required=True, type=pathlib.Path, metavar="FILE",
                    help="the update(s): a .npy of float32, one row of the task's parameter count per update "
                         "(numpy.save)")
     p.add_argument("--encoding", choices=("f32", "f16", "int8", "topk"), default="f32")
     add_json(p)
     p.set_defaults(handler=cmd_submit)
+
+
+def _task_id(client: Any, given: str | None) -> str | None:
+    """The id of the task ``--task`` names (None: the chain's first, whose routes are the default)."""
+    from node.cli.task import resolve_task
+
+    return None if given is None else str(resolve_task(client, given)["id"])
 
 
 def cmd_bond(args: argparse.Namespace) -> int:
@@ -47,7 +66,7 @@ def cmd_bond(args: argparse.Namespace) -> int:
     client = NodeClient(args.node)
     keypair = unlock_keystore(args.keystore, args.password_file)
     try:
-        tx_id = client.bond(keypair, fee=args.fee)
+        tx_id = client.bond(keypair, fee=args.fee, task_id=_task_id(client, args.task))
     except ApiError as exc:
         if exc.status == 0:
             raise CliError(exc.message) from None
@@ -68,8 +87,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
 
     client = NodeClient(args.node)
+    task_id = _task_id(client, args.task)
     try:
-        task = client.task_spec()
+        task = client.task_spec(task_id)
     except ApiError as exc:
         raise api_failure(exc, "the request for its task") from None
     expected = (f"a .npy of float32 with task {task.name}'s {task.param_count} parameters per row, "
@@ -85,8 +105,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(f"{exc}; nothing was sent") from None
     keypair = unlock_keystore(args.keystore, args.password_file)
     try:
-        tx_ids = client.contribute(keypair, [row.astype(np.float32) for row in rows], encoding=args.encoding,
-                                   progress=Progress())
+        tx_ids = client.contribute(keypair, [row.astype(np.float32) for row in rows], task_id=task_id,
+                                   encoding=args.encoding, progress=Progress())
     except ApiError as exc:
         raise api_failure(exc, "the update") from None
     if args.json:

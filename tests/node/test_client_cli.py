@@ -16,13 +16,19 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from ml.datafile import FirstRunDefaults, Table, infer_spec
 from ml.datasets import load_dataset
+from ml.evalset import encode_evalset
 from ml.tasks import builtin_task
+from ml.trainer import train_update
 from node.cli.main import main
 from node.client import ApiError, NodeClient
 from node.config import NodeConfig
-from node.keystore_file import keystore_address
+from node.keystore_file import keystore_address, read_keystore
+from node.taskfile import default_bounty
+from tests.conftest import wait_until
 from tests.node.threaded import NodeThread
+from wallet import address_bytes
 
 PASSWORD = "pw"
 SUBMIT_TIMEOUT_S = 120.0  # two rounds of on-demand blocks and a commitment's worth of reveals
@@ -74,8 +80,9 @@ def test_send_and_balance(live: tuple[NodeClient, pathlib.Path], tmp_path: pathl
 
 def test_update_submit_trains_the_shared_model(live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """Bond, then submit a round's worth of updates: committed now, revealed one per block of the
-    next round (the command returns when they are sent), applied at that round's end."""
+    """Bond, then submit a round's worth of updates: committed now, every reveal pooled when the next
+    round starts (a block takes one per sender; the command returns when all are on chain), applied at
+    that round's end."""
     client, keystore = live
     task = builtin_task("digits")
     client.mine(1)  # the bond's coins
@@ -85,8 +92,6 @@ def test_update_submit_trains_the_shared_model(live: tuple[NodeClient, pathlib.P
     assert client.account(keystore_address(keystore))["bond"] is not None
     params, _ = client.model_params()
     assert params.shape == (task.param_count,)
-    from ml.trainer import train_update
-
     data = load_dataset(task)
     deltas = np.stack([train_update(task, params, data.X_train, data.y_train, rng=np.random.default_rng(i))
                        for i in range(task.round_blocks)])
@@ -108,7 +113,10 @@ def test_update_submit_trains_the_shared_model(live: tuple[NodeClient, pathlib.P
     client.mine(1)  # the commitment
     while client.status()["height"] % task.round_blocks:
         client.mine(1)  # to the round that reveals
-    while submit.is_alive():  # each block of the round: the command's next reveal, then the block
+    # before any block of it, the whole round's worth is pooled: one for each of its blocks
+    wait_until(lambda: client.status()["mempool"] == task.round_blocks, SUBMIT_TIMEOUT_S,
+               what="all the reveals in the pool")
+    while submit.is_alive():  # a block takes one reveal per sender
         wait_for_a_tx()
         if submit.is_alive() or client.status()["mempool"]:
             client.mine(1)
@@ -179,3 +187,67 @@ def test_control_routes_need_the_cookie(live: tuple[NodeClient, pathlib.Path]) -
     with pytest.raises(ApiError) as info:
         NodeClient(client.url, token="0" * 64).mine(1)
     assert info.value.status == 401
+
+
+# A copy of digits deployed by transaction, with short rounds: a one-key chain trains it in seconds.
+DEPLOYED_DEFAULTS = FirstRunDefaults(f=0, round_blocks=4, bond_maturity=1, unbond_delay=2)
+
+
+def test_update_commands_train_a_task_deployed_by_a_transaction(
+    live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update bond|submit --task`: a key bonds to a deployed task (named by a prefix of its id, or
+    by its name) and its updates move that task's model; the chain's first task is untouched."""
+    client, keystore = live
+    miner = read_keystore(keystore, PASSWORD)
+    data = load_dataset(builtin_task("digits"))
+    spec = infer_spec(Table(data.X_train, data.y_train), name="digits-deployed", defaults=DEPLOYED_DEFAULTS)
+    bounty, fee = default_bounty(spec), client.deploy_fee()
+    while client.account(keystore_address(keystore))["balance"] < bounty + fee + spec.bond_amount:
+        client.mine(1)
+    task_id = client.deploy(miner, spec, encode_evalset(data.X_test, data.y_test), bounty, fee)
+    client.mine(1)
+    before = client.task(task_id)["metrics"]["accuracy"]
+
+    assert main(["wallet", "new", "--keystore", str(tmp_path / "me.json")]) == 0
+    me = keystore_address(tmp_path / "me.json")
+    client.send(miner, address_bytes(read_keystore(tmp_path / "me.json", PASSWORD).public), spec.bond_amount)
+    client.mine(1)
+    code, _, err = run(capsys, "update", "bond", "--node", client.url, "--keystore", str(tmp_path / "me.json"),
+                       "--task", task_id[:12])
+    assert code == 0, err
+    client.mine(1 + spec.bond_maturity)
+    assert client.account(me, task_id)["bond"] is not None and client.account(me)["bond"] is None
+
+    params, _ = client.model_params(None, task_id)
+    deltas = np.stack([train_update(spec, params, data.X_train, data.y_train, rng=np.random.default_rng(i))
+                       for i in range(spec.round_blocks)])
+    np.save(tmp_path / "updates.npy", deltas)
+    first_model = client.model()["version"]
+    result: dict[str, int] = {}
+    submit = threading.Thread(target=lambda: result.setdefault("code", main([
+        "update", "submit", "--node", client.url, "--keystore", str(tmp_path / "me.json"),
+        "--task", "digits-deployed", "--file", str(tmp_path / "updates.npy"),
+    ])))
+    submit.start()
+    try:
+        wait_until(lambda: client.status()["mempool"] == 1 or not submit.is_alive(), SUBMIT_TIMEOUT_S,
+                   what="the commitment")
+        client.mine(1)
+        while client.status()["height"] % spec.round_blocks:
+            client.mine(1)  # to the round that reveals
+        for _ in range(spec.round_blocks):  # all pooled before its first block; each block takes one
+            wait_until(lambda: client.status()["mempool"] > 0 or not submit.is_alive(), SUBMIT_TIMEOUT_S,
+                       what="a reveal in the pool")
+            client.mine(1)
+        submit.join(SUBMIT_TIMEOUT_S)
+    finally:
+        submit.join(SUBMIT_TIMEOUT_S)
+    assert result["code"] == 0
+    assert all(not c["unrevealed"] for c in client.account(me, task_id)["commitments"])
+    shown = client.task(task_id)
+    assert shown["version"] == 1 and client.model()["version"] == first_model
+    assert shown["metrics"]["accuracy"] > before
+    code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(tmp_path / "me.json"),
+                       "--task", "no-such-task", "--file", str(tmp_path / "updates.npy"))
+    assert code != 0 and "no-such-task is not a task of this chain" in err
