@@ -6,13 +6,14 @@ import argparse
 import pathlib
 
 from node.cli.errors import api_failure
-from node.cli.options import add_json, add_node, add_out, print_json
+from node.cli.options import add_json, add_node, add_out, add_task, print_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = verbs.add_parser("get", help="save the model's parameters at a height as .npy")
     add_node(p)
+    add_task(p)
     p.add_argument("--height", type=int, default=None, help="default: the tip")
     add_out(p, "the flat float32 parameters as .npy", required=True)
     add_json(p)
@@ -20,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     p = verbs.add_parser("predict", help="run inference on inputs from a .csv or .npy file")
     add_node(p)
+    add_task(p)
     p.add_argument("--inputs", required=True, type=pathlib.Path, metavar="FILE",
                    help="rows of the task's features: .csv (comma-separated numbers, no header) or .npy")
     p.add_argument("--height", type=int, default=None, help="default: the tip")
@@ -31,10 +33,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     import numpy as np
 
     from node.cli.files import write_file
+    from node.cli.task import task_id_of
     from node.client import ApiError, NodeClient
 
+    client = NodeClient(args.node)
     try:
-        params, height = NodeClient(args.node).model_params(args.height)
+        params, height = client.model_params(args.height, task_id_of(client, args.task))
     except ApiError as exc:
         raise api_failure(exc, "the model request") from None
     write_file(args.out, lambda path: np.save(path, params, allow_pickle=False))
@@ -47,16 +51,19 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from node.cli.files import load_rows
+    from node.cli.task import task_id_of
     from node.client import ApiError, NodeClient
 
     client = NodeClient(args.node)
+    task_id = task_id_of(client, args.task)
     try:
-        task = client.task_spec()
+        task = client.task_spec(task_id)
     except ApiError as exc:
         raise api_failure(exc, "the request for its task") from None
     inputs = load_rows(args.inputs, task.input_dim)
     try:
-        predictions = client.predict(inputs, args.height)
+        predictions = (client.predict(inputs, args.height) if task_id is None
+                       else client.task_predict(task_id, inputs, args.height)[0])
     except ApiError as exc:
         raise api_failure(exc, "the inputs") from None
     if args.json:

@@ -326,6 +326,11 @@ def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
     return dict(next(t for t in tasks if t["id"] == task_id))
 
 
+def task_id_of(client: Any, given: str | None) -> str | None:
+    """The id of the task ``--task`` names, or None without one (the chain's first: the routes' default)."""
+    return None if given is None else str(resolve_task(client, given)["id"])
+
+
 def _spec_of(client: Any, task_id: str) -> Any:
     from ml.tasks import TaskSpec
     from node.client import ApiError

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-from typing import Any
 
 from node.cli.errors import CliError, api_failure
 from node.cli.options import (
@@ -52,21 +51,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_submit)
 
 
-def _task_id(client: Any, given: str | None) -> str | None:
-    """The id of the task ``--task`` names (None: the chain's first, whose routes are the default)."""
-    from node.cli.task import resolve_task
-
-    return None if given is None else str(resolve_task(client, given)["id"])
-
-
 def cmd_bond(args: argparse.Namespace) -> int:
     from node.cli.options import unlock_keystore
+    from node.cli.task import task_id_of
     from node.client import ApiError, NodeClient
 
     client = NodeClient(args.node)
     keypair = unlock_keystore(args.keystore, args.password_file)
     try:
-        tx_id = client.bond(keypair, fee=args.fee, task_id=_task_id(client, args.task))
+        tx_id = client.bond(keypair, fee=args.fee, task_id=task_id_of(client, args.task))
     except ApiError as exc:
         if exc.status == 0:
             raise CliError(exc.message) from None
@@ -84,10 +77,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from node.cli.files import load_npy
     from node.cli.options import unlock_keystore
+    from node.cli.task import task_id_of
     from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
 
     client = NodeClient(args.node)
-    task_id = _task_id(client, args.task)
+    task_id = task_id_of(client, args.task)
     try:
         task = client.task_spec(task_id)
     except ApiError as exc:

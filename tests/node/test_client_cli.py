@@ -248,6 +248,16 @@ def test_update_commands_train_a_task_deployed_by_a_transaction(
     shown = client.task(task_id)
     assert shown["version"] == 1 and client.model()["version"] == first_model
     assert shown["metrics"]["accuracy"] > before
+    code, out, err = run(capsys, "model", "get", "--node", client.url, "--task", task_id[:12],
+                         "--out", str(tmp_path / "deployed.npy"))
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "deployed.npy"), client.model_params(None, task_id)[0])
+    assert not np.array_equal(np.load(tmp_path / "deployed.npy"), client.model_params()[0])
+    np.savetxt(tmp_path / "x.csv", data.X_test[:5], delimiter=",")
+    code, out, err = run(capsys, "model", "predict", "--node", client.url, "--task", "digits-deployed",
+                         "--inputs", str(tmp_path / "x.csv"))
+    assert code == 0, err
+    assert out.split() == [str(p) for p in client.task_predict(task_id, data.X_test[:5])[0]]
     code, _, err = run(capsys, "update", "submit", "--node", client.url, "--keystore", str(tmp_path / "me.json"),
                        "--task", "no-such-task", "--file", str(tmp_path / "updates.npy"))
     assert code != 0 and "no-such-task is not a task of this chain" in err
