@@ -70,7 +70,7 @@ class Node:
         self.events = EventLog()
         self.chain_service = ChainService(self.metrics, self.events.add)
         self.peers = PeerService(self.chain_service, self.metrics, seeds=list(config.peers), event=self.events.add,
-                                 dial_learned=config.dial_learned)
+                                 dial_learned=config.dial_learned, datadir=config.datadir)
         self.connections = ConnectionGuard(limits.MAX_CONNECTIONS, limits.MAX_CONNECTIONS_PER_HOST)
         self.cookie = ""
         self.keypair: Any = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -151,7 +150,7 @@ def add_routes(app: web.Application, node: Any) -> None:
         return json_reply({
             "peers": [p.as_dict() for p in node.peers.peers.values()],
             "known": sorted(node.peers.known),
-            "banned": node.peers.bans.banned(time.time()),
+            "banned": node.peers.banned(),
         })
 
     async def account(request: web.Request) -> web.Response:

@@ -17,15 +17,38 @@ live in two tables of fixed-size buckets:
 
 Dialling picks tried and new addresses half and half, and within a table
 favours addresses not tried recently. Memory is bounded by the table sizes,
-whatever a peer sends. The book is not persisted: a restarted node starts
-from its ``--peer`` seeds and learns the rest again.
+whatever a peer sends.
+
+Across restarts the book is saved to ``DATADIR/peers.json``
+(``node.p2p.peerfiles``): each address with its source group, its table and
+its history (first seen, last try, last success, failed attempts), and
+:meth:`AddressBook.restore` rebuilds it - but under a **new key**. Bitcoin
+Core keeps its key in peers.dat so every address returns to the same slot;
+we draw a fresh one at every start instead, and store none:
+
+* the file then holds nothing secret. With the key, an attacker who reads
+  it once (a copied datadir, a backup) can compute which of the addresses
+  it controls land in the tried slot of a given honest peer and displace it
+  by answering one dial, for as long as the node runs on that key: the
+  first step of an eclipse. A fresh key ends that at the next restart.
+* a flood that filled new-table slots before a restart does not keep them
+  by position: every address is placed again, the proven ones first
+  (tried, then by last success, fewest failures), and a collision is won by
+  the earlier one, so honest addresses we reached outrank made-up ones.
+  The per-source-group bound is re-applied too, from each address's saved
+  source group.
+
+The price is that a few addresses collide under the new key and are
+dropped at each restart (a small share of a full table; ``restore`` says
+how many were placed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from node.p2p.netgroups import url_group
@@ -195,6 +218,44 @@ class AddressBook:
         info.tried = True
         self._tried[slot] = url
         self._slot_of[url] = slot
+
+    def entries(self) -> list[AddrInfo]:
+        """Every address the book holds (the live records: read them on the loop, do not keep them)."""
+        return list(self._info.values())
+
+    def restore(self, saved: Iterable[AddrInfo]) -> int:
+        """Place addresses read back from disk, best first; returns how many found a slot.
+
+        Tried addresses go to the tried table (one whose slot is taken falls
+        back to the new table, as a displaced one does in :meth:`good`); the
+        rest go to the new table's slot for their saved source group, so one
+        source group still reaches only its share of the buckets. A taken
+        slot stays with the address placed first: the better one.
+        """
+        def merit(info: AddrInfo) -> tuple[bool, float, int, float]:
+            return (not info.tried, -info.last_success, info.attempts, -info.first_seen)
+
+        placed = 0
+        for info in sorted(saved, key=merit):
+            if info.url in self._info:
+                continue
+            if info.tried:
+                slot = self._tried_slot(info.url)
+                if slot not in self._tried:
+                    self._place(info, self._tried, slot)
+                    placed += 1
+                    continue
+                info = dataclasses.replace(info, tried=False)
+            slot = self._new_slot(info.url, info.source_group)
+            if slot not in self._new:
+                self._place(info, self._new, slot)
+                placed += 1
+        return placed
+
+    def _place(self, info: AddrInfo, table: dict[tuple[int, int], str], slot: tuple[int, int]) -> None:
+        self._info[info.url] = info
+        table[slot] = info.url
+        self._slot_of[info.url] = slot
 
     def discard(self, url: str) -> None:
         """Forget ``url`` (a banned peer, a test's partition)."""

@@ -24,6 +24,7 @@ dry (a flood of bad-nonce updates, each costing us a decode) is charged
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass, field
 
 from consensus.errors import NOT_PUNISHED, Reject
@@ -149,10 +150,13 @@ class BanList:
 
     Bounded: past ``max_banned`` entries the soonest-expiring ban is dropped,
     so a flood of bad peers costs memory in proportion to the bound only.
+    ``changes`` counts the bans added and lifted, so the owner knows when the
+    list on disk (``node.p2p.peerfiles``) is behind; scores are never saved.
     """
 
     duration_s: float = limits.BAN_DURATION_S
     max_banned: int = limits.MAX_BANNED_PEERS
+    changes: int = 0
     _until: dict[str, float] = field(default_factory=dict)
     _scores: dict[str, PeerScore] = field(default_factory=dict)
 
@@ -174,12 +178,23 @@ class BanList:
         """Ban ``peer`` until ``now + duration_s``; its score starts afresh after."""
         self._scores.pop(peer, None)
         self._until[peer] = now + self.duration_s
-        while len(self._until) > self.max_banned:
-            soonest = min(self._until, key=self._until.__getitem__)
-            del self._until[soonest]
+        self.changes += 1
+        self._trim()
+
+    def restore(self, until: dict[str, float]) -> None:
+        """Add bans read back from disk (peer -> end time); the bound holds as for :meth:`ban`."""
+        self._until.update(until)
+        self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._until) - self.max_banned
+        if excess > 0:
+            for peer in heapq.nsmallest(excess, self._until, key=self._until.__getitem__):
+                del self._until[peer]
 
     def unban(self, peer: str) -> None:
-        self._until.pop(peer, None)
+        if self._until.pop(peer, None) is not None:
+            self.changes += 1
 
     def is_banned(self, peer: str, now: float) -> bool:
         until = self._until.get(peer)
@@ -187,6 +202,7 @@ class BanList:
             return False
         if now >= until:
             del self._until[peer]
+            self.changes += 1
             return False
         return True
 
@@ -204,6 +220,7 @@ class BanList:
         done = [peer for peer, until in self._until.items() if now >= until]
         for peer in done:
             del self._until[peer]
+        self.changes += len(done)
         return done
 
     def banned(self, now: float) -> dict[str, float]:

@@ -18,6 +18,7 @@ reads on the chain thread.
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ class PeerService:
     """A node's peers, sync and gossip; start with :meth:`start` once the node listens."""
 
     def __init__(self, chain: ChainService, metrics: NodeMetrics, *, seeds: list[str],
-                 event: Callable[[str, str], None], dial_learned: bool = True) -> None:
+                 event: Callable[[str, str], None], dial_learned: bool = True,
+                 datadir: pathlib.Path | None = None) -> None:
         self.chain = chain
         self.metrics = metrics
         self.url = ""  # our listen URL, set when the node listens
@@ -61,6 +63,7 @@ class PeerService:
         self.conns = ConnectionManager(
             chain, self.client, own_url=lambda: self.url, seeds=seeds, event=event,
             on_ban=metrics.peer_bans.inc, on_peers_changed=metrics.peers.set, dial_learned=dial_learned,
+            datadir=datadir,
         )
         self.intake = BlockIntake(chain, self.conns, request_sync=self._request_sync)
         self.downloader = Downloader(chain, self.conns, self.intake, event)
@@ -75,7 +78,9 @@ class PeerService:
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self, url: str, local_host: str | None) -> None:
+        """Listen URL known: read back saved bans and addresses, then start dialling."""
         self.url = url
+        self.conns.load_saved()
         await self.client.start(local_host)
         self._connector = asyncio.create_task(self.conns.run(), name="p2p-connector")
 
@@ -102,6 +107,10 @@ class PeerService:
     @property
     def bans(self) -> BanList:
         return self.conns.bans
+
+    def banned(self) -> dict[str, float]:
+        """Running bans: peer (host, or URL on the shared local host) -> wall-clock end."""
+        return self.conns.bans.banned(self.conns.clock())
 
     @property
     def syncing(self) -> bool:
