@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import json
 import math
 import os
@@ -133,10 +134,10 @@ def _read_entries(path: Path, kind: str, max_entries: int) -> Loaded[list[dict[s
     cap = (max_entries + 1) * (MAX_LINE_BYTES + 1)
     with os.fdopen(fd, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        data = handle.read(cap + 1) if size <= cap else b""
-    if size > cap or len(data) > cap:
-        return Loaded([], [f"{name} ignored: it holds {max(size, len(data))} bytes, more than the {cap} a full "
-                           "list can take; starting without it"])
+        data = handle.read(size) if size <= cap else b""  # never more than the size it had when opened
+    if size > cap:
+        return Loaded([], [f"{name} ignored: it holds {size} bytes, more than the {cap} a full list can take; "
+                           "starting without it"])
     lines = _lines(data)
     header = _json_object(next(lines, None))
     if header is None or header.get("file") != kind:
@@ -182,8 +183,14 @@ def is_ban_key(peer: object) -> bool:
         return False
     if peer.startswith("http://"):
         url = peer
+    elif ":" in peer:  # an IPv6 host (the URL pattern takes any hex and colons in brackets)
+        try:
+            ipaddress.IPv6Address(peer)
+        except ValueError:
+            return False
+        url = f"http://[{peer}]:1"
     else:
-        url = f"http://[{peer}]:1" if ":" in peer else f"http://{peer}:1"
+        url = f"http://{peer}:1"
     return is_listen_url(url) and ban_key(url) == peer
 
 

@@ -7,6 +7,7 @@ the typed services: a wing can be tested without starting a node.
 
 from __future__ import annotations
 
+import pathlib
 import secrets
 import time
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ import pytest
 
 from node import limits
 from node.p2p import messages as m
+from node.p2p import peerfiles
 from node.p2p.connections import ConnectionManager, HandshakeRefused
 from node.p2p.penalties import Misbehaviour
 from node.p2p.session import Peer, PeerClient, Refusal
@@ -25,13 +27,14 @@ MAGIC = b"\xfbrgt"
 CHAIN_ID = 7
 
 
-def manager(events: list[str] | None = None) -> ConnectionManager:
+def manager(events: list[str] | None = None, datadir: pathlib.Path | None = None,
+            dial_learned: bool = True) -> ConnectionManager:
     snapshot = SimpleNamespace(magic=MAGIC, chain_id=CHAIN_ID, genesis_hash=GENESIS, height=5, tip_hash=bytes(32))
     chain: Any = SimpleNamespace(snapshot=snapshot)
     log = events if events is not None else []
     return ConnectionManager(chain, PeerClient(lambda: "http://127.0.0.1:1"), own_url=lambda: "http://127.0.0.1:1",
                              seeds=[], event=lambda kind, msg, *a, **k: log.append(msg), on_ban=lambda: None,
-                             on_peers_changed=lambda n: None)
+                             on_peers_changed=lambda n: None, datadir=datadir, dial_learned=dial_learned)
 
 
 def hello(url: str) -> m.Handshake:
@@ -110,3 +113,82 @@ def test_a_handshake_from_elsewhere_is_not_called_back() -> None:
         assert not conns.calling_back
 
     asyncio.run(run())
+
+
+# -- memory across restarts ---------------------------------------------------------------------------
+def ban_by_junk(conns: ConnectionManager, url: str) -> None:
+    for _ in range(limits.BAN_THRESHOLD // (limits.BAN_THRESHOLD // 5)):
+        conns.punish(url, Misbehaviour.MALFORMED_MESSAGE, "junk")
+
+
+def test_a_ban_is_on_disk_the_moment_it_is_made_and_outlives_a_restart(tmp_path: pathlib.Path) -> None:
+    """Banned, then the node dies before any shutdown save: the next start still refuses the host."""
+    first = manager(datadir=tmp_path)
+    ban_by_junk(first, "http://10.1.2.3:1000")
+    assert (tmp_path / peerfiles.BANS_FILE).exists(), "written when the ban was made, not at shutdown"
+    events: list[str] = []
+    restarted = manager(events, datadir=tmp_path)
+    restarted.load_saved()
+    assert restarted.is_banned("http://10.1.2.3:2000") and restarted.is_banned_host("10.1.2.3")
+    assert any("restored 1 bans" in e for e in events)
+    restarted.clock = lambda: time.time() + limits.BAN_DURATION_S + 1
+    assert not restarted.is_banned("http://10.1.2.3:1000"), "welcome again once the ban has run out"
+    later = manager(datadir=tmp_path)
+    later.clock = restarted.clock
+    later.load_saved()
+    assert later.bans.banned(later.clock()) == {}
+
+
+def test_a_lifted_ban_is_written_by_the_connector_and_scores_are_not_saved(tmp_path: pathlib.Path) -> None:
+    conns = manager(datadir=tmp_path)
+    ban_by_junk(conns, "http://10.1.2.3:1000")
+    conns.punish("http://10.9.9.9:1", Misbehaviour.MALFORMED_MESSAGE, "one bad message")
+    conns.bans.unban("10.1.2.3")  # an operator or a test, not punish()
+    conns.save_bans()
+    restarted = manager(datadir=tmp_path)
+    restarted.load_saved()
+    assert restarted.bans.banned(time.time()) == {} and restarted.bans.score("10.9.9.9") == 0
+
+
+def test_learned_addresses_are_dialled_after_a_restart_unless_dial_learned_is_off(tmp_path: pathlib.Path) -> None:
+    first = manager(datadir=tmp_path)
+    learned = [f"http://10.{i}.0.1:8733" for i in range(1, 20)]
+    first.learn(learned, source="http://192.168.0.1:1")
+    first.book.good(learned[0], time.time())
+    first.save_book()
+    restarted = manager(datadir=tmp_path)
+    assert restarted.dial_candidates(time.monotonic()) == []
+    restarted.load_saved()
+    picked = restarted.dial_candidates(time.monotonic())
+    assert len(picked) == limits.MAX_OUTBOUND_PEERS and set(picked) <= set(learned)
+    pinned = manager(datadir=tmp_path, dial_learned=False)
+    pinned.load_saved()
+    assert len(pinned.book) > limits.MAX_OUTBOUND_PEERS, "kept (and passed on), never dialled"
+    assert pinned.dial_candidates(time.monotonic()) == []
+
+
+def test_a_banned_address_saved_in_the_book_is_not_restored(tmp_path: pathlib.Path) -> None:
+    conns = manager(datadir=tmp_path)
+    conns.learn(["http://10.1.2.3:1000", "http://10.4.0.1:1"], source="http://192.168.0.1:1")
+    conns.save_book()  # the book was saved before the ban (the next periodic save would drop it)
+    ban_by_junk(conns, "http://10.1.2.3:1000")
+    restarted = manager(datadir=tmp_path)
+    restarted.load_saved()
+    assert "http://10.1.2.3:1000" not in restarted.book and "http://10.4.0.1:1" in restarted.book
+
+
+def test_bad_files_are_reported_and_the_manager_starts_empty(tmp_path: pathlib.Path) -> None:
+    (tmp_path / peerfiles.BANS_FILE).write_bytes(b"\x00garbage")
+    (tmp_path / peerfiles.PEERS_FILE).symlink_to("/etc/passwd")
+    events: list[str] = []
+    conns = manager(events, datadir=tmp_path)
+    conns.load_saved()
+    assert len(conns.book) == 0 and conns.bans.banned(time.time()) == {}
+    assert any(e.startswith("banlist.json ignored: it is not a gradchain-banlist file") for e in events), events
+    assert any(e.startswith("peers.json ignored: it is a symbolic link") for e in events), events
+    ban_by_junk(conns, "http://10.1.2.3:1000")
+    conns.save_book()
+    assert not (tmp_path / peerfiles.PEERS_FILE).is_symlink(), "the next save replaces the link"
+    restarted = manager(datadir=tmp_path)
+    restarted.load_saved()
+    assert restarted.is_banned_host("10.1.2.3")

@@ -135,3 +135,18 @@ def test_wasted_relay_costs_a_quarter_of_a_ban() -> None:
     from node.p2p.penalties import Misbehaviour, penalty
 
     assert penalty(Misbehaviour.WASTED_RELAY) * 4 == limits.BAN_THRESHOLD
+
+
+def test_restored_bans_keep_the_bound_and_every_add_or_lift_is_counted() -> None:
+    bans = BanList(duration_s=100, max_banned=3)
+    bans.restore({f"p{i}": T0 + i for i in range(5)})
+    assert set(bans.banned(T0)) == {"p2", "p3", "p4"}, "the latest-ending ones stay"
+    seen = bans.changes
+    bans.ban("q", T0)
+    bans.unban("q")
+    bans.unban("never-banned")
+    assert bans.changes == seen + 2, "an unban of nobody changes nothing on disk"
+    bans.punish("r", 1, T0)
+    assert bans.changes == seen + 2, "a score alone is not saved"
+    assert bans.expire(T0 + 3) == ["p2"] and bans.changes == seen + 3
+    assert not bans.is_banned("p3", T0 + 10) and bans.changes == seen + 4
