@@ -142,11 +142,11 @@ def test_restored_bans_keep_the_bound_and_every_add_or_lift_is_counted() -> None
     bans.restore({f"p{i}": T0 + i for i in range(5)})
     assert set(bans.banned(T0)) == {"p2", "p3", "p4"}, "the latest-ending ones stay"
     seen = bans.changes
-    bans.ban("q", T0)
+    bans.ban("q", T0)  # the list is full: p2, the soonest to end, makes room
     bans.unban("q")
     bans.unban("never-banned")
     assert bans.changes == seen + 2, "an unban of nobody changes nothing on disk"
     bans.punish("r", 1, T0)
     assert bans.changes == seen + 2, "a score alone is not saved"
-    assert bans.expire(T0 + 3) == ["p2"] and bans.changes == seen + 3
-    assert not bans.is_banned("p3", T0 + 10) and bans.changes == seen + 4
+    assert bans.expire(T0 + 3) == ["p3"] and bans.changes == seen + 3
+    assert not bans.is_banned("p4", T0 + 10) and bans.changes == seen + 4
