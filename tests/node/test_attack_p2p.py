@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from consensus.header import encode as encode_header
 from consensus.tx import GradientUpdate, encode_tx, sign_tx, txid
 from ml.codec import encode_update
 from node import limits
-from node.p2p import addrman
+from node.p2p import addrman, peerfiles
 from node.p2p import messages as m
 from node.p2p.netgroups import url_group
 from node.p2p.session import CONTENT_TYPE
@@ -313,6 +314,69 @@ async def test_a_banned_host_does_not_come_back_on_another_port(cluster: Cluster
     status, listing = await _peers_listing(a)
     assert BAD_HOST in listing["banned"] and b.url not in listing["banned"]
     await still_serving(a, b)
+
+
+@scenario
+async def test_a_banned_host_is_still_refused_after_the_node_restarts(cluster: Cluster) -> None:
+    """The ban outlives a restart (banlist.json), and ends when it was going to end, not before.
+
+    ::
+
+        fake1 http://127.0.0.2:P1 --garbage x5--> a: banned
+        a stops, starts again (same datadir, new port)
+        fake2 http://127.0.0.2:P2 --handshake--> a: 403 banned; any /p2p/ request from 127.0.0.2: 403
+        a's clock moves past the ban's end --> fake2's handshake is welcome
+    """
+    a = await cluster.start("a")
+    async with http(local_host=BAD_HOST) as session:
+        async with FakePeer(a, host=BAD_HOST) as fake1:
+            assert await fake1.handshake(session) == 200
+            for _ in range(5):
+                assert (await fake1.post(session, "announce", b"\xc1 junk"))[0] == 400
+            await until(lambda: a.peers.is_banned(fake1.url), 15, what="a to ban the junk sender")
+        ban_end = a.peers.banned()[BAD_HOST]
+        await cluster.stop_node(a)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await connect(a, b)
+        assert (await _peers_listing(a))[1]["banned"] == {BAD_HOST: ban_end}, "same host, same end"
+        async with FakePeer(a, host=BAD_HOST) as fake2:
+            assert await fake2.handshake(session) == 403
+            status, text = await fake2.post(session, "announce", m.encode(m.Announce(blocks=(), txs=())))
+            assert status == 403 and "banned" in text, "refused at the door whatever it sends"
+            assert fake2.url not in a.peers.peers
+            a.peers.conns.clock = lambda: time.time() + limits.BAN_DURATION_S + 1
+            assert await fake2.handshake(session) == 200, "welcome again once the ban has run out"
+    await still_serving(a, b)
+
+
+@scenario
+async def test_bad_peer_files_do_not_stop_the_node(cluster: Cluster) -> None:
+    """A node whose banlist.json is garbage and whose peers.json is a 1 TB sparse file starts and serves.
+
+    ::
+
+        a stops; banlist.json <- bytes of junk; peers.json <- 2**40 bytes (sparse)
+        a starts: two "node" events say what was ignored and why; it peers, mines, syncs
+        a stops: both files are its own again (read back without a word)
+    """
+    a = await cluster.start("a")
+    datadir = a.config.datadir
+    await cluster.stop_node(a)
+    (datadir / peerfiles.BANS_FILE).write_bytes(b"\x00\x01 not json at all")
+    with (datadir / peerfiles.PEERS_FILE).open("wb") as handle:
+        handle.truncate(2**40)
+    a = await cluster.start("a")
+    notes = [e.message for e in a.events if e.kind == "node" and " ignored: " in e.message]
+    assert any(n.startswith("banlist.json ignored: it is not a gradchain-banlist file") for n in notes), notes
+    assert any(n.startswith("peers.json ignored: it holds 1099511627776 bytes") for n in notes), notes
+    b = await cluster.start("b")
+    await connect(a, b)
+    await still_serving(a, b)
+    await cluster.stop_node(a)
+    assert (datadir / peerfiles.PEERS_FILE).stat().st_size < 1024 * 1024
+    assert peerfiles.load_book(datadir, time.time()).notes == []
+    assert [i.url for i in peerfiles.load_book(datadir, time.time()).items] == [b.url]
 
 
 async def _peers_listing(node: Node) -> tuple[int, Any]:

@@ -27,6 +27,7 @@ from tests.node.harness import (
     Cluster,
     config,
     connect,
+    connect_line,
     get_json,
     http,
     mine,
@@ -49,8 +50,11 @@ async def test_clean_restart_resumes_and_is_found_by_peer_retry(cluster: Cluster
         genesis - 1 - 2 - 3                (a and b)
                           - 4 - 5 - 6 - 7  (a alone, while b is down)
 
-    b restarts with no --peer at all: only a's retry of its --peer URL can
-    bring them together. b must open at height 3 (its datadir) and reach 7.
+    b restarts with no --peer at all and with ``dial_learned`` off (else b
+    would dial a itself, from the address book it saved: that is
+    test_a_restarted_node_dials_the_addresses_it_learned): only a's retry of
+    its --peer URL can bring them together. b must open at height 3 (its
+    datadir) and reach 7.
     """
     b = await cluster.start("b")
     a = await cluster.start("a", peers=[b])
@@ -62,13 +66,53 @@ async def test_clean_restart_resumes_and_is_found_by_peer_retry(cluster: Cluster
     await mine(a, WHILE_DOWN)  # the first announce to b fails: a drops b and schedules a retry
     await until(lambda: b_url not in a.peers.peers, 15, what="a to notice b is gone")
 
-    b2 = await cluster.start("b", port=b_port)
+    b2 = await cluster.start("b", port=b_port, dial_learned=False)
     assert b2.url == b_url
     opened = [e.message for e in b2.events if e.message.startswith("listening on")]
     assert opened == [f"listening on {b_url} (regtest, height {BEFORE_STOP})"]
     await wait_same_tip([a, b2], timeout=CATCH_UP_S)
     assert b2.chain.height == BEFORE_STOP + WHILE_DOWN
     assert b_url in a.peers.peers and a.peers.peers[b_url].outbound, "a found b again by dialling it"
+
+
+CONNECTOR_PASSES = 4  # passes of the restarted node's connector watched for a dial (0.5 s each)
+
+
+@scenario
+async def test_a_restarted_node_dials_the_addresses_it_learned(cluster: Cluster) -> None:
+    """A restart keeps the address book (peers.json): not only the seeds are dialled again.
+
+    ::
+
+        n0 - n1 - n2      a line (dial_learned off): n0 learns n2's address through n1
+        stop n0
+        start n0, no --peer, dial_learned off: it knows n1 and n2 and dials neither
+        start n0, no --peer, default:          it dials n1 and n2, addresses it had learned
+    """
+    n0, n1, n2 = await cluster.start_many(3, dial_learned=False)
+    await connect_line([n0, n1, n2])
+    await until(lambda: n2.url in n0.peers.known, 20, what="n0 to learn n2's address through n1")
+    await cluster.stop_node(n0)
+
+    pinned = await cluster.start("n0", dial_learned=False)
+    assert {n1.url, n2.url} <= set(pinned.peers.known), "the book came back"
+    passes = [0]
+    choose = pinned.peers.conns.dial_candidates
+
+    def counted(now: float) -> list[str]:
+        passes[0] += 1
+        return choose(now)
+
+    pinned.peers.conns.dial_candidates = counted  # type: ignore[method-assign]
+    await until(lambda: passes[0] >= CONNECTOR_PASSES, 20, what="the pinned node's connector to run")
+    assert pinned.peers.peers == {}, "a pinned topology stays pinned after a restart"
+    await cluster.stop_node(pinned)
+
+    n0 = await cluster.start("n0")
+    assert n0.peers.seeds == []
+    await until(lambda: {n1.url, n2.url} <= set(n0.peers.peers), 20, what="n0 to dial the addresses it saved")
+    assert n0.peers.peers[n1.url].outbound and n0.peers.peers[n2.url].outbound
+    assert any(e.message.startswith("restored 0 bans from banlist.json and ") for e in n0.events)
 
 
 def free_port() -> int:
