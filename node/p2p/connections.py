@@ -16,10 +16,12 @@ Memory across restarts. With a datadir, the bans and the address book are
 saved there (``node.p2p.peerfiles``: ``banlist.json``, ``peers.json``) and
 read back at start: a banned peer stays banned until its ban's wall-clock
 end, and a restarted node dials the addresses it had learned as well as its
-seeds (unless ``dial_learned`` is off). The ban list is written when a ban
-is added or lifted (a few ms at most, on the loop: it holds at most
-``MAX_BANNED_PEERS`` short lines), the book every ``BOOK_SAVE_INTERVAL_S``
-and both at shutdown.
+seeds (unless ``dial_learned`` is off). Both are written on the loop, which
+owns them (no copy, no race between writers): the ban list when a ban is
+added or lifted, but at most once per ``BANS_SAVE_MIN_INTERVAL_S`` (a full
+list of ``MAX_BANNED_PEERS`` takes ~27 ms to write: a stream of bans from
+throw-away hosts must not turn into a stream of writes), the book every
+``BOOK_SAVE_INTERVAL_S``, and both at shutdown.
 
 Reflection. An unproven handshake makes us call back the URL it claims;
 that call-back goes only to the host the handshake came from (a DNS name
@@ -63,6 +65,7 @@ RESOLVE_TIMEOUT_S = 5.0  # a DNS name in a claimed URL must resolve this fast, o
 # How often the address book is saved (Bitcoin Core: 15 minutes). A full book (10240 addresses) takes
 # ~20 ms of the loop to encode and write; a crash loses at most this much of what it learned.
 BOOK_SAVE_INTERVAL_S = 300.0
+BANS_SAVE_MIN_INTERVAL_S = 1.0  # a new ban reaches the disk at once, or within this (module docstring)
 
 
 class HandshakeRefused(Exception):
@@ -104,6 +107,7 @@ class ConnectionManager:
         self.book = AddressBook(secrets.token_bytes(32))
         self.bans = BanList()
         self._bans_saved = 0  # bans.changes when banlist.json was last written
+        self._bans_saved_at = -BANS_SAVE_MIN_INTERVAL_S  # time.monotonic() of that write
         self.sessions = SessionTable(limits.MAX_SESSIONS)
         self.connecting: set[str] = set()
         self.calling_back: set[str] = set()
@@ -127,7 +131,7 @@ class ConnectionManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.save_bans()
+        self.save_bans(now=True)
         self.save_book()
 
     # -- memory across restarts (module docstring) --------------------------------------------------
@@ -147,10 +151,13 @@ class ConnectionManager:
             self._event("peer", f"restored {len(bans.items)} bans from {peerfiles.BANS_FILE} and {placed} of "
                                 f"{len(book.items)} addresses from {peerfiles.PEERS_FILE}")
 
-    def save_bans(self) -> None:
-        """Write banlist.json if a ban was added or lifted since it was last written."""
+    def save_bans(self, *, now: bool = False) -> None:
+        """Write banlist.json if a ban was added or lifted since; unless ``now``, not twice in a second."""
         if self.datadir is None or self.bans.changes == self._bans_saved:
             return
+        if not now and time.monotonic() - self._bans_saved_at < BANS_SAVE_MIN_INTERVAL_S:
+            return  # the connector's next pass writes it
+        self._bans_saved_at = time.monotonic()
         running = self.bans.banned(self.clock())  # lifts the ended ones first
         self._bans_saved = self.bans.changes  # a failed write is retried at the next change, not in a loop
         self._note(peerfiles.save(self.datadir / peerfiles.BANS_FILE, peerfiles.bans_document(running)))
@@ -486,7 +493,7 @@ class ConnectionManager:
                 last_ping = now
                 for url in list(self.peers):
                     self.spawn(self._ping(url))
-            self.save_bans()  # a ban added or lifted outside punish() (an operator, a test)
+            self.save_bans()  # one deferred by the rate limit, or made outside punish() (an operator, a test)
             if now - last_book_save > BOOK_SAVE_INTERVAL_S:
                 last_book_save = now
                 self.save_book()

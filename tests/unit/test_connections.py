@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from node import limits
+from node.p2p import connections, peerfiles
 from node.p2p import messages as m
-from node.p2p import peerfiles
 from node.p2p.connections import ConnectionManager, HandshakeRefused
 from node.p2p.penalties import Misbehaviour
 from node.p2p.session import Peer, PeerClient, Refusal
@@ -144,6 +144,7 @@ def test_a_lifted_ban_is_written_by_the_connector_and_scores_are_not_saved(tmp_p
     ban_by_junk(conns, "http://10.1.2.3:1000")
     conns.punish("http://10.9.9.9:1", Misbehaviour.MALFORMED_MESSAGE, "one bad message")
     conns.bans.unban("10.1.2.3")  # an operator or a test, not punish()
+    conns._bans_saved_at -= connections.BANS_SAVE_MIN_INTERVAL_S  # the connector's pass a second later
     conns.save_bans()
     restarted = manager(datadir=tmp_path)
     restarted.load_saved()
@@ -192,3 +193,24 @@ def test_bad_files_are_reported_and_the_manager_starts_empty(tmp_path: pathlib.P
     restarted = manager(datadir=tmp_path)
     restarted.load_saved()
     assert restarted.is_banned_host("10.1.2.3")
+
+
+def test_a_stream_of_bans_is_written_once_a_second_not_once_a_ban(tmp_path: pathlib.Path) -> None:
+    """Throw-away hosts banned back to back: the first ban is on disk at once, the rest within a second."""
+    conns = manager(datadir=tmp_path)
+
+    def on_disk() -> set[str]:
+        return set(peerfiles.load_bans(tmp_path, time.time(), limits.BAN_DURATION_S, 100).items)
+
+    ban_by_junk(conns, "http://10.1.0.1:1")
+    ban_by_junk(conns, "http://10.2.0.1:1")
+    ban_by_junk(conns, "http://10.3.0.1:1")
+    assert on_disk() == {"10.1.0.1"}, "one write, not three"
+    conns.save_bans()  # the connector's pass within the same second: still waits
+    assert on_disk() == {"10.1.0.1"}
+    conns._bans_saved_at -= connections.BANS_SAVE_MIN_INTERVAL_S  # a second later
+    conns.save_bans()
+    assert on_disk() == {"10.1.0.1", "10.2.0.1", "10.3.0.1"}
+    conns.bans.unban("10.2.0.1")
+    conns.save_bans(now=True)  # shutdown does not wait
+    assert on_disk() == {"10.1.0.1", "10.3.0.1"}
