@@ -214,3 +214,29 @@ def test_a_stream_of_bans_is_written_once_a_second_not_once_a_ban(tmp_path: path
     conns.bans.unban("10.2.0.1")
     conns.save_bans(now=True)  # shutdown does not wait
     assert on_disk() == {"10.1.0.1", "10.3.0.1"}
+
+
+def test_the_connector_saves_the_book_on_its_own_so_a_killed_node_keeps_it(tmp_path: pathlib.Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shutdown save (SIGKILL): what the book held at the connector's last periodic save survives."""
+    import asyncio
+
+    from tests.conftest import until
+
+    monkeypatch.setattr(connections, "BOOK_SAVE_INTERVAL_S", 0.0)
+    conns = manager(datadir=tmp_path, dial_learned=False)
+    conns.learn(["http://10.1.0.1:1", "http://10.2.0.1:1"], source="http://192.168.0.1:1")
+
+    async def run() -> None:
+        connector = asyncio.create_task(conns.run())
+        try:
+            await until(lambda: len(peerfiles.load_book(tmp_path, time.time()).items) == 2, 10,
+                        what="the connector to save the book")
+        finally:
+            connector.cancel()  # no stop(): the node died
+            await asyncio.gather(connector, return_exceptions=True)
+
+    asyncio.run(run())
+    restarted = manager(datadir=tmp_path)
+    restarted.load_saved()
+    assert set(restarted.book) == {"http://10.1.0.1:1", "http://10.2.0.1:1"}
