@@ -5,7 +5,8 @@
 address book) and ``netgroups`` (hosts and their groups), ``gossip``
 (announce then fetch, address relay), ``sync`` and ``download`` (headers
 first, then bodies), ``intake`` (a peer's block into the chain service),
-``penalties`` (what misbehaviour costs) and ``routes`` (/p2p/).
+``penalties`` (what misbehaviour costs), ``peerfiles`` (bans and addresses
+saved in the datadir) and ``routes`` (/p2p/).
 
 Only names that other wings use are re-exported here; the rest is private.
 """

@@ -132,9 +132,12 @@ def _read_entries(path: Path, kind: str, max_entries: int) -> Loaded[list[dict[s
         notes = [] if why is None else [f"{name} ignored: {why}; starting without it"]
         return Loaded([], notes)
     cap = (max_entries + 1) * (MAX_LINE_BYTES + 1)
-    with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        data = handle.read(size) if size <= cap else b""  # never more than the size it had when opened
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(size) if size <= cap else b""  # never more than the size it had when opened
+    except OSError as exc:  # a disk error: the node can run without the file
+        return Loaded([], [f"{name} ignored: reading it failed ({exc.strerror}); starting without it"])
     if size > cap:
         return Loaded([], [f"{name} ignored: it holds {size} bytes, more than the {cap} a full list can take; "
                            "starting without it"])
@@ -171,10 +174,19 @@ def _read_entries(path: Path, kind: str, max_entries: int) -> Loaded[list[dict[s
     return Loaded(entries, notes)
 
 
+def _number(value: object) -> float | None:
+    """``value`` as a finite float if JSON gave a number (not a bool, not a 400-digit integer)."""
+    if type(value) is int and abs(value) < 2**63:
+        return float(value)
+    if type(value) is float and math.isfinite(value):
+        return value
+    return None
+
+
 def _is_time(value: object, now: float) -> bool:
     """A wall-clock time we could have written: a finite number from 0 to a little past ``now``."""
-    return (type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
-            and 0 <= value <= now + CLOCK_SLACK_S)  # type: ignore[operator]
+    number = _number(value)
+    return number is not None and 0 <= number <= now + CLOCK_SLACK_S
 
 
 def is_ban_key(peer: object) -> bool:
@@ -191,7 +203,10 @@ def is_ban_key(peer: object) -> bool:
         url = f"http://[{peer}]:1"
     else:
         url = f"http://{peer}:1"
-    return is_listen_url(url) and ban_key(url) == peer
+    try:
+        return is_listen_url(url) and ban_key(url) == peer
+    except ValueError:
+        return False
 
 
 def _dropped_note(name: str, reasons: collections.Counter[str]) -> list[str]:
@@ -212,16 +227,15 @@ def load_bans(datadir: Path, now: float, duration_s: float, max_banned: int) -> 
     bans: dict[str, float] = {}
     reasons: collections.Counter[str] = collections.Counter()
     for entry in read.items:
-        peer, until = entry.get("peer"), entry.get("until")
-        if not is_ban_key(peer):
+        peer, until = entry.get("peer"), _number(entry.get("until"))
+        if not isinstance(peer, str) or not is_ban_key(peer):
             reasons["naming no host or listen URL"] += 1
-        elif type(until) not in (int, float) or not math.isfinite(until):  # type: ignore[arg-type]
+        elif until is None:
             reasons["without an end time"] += 1
-        elif until > now + duration_s + CLOCK_SLACK_S:  # type: ignore[operator]
+        elif until > now + duration_s + CLOCK_SLACK_S:
             reasons[f"ending more than {int(duration_s)}s (a ban's length) from now"] += 1
-        elif until > now:  # type: ignore[operator]
-            assert isinstance(peer, str)
-            bans[peer] = max(float(until), bans.get(peer, 0.0))  # type: ignore[arg-type]
+        elif until > now:
+            bans[peer] = max(until, bans.get(peer, 0.0))
     return Loaded(bans, read.notes + _dropped_note(BANS_FILE, reasons))
 
 
@@ -245,7 +259,7 @@ def load_book(datadir: Path, now: float) -> Loaded[list[AddrInfo]]:
         elif tried and times[2] == 0:
             reasons["tried but never reached"] += 1
         else:
-            first_seen, last_try, last_success = (float(t) for t in times)  # type: ignore[arg-type]
+            first_seen, last_try, last_success = (_number(t) or 0.0 for t in times)
             infos.append(AddrInfo(url, source, first_seen, last_try, last_success, attempts, tried))
     return Loaded(infos, read.notes + _dropped_note(PEERS_FILE, reasons))
 

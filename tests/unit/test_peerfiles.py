@@ -73,7 +73,8 @@ def test_an_entry_naming_no_host_is_dropped_alone(tmp_path: pathlib.Path, peer: 
     assert loaded.notes == [f"{BANS_FILE}: entries dropped: 1 naming no host or listen URL"]
 
 
-@pytest.mark.parametrize("until", [NOW + DAY + peerfiles.CLOCK_SLACK_S + 1, 1e300, float("inf"), "soon", True, None])
+@pytest.mark.parametrize("until", [NOW + DAY + peerfiles.CLOCK_SLACK_S + 1, 1e300, float("inf"), float("nan"),
+                                   10**400, "soon", True, None])
 def test_a_ban_ending_absurdly_far_ahead_or_never_is_dropped(tmp_path: pathlib.Path, until: object) -> None:
     """An end no ban of ours can have: it would outlive every restart (or never end)."""
     text = json.dumps({"peer": "10.0.0.1", "until": until}, allow_nan=True)
@@ -257,7 +258,7 @@ def book_entry(**changes: object) -> dict[str, object]:
     {"url": "ftp://10.1.1.1:1"}, {"url": "http://10.1.1.1:0"}, {"url": "http://" + "a" * 200 + ":1"}, {"url": 5},
     {"source": "somewhere"}, {"source": None}, {"source": "dns:" + "a" * 400},
     {"first_seen": NOW + 2 * peerfiles.CLOCK_SLACK_S}, {"last_try": -1}, {"last_success": float("nan")},
-    {"last_try": "yesterday"}, {"tried": 1}, {"attempts": True}, {"attempts": -1}, {"attempts": 2**40},
+    {"last_try": "yesterday"}, {"last_try": 10**400}, {"tried": 1}, {"attempts": True}, {"attempts": -1}, {"attempts": 2**40},
     {"last_success": 0},  # tried, yet never reached
 ])
 def test_an_address_entry_that_fails_its_check_is_dropped_alone(tmp_path: pathlib.Path,
