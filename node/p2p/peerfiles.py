@@ -120,27 +120,36 @@ def _json_object(line: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_entries(path: Path, kind: str, max_entries: int) -> Loaded[list[dict[str, Any]]]:
-    """The entry lines of ``path`` as JSON objects (not yet checked), at most ``max_entries``.
+def _cap(max_entries: int) -> int:
+    """The largest file of ``max_entries`` entries: a header and that many lines, each at most a line long."""
+    return (max_entries + 1) * (MAX_LINE_BYTES + 1)
 
-    The whole file is ignored (no entries, one note) if it is not a
-    ``kind`` file of this version that holds every entry its header counts.
-    """
-    name = path.name
+
+def _read_file(path: Path, max_entries: int) -> tuple[bytes | None, str | None]:
+    """The bytes of ``path``, or why it is ignored whole (None, None: there is no such file)."""
     fd, why = _open_for_reading(path)
     if fd is None:
-        notes = [] if why is None else [f"{name} ignored: {why}; starting without it"]
-        return Loaded([], notes)
-    cap = (max_entries + 1) * (MAX_LINE_BYTES + 1)
+        return None, why
     try:
         with os.fdopen(fd, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            data = handle.read(size) if size <= cap else b""  # never more than the size it had when opened
+            if size > _cap(max_entries):
+                return None, f"it holds {size} bytes, more than the {_cap(max_entries)} a full list can take"
+            return handle.read(size), None  # never more than the size it had when opened
     except OSError as exc:  # a disk error: the node can run without the file
-        return Loaded([], [f"{name} ignored: reading it failed ({exc.strerror}); starting without it"])
-    if size > cap:
-        return Loaded([], [f"{name} ignored: it holds {size} bytes, more than the {cap} a full list can take; "
-                           "starting without it"])
+        return None, f"reading it failed ({exc.strerror})"
+
+
+def _entries(data: bytes, name: str, kind: str, max_entries: int) -> Loaded[list[dict[str, Any]]]:
+    """The entry lines of a file's ``data`` as JSON objects (not yet checked), at most ``max_entries``.
+
+    The whole file is ignored (no entries, one note) if it is not a
+    ``kind`` file of this version holding every entry its header counts, or
+    larger than such a file can be.
+    """
+    if len(data) > _cap(max_entries):
+        return Loaded([], [f"{name} ignored: it holds {len(data)} bytes, more than the {_cap(max_entries)} a full "
+                           "list can take; starting without it"])
     lines = _lines(data)
     header = _json_object(next(lines, None))
     if header is None or header.get("file") != kind:
@@ -216,14 +225,34 @@ def _dropped_note(name: str, reasons: collections.Counter[str]) -> list[str]:
     return [f"{name}: entries dropped: {said}"]
 
 
+def _ignored(path: Path, why: str | None) -> list[str]:
+    return [] if why is None else [f"{path.name} ignored: {why}; starting without it"]
+
+
 def load_bans(datadir: Path, now: float, duration_s: float, max_banned: int) -> Loaded[dict[str, float]]:
-    """Bans still running at ``now`` from ``DATADIR/banlist.json``: peer -> end time.
+    """Bans still running at ``now`` from ``DATADIR/banlist.json`` (see :func:`parse_bans`)."""
+    data, why = _read_file(datadir / BANS_FILE, max_banned)
+    if data is None:
+        return Loaded({}, _ignored(datadir / BANS_FILE, why))
+    return parse_bans(data, now, duration_s, max_banned)
+
+
+def load_book(datadir: Path, now: float) -> Loaded[list[AddrInfo]]:
+    """The addresses saved in ``DATADIR/peers.json`` (see :func:`parse_book`)."""
+    data, why = _read_file(datadir / PEERS_FILE, MAX_BOOK_ENTRIES)
+    if data is None:
+        return Loaded([], _ignored(datadir / PEERS_FILE, why))
+    return parse_book(data, now)
+
+
+def parse_bans(data: bytes, now: float, duration_s: float, max_banned: int) -> Loaded[dict[str, float]]:
+    """The bans in the text of a banlist.json still running at ``now``: peer -> end time.
 
     A ban may end at most ``duration_s`` (how long a ban lasts) plus
     ``CLOCK_SLACK_S`` after ``now``; a later end is not one we wrote. Of a
     peer listed twice the later end counts. Ended bans are dropped quietly.
     """
-    read = _read_entries(datadir / BANS_FILE, BANS_KIND, max_banned)
+    read = _entries(data, BANS_FILE, BANS_KIND, max_banned)
     bans: dict[str, float] = {}
     reasons: collections.Counter[str] = collections.Counter()
     for entry in read.items:
@@ -239,9 +268,9 @@ def load_bans(datadir: Path, now: float, duration_s: float, max_banned: int) -> 
     return Loaded(bans, read.notes + _dropped_note(BANS_FILE, reasons))
 
 
-def load_book(datadir: Path, now: float) -> Loaded[list[AddrInfo]]:
-    """The addresses saved in ``DATADIR/peers.json``, checked one by one (for ``AddressBook.restore``)."""
-    read = _read_entries(datadir / PEERS_FILE, PEERS_KIND, MAX_BOOK_ENTRIES)
+def parse_book(data: bytes, now: float) -> Loaded[list[AddrInfo]]:
+    """The addresses in the text of a peers.json, checked one by one (for ``AddressBook.restore``)."""
+    read = _entries(data, PEERS_FILE, PEERS_KIND, MAX_BOOK_ENTRIES)
     infos: list[AddrInfo] = []
     reasons: collections.Counter[str] = collections.Counter()
     for entry in read.items:

@@ -137,9 +137,8 @@ def test_a_directory_or_a_fifo_in_its_place_is_ignored(tmp_path: pathlib.Path) -
 def test_a_huge_file_is_refused_by_its_size_without_reading_it(tmp_path: pathlib.Path) -> None:
     """A million real entries (or a sparse 1 TB file): refused from its size, nothing read."""
     path = tmp_path / BANS_FILE
-    entries = [{"peer": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "until": NOW + 1} for i in range(MILLION)]
-    write_lines(path, bans_header(MILLION), entries)  # type: ignore[arg-type]
-    del entries
+    entry = json.dumps({"peer": "10.0.0.1", "until": NOW + 1}) + "\n"
+    path.write_text(json.dumps(bans_header(MILLION)) + "\n" + entry * MILLION)
     tracemalloc.start()
     try:
         loaded = bans_of(tmp_path)
@@ -270,3 +269,53 @@ def test_an_address_entry_that_fails_its_check_is_dropped_alone(tmp_path: pathli
     loaded = load_book(tmp_path, NOW)
     assert [i.url for i in loaded.items] == ["http://10.9.9.9:1"]
     assert len(loaded.notes) == 1 and loaded.notes[0].startswith(f"{PEERS_FILE}: entries dropped: 1 ")
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One random edit of ``data``: a byte changed, cut, doubled, or junk let in (a fuzzer's moves)."""
+    at = rng.randrange(len(data) + 1)
+    move = rng.randrange(5)
+    if move == 0 and data:
+        at = min(at, len(data) - 1)
+        return data[:at] + bytes([rng.randrange(256)]) + data[at + 1:]
+    if move == 1:
+        return data[:at]
+    if move == 2:
+        return data[:at] + data[at:at + rng.randrange(64)] * rng.randrange(2, 50) + data[at:]
+    if move == 3:
+        junk = rng.choice([b"9" * 400, b"NaN", b"-1e999", b"true", b'"\\ud800"', b"[" * 2000, b"\n", b"{}", b"\x00"])
+        return data[:at] + junk + data[at:]
+    return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8))) + data[at:]
+
+
+def test_mutated_files_never_raise_and_never_yield_an_entry_we_could_not_have_written() -> None:
+    """2000 random edits of real files: every load returns; whatever it keeps passes the checks."""
+    rng = random.Random(17)
+    original = book(6)
+    for i in range(30):
+        original.add(f"http://10.{i}.0.1:8733", f"ip:192.{i}.0.0/16", NOW - 1000)
+        if i % 3 == 0:
+            original.good(f"http://10.{i}.0.1:8733", NOW - 10)
+    seeds = {
+        BANS_FILE: peerfiles.bans_document({f"10.0.0.{i}": NOW + 10 * i for i in range(1, 30)}
+                                           | {"http://127.0.0.1:8733": NOW + 5, "2001:db8::7": NOW + DAY}),
+        PEERS_FILE: peerfiles.book_document(original.entries()),
+    }
+    for _ in range(2000):
+        name = rng.choice(sorted(seeds))
+        data = seeds[name]
+        for _ in range(rng.randrange(1, 4)):
+            data = mutate(data, rng)
+        if name == BANS_FILE:
+            bans = peerfiles.parse_bans(data, NOW, DAY, limits.MAX_BANNED_PEERS).items
+            assert len(bans) <= limits.MAX_BANNED_PEERS
+            assert all(peerfiles.is_ban_key(p) and NOW < end <= NOW + DAY + peerfiles.CLOCK_SLACK_S
+                       for p, end in bans.items()), bans
+        else:
+            infos = peerfiles.parse_book(data, NOW).items
+            assert len(infos) <= peerfiles.MAX_BOOK_ENTRIES
+            for info in infos:
+                assert peerfiles.is_listen_url(info.url) and isinstance(info.attempts, int)
+                assert all(0 <= t <= NOW + peerfiles.CLOCK_SLACK_S
+                           for t in (info.first_seen, info.last_try, info.last_success))
+            AddressBook(bytes(32)).restore(infos)
