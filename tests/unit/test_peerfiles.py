@@ -271,10 +271,25 @@ def test_an_address_entry_that_fails_its_check_is_dropped_alone(tmp_path: pathli
     assert len(loaded.notes) == 1 and loaded.notes[0].startswith(f"{PEERS_FILE}: entries dropped: 1 ")
 
 
+NASTY_VALUES: list[object] = [10**400, -(10**30), float("nan"), float("inf"), -1, 0, 2**63, True, None, "",
+                               "x" * 2000, [1], {"a": 1}, "http://10.0.0.1:1", "::1", 1e308, NOW * 2]
+
+
 def mutate(data: bytes, rng: random.Random) -> bytes:
-    """One random edit of ``data``: a byte changed, cut, doubled, or junk let in (a fuzzer's moves)."""
+    """One random edit of ``data``: a byte changed, cut, doubled, junk let in, or one field given a nasty value."""
     at = rng.randrange(len(data) + 1)
-    move = rng.randrange(5)
+    move = rng.randrange(7)
+    if move >= 5:  # a JSON-aware edit: reaches the checks behind the parser
+        lines = data.split(b"\n")
+        index = rng.randrange(len(lines))
+        try:
+            entry = json.loads(lines[index])
+        except ValueError:
+            return data
+        if isinstance(entry, dict) and entry:
+            entry[rng.choice(sorted(entry))] = rng.choice(NASTY_VALUES)
+            lines[index] = json.dumps(entry, allow_nan=True).encode()
+        return b"\n".join(lines)
     if move == 0 and data:
         at = min(at, len(data) - 1)
         return data[:at] + bytes([rng.randrange(256)]) + data[at + 1:]
