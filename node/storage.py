@@ -3,6 +3,10 @@
 WAL mode, one SQL transaction per connect/disconnect (or per reorg), so a node
 killed at any instant restarts on a consistent chain. ``synchronous=FULL``
 makes a committed block durable before the node acknowledges it.
+
+This database is the datadir's only consensus data; the other files there
+(lock, cookie, banlist.json, peers.json, a trainer's sealed data) are listed
+in docs/DESIGN-NOTES.md, "The node".
 """
 
 from __future__ import annotations

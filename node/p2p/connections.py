@@ -145,7 +145,8 @@ class ConnectionManager:
         for note in bans.notes + book.notes:
             self._event("node", note)
         self.bans.restore(bans.items)
-        self._bans_saved = self.bans.changes
+        # A file with anything ignored is rewritten at the next save (at the latest, at shutdown), clean.
+        self._bans_saved = self.bans.changes if not bans.notes else -1
         placed = self.book.restore(i for i in book.items if i.url != self.url and not self.is_banned(i.url))
         if bans.items or book.items:
             self._event("peer", f"restored {len(bans.items)} bans from {peerfiles.BANS_FILE} and {placed} of "

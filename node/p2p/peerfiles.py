@@ -120,6 +120,11 @@ def _json_object(line: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _ignored(name: str, why: str | None) -> list[str]:
+    """The note for a file ignored whole (none for a file that is simply not there)."""
+    return [] if why is None else [f"{name} ignored: {why}; starting without it (the next save replaces it)"]
+
+
 def _cap(max_entries: int) -> int:
     """The largest file of ``max_entries`` entries: a header and that many lines, each at most a line long."""
     return (max_entries + 1) * (MAX_LINE_BYTES + 1)
@@ -148,26 +153,25 @@ def _entries(data: bytes, name: str, kind: str, max_entries: int) -> Loaded[list
     larger than such a file can be.
     """
     if len(data) > _cap(max_entries):
-        return Loaded([], [f"{name} ignored: it holds {len(data)} bytes, more than the {_cap(max_entries)} a full "
-                           "list can take; starting without it"])
+        return Loaded([], _ignored(name, f"it holds {len(data)} bytes, more than the {_cap(max_entries)} a full "
+                                         "list can take"))
     lines = _lines(data)
     header = _json_object(next(lines, None))
     if header is None or header.get("file") != kind:
-        return Loaded([], [f"{name} ignored: it is not a {kind} file (no header line naming it); "
-                           "starting without it"])
+        return Loaded([], _ignored(name, f"it is not a {kind} file (no header line naming it)"))
     if header.get("version") != VERSION:
-        return Loaded([], [f"{name} ignored: it is version {header.get('version')!r} and this node reads "
-                           f"version {VERSION}; starting without it"])
+        return Loaded([], _ignored(name, f"it is version {header.get('version')!r} and this node reads "
+                                         f"version {VERSION}"))
     count = header.get("entries")
     if type(count) is not int or count < 0:
-        return Loaded([], [f"{name} ignored: its header does not say how many entries follow; starting without it"])
+        return Loaded([], _ignored(name, "its header does not say how many entries follow"))
     entries: list[dict[str, Any]] = []
     unreadable = 0
     for index in range(min(count, max_entries)):
         line = next(lines, None)
         if line is None:
-            return Loaded([], [f"{name} ignored: it is cut short after {index} of the {count} entries its "
-                               "header counts; starting without it"])
+            return Loaded([], _ignored(name, f"it is cut short after {index} of the {count} entries its "
+                                             "header counts"))
         entry = _json_object(line)
         if entry is None:
             unreadable += 1
@@ -225,15 +229,13 @@ def _dropped_note(name: str, reasons: collections.Counter[str]) -> list[str]:
     return [f"{name}: entries dropped: {said}"]
 
 
-def _ignored(path: Path, why: str | None) -> list[str]:
-    return [] if why is None else [f"{path.name} ignored: {why}; starting without it"]
 
 
 def load_bans(datadir: Path, now: float, duration_s: float, max_banned: int) -> Loaded[dict[str, float]]:
     """Bans still running at ``now`` from ``DATADIR/banlist.json`` (see :func:`parse_bans`)."""
     data, why = _read_file(datadir / BANS_FILE, max_banned)
     if data is None:
-        return Loaded({}, _ignored(datadir / BANS_FILE, why))
+        return Loaded({}, _ignored(BANS_FILE, why))
     return parse_bans(data, now, duration_s, max_banned)
 
 
@@ -241,7 +243,7 @@ def load_book(datadir: Path, now: float) -> Loaded[list[AddrInfo]]:
     """The addresses saved in ``DATADIR/peers.json`` (see :func:`parse_book`)."""
     data, why = _read_file(datadir / PEERS_FILE, MAX_BOOK_ENTRIES)
     if data is None:
-        return Loaded([], _ignored(datadir / PEERS_FILE, why))
+        return Loaded([], _ignored(PEERS_FILE, why))
     return parse_book(data, now)
 
 

@@ -187,7 +187,10 @@ def test_bad_files_are_reported_and_the_manager_starts_empty(tmp_path: pathlib.P
     assert len(conns.book) == 0 and conns.bans.banned(time.time()) == {}
     assert any(e.startswith("banlist.json ignored: it is not a gradchain-banlist file") for e in events), events
     assert any(e.startswith("peers.json ignored: it is a symbolic link") for e in events), events
+    conns.save_bans(now=True)  # no ban changed, yet the bad file is replaced by a clean one (shutdown's save)
+    assert peerfiles.load_bans(tmp_path, time.time(), limits.BAN_DURATION_S, 10).notes == []
     ban_by_junk(conns, "http://10.1.2.3:1000")
+    conns.save_bans(now=True)
     conns.save_book()
     assert not (tmp_path / peerfiles.PEERS_FILE).is_symlink(), "the next save replaces the link"
     restarted = manager(datadir=tmp_path)
