@@ -15,6 +15,13 @@ once (a ctypes call releases the GIL, so the threads really run in parallel):
   the message schedule on chains of their own.  Where the schedule
   instructions share the unit that runs ``sha256rnds2``, this, not the
   ``sha256rnds2`` rate alone, is the most a SHA-NI scan can reach.
+* schedule overlap (a figure beside the ceiling, never a denominator): the
+  ``sha256rnds2`` chains alone, a stream of AVX-512 message-schedule steps
+  alone (sigma0 on 16 nonces per vector: two rotates, a shift, the xors and an
+  add) and the two interleaved one step per ``sha256rnds2``.  It says whether
+  the vector pipes the SHA unit leaves idle can take the schedule off the
+  ``sha256rnds2`` chains: 1 means the shorter stream is hidden entirely, 0
+  that the two run one after the other.
 * compare-exchange: ``(min, max)`` of two vectors of float32 as a compare
   and two selects (what a sorting network does per comparator), on chains
   held in registers: comparators per second, each on one coordinate.
@@ -54,6 +61,9 @@ from ml._agg_kernels import EXACT_FMA_SUBTRACT
 REPEATS = 7
 SHA_CHAINS = (4, 8, 12)  # the probe uses the fastest of these (latency x issue rate chains saturate)
 MSG_CHAINS = 8  # independent message-schedule chains in the instruction-mix probe
+OVERLAP_CHAINS = 8  # sha256rnds2 chains (and schedule-vector chains) in the overlap probe
+OVERLAP_CALLS = 4  # sha256rnds2 calls per chain per iteration of the overlap probe
+SCHEDULE_LANES = 16  # nonces per schedule vector in the overlap probe (one AVX-512 register)
 F32_LANES = (8, 16)  # float32 lanes per probe vector (AVX2, AVX-512): the faster counts
 F64_LANES = (4, 8)  # float64 lanes per probe vector
 MINMAX_CHAINS = 12  # independent compare-exchanges in flight per iteration
@@ -100,14 +110,17 @@ def _jit(module: ir.Module, name: str) -> Callable[[int], int]:
 
 def _loop_function(
     name: str,
-    ty: ir.Type,
+    ty: ir.Type | list[ir.Type],
     chains: int,
     seed: Callable[[int], ir.Constant],
     step: Callable[[ir.IRBuilder, list[ir.Value]], list[ir.Value]],
     module: ir.Module,
     attributes: tuple[str, ...] = (),
 ) -> None:
-    """``i64 name(i64 n)``: ``n`` times ``values = step(values)`` over ``chains`` loop-carried values."""
+    """``i64 name(i64 n)``: ``n`` times ``values = step(values)`` over ``chains`` loop-carried values.
+
+    ``ty`` is every value's type, or a list of one type per value.
+    """
     fn = ir.Function(module, ir.FunctionType(_I64, [_I64]), name)
     for attribute in attributes:
         set.add(fn.attributes, attribute)
@@ -118,7 +131,8 @@ def _loop_function(
     b.branch(loop)
     b.position_at_end(loop)
     counter = b.phi(_I64)
-    values = [b.phi(ty) for _ in range(chains)]
+    types = ty if isinstance(ty, list) else [ty] * chains
+    values = [b.phi(t) for t in types]
     updated = step(b, list(values))
     following = b.add(counter, ir.Constant(_I64, 1))
     counter.add_incoming(ir.Constant(_I64, 0), entry)
@@ -272,6 +286,81 @@ def sha256rnds2_rate(threads: int = 1, repeats: int = REPEATS) -> Rate:
 def sha256d_ceiling_mhs(rate: Rate) -> float:
     """The SHA-NI scan's ceiling in MH/s: ``sha256rnds2`` rate / the 62 a nonce needs at least."""
     return rate.per_second / RNDS2_PER_NONCE / 1e6
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Seconds per probe iteration: ``sha256rnds2`` chains, schedule steps, and both interleaved."""
+
+    rnds2_s: float
+    schedule_s: float
+    together_s: float
+    what: str
+
+    @property
+    def fraction(self) -> float:
+        """Share of the shorter stream hidden under the longer: 1 fully, 0 not at all."""
+        hidden = self.rnds2_s + self.schedule_s - self.together_s
+        return hidden / min(self.rnds2_s, self.schedule_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rnds2_s": self.rnds2_s, "schedule_s": self.schedule_s, "together_s": self.together_s,
+                "fraction": self.fraction, "what": self.what}
+
+
+@cache
+def _overlap_probe(rounds: bool, schedule: bool) -> Callable[[int], int]:
+    """Per iteration: OVERLAP_CALLS calls on each ``sha256rnds2`` chain and/or as many schedule steps."""
+    v4 = ir.VectorType(_I32, 4)
+    vz = ir.VectorType(_I32, SCHEDULE_LANES)
+    module = ir.Module(name=f"overlap_probe_{int(rounds)}{int(schedule)}")
+    rnds2 = ir.Function(module, ir.FunctionType(v4, [v4, v4, v4]), "llvm.x86.sha256rnds2")
+    fshr = ir.Function(module, ir.FunctionType(vz, [vz] * 3), f"llvm.fshr.v{SCHEDULE_LANES}i32")
+
+    def splat(value: int) -> ir.Constant:
+        return ir.Constant(vz, [ir.Constant(_I32, value)] * SCHEDULE_LANES)
+
+    def rotr(b: ir.IRBuilder, x: ir.Value, n: int) -> ir.Value:
+        return b.call(fshr, [x, x, splat(n)])
+
+    message = ir.Constant(v4, [ir.Constant(_I32, v) for v in (0x428A2F98, 0x71374491, 0, 0)])
+    states, words = (2 * OVERLAP_CHAINS if rounds else 0), (OVERLAP_CHAINS if schedule else 0)
+
+    def step(b: ir.IRBuilder, values: list[ir.Value]) -> list[ir.Value]:
+        state, word = values[:states], values[states:]
+        for k in range(OVERLAP_CALLS * OVERLAP_CHAINS):
+            if rounds:
+                way = 2 * (k % OVERLAP_CHAINS)
+                abef, cdgh = state[way], state[way + 1]
+                state[way], state[way + 1] = b.call(rnds2, [cdgh, abef, message]), abef
+            if schedule:  # w[t] = sigma0(w[t-15]) + w[t-16], as in the schedule, on its own chain
+                x, y = word[k % OVERLAP_CHAINS], word[(k + 1) % OVERLAP_CHAINS]
+                sigma = b.xor(b.xor(rotr(b, x, 7), rotr(b, x, 18)), b.lshr(x, splat(3)))
+                word[k % OVERLAP_CHAINS] = b.add(sigma, y)
+        return state + word
+
+    def seed(k: int) -> ir.Constant:
+        if k < states:
+            return ir.Constant(v4, [ir.Constant(_I32, k + j) for j in range(4)])
+        return ir.Constant(vz, [ir.Constant(_I32, 977 * k + j) for j in range(SCHEDULE_LANES)])
+
+    _loop_function("probe", [v4] * states + [vz] * words, states + words, seed, step, module,
+                   ('"target-features"="+sha,+sse4.1,+ssse3"',))
+    return _jit(module, "probe")
+
+
+def sha_schedule_overlap(repeats: int = REPEATS) -> Overlap:
+    """One thread: how much of an AVX-512 schedule stream hides under ``sha256rnds2`` chains (best repeats)."""
+    alone, stream, both = (_overlap_probe(True, False), _overlap_probe(False, True), _overlap_probe(True, True))
+    iterations = _iterations(both)  # one iteration count for all three: seconds per iteration compare
+
+    def seconds(fn: Callable[[int], int]) -> float:
+        return min(_time_threads(fn, iterations, 1) for _ in range(repeats)) / iterations
+
+    steps = OVERLAP_CALLS * OVERLAP_CHAINS
+    return Overlap(seconds(alone), seconds(stream), seconds(both),
+                   f"{steps} sha256rnds2 on {OVERLAP_CHAINS} chains and {steps} sigma0+add steps on "
+                   f"{SCHEDULE_LANES} x u32 per iteration")
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -13,7 +13,10 @@ Everything hashes the same header in the same run:
   on one thread and on every core at once, divided by the 62 ``sha256rnds2``
   a nonce needs at least; beside it the instruction-mix ceiling
   (:func:`benchmarks.ceilings.sha256d_mix_rate`: those 62 and the 45 message
-  schedule instructions, which on some CPUs share the ``sha256rnds2`` unit).
+  schedule instructions, which on some CPUs share the ``sha256rnds2`` unit);
+  and, as a figure of its own, the schedule overlap
+  (:func:`benchmarks.ceilings.sha_schedule_overlap`): whether an AVX-512
+  message schedule could run under the ``sha256rnds2`` chains for free.
 
 Kernel calls are short (a batch or two) and repeated many times, alternating
 with the ceiling probe, and each figure is the best repeat: on a shared
@@ -165,7 +168,8 @@ def measure(sizes: Sizes, cores: int) -> dict[str, Any]:
                "mix_mhs": max(r.per_second for r in mix[name]) / MEGA, "mix_what": mix[name][0].what}
         for name, rates in probes.items() if rates
     }
-    return {"kernel": chosen, "rows": rows, "ceiling": ceiling}
+    overlap = ceilings.sha_schedule_overlap() if has_sha else None
+    return {"kernel": chosen, "rows": rows, "ceiling": ceiling, "schedule_overlap": overlap}
 
 
 def plot(rows: dict[str, Row], ceiling: dict[str, Any], cores: int) -> None:
@@ -229,6 +233,7 @@ def run(quick: bool = False) -> list[Headline]:
         "load_average": {"before": load_before, "after": load_average()},
         "rows": {name: row.as_dict() for name, row in rows.items()},
         "ceiling": ceiling,
+        "schedule_overlap": found["schedule_overlap"].as_dict() if found["schedule_overlap"] else None,
         "thread_scaling": scaling,
         "quoted_context": QUOTED_CONTEXT,
     })
@@ -241,6 +246,11 @@ def run(quick: bool = False) -> list[Headline]:
     for name, limit in ceiling.items():
         print(f"ceiling ({name} thread(s)): {limit['rnds2_per_s'] / 1e9:.2f}e9 sha256rnds2/s = {limit['mhs']:.1f} MH/s;"
               f" instruction mix {limit['mix_mhs']:.1f} MH/s")
+    overlap: ceilings.Overlap | None = found["schedule_overlap"]
+    if overlap is not None:
+        print(f"schedule overlap {overlap.fraction:.2f} (1: an AVX-512 schedule hides under sha256rnds2, 0: it adds):"
+              f" rnds2 {overlap.rnds2_s * 1e9:.1f} ns, schedule {overlap.schedule_s * 1e9:.1f} ns, together "
+              f"{overlap.together_s * 1e9:.1f} ns per probe iteration")
     print(f"thread scaling {scaling:.2f}x on {cores} cores; load average {load_before:.1f} before, "
           f"{load_average():.1f} after")
     print("context (quoted, not measured): cpuminer AVX2 asm "

@@ -40,6 +40,35 @@ xmm registers, and ``sha256rnds2`` reads its third operand from xmm0.  A way
 keeps two state vectors and a window of four message vectors live, which is
 what limits :data:`WAYS`: beyond it the schedule spills to the stack.
 
+Why it stops near 0.6 of the ``sha256rnds2`` ceiling (measured on the AMD
+EPYC Zen 4 this was developed on, per-thread CPU time, 3.7 GHz; the
+benchmark's ``schedule_overlap`` figure repeats the second point each run):
+
+* ``sha256rnds2`` issues one per cycle with a latency of about four;
+  ``sha256msg2`` one per two cycles, ``sha256msg1`` about 1.5 per cycle.
+  Besides its 62 + 21 + 24 SHA instructions a nonce costs 51 vector adds
+  (W + K, the schedule's middle term, the digest), 50 shuffles (the high
+  pair, the schedule's word alignment, the digest to message order) and about
+  120 register moves (the SHA instructions are two-operand, read xmm0 and see
+  only xmm0-15).  Those counts issued on independent chains, with no data
+  flow at all (a hand-written assembly loop), run at 84 cycles per nonce,
+  0.74 of the ``sha256rnds2`` ceiling: the most this instruction count can
+  reach here.  The kernel runs at about 100 cycles (0.62); the same data flow
+  hand-allocated in assembly runs at 103, so LLVM's allocation is not what
+  holds it back, and moves or scalar work added to the loop cost cycles
+  (about 0.17 per scalar instruction: the front end is shared).
+* The vector pipes are shared with ``sha256rnds2``: an AVX-512 schedule
+  (16 nonces per register, ``vprord``/``vpternlogd``) interleaved with
+  ``sha256rnds2`` chains takes as long as the two one after the other
+  (overlap about 0).  Computing W + K for both hashes that way would add
+  some 40-50 cycles per nonce to the 62 of the rounds, more than the
+  ``sha256msg1``/``sha256msg2`` schedule costs; for the same reason AVX-512
+  lanes of the portable kernel mixed into this loop would not come for free.
+* Software pipelining (the first hash of the next group interleaved with the
+  second hash of this one, digests carried in registers) gave 37.0, 36.3,
+  34.0 and 33.1 MH/s for 2+2, 3+3, 4+4 and 5+5 chains against 36.9 for this
+  loop in the same runs: the chains' start and end are not what costs.
+
 The functions carry ``"target-features"="+sha,+sse4.1,+ssse3"`` so LLVM can
 select the instructions whatever CPU numba targets (without it, a non-SHA
 target aborts the process with "Cannot select").  Nothing here runs or
@@ -67,7 +96,8 @@ from consensus._sha256_common import (
     K,
 )
 
-WAYS = 4  # chains per iteration (CPU-time MH/s here: 1: 17.6, 2: 27.8, 3: 34.5, 4: 36.3, 5: 34.5, 6: 34.1)
+WAYS = 4  # chains per iteration (CPU-time MH/s here: 1: 17.6, 2: 27.8, 3: 34.5, 4: 36.3, 5: 34.5, 6: 34.1;
+# software-pipelined 2+2: 37.0, 3+3: 36.3, 4+4: 34.0 against 36.9 for 4 in the same run)
 QUADS = 16  # four-round steps of one compression
 CALLS_PER_COMPRESSION = 2 * QUADS
 # The second hash stops after the first call of the last quad (rounds 60-61).

@@ -438,3 +438,22 @@ def test_sha_instruction_counts_per_nonce_are_what_the_scan_loop_issues() -> Non
     assert issued == {"llvm.x86.sha256rnds2": shani.RNDS2_PER_NONCE * shani.WAYS,
                       "llvm.x86.sha256msg1": shani.MSG1_PER_NONCE * shani.WAYS,
                       "llvm.x86.sha256msg2": shani.MSG2_PER_NONCE * shani.WAYS}
+
+
+def test_schedule_overlap_fraction_is_the_hidden_share_of_the_shorter_stream() -> None:
+    from benchmarks.ceilings import Overlap
+
+    assert Overlap(1.0, 3.0, 3.0, "").fraction == pytest.approx(1.0)  # rounds hidden under the schedule
+    assert Overlap(1.0, 3.0, 4.0, "").fraction == pytest.approx(0.0)  # one after the other
+    assert Overlap(2.0, 3.0, 4.0, "").fraction == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not hashing.cpu_has_sha_ni(), reason="the overlap probe runs sha256rnds2")
+def test_schedule_overlap_probe_times_all_three_loops() -> None:
+    from benchmarks.ceilings import sha_schedule_overlap
+
+    overlap = sha_schedule_overlap(repeats=1)
+    assert overlap.rnds2_s > 0 and overlap.schedule_s > 0 and overlap.together_s > 0
+    # Interleaved, the two streams take at least as long as the longer one alone, give or take noise.
+    assert overlap.together_s > 0.5 * max(overlap.rnds2_s, overlap.schedule_s)
+    assert set(overlap.as_dict()) == {"rnds2_s", "schedule_s", "together_s", "fraction", "what"}
