@@ -68,6 +68,14 @@ benchmark's ``schedule_overlap`` figure repeats the second point each run):
   second hash of this one, digests carried in registers) gave 37.0, 36.3,
   34.0 and 33.1 MH/s for 2+2, 3+3, 4+4 and 5+5 chains against 36.9 for this
   loop in the same runs: the chains' start and end are not what costs.
+* Fewer SHA instructions alone do not help either: X[4] of block two as
+  X[4](W3 = 0) + <0, 0, sigma0(W3), W3> (one ``sha256msg1`` and one
+  ``sha256msg2`` fewer per nonce, the sigma in general registers) ran at 36.9
+  against 36.8 MH/s, and the constant ``sha256msg1`` terms folded to constants
+  at 37.1 against 36.8 (best of 9, within the noise): the inserts and moves
+  they add cost what they save.  Nor does another LLVM CPU model for the
+  function (icelake-server, sapphirerapids, x86-64-v4: 36.1; znver3, without
+  AVX-512's extra registers: 32.0, against 37.0).
 
 The functions carry ``"target-features"="+sha,+sse4.1,+ssse3"`` so LLVM can
 select the instructions whatever CPU numba targets (without it, a non-SHA
