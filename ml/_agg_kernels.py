@@ -445,6 +445,29 @@ def closest_to_median_cols(
 # step (with two threads, each reads half the matrix once), where splitting
 # the pairs made every thread read and widen all of it. A lane's additions are
 # the same whichever thread makes them, so the split never changes a bit.
+#
+# Chunks. A thread walks its lanes one LANE_VECTOR at a time, DIST_CHUNK_STEPS
+# steps at once: it widens that chunk of every row to float64 (exact), laid
+# out step after step (64 contiguous bytes per row and step), and every tile
+# runs over the whole chunk before the next one is widened. A tile's run
+# therefore reads each of its rows as one contiguous stream, and the chunk
+# (all n rows) stays in cache while all n(n-1)/2 pairs use it.
+# Measured (n = 32, d = 1e6, one thread, half of the lanes, CPU time; the
+# register-only floor of that work is ~14 ms):
+#   * before: blocks of 32 steps x all of a thread's lanes, 512 KiB, each step
+#     a run of the lanes at a stride of 512 bytes, which maps a tile's rows to
+#     8 of L1's 64 sets: 24.8-31 ms (bimodal between processes);
+#   * these chunks: 23.2-23.6 ms at 24-48 steps (96 KiB at n = 32), 25.0 at
+#     16 steps (32 KiB, L1-sized: the accumulators' load and store per run
+#     cost more than L1 saves), 26.5 at 64;
+#   * the pair loop alone on a chunk already in cache: ~15 ms; the rest is
+#     the widening, which waits on memory (x on 4 KiB pages; on 2 MiB pages
+#     the same code takes 21.7 ms). Software prefetch of the next chunk's
+#     lines (bursts before a tile, one line per step inside the run, whole
+#     blocks ahead, with a TLB-warming load per page) never helped on 4 KiB
+#     pages (+-0.5 ms) and helped only on 2 MiB pages (21.7 -> 19.3 ms), so
+#     none is issued. Widening inside the tile loop itself (one vector per
+#     step of the next chunk) starved the loop on misses: 35-55 ms.
 
 TILE_ROWS = 4  # rows per block of a pair tile: 4 x 4 cross pairs fill 16 of 32 AVX-512 registers
 TILE_SLOTS = 2 * TILE_ROWS  # row slots of a cross tile (a diagonal tile uses the first TILE_ROWS)
@@ -452,10 +475,8 @@ TILE_PAIRS = TILE_ROWS * TILE_ROWS  # pairs of a cross tile, the most of any til
 LANE_VECTOR = 8  # float64 lanes per accumulator vector (one AVX-512 register); speed only
 LANE_GROUPS_MAX = DIST_LANES // LANE_VECTOR  # the most threads the lanes can be split over
 F64_BYTES = 8
-CACHE_LINE_F32 = 16  # float32 values per 64-byte cache line
-DIST_BLOCK_BYTES = (
-    512 * 1024
-)  # one thread's float64 copy of its lanes of a block: half of L2, the rest for lanes; speed only
+DIST_CHUNK_BYTES = 96 * 1024  # one widened chunk (n rows x steps x LANE_VECTOR float64), in L2; speed only
+DIST_CHUNK_MIN_STEPS = 8  # shorter runs spend more on their accumulators' load and store than on the pairs
 CROSS_TILE, DIAGONAL_TILE = 0, 1
 CROSS_SLOT_PAIRS = tuple((a, TILE_ROWS + b) for a in range(TILE_ROWS) for b in range(TILE_ROWS))
 DIAGONAL_SLOT_PAIRS = tuple((a, b) for a in range(TILE_ROWS) for b in range(a + 1, TILE_ROWS))
@@ -484,7 +505,7 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     """Build a numba intrinsic that runs one tile over one run of LANE_VECTOR lanes.
 
     ``kernel(rows, slots, k, steps, stride, lanes, lane0)``, ``rows`` a
-    C-contiguous float64 matrix (a widened block of the updates, ``stride``
+    C-contiguous float64 matrix (a widened chunk of the updates, ``stride``
     values per step): for ``s in range(steps)`` and every pair ``p = (a, b)``
     of ``slot_pairs``, with ``u = rows[slots[a]]``, ``v = rows[slots[b]]``,
     ``c = k + s * stride``::
@@ -587,31 +608,42 @@ def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
     return kernel
 
 
-def _prefetch_row_typer(typingctx: Any, x: Any, row: Any, first: Any, stop: Any, stride: Any) -> Any:
-    """A numba intrinsic ``_prefetch_row(x, row, first, stop, stride)``: ask for ``x[row, first:stop:stride]`` to be brought into L2 (``llvm.prefetch``; speed only)."""
-    if not (isinstance(x, types.Array) and x.ndim == 2):
-        return None
-    sig = types.void(x, row, first, stop, stride)
+def _widen_chunk_typer(typingctx: Any, x: Any, k0: Any, steps: Any, chunk: Any) -> Any:
+    """A numba intrinsic ``_widen_chunk(x, k0, steps, chunk)``: one chunk of every row, widened (exact).
+
+    ``chunk[r, s * LANE_VECTOR + t] = float64(x[r, k0 + s * DIST_LANES + t])`` for every row ``r``,
+    ``s < steps`` and ``t < LANE_VECTOR``: one vector load, ``fpext`` and store per row and step
+    (numba's loop over a LANE_VECTOR-wide slice stays scalar). The caller guarantees the bounds.
+    """
+    for array, dtype in ((x, types.float32), (chunk, types.float64)):
+        if not (isinstance(array, types.Array) and array.ndim == 2 and array.dtype == dtype):
+            return None  # a typing error at compile time, never a wrong read
+    sig = types.void(x, k0, steps, chunk)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        x_ty = signature.args[0]
-        x_arr = context.make_array(x_ty)(context, builder, args[0])
-        i8_ptr = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        prefetch = _get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32]), "llvm.prefetch.p0"
-        )
-        with cgutils.for_range_slice(builder, args[2], args[3], args[4]) as (col, _):
-            ptr = _item_pointer(context, builder, x_ty, x_arr, [args[1], col])
-            # read, locality 2 (L2 and beyond), data
-            builder.call(prefetch, [builder.bitcast(ptr, i8_ptr), ir.Constant(i32, 0),
-                                    ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        x_ty, _, _, chunk_ty = signature.args
+        x_val, k0_val, steps_val, chunk_val = args
+        x_arr = context.make_array(x_ty)(context, builder, x_val)
+        chunk_arr = context.make_array(chunk_ty)(context, builder, chunk_val)
+        i64 = ir.IntType(64)
+        narrow = ir.VectorType(ir.FloatType(), LANE_VECTOR).as_pointer()
+        wide = ir.VectorType(ir.DoubleType(), LANE_VECTOR)
+        rows = cgutils.unpack_tuple(builder, x_arr.shape, 2)[0]
+        with cgutils.for_range(builder, rows) as row_loop:
+            src = _item_pointer(context, builder, x_ty, x_arr, [row_loop.index, k0_val])
+            dst = _item_pointer(context, builder, chunk_ty, chunk_arr, [row_loop.index, ir.Constant(i64, 0)])
+            with cgutils.for_range(builder, steps_val) as step_loop:
+                s = step_loop.index
+                at = builder.gep(src, [builder.mul(s, ir.Constant(i64, DIST_LANES))])
+                value = builder.fpext(builder.load(builder.bitcast(at, narrow), align=4), wide)
+                to = builder.gep(dst, [builder.mul(s, ir.Constant(i64, LANE_VECTOR))])
+                builder.store(value, builder.bitcast(to, wide.as_pointer()), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-_prefetch_row: Any = intrinsic(_prefetch_row_typer)
+_widen_chunk: Any = intrinsic(_widen_chunk_typer)
 _cross_lane_run = _lane_run_kernel(CROSS_SLOT_PAIRS)
 _diagonal_lane_run = _lane_run_kernel(DIAGONAL_SLOT_PAIRS)
 
@@ -675,26 +707,9 @@ def _tile_tail(x: F32Matrix, slots: I64Vector, kind: int, k0: int, lanes: F64Mat
 
 
 @numba.njit(cache=True)
-def distance_block_steps(n: int, width: int) -> int:
-    """Steps of DIST_LANES coordinates per block: n rows of ``width`` float64 lanes fill DIST_BLOCK_BYTES."""
-    return max(1, DIST_BLOCK_BYTES // (n * width * F64_BYTES))
-
-
-@numba.njit(cache=True, fastmath=False)
-def _widen_lanes(x: F32Matrix, s0: int, steps: int, lane_lo: int, width: int, block: F64Matrix) -> None:
-    """``block[r, s * width + t] = float64(x[r, (s0 + s) * DIST_LANES + lane_lo + t])`` (exact).
-
-    Every row of the block holds ``steps`` runs of the same ``width`` lanes,
-    one run per step, so a lane run reads step after step at stride ``width``.
-    """
-    for r in range(x.shape[0]):
-        src = x[r]  # one view per row: a slice per step costs more than its copy
-        dst = block[r]
-        for s in range(steps):
-            k = (s0 + s) * DIST_LANES + lane_lo
-            at = s * width
-            for t in range(width):  # unsigned indices: no wraparound test, so LLVM vectorises
-                dst[np.uint64(at + t)] = np.float64(src[np.uint64(k + t)])
+def distance_chunk_steps(n: int) -> int:
+    """Steps of DIST_LANES coordinates per chunk: n rows of LANE_VECTOR float64 lanes fill DIST_CHUNK_BYTES."""
+    return max(DIST_CHUNK_MIN_STEPS, DIST_CHUNK_BYTES // (n * LANE_VECTOR * F64_BYTES))
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -703,35 +718,27 @@ def _distance_lanes(
 ) -> None:
     """Accumulate lanes ``lane_lo .. lane_hi-1`` of every tile over every full step.
 
-    ``lanes[t]`` holds tile ``t``'s pairs. Coordinates go in blocks of
-    :func:`distance_block_steps` steps, this run's columns of each widened
-    once to float64 (exact) so that they stay in cache while every tile uses
-    them and no tile converts them again. ``safe`` is the tiles' slots with
-    a slot past the last row reading row 0 (its pairs are dropped later).
+    ``lanes[t]`` holds tile ``t``'s pairs. Coordinates go in chunks (see the
+    section comment above): for each run of :func:`distance_chunk_steps`
+    steps and each LANE_VECTOR of this run's lanes, the chunk of every row is
+    widened once to float64 (exact) and every tile adds it to its lanes, so
+    no tile converts a value again and each lane still adds its coordinates
+    in increasing order. ``safe`` is the tiles' slots with a slot past the
+    last row reading row 0 (its pairs are dropped later).
     """
     n, d = x.shape
-    width = lane_hi - lane_lo
     full_steps = d // DIST_LANES
-    block_steps = distance_block_steps(n, width)
-    block = np.empty((n, block_steps * width), dtype=np.float64)
-    for s0 in range(0, full_steps, block_steps):
-        steps = min(block_steps, full_steps - s0)
-        _widen_lanes(x, s0, steps, lane_lo, width, block)
-        ahead = s0 + steps
-        ahead_steps = min(block_steps, full_steps - ahead)
-        for t in range(kinds.shape[0]):
-            acc = lanes[t]
-            # spread over the tiles: the next block's columns, so that widening it reads L2, not DRAM
-            for r in range(t, n if ahead_steps > 0 else 0, kinds.shape[0]):
-                for s in range(ahead, ahead + ahead_steps):
-                    k = s * DIST_LANES + lane_lo
-                    _prefetch_row(x, r, k, k + width, CACHE_LINE_F32)
-            if kinds[t] == CROSS_TILE:
-                for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
-                    _cross_lane_run(block, safe[t], lane0 - lane_lo, steps, width, acc, lane0)
-            else:
-                for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
-                    _diagonal_lane_run(block, safe[t], lane0 - lane_lo, steps, width, acc, lane0)
+    chunk_steps = distance_chunk_steps(n)
+    chunk = np.empty((n, chunk_steps * LANE_VECTOR), dtype=np.float64)
+    for s0 in range(0, full_steps, chunk_steps):
+        steps = min(chunk_steps, full_steps - s0)
+        for lane0 in range(lane_lo, lane_hi, LANE_VECTOR):
+            _widen_chunk(x, s0 * DIST_LANES + lane0, steps, chunk)
+            for t in range(kinds.shape[0]):
+                if kinds[t] == CROSS_TILE:
+                    _cross_lane_run(chunk, safe[t], 0, steps, LANE_VECTOR, lanes[t], lane0)
+                else:
+                    _diagonal_lane_run(chunk, safe[t], 0, steps, LANE_VECTOR, lanes[t], lane0)
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
