@@ -499,6 +499,7 @@ EXACT_FMA_SUBTRACT = _target_has_fma()
 
 _item_pointer: Any = cgutils.get_item_pointer  # untyped in numba: typed here as Any for mypy
 _get_or_insert_function: Any = cgutils.get_or_insert_function
+_unpack_tuple: Any = cgutils.unpack_tuple
 
 
 def _lane_run_kernel(slot_pairs: tuple[tuple[int, int], ...]) -> Any:
@@ -628,7 +629,7 @@ def _widen_chunk_typer(typingctx: Any, x: Any, k0: Any, steps: Any, chunk: Any) 
         i64 = ir.IntType(64)
         narrow = ir.VectorType(ir.FloatType(), LANE_VECTOR).as_pointer()
         wide = ir.VectorType(ir.DoubleType(), LANE_VECTOR)
-        rows = cgutils.unpack_tuple(builder, x_arr.shape, 2)[0]
+        rows = _unpack_tuple(builder, x_arr.shape, 2)[0]
         with cgutils.for_range(builder, rows) as row_loop:
             src = _item_pointer(context, builder, x_ty, x_arr, [row_loop.index, k0_val])
             dst = _item_pointer(context, builder, chunk_ty, chunk_arr, [row_loop.index, ir.Constant(i64, 0)])
