@@ -205,6 +205,39 @@ def test_distances_follow_the_documented_lane_order(n: int, d: int) -> None:
     assert_same_bits(got, oracle_distances(x))
 
 
+def chunk_edge_width(n: int, full_chunks: int, extra_steps: int, tail: int) -> int:
+    """A d covering ``full_chunks`` whole distance chunks of n rows, ``extra_steps`` more steps, ``tail`` coords."""
+    return (full_chunks * kernels.distance_chunk_steps(n) + extra_steps) * kernels.DIST_LANES + tail
+
+
+@pytest.mark.parametrize(
+    ("n", "full_chunks", "extra_steps", "tail"),
+    [
+        (3, 1, 0, 0),  # fewer rows than a tile, exactly one chunk, no tail
+        (3, 1, 5, 1),  # fewer rows than a tile, a short last chunk, one tail coordinate
+        (33, 2, 3, 77),  # rows not a multiple of the tile, two chunks, a short one and a tail
+        (8, 0, 1, 127),  # one step only, the longest tail
+    ],
+)
+def test_distances_keep_the_lane_order_across_chunk_edges(
+    n: int, full_chunks: int, extra_steps: int, tail: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lanes carry their sums from chunk to chunk: every chunk edge keeps the documented order."""
+    x = random_updates(n + tail, n, chunk_edge_width(n, full_chunks, extra_steps, tail), byzantine=1)
+    want = oracle_distances(x)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 1)  # every group count through the threads
+    for groups in (1, 2, 3):
+        assert_same_bits(kernels.pairwise_sq_distances(x, groups), want)
+
+
+def test_distance_chunks_fill_their_budget_or_the_shortest_run() -> None:
+    for n in (2, 3, 32, 33, 200, 5000):
+        steps = kernels.distance_chunk_steps(n)
+        chunk_bytes = n * steps * kernels.LANE_VECTOR * kernels.F64_BYTES
+        assert steps >= kernels.DIST_CHUNK_MIN_STEPS
+        assert chunk_bytes <= kernels.DIST_CHUNK_BYTES or steps == kernels.DIST_CHUNK_MIN_STEPS
+
+
 def test_distances_keep_the_documented_bits_on_awkward_values() -> None:
     """Subnormals, signed zeros, equal coordinates and exponents far apart, in every pair slot.
 
