@@ -456,7 +456,8 @@ def closest_to_median_cols(
 # register-only floor of that work is ~14 ms):
 #   * before: blocks of 32 steps x all of a thread's lanes, 512 KiB, each step
 #     a run of the lanes at a stride of 512 bytes, which maps a tile's rows to
-#     8 of L1's 64 sets: 24.8-31 ms (bimodal between processes);
+#     8 of L1's 64 sets: 24.8-25.2 ms in three processes of five, 30.2-32.6 ms
+#     in the other two (the same code; these chunks: 23.2-25.7 in all five);
 #   * these chunks: 23.2-23.6 ms at 24-48 steps (96 KiB at n = 32), 25.0 at
 #     16 steps (32 KiB, L1-sized: the accumulators' load and store per run
 #     cost more than L1 saves), 26.5 at 64;
@@ -467,7 +468,17 @@ def closest_to_median_cols(
 #     blocks ahead, with a TLB-warming load per page) never helped on 4 KiB
 #     pages (+-0.5 ms) and helped only on 2 MiB pages (21.7 -> 19.3 ms), so
 #     none is issued. Widening inside the tile loop itself (one vector per
-#     step of the next chunk) starved the loop on misses: 35-55 ms.
+#     step of the next chunk) starved the loop on misses: 35-55 ms. Other
+#     layouts measured and dropped: all of a thread's lanes widened at once,
+#     vector after vector (25.5-26.5 ms); that, double-buffered and widened a
+#     row at a time between the tiles (25.5-29.7); each diagonal tile widening
+#     its own four rows as it runs (24.0-25.3); chunks longer than 48 steps
+#     (25.5-29.2 at 64-160, padded or not).
+# Threads keep static halves of the lanes. A scheme where a worker done with
+# its own lane vectors takes over the others' free ones (atomics, no waiting)
+# gave a better best time with a busy thread beside it (33.7-34.4 against
+# 38.9-44.8 ms) but a worse median (84-92 against 63-72): a taken-over vector
+# drags its sums and its lines of x to the other core.
 
 TILE_ROWS = 4  # rows per block of a pair tile: 4 x 4 cross pairs fill 16 of 32 AVX-512 registers
 TILE_SLOTS = 2 * TILE_ROWS  # row slots of a cross tile (a diagonal tile uses the first TILE_ROWS)
