@@ -51,15 +51,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from node.cli.files import load_rows
-    from node.cli.task import task_id_of
+    from node.cli.task import task_spec_of
     from node.client import ApiError, NodeClient
 
     client = NodeClient(args.node)
-    task_id = task_id_of(client, args.task)
-    try:
-        task = client.task_spec(task_id)
-    except ApiError as exc:
-        raise api_failure(exc, "the request for its task") from None
+    task_id, task = task_spec_of(client, args.task)
     inputs = load_rows(args.inputs, task.input_dim)
     try:
         predictions = (client.predict(inputs, args.height) if task_id is None

@@ -19,7 +19,7 @@ import re
 import sys
 from typing import Any
 
-from node.cli.errors import CliError
+from node.cli.errors import CliError, api_failure
 from node.cli.options import add_json, add_node, add_task, add_unlocked_keystore, print_json
 
 EXAMPLES = ("wine", "breast_cancer", "digits", "stock")
@@ -329,6 +329,17 @@ def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
 def task_id_of(client: Any, given: str | None) -> str | None:
     """The id of the task ``--task`` names, or None without one (the chain's first: the routes' default)."""
     return None if given is None else str(resolve_task(client, given)["id"])
+
+
+def task_spec_of(client: Any, given: str | None) -> tuple[str | None, Any]:
+    """The id (None: the chain's first) and the spec of the task ``--task`` names; a refusal as a CliError."""
+    from node.client import ApiError
+
+    task_id = task_id_of(client, given)
+    try:
+        return task_id, client.task_spec(task_id)
+    except ApiError as exc:
+        raise api_failure(exc, "the request for its task") from None
 
 
 def _spec_of(client: Any, task_id: str) -> Any:

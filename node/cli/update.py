@@ -77,15 +77,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from node.cli.files import load_npy
     from node.cli.options import unlock_keystore
-    from node.cli.task import task_id_of
+    from node.cli.task import task_spec_of
     from node.client import ApiError, NodeClient, UpdateRefused, check_update_locally
 
     client = NodeClient(args.node)
-    task_id = task_id_of(client, args.task)
-    try:
-        task = client.task_spec(task_id)
-    except ApiError as exc:
-        raise api_failure(exc, "the request for its task") from None
+    task_id, task = task_spec_of(client, args.task)
     expected = (f"a .npy of float32 with task {task.name}'s {task.param_count} parameters per row, "
                 f"at most {task.round_blocks} rows")
     deltas = load_npy(args.file, expected)
