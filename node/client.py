@@ -17,8 +17,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +39,9 @@ DEFAULT_TIMEOUT_S = 30.0
 def _tag_of(status: dict[str, Any]) -> bytes:
     """What a signature on the chain ``status`` describes binds (chain id and genesis hash)."""
     return chain_tag(int(status["chain_id"]), hex_to_hash(str(status["genesis"])))
+
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -80,6 +84,26 @@ def check_update_locally(task: TaskSpec, delta: np.ndarray, encoding: str = "f32
                                 "check the training run for divergence") from None
         raise UpdateRefused(f"the update fails the node's {exc.problem.value} check: {exc.detail}") from None
     return decoded
+
+
+def wait_for(what: str, ready: Callable[[], T | None], *, timeout_s: float = 900.0, poll_s: float = 1.0) -> T:
+    """Call ``ready()`` every ``poll_s`` seconds until it returns something truthy, and return that.
+
+    A node that does not answer yet (``ApiError``) counts as not ready, so a script can start
+    polling while its node is still starting. Raises ``TimeoutError`` naming ``what`` after
+    ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = ready()
+        except ApiError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
 
 
 @dataclass

@@ -25,11 +25,10 @@ import secrets
 import shutil
 import sys
 import time
-from typing import Any
 
 from consensus.tx import encode_tx
 from node.cli.main import main as gradchain
-from node.client import ApiError, NodeClient
+from node.client import NodeClient, wait_for
 from node.contributor import KeyStatus
 from node.flower import FlowerBridge, RevealReport, find_task, load_client, run_config
 from node.keystore_file import read_keystore
@@ -37,8 +36,6 @@ from node.testnet.launcher import free_port, load_manifest, testnet_password
 from wallet import address_bytes, address_of, keypair_from_seed
 
 EXAMPLE_DIR = pathlib.Path(__file__).resolve().parent
-POLL_S = 1.0  # the bridge's default
-TIMEOUT_S = 900.0
 
 
 class OnePerBlock(FlowerBridge):
@@ -51,19 +48,6 @@ class OnePerBlock(FlowerBridge):
         txid = self.node.submit_raw_tx(encode_tx(reveal))
         self._revealed.add((key.round - 1, key.unrevealed[0]))
         return [RevealReport(key.round - 1, key.unrevealed[0], len(self.me.plans[key.round - 1]), key.height, txid)]
-
-
-def wait_for(what: str, ready: Any) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            value = ready()
-        except ApiError:
-            value = None
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def landed(node: NodeClient, address: str, round_: int, width: int) -> int:

@@ -29,25 +29,9 @@ import numpy as np
 
 from ml.datafile import parse_csv
 from node.cli.main import main as gradchain
-from node.client import ApiError, NodeClient
+from node.client import NodeClient, wait_for
 from node.taskfile import read_spec
 from node.testnet.launcher import free_port, load_manifest
-
-POLL_S = 1.0
-TIMEOUT_S = 900.0
-
-
-def poll(what: str, ready: Any) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            value = ready()
-        except ApiError:
-            value = None
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def main() -> None:
@@ -78,7 +62,7 @@ def main() -> None:
             tasks = client.tasks()
             return tasks if len(tasks) == 2 and all(t["version"] >= args.rounds for t in tasks) else None
 
-        tasks = poll(f"both tasks to take {args.rounds} steps", both_moved)
+        tasks = wait_for(f"both tasks to take {args.rounds} steps", both_moved)
         trained_s = time.monotonic() - started
         spec = read_spec(base / "wine.json")
         rows = parse_csv((base / "data" / "eval.csv").read_text(), spec)
@@ -92,7 +76,7 @@ def main() -> None:
         )
         joiner = NodeClient(f"http://127.0.0.1:{late_port}", timeout=30)
         target = int(client.status()["height"])
-        poll("the late joiner to sync", lambda: int(joiner.status()["height"]) >= target)
+        wait_for("the late joiner to sync", lambda: int(joiner.status()["height"]) >= target)
         # the others keep mining: compare every node at one height
         roots = {n.name: NodeClient(n.api).block(target)["state_root"] for n in nodes}
         roots["late"] = joiner.block(target)["state_root"]
