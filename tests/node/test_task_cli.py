@@ -167,7 +167,7 @@ def test_predict_scores_a_labelled_file_against_the_chain_model(
     try:
         node = running.node
         # The one participant bonds with its first reward, commits a round's updates once the
-        # bond is mature and reveals one per block of the next round; each round moves the model.
+        # bond is mature and reveals them in the next round (a block takes one); each round moves the model.
         while node.chain.state.model_version < TRAINED_ROUNDS:
             assert node.chain.height < MAX_TRAIN_BLOCKS, "the model never moved"
             deadline = time.monotonic() + UPDATE_TIMEOUT_S
