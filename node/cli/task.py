@@ -305,10 +305,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
-    """The task ``given`` names (an id, a unique prefix of one, or a name only one task has), or the
-    chain's first task."""
+    """The task ``given`` names (its id, a prefix of one, or its name), or the chain's first task.
+
+    Names and ids are chosen by whoever deploys a task, so anyone can deploy one named like
+    another task, or like a prefix of another's id: a reference that fits more than one task
+    (by name, by prefix, or one of each) is refused and the candidates are listed, never
+    guessed. A whole id always names its own task.
+    """
     from node.client import ApiError
-    from node.taskfile import TaskFileError, match_task_id
+    from node.taskfile import MIN_ID_PREFIX
 
     try:
         tasks = client.tasks()
@@ -316,14 +321,20 @@ def resolve_task(client: Any, given: str | None) -> dict[str, Any]:
         raise CliError(exc.message) from None
     if given is None:
         return dict(tasks[0])
-    named = [t for t in tasks if t["name"] == given]
-    if len(named) == 1:
-        return dict(named[0])
-    try:
-        task_id = match_task_id(given, [t["id"] for t in tasks])
-    except TaskFileError as exc:
-        raise CliError(f"--{exc}") from None
-    return dict(next(t for t in tasks if t["id"] == task_id))
+    by_id = {str(t["id"]): t for t in tasks}
+    if given.lower() in by_id:
+        return dict(by_id[given.lower()])
+    prefix = given.lower()
+    fits = [t for t in tasks if t["name"] == given
+            or (len(prefix) >= MIN_ID_PREFIX and str(t["id"]).startswith(prefix))]
+    if len(fits) == 1:
+        return dict(fits[0])
+    if fits:
+        listed = ", ".join(f"{t['name']} {str(t['id'])[:16]}…" for t in fits)
+        raise CliError(f"--task {given} fits {len(fits)} tasks ({listed}): anyone can deploy a task with a "
+                       "name or id prefix like another's, so give more of the id (`gradchain task list`)")
+    raise CliError(f"--task {given} is not a task of this chain; its tasks: {', '.join(by_id)} "
+                   "(`gradchain task list` shows their names)")
 
 
 def task_id_of(client: Any, given: str | None) -> str | None:
