@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ml.datafile import FirstRunDefaults, Table, infer_spec
+from ml.datafile import Table, infer_spec
 from ml.datasets import load_dataset
 from ml.evalset import encode_evalset
 from ml.tasks import builtin_task
@@ -27,7 +27,7 @@ from node.config import NodeConfig
 from node.keystore_file import keystore_address, read_keystore
 from node.taskfile import default_bounty
 from tests.conftest import wait_until
-from tests.node.threaded import NodeThread
+from tests.node.threaded import QUICK_DEPLOY_DEFAULTS, NodeThread
 from wallet import address_bytes
 
 PASSWORD = "pw"
@@ -189,10 +189,6 @@ def test_control_routes_need_the_cookie(live: tuple[NodeClient, pathlib.Path]) -
     assert info.value.status == 401
 
 
-# A copy of digits deployed by transaction, with short rounds: a one-key chain trains it in seconds.
-DEPLOYED_DEFAULTS = FirstRunDefaults(f=0, round_blocks=4, bond_maturity=1, unbond_delay=2)
-
-
 def test_update_commands_train_a_task_deployed_by_a_transaction(
     live: tuple[NodeClient, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,7 +197,7 @@ def test_update_commands_train_a_task_deployed_by_a_transaction(
     client, keystore = live
     miner = read_keystore(keystore, PASSWORD)
     data = load_dataset(builtin_task("digits"))
-    spec = infer_spec(Table(data.X_train, data.y_train), name="digits-deployed", defaults=DEPLOYED_DEFAULTS)
+    spec = infer_spec(Table(data.X_train, data.y_train), name="digits-deployed", defaults=QUICK_DEPLOY_DEFAULTS)
     bounty, fee = default_bounty(spec), client.deploy_fee()
     while client.account(keystore_address(keystore))["balance"] < bounty + fee + spec.bond_amount:
         client.mine(1)
@@ -240,7 +236,6 @@ def test_update_commands_train_a_task_deployed_by_a_transaction(
             wait_until(lambda: client.status()["mempool"] > 0 or not submit.is_alive(), SUBMIT_TIMEOUT_S,
                        what="a reveal in the pool")
             client.mine(1)
-        submit.join(SUBMIT_TIMEOUT_S)
     finally:
         submit.join(SUBMIT_TIMEOUT_S)
     assert result["code"] == 0

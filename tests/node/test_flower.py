@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ml.datafile import FirstRunDefaults, Table, infer_spec
+from ml.datafile import Table, infer_spec
 from ml.datasets import load_dataset
 from ml.evalset import encode_evalset
 from ml.models import loss_and_grad
@@ -37,7 +37,7 @@ from node.flower import BridgeError, FlowerBridge, resolve_task, run_flower_clie
 from node.keystore_file import read_keystore
 from node.taskfile import default_bounty
 from tests.conftest import wait_until
-from tests.node.threaded import NodeThread
+from tests.node.threaded import QUICK_DEPLOY_DEFAULTS, NodeThread
 from tests.reliability import sized
 from wallet import KeyPair, address_bytes, address_of, keypair_from_seed
 
@@ -325,7 +325,6 @@ def test_a_rounds_reveals_are_pooled_at_its_start_so_back_to_back_blocks_each_ca
     assert node.model()["version"] == 1  # the round's end counted them
 
 
-WINE_TASK_DEFAULTS = FirstRunDefaults(f=0, round_blocks=4, bond_maturity=1, unbond_delay=2)
 WINE_ROUNDS = sized(2, 5)
 # The example's client on partition 1 of 2 of the wine training split (66 rows), the task as `gradchain task
 # init` writes it for the whole training split (standardised inputs, lr 0.1, 20 local steps) with 4-block
@@ -343,7 +342,7 @@ def test_the_example_trains_a_task_deployed_by_a_transaction(
     from flower_digits.task import load_table
 
     X_train, y_train, X_test, y_test = load_table("wine")
-    spec = infer_spec(Table(X_train, y_train), name="wine", defaults=WINE_TASK_DEFAULTS)
+    spec = infer_spec(Table(X_train, y_train), name="wine", defaults=QUICK_DEPLOY_DEFAULTS)
     bounty, fee = default_bounty(spec), node.deploy_fee()
     live.earn(bounty + fee)
     task_id = node.deploy(live.miner, spec, encode_evalset(X_test, y_test), bounty, fee)

@@ -12,12 +12,15 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ml.datafile import FirstRunDefaults
 from node.config import NodeConfig
 from node.service import Node
 
 T = TypeVar("T")
 
 NODE_TIMEOUT_S = 60.0  # node start/stop and on-demand mining, on a loaded 2-core box
+# A task deployed on a one-miner regtest node in a test: f = 0 and short rounds, so it trains in seconds.
+QUICK_DEPLOY_DEFAULTS = FirstRunDefaults(f=0, round_blocks=4, bond_maturity=1, unbond_delay=2)
 
 
 class NodeThread:

@@ -57,20 +57,11 @@ def small_task(seed: int, **changes: object) -> TaskSpec:
     return dataclasses.replace(quick_task("digits", **{**base, **changes}), name=f"squat{seed}")
 
 
-def fund(cb: ChainBuilder, to: ChainBuilder | object, amount: int) -> None:
+def fund(cb: ChainBuilder, to: KeyPair, amount: int) -> None:
     """Mine until the builder's miner can send ``amount`` to ``to``, then send it."""
     while cb.state.account(addr(MINER)).balance < amount:
         cb.extend(1)
-    cb.add(cb.template([cb.transfer(MINER, to, amount)]))  # type: ignore[arg-type]
-
-
-def supply(cb: ChainBuilder) -> int:
-    """Every coin the state holds: balances, bounties, bonds and coins on their way back."""
-    coins = sum(a.balance for a in cb.state.accounts.values())
-    for task in cb.state.tasks.values():
-        coins += task.contract.bounty if task.contract is not None else 0
-        coins += sum(s.amount for s in task.stakes.values()) + sum(u.amount for u in task.unbonding.values())
-    return coins
+    cb.add(cb.template([cb.transfer(MINER, to, amount)]))
 
 
 # -- tasks as contracts ---------------------------------------------------------------------
@@ -415,7 +406,6 @@ def test_two_pooled_deploys_never_share_a_block(tmp_path: pathlib.Path) -> None:
     long as the two stay pooled. A template takes one deploy a block; the other is checked again
     on the next tip, where it falls short and is dropped."""
     from consensus.contracts import open_task_count
-    from consensus.template import build_block
     from consensus.tx import Deploy
     from tests.unit.test_mempool import World, add
 
@@ -430,7 +420,6 @@ def test_two_pooled_deploys_never_share_a_block(tmp_path: pathlib.Path) -> None:
     add(pool, world, b.deploy(other, second, eval_rows(second), MIN_BOUNTY, fee=burn))
     picked = [tx for _, tx in pool.select(max_updates=4, max_txs=100, max_bytes=10**8)]
     assert sum(isinstance(tx, Deploy) for tx in picked) == 1
-    build_block(world.chain.tip_view(), world.chain.state, picked, miner=addr(b.miner), time=b.next_time())
     world.mine(picked)
     pool.remove_for_block(world.builder.tip)
     assert len(pool) == 1
