@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import builtins
 import enum
-import functools
 import hashlib
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -166,16 +165,19 @@ _UNRANKED: InclusionRank = (Fraction(2**63), b"\xff" * 32)  # a sender without a
 
 
 def inclusion_rank(
-    task: TaskState, spec: TaskSpec, address: builtins.bytes, height: int, seed: builtins.bytes
+    task: TaskState, spec: TaskSpec, address: builtins.bytes, height: int, seed: builtins.bytes,
+    *, slots_taken: bool = True,
 ) -> InclusionRank:
     """One bonded sender's place in its task's queue for the block at ``height`` (see
-    :func:`inclusion_ranks`); ``seed`` is the hash of the round's start block."""
+    :func:`inclusion_ranks`); ``seed`` is the hash of the round's start block. Without
+    ``slots_taken`` the update slots the sender already had this round are not counted: stake
+    alone ranks it, as for a commitment, which takes no update slot."""
     stake = task.stakes.get(address)
     if stake is None:
         return _UNRANKED
     units = max(stake.amount // spec.bond_amount, 1) if spec.bond_amount > 0 else 1
     commitment = task.commitments.get((round_of(height, spec.round_blocks) - 1, address))  # this round's reveals
-    included = sum(commitment.revealed) if commitment is not None else 0
+    included = sum(commitment.revealed) if commitment is not None and slots_taken else 0
     return (Fraction(included + 1, units), hashlib.sha256(seed + address).digest())
 
 
@@ -397,9 +399,14 @@ class Mempool:
             return None
         height = chain.state.height + 1
         seed = hash_at_height(chain.tip_view(), round_start(round_of(height, spec.round_blocks), spec.round_blocks))
-        rank = functools.partial(inclusion_rank, task, spec, height=height, seed=seed or b"")
-        worst = max(theirs, key=lambda e: (rank(e.sender), e.added_at, e.txid), default=None)
-        if worst is None or not rank(entry.sender) < rank(worst.sender):
+
+        def rank(e: PoolEntry) -> InclusionRank:
+            # A commitment takes no update slot, so stake alone ranks it: counting the slots its
+            # sender had this round let fresh sybil keys push out an honest key's next commitment.
+            return inclusion_rank(task, spec, e.sender, height, seed or b"", slots_taken=isinstance(e.tx, GradientUpdate))
+
+        worst = max(theirs, key=lambda e: (rank(e), e.added_at, e.txid), default=None)
+        if worst is None or not rank(entry) < rank(worst):
             raise PolicyRejected(
                 PolicyReason.POOL_FULL, f"this task's share of the pool is full ({len(theirs)} contributions) "
                 "of senders that rank before this one"

@@ -19,6 +19,7 @@ up in docs/security/known-limits.md with their cost; the ones here are closed:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 from collections.abc import Sequence
@@ -501,3 +502,38 @@ def test_a_topped_up_whale_key_gets_one_slot_a_block_and_no_more(tmp_path: pathl
     blocks = stage.slots(pooled_round(stage, [whale, *others]), [whale, *others], max_updates=2)
     assert all(block.count(addr(whale)) == 1 for block in blocks)
     assert sorted(sum(addr(k) in block for block in blocks) for k in others) == [1, 1, 2]
+
+
+def test_a_commitment_ranks_by_stake_so_fresh_sybil_keys_cannot_push_it_out(tmp_path: pathlib.Path) -> None:
+    """At a task's full share of the pool a commitment was ranked like an update, by the update
+    slots its sender already had this round: an honest key whose reveals had landed ranked after
+    every fresh sybil key, and a sybil's commitment replaced the honest key's commitment for the
+    next round, which then sat that round out. A commitment takes no slot: stake alone ranks it."""
+    from node.mempool import TASK_SHARES
+    from tests.unit.test_mempool import NOW
+
+    unit = 1_000
+    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    b = stage.builder
+    sybils, honest = [key(180 + i) for i in range(3)], key(190)
+    stage.mine()
+    nonce = b.nonce_of(b.miner)
+    stage.mine([b.transfer(b.miner, k, unit, nonce=nonce + i) for i, k in enumerate(sybils)]
+               + [b.transfer(b.miner, honest, 2 * unit, nonce=nonce + 3)])
+    stage.mine([b.bond(k) for k in sybils] + [b.bond(honest, nonce=n) for n in range(2)])
+    stage.to_round_start()
+    width = b.task.round_blocks
+    stage.mine([b.commit(honest, [det_vector(300 + j, b.task.param_count) for j in range(width)])])
+    stage.to_round_start()
+    for j in range(width - 1):  # three of its reveals land: as an update sender it ranks (3+1)/2, after 1/1
+        stage.mine([b.update(honest, index=j)])
+    pool = Mempool(max_txs=2 * TASK_SHARES)  # a share of two contributions
+    mine = b.commit(honest, seeds=(9,))
+    first = b.commit(sybils[0], seeds=(1,))
+    assert pool.add(encode_tx(mine), mine, stage.chain, NOW).added
+    assert pool.add(encode_tx(first), first, stage.chain, NOW + 1).added
+    for i, sybil in enumerate(sybils[1:], start=2):
+        newcomer = b.commit(sybil, seeds=(i,))
+        with contextlib.suppress(PolicyRejected):  # equal stakes: it may replace the other sybil
+            pool.add(encode_tx(newcomer), newcomer, stage.chain, NOW + i)
+    assert txid(encode_tx(mine)) in pool and len(pool) == 2
