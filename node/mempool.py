@@ -51,6 +51,7 @@ from fractions import Fraction
 from typing import Protocol
 
 from consensus.block import Block
+from consensus.caps import max_full_block_size
 from consensus.contracts import check_deploy, open_task_count, task_of
 from consensus.errors import BlockRejected, Reject
 from consensus.rounds import TaskWork, apply_commit, check_reveal, round_of, round_start
@@ -395,6 +396,11 @@ class Mempool:
         replaces (the worst-ranked sender's latest); PolicyRejected if it ranks no better."""
         theirs = [e for mine in self._contributions.values() for e in mine if task_key(e.tx) == task_id]
         count_share, bytes_share = max(self.max_txs // TASK_SHARES, 1), self.max_bytes // TASK_SHARES
+        if task_id == chain.tip_view().rules.task_id:
+            # The chain's own task, fixed at genesis, not by whoever deploys: room for two of its
+            # fullest blocks whatever its update size (the caps allow ~8 MiB updates there).
+            count_share = max(count_share, 2 * spec.max_updates_per_block)
+            bytes_share = max(bytes_share, 2 * max_full_block_size(spec))
         if len(theirs) + 1 <= count_share and sum(e.size for e in theirs) + entry.size <= bytes_share:
             return None
         height = chain.state.height + 1

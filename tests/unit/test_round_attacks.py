@@ -382,7 +382,8 @@ def test_at_its_share_a_task_keeps_its_best_ranked_senders(tmp_path: pathlib.Pat
     from tests.unit.test_mempool import NOW
 
     unit = 1_000
-    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2,
+                                       max_updates_per_block=1, f=0))  # the genesis share floor: 2 contributions
     b = stage.builder
     sybils, honest = [key(160 + i) for i in range(3)], key(170)
     stage.mine()
@@ -513,7 +514,8 @@ def test_a_commitment_ranks_by_stake_so_fresh_sybil_keys_cannot_push_it_out(tmp_
     from tests.unit.test_mempool import NOW
 
     unit = 1_000
-    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2,
+                                       max_updates_per_block=1, f=0))  # the genesis share floor: 2 contributions
     b = stage.builder
     sybils, honest = [key(180 + i) for i in range(3)], key(190)
     stage.mine()
@@ -537,3 +539,30 @@ def test_a_commitment_ranks_by_stake_so_fresh_sybil_keys_cannot_push_it_out(tmp_
         with contextlib.suppress(PolicyRejected):  # equal stakes: it may replace the other sybil
             pool.add(encode_tx(newcomer), newcomer, stage.chain, NOW + i)
     assert txid(encode_tx(mine)) in pool and len(pool) == 2
+
+
+def test_the_genesis_task_keeps_room_for_two_of_its_fullest_blocks(tmp_path: pathlib.Path) -> None:
+    """The 1/TASK_SHARES share is against tasks anyone deploys; applied to the chain's own task it
+    left a genesis task with large updates (the caps allow ~8 MiB) room for one or two of them and
+    slowed its training to a crawl. The genesis task's share is at least two full blocks."""
+    from consensus.caps import max_full_block_size
+    from node.mempool import TASK_SHARES
+    from tests.unit.test_mempool import NOW
+
+    unit = 1_000
+    stage = Stage(tmp_path, quick_task(round_blocks=4, bond_amount=unit, bond_maturity=1, unbond_delay=2))
+    b = stage.builder
+    keys = [key(200 + i) for i in range(2 * b.task.max_updates_per_block)]
+    stage.mine()
+    nonce = b.nonce_of(b.miner)
+    stage.mine([b.transfer(b.miner, k, unit, nonce=nonce + i) for i, k in enumerate(keys)])
+    stage.mine([b.bond(k) for k in keys])
+    stage.to_round_start()
+    commits = [b.commit(k, seeds=(i,)) for i, k in enumerate(keys)]
+    sizes = [len(encode_tx(c)) for c in commits]
+    # a pool whose 1/TASK_SHARES would hold two of them by count and by bytes
+    pool = Mempool(max_txs=2 * TASK_SHARES, max_bytes=2 * max(sizes) * TASK_SHARES)
+    assert 2 * max(sizes) < max_full_block_size(b.task)
+    for i, c in enumerate(commits):
+        assert pool.add(encode_tx(c), c, stage.chain, NOW + i).added
+    assert len(pool) == len(keys)
