@@ -17,7 +17,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -292,7 +292,7 @@ class NodeClient:
                     say(f"all {count} update(s) of round {commit.round} are on chain")
                     break
                 if key.height != last_height:
-                    sent, refused = self.pool_reveals(me, key)
+                    sent, refused = self.pool_reveals(me, key, pooled)
                     for index, why in refused.items():
                         say(f"reveal {index + 1} not pooled yet ({why}); it goes again at the next block")
                     for index, txid in sent.items():
@@ -307,14 +307,23 @@ class NodeClient:
                 f"({missing} never pooled): they do not count")
         return [pooled[index] for index in sorted(pooled)]
 
-    def pool_reveals(self, me: Contributor, key: KeyStatus) -> tuple[dict[int, str], dict[int, str]]:
+    def pool_reveals(self, me: Contributor, key: KeyStatus,
+                     sent: Mapping[int, str] | None = None) -> tuple[dict[int, str], dict[int, str]]:
         """Send every reveal of ``me``'s last commitment the chain has not taken yet (``key``: the tip's
         view of the key). Returns the txid of each the node pooled and the reason for each it refused,
-        by the update's index in the commitment; raises ``ApiError`` if the node cannot be reached."""
+        by the update's index in the commitment; raises ``ApiError`` if the node cannot be reached.
+
+        ``sent`` (index -> txid) names reveals sent before: one the node still holds is only looked
+        up, not uploaded again (an update can be megabytes; a lookup is a few bytes).
+        """
         pooled: dict[int, str] = {}
         refused: dict[int, str] = {}
+        known = sent or {}
         # pending_reveals keeps key.unrevealed's (ascending) order, up to the plan's length
         for index, reveal in zip(key.unrevealed, me.pending_reveals(key), strict=False):
+            if index in known and self._still_pooled(known[index]):
+                pooled[index] = known[index]
+                continue
             try:
                 pooled[index] = self.submit_raw_tx(encode_tx(reveal))
             except ApiError as exc:
@@ -322,6 +331,14 @@ class NodeClient:
                     raise
                 refused[index] = exc.message
         return pooled, refused
+
+    def _still_pooled(self, tx_id: str) -> bool:
+        try:
+            return str(self.tx(tx_id)["status"]) == "mempool"
+        except ApiError as exc:
+            if exc.status == 0:
+                raise
+            return False  # dropped (404): send it again
 
     def send(self, keypair: KeyPair, to: bytes, amount: int, fee: int = 0) -> str:
         """Sign and submit a transfer of ``amount`` base units to the raw address ``to``."""

@@ -1,6 +1,8 @@
-"""`node.client.wait_for`: the polling helper scripts use while a node starts and works."""
+"""`node.client`: the polling helper scripts use, and reveals sent again without uploading twice."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -41,3 +43,45 @@ def test_other_errors_are_not_swallowed() -> None:
 
     with pytest.raises(KeyError):
         wait_for("the node", broken, timeout_s=60, poll_s=0)
+
+
+def test_reveals_the_node_still_holds_are_looked_up_not_uploaded_again() -> None:
+    """At each block the client sends again the reveals the chain has not taken; one the node still
+    pools is only looked up (an update can be megabytes), one it dropped is uploaded again."""
+    import numpy as np
+
+    from consensus.tx import encode_tx
+    from ml.tasks import builtin_task
+    from node.client import NodeClient
+    from node.contributor import Contributor, KeyStatus
+    from wallet import keypair_from_seed
+
+    task = builtin_task("digits")
+    me = Contributor(keypair_from_seed(b"\x01" * 32), task, b"\x00" * 4, b"\x02" * 32)
+    status = KeyStatus(height=17, round=2, balance=0, next_nonce=0, bonded=True, mature=True, bond_pending=False,
+                       committed=False, unrevealed=(), reveal_pending=False)
+    me.commit(status, b"\x03" * 32, [np.full(task.param_count, i + 1, dtype=np.float32) for i in range(3)])
+
+    class Node(NodeClient):
+        uploads: list[int]
+        held: set[str]
+
+        def submit_raw_tx(self, raw: bytes) -> str:
+            self.uploads.append(len(raw))
+            return raw[:4].hex() + str(len(self.uploads))
+
+        def tx(self, tx_id: str) -> dict[str, object]:
+            if tx_id not in self.held:
+                raise ApiError(404, "unknown transaction")
+            return {"status": "mempool"}
+
+    node = Node("http://127.0.0.1:1")
+    node.uploads, node.held = [], set()
+    reveal_round = dataclasses.replace(status, height=25, round=3, unrevealed=(0, 1, 2))
+    first, refused = node.pool_reveals(me, reveal_round)
+    assert sorted(first) == [0, 1, 2] and not refused and len(node.uploads) == 3
+    assert node.uploads[0] == len(encode_tx(me.plans[2][0]))
+    node.held = {first[0], first[2]}  # the node dropped reveal 1
+    again, _ = node.pool_reveals(me, dataclasses.replace(reveal_round, height=26), first)
+    assert again[0] == first[0] and again[2] == first[2] and again[1] != first[1]
+    assert len(node.uploads) == 4  # only the dropped one went up again
