@@ -159,7 +159,8 @@ class AddResult:
 
 # A task's contributions hold at most this fraction of the pool (count and bytes): with the
 # cap of 16 open tasks, all of them together fill at most half of it, and a task's blocks take
-# only round_blocks x max_updates_per_block of its updates a round anyway.
+# only round_blocks x max_updates_per_block of its updates a round anyway. The genesis task
+# keeps at least two of its fullest blocks' worth (:meth:`Mempool._task_room`).
 TASK_SHARES = 32
 InclusionRank = tuple[Fraction, bytes]  # (the sender's next finish time in its task's round, its tie-break)
 _UNRANKED: InclusionRank = (Fraction(2**63), b"\xff" * 32)  # a sender without a bond: after every bonded one
